@@ -1,0 +1,92 @@
+/**
+ * Error classes that callers are expected to catch, each with a stable `code`, an optional
+ * `cause` and a `retriable` flag. Bad arguments throw the built-in `TypeError`/`RangeError`.
+ *
+ * @module
+ */
+
+/** Every code a {@link MessageBufferError} can carry. */
+export const ErrorCodes = {
+  /** The buffer was closed (or is closing); the write was not stored. */
+  CLOSED: "MB_CLOSED",
+  /** The buffer is at its size cap and `whenFull` is `"reject"`; the write was not stored. */
+  FULL: "MB_FULL",
+  /** The filesystem refused a write, fsync or rename (ENOSPC, EIO, ...); nothing was stored. */
+  STORAGE: "MB_STORAGE",
+  /** Another live process holds the buffer directory's lock. */
+  LOCKED: "MB_LOCKED",
+  /** A segment or checkpoint file is not in a format this version reads. */
+  FORMAT: "MB_FORMAT",
+} as const;
+
+/** One of the values of {@link ErrorCodes}. */
+export type ErrorCode = typeof ErrorCodes[keyof typeof ErrorCodes];
+
+/** Base class: `code`, `retriable` and (when there is one) `cause`. */
+export class MessageBufferError extends Error {
+  /** Stable machine-readable code, one of {@link ErrorCodes}. */
+  readonly code: ErrorCode;
+  /** True when the same call may succeed later without any change by the caller. */
+  readonly retriable: boolean;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; retriable?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retriable = options.retriable ?? false;
+  }
+}
+
+/** The buffer is closed; nothing more is accepted. */
+export class BufferClosedError extends MessageBufferError {
+  constructor(dir: string) {
+    super(ErrorCodes.CLOSED, `Buffer "${dir}" is closed; the record was not stored`);
+  }
+}
+
+/** The buffer reached `maxBufferBytes` and its `whenFull` policy is `"reject"`. */
+export class BufferFullError extends MessageBufferError {
+  constructor(dir: string, usedBytes: number, capBytes: number) {
+    super(
+      ErrorCodes.FULL,
+      `Buffer "${dir}" is full (${usedBytes} of ${capBytes} bytes); the record was not stored`,
+      { retriable: true },
+    );
+  }
+}
+
+/** A filesystem operation failed; the records of the failed write were not stored. */
+export class StorageError extends MessageBufferError {
+  /** The underlying errno code, such as `"ENOSPC"` or `"EIO"`, when known. */
+  readonly errno: string | undefined;
+  constructor(operation: string, path: string, cause: unknown) {
+    const errno = (cause as { code?: unknown })?.code;
+    const errnoText = typeof errno === "string" ? errno : undefined;
+    super(
+      ErrorCodes.STORAGE,
+      `Cannot ${operation} "${path}": ${errnoText ?? (cause as Error)?.message ?? String(cause)}`,
+      { cause, retriable: true },
+    );
+    this.errno = errnoText;
+  }
+}
+
+/** The buffer directory is locked by another live process. */
+export class LockedError extends MessageBufferError {
+  /** The pid written in the lock file by the holder. */
+  readonly holderPid: number;
+  constructor(dir: string, holderPid: number) {
+    super(
+      ErrorCodes.LOCKED,
+      `Buffer directory "${dir}" is in use by process ${holderPid} (lock file "${dir}/LOCK")`,
+    );
+    this.holderPid = holderPid;
+  }
+}
+
+/** A file is not in a format this version can read (bad magic, unknown version). */
+export class FormatError extends MessageBufferError {
+  constructor(message: string) {
+    super(ErrorCodes.FORMAT, message);
+  }
+}

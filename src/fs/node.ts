@@ -1,0 +1,148 @@
+/**
+ * {@link FileSystem} on `node:fs/promises`, which Deno, Bun and Node all implement.
+ *
+ * @module
+ */
+
+import { constants, promises as fsp } from "node:fs";
+import process from "node:process";
+import { LockedError } from "../errors.ts";
+import type { DirLock, FileHandle, FileSystem } from "./types.ts";
+
+class NodeFileHandle implements FileHandle {
+  #fh: fsp.FileHandle;
+  #size: number;
+  constructor(fh: fsp.FileHandle, size: number) {
+    this.#fh = fh;
+    this.#size = size;
+  }
+  async append(data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.#fh.write(data, done, data.length - done, this.#size + done);
+      if (bytesWritten <= 0) throw Object.assign(new Error("write returned 0 bytes"), { code: "EIO" });
+      done += bytesWritten;
+    }
+    this.#size += done;
+  }
+  async read(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    const { bytesRead } = await this.#fh.read(into, offset, length, position);
+    return bytesRead;
+  }
+  sync(): Promise<void> {
+    return this.#fh.datasync();
+  }
+  async truncate(size: number): Promise<void> {
+    await this.#fh.truncate(size);
+    this.#size = size;
+  }
+  async size(): Promise<number> {
+    return (await this.#fh.stat()).size;
+  }
+  close(): Promise<void> {
+    return this.#fh.close();
+  }
+}
+
+/** Directories this process holds the lock of (a pid in LOCK equal to ours is otherwise stale). */
+const heldLocks = new Set<string>();
+
+/** The real filesystem. */
+export class NodeFileSystem implements FileSystem {
+  async mkdirp(path: string): Promise<void> {
+    await fsp.mkdir(path, { recursive: true });
+  }
+  list(dir: string): Promise<string[]> {
+    return fsp.readdir(dir);
+  }
+  async open(path: string, mode: "create" | "append" | "read"): Promise<FileHandle> {
+    const flags = mode === "create"
+      ? constants.O_CREAT | constants.O_EXCL | constants.O_RDWR
+      : mode === "append"
+      ? constants.O_RDWR
+      : constants.O_RDONLY;
+    const fh = await fsp.open(path, flags, 0o644);
+    const size = mode === "create" ? 0 : (await fh.stat()).size;
+    return new NodeFileHandle(fh, size);
+  }
+  async readFile(path: string): Promise<Uint8Array | null> {
+    try {
+      return new Uint8Array(await fsp.readFile(path));
+    } catch (e) {
+      if ((e as { code?: string }).code === "ENOENT") return null;
+      throw e;
+    }
+  }
+  async stat(path: string): Promise<{ size: number } | null> {
+    try {
+      return { size: (await fsp.stat(path)).size };
+    } catch (e) {
+      if ((e as { code?: string }).code === "ENOENT") return null;
+      throw e;
+    }
+  }
+  rename(from: string, to: string): Promise<void> {
+    return fsp.rename(from, to);
+  }
+  async remove(path: string): Promise<void> {
+    await fsp.rm(path, { force: true });
+  }
+  async syncDir(dir: string): Promise<void> {
+    const fh = await fsp.open(dir, constants.O_RDONLY);
+    try {
+      await fh.sync();
+    } catch (e) {
+      // Some filesystems refuse fsync on a directory; the rename is still atomic there.
+      const code = (e as { code?: string }).code;
+      if (code !== "EINVAL" && code !== "EISDIR" && code !== "EBADF") throw e;
+    } finally {
+      await fh.close();
+    }
+  }
+  async lock(dir: string): Promise<DirLock> {
+    const path = `${dir}/LOCK`;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fh = await fsp.open(path, "wx", 0o644);
+        await fh.writeFile(`${process.pid}\n`);
+        await fh.close();
+        heldLocks.add(path);
+        return {
+          release: async () => {
+            heldLocks.delete(path);
+            const holder = await readPid(path);
+            if (holder === process.pid) await fsp.rm(path, { force: true });
+          },
+        };
+      } catch (e) {
+        if ((e as { code?: string }).code !== "EEXIST") throw e;
+      }
+      const holder = await readPid(path);
+      if (holder === process.pid && heldLocks.has(path)) throw new LockedError(dir, holder);
+      if (holder !== null && holder !== process.pid && pidIsAlive(holder)) throw new LockedError(dir, holder);
+      // Stale: the holder is gone, the file is unreadable, or it names our own pid from an
+      // earlier life (pid reuse, e.g. pid 1 in a container). Remove and try again; of two
+      // processes racing here, the exclusive create lets only one win.
+      await fsp.rm(path, { force: true });
+    }
+    throw new LockedError(dir, (await readPid(path)) ?? -1);
+  }
+}
+
+async function readPid(path: string): Promise<number | null> {
+  try {
+    const n = Number.parseInt(await fsp.readFile(path, "utf8"), 10);
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+function pidIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === "EPERM";
+  }
+}

@@ -1,0 +1,413 @@
+/**
+ * The segment file format: a fixed header, then frames. A frame is one batch of records
+ * written by one `write` call on the file, with one CRC32C over the whole batch.
+ *
+ * ```
+ * Segment header (16 bytes)
+ *   0   4  magic "MBSG" (4D 42 53 47)
+ *   4   1  format version (1)
+ *   5   3  reserved, zero
+ *   8   8  sequence number of the segment's first record (u64, big-endian)
+ *
+ * Frame (repeated to the end of the file)
+ *   0   4  payload length N (u32 BE), at most MAX_FRAME_PAYLOAD
+ *   4   4  CRC32C of bytes [8, 20 + N) of this frame (count, base time, payload)
+ *   8   4  record count (u32 BE), at least 1
+ *  12   8  base timestamp, ms since the Unix epoch (u64 BE)
+ *  20   N  payload: `count` records back to back
+ *
+ * Record (inside a payload; every integer is an unsigned LEB128 varint)
+ *   varint  zigzag(timestamp - base timestamp)
+ *   varint  topic length T, then T bytes of UTF-8
+ *   varint  key length + 1 (0 means "no key"), then the key bytes
+ *   varint  header count H, then H times: name length, name (UTF-8), value length, value
+ *   varint  value length V, then V bytes
+ * ```
+ *
+ * A varint may be written with redundant continuation bytes (`0x85 0x00` is 5): the writer
+ * reserves the widest length a string could need before it knows the exact byte count.
+ *
+ * @module
+ */
+
+import { crc32c } from "./crc32c.ts";
+
+/** "MBSG" as a big-endian u32. */
+export const SEGMENT_MAGIC = 0x4d425347;
+/** Bumped on any change to the layout above. */
+export const FORMAT_VERSION = 1;
+/** Bytes before the first frame. */
+export const SEGMENT_HEADER_SIZE = 16;
+/** Bytes before a frame's payload. */
+export const FRAME_HEADER_SIZE = 20;
+/** Largest frame payload a reader accepts: a corrupt length never allocates more than this. */
+export const MAX_FRAME_PAYLOAD = 256 * 1024 * 1024;
+/** File name suffixes. */
+export const SEGMENT_SUFFIX = ".seg";
+
+/** A header as `[name, value]`; Kafka allows repeated names, so this is a list, not a map. */
+export type RecordHeader = [name: string, value: Uint8Array];
+
+/** One stored record as the reader returns it. `value` and `key` may view a shared buffer. */
+export interface StoredRecord {
+  topic: string;
+  key: Uint8Array | null;
+  value: Uint8Array;
+  headers: RecordHeader[] | null;
+  /** Write time, ms since the Unix epoch. */
+  timestamp: number;
+}
+
+/** What is known about a segment from its name. */
+export interface SegmentName {
+  /** Sequence number of the first record. */
+  firstSeq: number;
+  /** File name, e.g. `00000000000000000042-0192ab3c4d5.seg`. */
+  name: string;
+}
+
+/**
+ * Segment file names sort in write order and never collide: the first record's sequence
+ * number (20 digits) and the creation time in ms (11 hex digits), e.g.
+ * `00000000000000000042-00192ab3c4d.seg`.
+ */
+export function segmentFileName(firstSeq: number, createdMs: number): string {
+  return `${String(firstSeq).padStart(20, "0")}-${createdMs.toString(16).padStart(11, "0")}${SEGMENT_SUFFIX}`;
+}
+
+const NAME_RE = /^(\d{20})-([0-9a-f]{11,})\.seg$/;
+
+/** Parses a segment file name, or returns null for any other file. */
+export function parseSegmentFileName(name: string): SegmentName | null {
+  const m = NAME_RE.exec(name);
+  if (!m) return null;
+  return { firstSeq: Number(m[1]), name };
+}
+
+/** Encodes a segment header. */
+export function encodeSegmentHeader(firstSeq: number): Uint8Array {
+  const b = new Uint8Array(SEGMENT_HEADER_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, SEGMENT_MAGIC);
+  b[4] = FORMAT_VERSION;
+  writeU64(v, 8, firstSeq);
+  return b;
+}
+
+/** Decodes a segment header, or returns the reason it is not one. */
+export function decodeSegmentHeader(b: Uint8Array): { firstSeq: number } | string {
+  if (b.length < SEGMENT_HEADER_SIZE) return `short header (${b.length} bytes)`;
+  const v = new DataView(b.buffer, b.byteOffset, b.length);
+  const magic = v.getUint32(0);
+  if (magic !== SEGMENT_MAGIC) return `bad magic 0x${magic.toString(16).padStart(8, "0")}`;
+  if (b[4] !== FORMAT_VERSION) return `unsupported format version ${b[4]}`;
+  return { firstSeq: readU64(v, 8) };
+}
+
+function writeU64(v: DataView, at: number, n: number): void {
+  v.setUint32(at, Math.floor(n / 0x100000000));
+  v.setUint32(at + 4, n >>> 0);
+}
+
+function readU64(v: DataView, at: number): number {
+  return v.getUint32(at) * 0x100000000 + v.getUint32(at + 4);
+}
+
+/** A frame header as read from a file. */
+export interface FrameHeader {
+  payloadLength: number;
+  crc: number;
+  count: number;
+  baseTimestamp: number;
+}
+
+/** Reads the frame header at `at`; the caller checks there are FRAME_HEADER_SIZE bytes. */
+export function readFrameHeader(b: Uint8Array, at: number): FrameHeader {
+  const v = new DataView(b.buffer, b.byteOffset + at, FRAME_HEADER_SIZE);
+  return {
+    payloadLength: v.getUint32(0),
+    crc: v.getUint32(4),
+    count: v.getUint32(8),
+    baseTimestamp: readU64(v, 12),
+  };
+}
+
+/** True when the frame header is plausible: sane length, at least one record. */
+export function frameHeaderIsSane(h: FrameHeader): boolean {
+  return h.payloadLength <= MAX_FRAME_PAYLOAD && h.count >= 1 && h.count <= h.payloadLength;
+}
+
+/** True when the frame at `at` (header and payload all in `b`) has a matching CRC. */
+export function frameCrcMatches(b: Uint8Array, at: number, h: FrameHeader): boolean {
+  return crc32c(b, at + 8, at + FRAME_HEADER_SIZE + h.payloadLength) === h.crc;
+}
+
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+
+// Kafka's legal topic names: 1-249 characters of [a-zA-Z0-9._-].
+const TOPIC_RE = /^[a-zA-Z0-9._-]{1,249}$/;
+
+/** Throws a TypeError naming the topic when it is not a legal Kafka topic name. */
+export function validateTopic(topic: unknown): asserts topic is string {
+  if (typeof topic !== "string") {
+    throw new TypeError(`topic must be a string, got ${typeof topic}`);
+  }
+  if (!TOPIC_RE.test(topic) || topic === "." || topic === "..") {
+    throw new TypeError(
+      `Invalid topic name ${JSON.stringify(topic.length > 60 ? topic.slice(0, 60) + "…" : topic)}: ` +
+        `use 1-249 characters of a-z, A-Z, 0-9, ".", "_" and "-"`,
+    );
+  }
+}
+
+/** Bytes or text; text is stored as UTF-8. */
+export type Bytes = string | Uint8Array;
+
+/** Headers given by a caller: a map, or a list when a name repeats. */
+export type HeadersInit = Record<string, Bytes> | Array<[string, Bytes]>;
+
+/**
+ * Encodes records into one frame. `append` validates and encodes synchronously, so a bad
+ * record throws before anything is stored; `finish` seals the frame (CRC, header) and hands
+ * back its bytes. Reused: `reset` starts the next frame in the same memory.
+ */
+export class FrameBuilder {
+  #buf: Uint8Array;
+  #pos = FRAME_HEADER_SIZE;
+  #count = 0;
+  #base = 0;
+  #topics = new Map<string, Uint8Array>();
+  readonly maxRecordBytes: number;
+
+  constructor(initialCapacity = 1 << 20, maxRecordBytes = 16 * 1024 * 1024) {
+    this.#buf = new Uint8Array(initialCapacity);
+    this.maxRecordBytes = maxRecordBytes;
+  }
+
+  /** Records in the open frame. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Bytes the open frame would take on disk. */
+  get size(): number {
+    return this.#pos;
+  }
+
+  /**
+   * Appends one record. Throws TypeError/RangeError (naming the bad field) without changing
+   * the frame when the record is invalid.
+   */
+  append(topic: string, value: Bytes, key: Bytes | null | undefined, headers: HeadersInit | null | undefined, timestamp: number): void {
+    let topicBytes = this.#topics.get(topic);
+    if (topicBytes === undefined) {
+      validateTopic(topic);
+      topicBytes = encodeLengthPrefixed(textEncoder.encode(topic));
+      if (this.#topics.size > 10_000) this.#topics.clear();
+      this.#topics.set(topic, topicBytes);
+    }
+    if (typeof value !== "string" && !(value instanceof Uint8Array)) {
+      throw new TypeError(`value must be a string or Uint8Array, got ${describe(value)}`);
+    }
+    if (key != null && typeof key !== "string" && !(key instanceof Uint8Array)) {
+      throw new TypeError(`key must be a string, Uint8Array, null or undefined, got ${describe(key)}`);
+    }
+    const start = this.#pos;
+    if (this.#count === 0) this.#base = timestamp;
+    // Worst case: 10 (time) + topic + 5 + key*3 + headers + 5 + value*3 bytes.
+    const worst = 25 + topicBytes.length + byteBound(value) + (key == null ? 0 : byteBound(key)) +
+      (headers == null ? 0 : headersBound(headers));
+    this.#ensure(worst);
+    const b = this.#buf;
+    let p = start;
+    const delta = timestamp - this.#base;
+    p = writeVarint(b, p, delta >= 0 ? delta * 2 : -delta * 2 - 1);
+    b.set(topicBytes, p);
+    p += topicBytes.length;
+    if (key == null) {
+      b[p++] = 0;
+    } else {
+      p = writeBytes(b, p, key, 1);
+    }
+    if (headers == null) {
+      b[p++] = 0;
+    } else {
+      try {
+        p = writeHeaders(b, p, headers);
+      } catch (e) {
+        this.#pos = start;
+        throw e;
+      }
+    }
+    p = writeBytes(b, p, value, 0);
+    if (p - start > this.maxRecordBytes) {
+      throw new RangeError(
+        `Record for topic "${topic}" is ${p - start} bytes encoded, over maxRecordBytes (${this.maxRecordBytes})`,
+      );
+    }
+    this.#pos = p;
+    this.#count++;
+  }
+
+  /** Closes the frame: writes its header and CRC and returns a view of its bytes. */
+  finish(): Uint8Array {
+    const b = this.#buf;
+    const v = new DataView(b.buffer, b.byteOffset, FRAME_HEADER_SIZE);
+    v.setUint32(0, this.#pos - FRAME_HEADER_SIZE);
+    v.setUint32(8, this.#count);
+    writeU64(v, 12, this.#base);
+    v.setUint32(4, crc32c(b, 8, this.#pos));
+    return b.subarray(0, this.#pos);
+  }
+
+  /** Empties the frame. A view returned by `finish` is invalid after this. */
+  reset(): void {
+    this.#pos = FRAME_HEADER_SIZE;
+    this.#count = 0;
+  }
+
+  #ensure(extra: number): void {
+    if (this.#pos + extra <= this.#buf.length) return;
+    let cap = this.#buf.length * 2;
+    while (cap < this.#pos + extra) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.#buf.subarray(0, this.#pos));
+    this.#buf = next;
+  }
+}
+
+function describe(v: unknown): string {
+  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+}
+
+function byteBound(v: Bytes): number {
+  return typeof v === "string" ? v.length * 3 + 5 : v.length + 5;
+}
+
+function headersBound(h: HeadersInit): number {
+  let n = 5;
+  const entries = Array.isArray(h) ? h : Object.entries(h);
+  for (const [k, v] of entries) n += byteBound(String(k)) + byteBound(v as Bytes);
+  return n;
+}
+
+function writeHeaders(b: Uint8Array, p: number, h: HeadersInit): number {
+  if (typeof h !== "object") throw new TypeError(`headers must be an object or a list of [name, value], got ${typeof h}`);
+  const entries = Array.isArray(h) ? h : Object.entries(h);
+  p = writeVarint(b, p, entries.length);
+  for (const entry of entries) {
+    if (!Array.isArray(entry) || entry.length !== 2 || typeof entry[0] !== "string") {
+      throw new TypeError(`each header must be [name: string, value: string | Uint8Array]`);
+    }
+    const [name, value] = entry;
+    if (typeof value !== "string" && !(value instanceof Uint8Array)) {
+      throw new TypeError(`header "${name}" must have a string or Uint8Array value, got ${describe(value)}`);
+    }
+    p = writeBytes(b, p, name, 0);
+    p = writeBytes(b, p, value, 0);
+  }
+  return p;
+}
+
+/** Writes `v` with a length prefix (length + `bias`). Strings are encoded in place. */
+function writeBytes(b: Uint8Array, p: number, v: Bytes, bias: number): number {
+  if (typeof v !== "string") {
+    p = writeVarint(b, p, v.length + bias);
+    b.set(v, p);
+    return p + v.length;
+  }
+  // Reserve the width the longest possible encoding needs, encode, then fill in the length.
+  const maxLen = v.length * 3 + bias;
+  const width = maxLen < 0x80 ? 1 : maxLen < 0x4000 ? 2 : maxLen < 0x200000 ? 3 : maxLen < 0x10000000 ? 4 : 5;
+  const written = textEncoder.encodeInto(v, b.subarray(p + width)).written;
+  writePaddedVarint(b, p, written + bias, width);
+  return p + width + written;
+}
+
+function encodeLengthPrefixed(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.length + 5);
+  const p = writeVarint(out, 0, bytes.length);
+  out.set(bytes, p);
+  return out.subarray(0, p + bytes.length);
+}
+
+/** Unsigned LEB128; `n` up to 2^53. */
+export function writeVarint(b: Uint8Array, p: number, n: number): number {
+  while (n >= 0x80) {
+    b[p++] = (n % 0x80) | 0x80;
+    n = Math.floor(n / 0x80);
+  }
+  b[p++] = n;
+  return p;
+}
+
+function writePaddedVarint(b: Uint8Array, p: number, n: number, width: number): void {
+  for (let i = 0; i < width - 1; i++) {
+    b[p++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  b[p] = n & 0x7f;
+}
+
+/** Thrown by the decoder when a payload whose CRC matched does not parse (a writer bug). */
+export class PayloadError extends Error {}
+
+/**
+ * Decodes the records of a frame whose CRC has been checked. Values and keys are views into
+ * `b`; callers that keep them past the buffer's reuse must copy.
+ */
+export function decodeFrame(b: Uint8Array, at: number, h: FrameHeader, out: StoredRecord[], skip = 0): void {
+  let p = at + FRAME_HEADER_SIZE;
+  const end = p + h.payloadLength;
+  const base = h.baseTimestamp;
+  let lastTopicStart = -1, lastTopicLen = -1;
+  let topic = "";
+  const varint = (): number => {
+    let n = 0, mul = 1, byte: number;
+    do {
+      if (p >= end) throw new PayloadError("record runs past the end of its frame");
+      byte = b[p++];
+      n += (byte & 0x7f) * mul;
+      mul *= 0x80;
+    } while (byte & 0x80);
+    return n;
+  };
+  const take = (len: number): Uint8Array => {
+    if (p + len > end) throw new PayloadError("record runs past the end of its frame");
+    const v = b.subarray(p, p + len);
+    p += len;
+    return v;
+  };
+  for (let i = 0; i < h.count; i++) {
+    const z = varint();
+    const timestamp = base + (z % 2 === 0 ? z / 2 : -(z + 1) / 2);
+    const tlen = varint();
+    if (tlen !== lastTopicLen || !sameBytes(b, p, lastTopicStart, tlen)) {
+      topic = textDecoder.decode(b.subarray(p, p + tlen));
+      lastTopicStart = p;
+      lastTopicLen = tlen;
+    }
+    take(tlen);
+    const klen = varint();
+    const key = klen === 0 ? null : take(klen - 1);
+    const hcount = varint();
+    let headers: RecordHeader[] | null = null;
+    if (hcount > 0) {
+      headers = [];
+      for (let j = 0; j < hcount; j++) {
+        const name = textDecoder.decode(take(varint()));
+        headers.push([name, take(varint())]);
+      }
+    }
+    const value = take(varint());
+    if (i >= skip) out.push({ topic, key, value, headers, timestamp });
+  }
+  if (p !== end) throw new PayloadError(`frame has ${end - p} bytes after its last record`);
+}
+
+function sameBytes(b: Uint8Array, p: number, q: number, len: number): boolean {
+  if (q < 0) return false;
+  for (let i = 0; i < len; i++) if (b[p + i] !== b[q + i]) return false;
+  return true;
+}
