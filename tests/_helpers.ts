@@ -31,6 +31,8 @@ export class RecordingProvider implements Provider {
   rejectIf: ((r: ProviderRecord) => string | null) | null = null;
   /** When set, send() waits for it before acknowledging. */
   gate: Promise<void> | null = null;
+  /** Sends after this many never resolve (a broker that stops answering mid-stream). */
+  hangAfterSends = Infinity;
   closed = false;
 
   open(): Promise<void> {
@@ -41,6 +43,7 @@ export class RecordingProvider implements Provider {
 
   async send(records: readonly ProviderRecord[]): Promise<SendResult | void> {
     this.sends++;
+    if (this.sends > this.hangAfterSends) await new Promise(() => {});
     if (this.gate) await this.gate;
     if (this.down) throw new Error("provider down");
     const rejected: { index: number; reason: string }[] = [];

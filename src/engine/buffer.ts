@@ -129,6 +129,8 @@ export class MessageBuffer {
   #pendingBytes = 0;
   #segmentBytes = 0;
   #blocked: BlockedWrite[] = [];
+  /** Frames are cut at this size so that one frame never dwarfs a segment. */
+  readonly #frameTarget: number;
   #closing = false;
   #closed: Promise<void> | null = null;
   #timers: Array<ReturnType<typeof setInterval>> = [];
@@ -166,6 +168,7 @@ export class MessageBuffer {
     this.#counters = counters;
     this.#segments = segments;
     this.#nextSeq = nextSeq;
+    this.#frameTarget = Math.min(FRAME_TARGET_BYTES, Math.max(256, Math.floor(o.segmentMaxBytes / 4)));
     this.#open = { builder: new FrameBuilder(1 << 20, o.maxRecordBytes), batch: newBatch() };
     for (const s of segments) this.#segmentBytes += s.size;
     this.#resetWake();
@@ -271,7 +274,7 @@ export class MessageBuffer {
     const open = this.#open;
     open.builder.append(topic, value, options?.key, options?.headers, timestampOf(options));
     const batch = open.batch;
-    if (open.builder.size >= FRAME_TARGET_BYTES) this.#seal();
+    if (open.builder.size >= this.#frameTarget) this.#seal();
     if (!this.#flushing) this.#kick();
     return batch.promise;
   }
@@ -545,6 +548,10 @@ export class MessageBuffer {
       if (seg.sealed && batch.next.offset >= seg.size) {
         await this.#deleteSegment(seg);
         this.#notifyProgress();
+      } else if (!seg.sealed && this.#blocked.length > 0 && seg.checkpoint.delivered >= seg.records) {
+        // Writes wait for room and all of it is in the delivered active segment: seal it so
+        // that it can be deleted.
+        await this.#requestRoll();
       } else {
         await this.#idleWait();
       }
@@ -858,8 +865,11 @@ export class MessageBuffer {
     this.#stopping = true;
     this.#stop();
     this.#signal();
-    const timeout = new Promise<"timeout">((r) => unref(setTimeout(() => r("timeout"), this.#o.closeTimeoutMs)));
-    if ((await Promise.race([this.#senderDone, timeout])) === "timeout") {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), this.#o.closeTimeoutMs)));
+    const outcome = await Promise.race([this.#senderDone, timeout]);
+    clearTimeout(timer);
+    if (outcome === "timeout") {
       this.#log.warn("close: the batch in flight was not acknowledged in time; it will be sent again on the next open", {
         closeTimeoutMs: this.#o.closeTimeoutMs,
       });
@@ -875,7 +885,8 @@ export class MessageBuffer {
     const providerClosed = this.#o.provider.close().catch((e) => {
       this.#log.warn("provider close failed", { provider: this.#o.provider.name, error: e });
     });
-    await Promise.race([providerClosed, new Promise((r) => unref(setTimeout(r, this.#o.closeTimeoutMs)))]);
+    await Promise.race([providerClosed, new Promise((r) => (timer = setTimeout(r, this.#o.closeTimeoutMs)))]);
+    clearTimeout(timer);
     this.#providerState = "closed";
     await this.#lockRelease();
   }

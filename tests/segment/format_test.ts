@@ -1,0 +1,195 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { crc32c } from "../../src/segment/crc32c.ts";
+import {
+  decodeFrame,
+  encodeSegmentHeader,
+  FrameBuilder,
+  parseSegmentFileName,
+  readFrameHeader,
+  SEGMENT_HEADER_SIZE,
+  segmentFileName,
+  type StoredRecord,
+} from "../../src/segment/format.ts";
+import { scanSegment } from "../../src/segment/reader.ts";
+import { MemoryFileSystem } from "../../src/fs/memory.ts";
+
+const enc = new TextEncoder();
+
+function decodeAll(frame: Uint8Array): StoredRecord[] {
+  const out: StoredRecord[] = [];
+  decodeFrame(frame, 0, readFrameHeader(frame, 0), out);
+  return out;
+}
+
+describe("crc32c", () => {
+  it("matches the published check values", () => {
+    assert.equal(crc32c(enc.encode("123456789")), 0xe3069283);
+    assert.equal(crc32c(new Uint8Array(32)), 0x8a9136aa);
+    assert.equal(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8ab43);
+  });
+  it("gives the same result in one call or in pieces", () => {
+    const data = enc.encode("The quick brown fox jumps over the lazy dog, twice over.");
+    assert.equal(crc32c(data, 10, data.length, crc32c(data, 0, 10)), crc32c(data));
+  });
+});
+
+describe("segment names", () => {
+  it("sort in write order and parse back", () => {
+    const a = segmentFileName(9, 1000), b = segmentFileName(10, 999), c = segmentFileName(10, 1000);
+    assert.deepEqual([c, b, a].sort(), [a, b, c]);
+    assert.equal(parseSegmentFileName(b)?.firstSeq, 10);
+    assert.equal(parseSegmentFileName("notes.txt"), null);
+  });
+});
+
+describe("frame codec", () => {
+  it("round-trips adversarial values, keys and headers unchanged", () => {
+    const b = new FrameBuilder(64);
+    const big = new Uint8Array(1_000_000).map((_, i) => (i * 7) & 0xff);
+    const invalidUtf8 = new Uint8Array([0xff, 0xfe, 0x00, 0xc3, 0x28, 0x0a, 0x5c]);
+    const cases: Array<[string | Uint8Array, string | Uint8Array | null]> = [
+      ["tabs\tand\nnewlines\r\nand \\ backslashes \\n", "key\twith\ttabs"],
+      ["", null],
+      [new Uint8Array(0), ""],
+      ["NUL\0inside", new Uint8Array([0, 0, 0])],
+      [invalidUtf8, invalidUtf8],
+      ["emoji 🦕 and ü", "ключ"],
+      [big, "big"],
+    ];
+    for (const [i, [value, key]] of cases.entries()) {
+      b.append("topic.a-b_c", value, key, i === 0 ? { h1: "v1", h2: new Uint8Array([1, 2]) } : null, 1_700_000_000_000 + i);
+    }
+    const got = decodeAll(b.finish());
+    assert.equal(got.length, cases.length);
+    for (const [i, [value, key]] of cases.entries()) {
+      const asBytes = (v: string | Uint8Array) => typeof v === "string" ? enc.encode(v) : v;
+      assert.deepEqual(got[i].value, asBytes(value), `value ${i}`);
+      assert.deepEqual(got[i].key, key === null ? null : asBytes(key), `key ${i}`);
+      assert.equal(got[i].timestamp, 1_700_000_000_000 + i);
+      assert.equal(got[i].topic, "topic.a-b_c");
+    }
+    assert.deepEqual(got[0].headers, [["h1", enc.encode("v1")], ["h2", new Uint8Array([1, 2])]]);
+  });
+
+  it("keeps timestamps that go backwards (clock steps)", () => {
+    const b = new FrameBuilder();
+    b.append("t", "a", null, null, 5_000);
+    b.append("t", "b", null, null, 1_000);
+    assert.deepEqual(decodeAll(b.finish()).map((r) => r.timestamp), [5_000, 1_000]);
+  });
+
+  it("rejects bad input with an error naming it, leaving the frame unchanged", () => {
+    const b = new FrameBuilder();
+    b.append("ok", "first", null, null, 1);
+    const size = b.size;
+    assert.throws(() => b.append("bad topic!", "v", null, null, 1), /Invalid topic name "bad topic!"/);
+    assert.throws(() => b.append("", "v", null, null, 1), /Invalid topic name ""/);
+    assert.throws(() => b.append("x".repeat(250), "v", null, null, 1), /Invalid topic name/);
+    assert.throws(() => b.append("ok", 42 as unknown as string, null, null, 1), /value must be a string or Uint8Array, got number/);
+    assert.throws(() => b.append("ok", "v", {} as unknown as string, null, 1), /key must be/);
+    assert.throws(() => b.append("ok", "v", null, { h: 5 as unknown as string }, 1), /header "h"/);
+    const small = new FrameBuilder(64, 100);
+    assert.throws(() => small.append("ok", "x".repeat(200), null, null, 1), /over maxRecordBytes \(100\)/);
+    assert.equal(b.size, size);
+    assert.equal(b.count, 1);
+    assert.deepEqual(decodeAll(b.finish()).map((r) => new TextDecoder().decode(r.value)), ["first"]);
+  });
+
+  it("round-trips any bytes (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({
+          value: fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.string({ unit: "binary", maxLength: 100 })),
+          key: fc.option(fc.uint8Array({ maxLength: 40 })),
+          ts: fc.integer({ min: 0, max: 2 ** 45 }),
+        }), { minLength: 1, maxLength: 30 }),
+        (recs) => {
+          const b = new FrameBuilder(16);
+          for (const r of recs) b.append("p", r.value, r.key, null, r.ts);
+          const got = decodeAll(b.finish());
+          assert.equal(got.length, recs.length);
+          recs.forEach((r, i) => {
+            assert.deepEqual(got[i].value, typeof r.value === "string" ? enc.encode(r.value) : r.value);
+            assert.deepEqual(got[i].key, r.key);
+            assert.equal(got[i].timestamp, r.ts);
+          });
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
+
+/** A segment file with `frames` frames of `per` records each, in a memory fs. */
+async function buildSegment(frames: number, per: number): Promise<{ fs: MemoryFileSystem; bytes: Uint8Array; ends: number[] }> {
+  const fs = new MemoryFileSystem();
+  await fs.mkdirp("/d");
+  const fh = await fs.open("/d/s.seg", "create");
+  await fh.append(encodeSegmentHeader(0));
+  const ends: number[] = [SEGMENT_HEADER_SIZE];
+  let size = SEGMENT_HEADER_SIZE;
+  for (let f = 0; f < frames; f++) {
+    const b = new FrameBuilder(64);
+    for (let i = 0; i < per; i++) b.append("t", `frame ${f} record ${i}`, null, null, 1000 + f);
+    const bytes = b.finish();
+    await fh.append(bytes);
+    size += bytes.length;
+    ends.push(size);
+  }
+  return { fs, bytes: fs.peek("/d/s.seg")!, ends };
+}
+
+describe("segment scan", () => {
+  it("truncating a segment at every offset recovers exactly a prefix of its frames", async () => {
+    const { bytes, ends } = await buildSegment(4, 3);
+    for (let cut = SEGMENT_HEADER_SIZE; cut <= bytes.length; cut++) {
+      const fs = new MemoryFileSystem();
+      await fs.mkdirp("/d");
+      const fh = await fs.open("/d/s.seg", "create");
+      await fh.append(bytes.subarray(0, cut));
+      const r = await scanSegment(fh, { verify: true });
+      assert.ok(!("badHeader" in r));
+      const whole = ends.filter((e) => e <= cut);
+      assert.equal(r.validSize, whole.at(-1), `cut at ${cut}`);
+      assert.equal(r.records, (whole.length - 1) * 3, `cut at ${cut}`);
+      assert.equal(r.stop === null, cut === r.validSize, `cut at ${cut}`);
+      if (r.stop) assert.equal(r.stop.kind, "torn", `cut at ${cut}`);
+    }
+  });
+
+  it("tells a flipped bit in a middle frame (corrupt) from a torn last frame", async () => {
+    const { fs, ends } = await buildSegment(3, 2);
+    fs.corrupt("/d/s.seg", ends[1] + 25, new Uint8Array([0x55]));
+    const r = await scanSegment(await fs.open("/d/s.seg", "read"), { verify: true });
+    assert.ok(!("badHeader" in r));
+    assert.deepEqual(r.stop?.kind, "corrupt");
+    assert.equal(r.stop?.offset, ends[1]);
+    assert.equal(r.records, 2);
+
+    const last = await buildSegment(3, 2);
+    last.fs.corrupt("/d/s.seg", last.ends[2] + 25, new Uint8Array([0x55]));
+    const r2 = await scanSegment(await last.fs.open("/d/s.seg", "read"), { verify: true });
+    assert.ok(!("badHeader" in r2));
+    assert.equal(r2.stop?.kind, "torn");
+    assert.equal(r2.records, 4);
+  });
+
+  it("treats a huge corrupt length as a bad frame without allocating it", async () => {
+    const { fs, ends } = await buildSegment(2, 2);
+    fs.corrupt("/d/s.seg", ends[0], new Uint8Array([0xff, 0xff, 0xff, 0xf0]));
+    const r = await scanSegment(await fs.open("/d/s.seg", "read"), { verify: true });
+    assert.ok(!("badHeader" in r));
+    assert.equal(r.records, 0);
+    assert.equal(r.stop?.kind, "corrupt");
+  });
+
+  it("reports a bad magic number", async () => {
+    const { fs } = await buildSegment(1, 1);
+    fs.corrupt("/d/s.seg", 0, new Uint8Array([0, 0, 0, 0]));
+    const r = await scanSegment(await fs.open("/d/s.seg", "read"), { verify: true });
+    assert.ok("badHeader" in r);
+    assert.match(r.badHeader, /bad magic 0x00000000/);
+  });
+});
