@@ -6,13 +6,12 @@
  * @module
  */
 
-import { setTimeout as delay } from "node:timers";
 import { checkpointFileName, commitCheckpoint } from "../checkpoint/checkpoint.ts";
 import { BufferClosedError, BufferFullError, StorageError } from "../errors.ts";
 import type { FileSystem } from "../fs/types.ts";
 import { defaultFileSystem } from "../fs/default.ts";
 import { createLogger, type Logger } from "../log.ts";
-import type { Provider, ProviderRecord } from "../provider/types.ts";
+import type { ProviderRecord } from "../provider/types.ts";
 import {
   type Bytes,
   decodeFrame,

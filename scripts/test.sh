@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: starts the local Apache Kafka broker (scripts/kafka.sh), runs every
+# test file under Deno and then under Bun, builds the single-file executable and runs the
+# agent tests against it, and stops the broker it started. `npm test` and .ci/run call this.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh FILES...   only these test files (both runtimes)
+# Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bin=node_modules/.bin
+[[ -x $bin/deno && -x $bin/bun ]] || { echo "test.sh: run 'npm ci' first (deno and bun come from npm)" >&2; exit 1; }
+
+started_broker=""
+if [[ -z ${MB_TEST_BROKERS:-} ]]; then
+  export KAFKA_PORT=${KAFKA_PORT:-39092}
+  if ! scripts/kafka.sh status >/dev/null; then
+    scripts/kafka.sh start
+    started_broker=yes
+  fi
+  export MB_TEST_BROKERS=127.0.0.1:$KAFKA_PORT
+fi
+cleanup() { [[ -n $started_broker ]] && scripts/kafka.sh stop || true; }
+trap cleanup EXIT
+
+files=("$@")
+[[ ${#files[@]} -gt 0 ]] || files=(tests/)
+
+status=0
+echo "== deno test" >&2
+$bin/deno test -A --no-check "${files[@]}" || status=1
+echo "== bun test" >&2
+$bin/bun test --timeout 300000 "${files[@]}" || status=1
+exit $status

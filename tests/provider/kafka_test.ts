@@ -1,0 +1,227 @@
+// The Kafka provider against a real Apache Kafka broker (scripts/kafka.sh, started by
+// scripts/test.sh). Every test checks what a real consumer reads back.
+
+import { after, afterEach, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readdir } from "node:fs/promises";
+import process from "node:process";
+import { KafkaProvider, MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
+import { tempDir, waitFor } from "../_helpers.ts";
+import { BROKERS, type Consumed, consume, createTopics, kafkaScript, uniqueTopic } from "../_kafka.ts";
+
+let dir = "";
+let cleanup = async () => {};
+const opened: MessageBuffer[] = [];
+
+async function openBuffer(extra: Partial<MessageBufferOptions> = {}, provider = new KafkaProvider({ brokers: BROKERS })) {
+  const b = await MessageBuffer.open({ dir, provider, logger: silentLogger, retryInitialMs: 100, retryMaxMs: 1000, ...extra });
+  opened.push(b);
+  return b;
+}
+
+afterEach(async () => {
+  for (const b of opened.splice(0)) await b.close();
+  await cleanup();
+});
+
+const enc = new TextEncoder();
+
+/** Values per topic+partition in offset order. */
+function byPartition(records: Consumed[]): Map<string, string[]> {
+  const m = new Map<string, string[]>();
+  for (const r of [...records].sort((a, b) => a.offset - b.offset)) {
+    const k = `${r.topic}/${r.partition}`;
+    if (!m.has(k)) m.set(k, []);
+    m.get(k)!.push(r.value!.toString("latin1"));
+  }
+  return m;
+}
+
+describe("Kafka provider, real broker", () => {
+  before(async () => {
+    // Fail fast with a clear message when there is no broker (scripts/test.sh starts one).
+    await new KafkaProvider({ brokers: BROKERS, connectionTimeoutMs: 2000 }).open().catch((e) => {
+      throw new Error(`No Kafka broker at ${BROKERS.join(",")}; run the suite with scripts/test.sh (${e.message})`);
+    });
+  });
+
+  it("delivers 100K adversarial records over several topics exactly once, in order, with keys, headers and timestamps", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const topics = [uniqueTopic("e2e-a"), uniqueTopic("e2e-b"), uniqueTopic("e2e-c")];
+    await createTopics(topics, 3);
+    const b = await openBuffer();
+    const N = 100_000;
+    const special = [
+      new Uint8Array(0),
+      enc.encode("line\nbreak\ttab\\slash\r"),
+      new Uint8Array([0, 0xff, 0xc3, 0x28, 0x0a]),
+      new Uint8Array(100 * 1024).fill(0x42),
+    ];
+    const expected = new Map<string, { key: string; value: Uint8Array; ts: number; topic: string }>();
+    const base = Date.now() - 3_600_000;
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < N; i++) {
+      const topic = topics[i % 3];
+      const tail = special[i % 50 === 0 ? (i / 50) % special.length : -1] ?? enc.encode("v".repeat(i % 90));
+      const id = `#${i}#`;
+      const value = new Uint8Array(id.length + tail.length);
+      value.set(enc.encode(id));
+      value.set(tail, id.length);
+      const key = `key-${i % 17}`;
+      expected.set(id, { key, value, ts: base + i, topic });
+      writes.push(b.write(topic, value, { key, headers: { seq: String(i), bin: new Uint8Array([i & 0xff, 0]) }, timestamp: base + i }));
+    }
+    await Promise.all(writes);
+    await b.drained(180_000);
+    const got = await consume(topics, N, { timeoutMs: 120_000 });
+    assert.equal(got.length, N, "each record once");
+    const seen = new Set<string>();
+    for (const r of got) {
+      const text = r.value!.toString("latin1");
+      const id = text.slice(0, text.indexOf("#", 1) + 1);
+      const want = expected.get(id);
+      assert.ok(want, `unexpected record ${id}`);
+      assert.ok(!seen.has(id), `duplicate ${id}`);
+      seen.add(id);
+      assert.equal(r.topic, want.topic);
+      assert.deepEqual(new Uint8Array(r.value!), want.value, `value of ${id}`);
+      assert.equal(r.key?.toString(), want.key);
+      assert.equal(r.timestamp, want.ts, `timestamp of ${id} is its write time`);
+      assert.equal(r.headers.seq?.toString(), id.slice(1, -1));
+      assert.deepEqual([...(r.headers.bin as Buffer)], [Number(id.slice(1, -1)) & 0xff, 0]);
+    }
+    // Write order per partition: sequence numbers increase along the offsets.
+    for (const [part, values] of byPartition(got)) {
+      const seqs = values.map((v) => Number(v.slice(1, v.indexOf("#", 1))));
+      assert.deepEqual(seqs, [...seqs].sort((a, c) => a - c), `order in ${part}`);
+    }
+    // Same key, same partition (Java-compatible partitioner; one partition per key).
+    const keyPart = new Map<string, number>();
+    for (const r of got) {
+      const k = `${r.topic}/${r.key}`;
+      if (keyPart.has(k)) assert.equal(keyPart.get(k), r.partition);
+      else keyPart.set(k, r.partition);
+    }
+    assert.equal(new Set(got.map((r) => r.partition)).size, 3, "keys spread over the partitions");
+  });
+
+  it("keeps writing through a broker outage and delivers everything in order after it", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const topic = uniqueTopic("outage");
+    await createTopics([topic], 1);
+    const b = await openBuffer({ retryInitialMs: 200, retryMaxMs: 1000 });
+    let n = 0;
+    const writeSome = async (count: number) => {
+      const ws: Promise<void>[] = [];
+      for (let i = 0; i < count; i++, n++) ws.push(b.write(topic, `o-${n}`));
+      await Promise.all(ws);
+    };
+    await writeSome(2000);
+    await kafkaScript("stop");
+    try {
+      await writeSome(3000); // succeeds into the buffer while the broker is down
+      await waitFor(() => b.stats().provider.state === "retrying", 30_000, "the sender to notice the outage");
+      await writeSome(3000);
+      assert.ok(b.stats().backlog.records > 0, "records wait on disk");
+    } finally {
+      await kafkaScript("start");
+    }
+    await b.drained(120_000);
+    const got = await consume([topic], n, { timeoutMs: 90_000 });
+    const values = got.sort((a, c) => a.offset - c.offset).map((r) => r.value!.toString());
+    const firstSeen = [...new Set(values)];
+    assert.deepEqual(firstSeen, Array.from({ length: n }, (_, i) => `o-${i}`), "no loss, in order");
+    const duplicates = values.length - firstSeen.length;
+    console.log(`outage: ${n} records, ${duplicates} duplicates, ${b.stats().counters.sendRetries} retries`);
+    assert.equal(duplicates, 0);
+  });
+
+  it("resumes at the checkpoint when the engine is closed mid-stream and opened again", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const topic = uniqueTopic("restart");
+    await createTopics([topic], 1);
+    const b1 = await openBuffer({ batchMaxRecords: 100 });
+    const ws: Promise<void>[] = [];
+    for (let i = 0; i < 20_000; i++) ws.push(b1.write(topic, `r-${i}`));
+    await Promise.all(ws);
+    await waitFor(() => b1.stats().counters.delivered > 0, 30_000);
+    await b1.close();
+    opened.splice(opened.indexOf(b1), 1);
+    const deliveredBefore = b1.stats().counters.delivered;
+    const b2 = await openBuffer();
+    await b2.drained(60_000);
+    const got = await consume([topic], 20_000);
+    const values = got.sort((a, c) => a.offset - c.offset).map((r) => r.value!.toString());
+    assert.deepEqual([...new Set(values)], Array.from({ length: 20_000 }, (_, i) => `r-${i}`));
+    console.log(`restart: ${deliveredBefore} delivered before close, ${values.length - 20_000} duplicates`);
+    assert.equal(values.length, 20_000, "a clean close leaves no duplicates");
+  });
+
+  it("after SIGKILL of a writing agent, every acknowledged record is delivered", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const topic = uniqueTopic("sigkill");
+    await createTopics([topic], 1);
+    const runtime = (globalThis as { Deno?: unknown }).Deno ? [process.execPath, "run", "-A"] : [process.execPath];
+    const child = spawn(runtime[0], [...runtime.slice(1), "tests/fixtures/crash_child.ts", dir, topic, BROKERS.join(","), "write"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let acked = 0;
+    let buf = "";
+    child.stdout!.on("data", (d) => {
+      buf += d;
+      for (let i; (i = buf.indexOf("\n")) >= 0; buf = buf.slice(i + 1)) {
+        const m = /^ack \d+ (\d+)$/.exec(buf.slice(0, i));
+        if (m) acked = Number(m[1]);
+      }
+    });
+    await waitFor(() => acked >= 5000, 60_000, "the child to acknowledge 5000 records");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    const ackedAtKill = acked;
+    const drain = spawn(runtime[0], [...runtime.slice(1), "tests/fixtures/crash_child.ts", dir, topic, BROKERS.join(","), "drain"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const code = await new Promise((r) => drain.once("exit", r));
+    assert.equal(code, 0);
+    const got = await consume([topic], ackedAtKill);
+    const values = got.sort((a, c) => a.offset - c.offset).map((r) => r.value!.toString());
+    const set = new Set(values);
+    for (let i = 0; i < ackedAtKill; i++) assert.ok(set.has(`rec-${i}`), `acknowledged rec-${i} was lost`);
+    const firstSeen = [...set].map((v) => Number(v.slice(4)));
+    assert.deepEqual(firstSeen, [...firstSeen].sort((a, c) => a - c), "in order");
+    console.log(`sigkill: ${ackedAtKill} acknowledged, ${set.size} delivered, ${values.length - set.size} duplicates`);
+  });
+
+  it("sends records the broker refuses for good to dead letters and delivers the ones around them", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const topic = uniqueTopic("poison");
+    await createTopics([topic], 1, { "max.message.bytes": "20000" });
+    // __consumer_offsets is a legal name, but the broker refuses produce requests to it.
+    const b = await openBuffer();
+    await b.write(topic, "before");
+    await b.write(topic, "x".repeat(50_000)); // over the topic's max.message.bytes
+    await b.write("__consumer_offsets", "internal");
+    await b.write(topic, "y".repeat(2_000_000)); // over the provider's maxMessageBytes
+    await b.write(topic, "after");
+    await b.drained(60_000);
+    const got = await consume([topic], 2);
+    assert.deepEqual(got.map((r) => r.value!.toString()), ["before", "after"]);
+    assert.equal(b.stats().counters.deadLettered, 3);
+    const dead = (await readdir(`${dir}/dead`)).filter((n) => n.endsWith(".seg"));
+    assert.equal(dead.length, 1);
+  });
+
+  it("reports a broker that cannot be reached as a retriable error naming the address, keeping the records", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const b = await openBuffer({}, new KafkaProvider({ brokers: ["127.0.0.1:1"], connectionTimeoutMs: 200 }));
+    await b.write("kept", "safe");
+    await waitFor(() => b.stats().provider.lastError !== null, 30_000);
+    assert.match(b.stats().provider.lastError!, /127\.0\.0\.1:1/);
+    assert.equal(b.stats().backlog.records, 1);
+  });
+});
+
+after(() => {
+  // kafkajs keeps no timers after disconnect; nothing to do.
+});
