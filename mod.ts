@@ -21,10 +21,25 @@
  * @module
  */
 
-export { type BufferStats, MessageBuffer, type ProviderState, type WriteOptions } from "./src/engine/buffer.ts";
+export {
+  type BufferStats,
+  MessageBuffer,
+  type ProviderState,
+  type WriteOptions,
+} from "./src/engine/buffer.ts";
 export type { Counters } from "./src/engine/backlog.ts";
-export { DEFAULTS, type FsyncPolicy, type MessageBufferOptions, type WhenFull } from "./src/engine/options.ts";
-export type { Provider, ProviderRecord, RecordRejection, SendResult } from "./src/provider/types.ts";
+export {
+  DEFAULTS,
+  type FsyncPolicy,
+  type MessageBufferOptions,
+  type WhenFull,
+} from "./src/engine/options.ts";
+export type {
+  Provider,
+  ProviderRecord,
+  RecordRejection,
+  SendResult,
+} from "./src/provider/types.ts";
 export { KafkaProvider, type KafkaProviderOptions } from "./src/provider/kafka/kafka.ts";
 export {
   BufferClosedError,
@@ -39,4 +54,10 @@ export {
 export type { Bytes, HeadersInit, RecordHeader, StoredRecord } from "./src/segment/format.ts";
 export type { DirLock, FileHandle, FileSystem } from "./src/fs/types.ts";
 export { NodeFileSystem } from "./src/fs/node.ts";
-export { createLogger, type Logger, type LoggerOptions, type LogLevel, silentLogger } from "./src/log.ts";
+export {
+  createLogger,
+  type Logger,
+  type LoggerOptions,
+  type LogLevel,
+  silentLogger,
+} from "./src/log.ts";

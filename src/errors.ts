@@ -29,7 +29,11 @@ export class MessageBufferError extends Error {
   /** True when the same call may succeed later without any change by the caller. */
   readonly retriable: boolean;
 
-  constructor(code: ErrorCode, message: string, options: { cause?: unknown; retriable?: boolean } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { cause?: unknown; retriable?: boolean } = {},
+  ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;

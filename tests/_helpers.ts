@@ -76,7 +76,9 @@ export class RecordingProvider implements Provider {
 }
 
 /** A fresh temp directory, removed by the returned cleanup. */
-export async function tempDir(prefix = "mb-test-"): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+export async function tempDir(
+  prefix = "mb-test-",
+): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }

@@ -16,7 +16,11 @@ export function uniqueTopic(prefix: string): string {
 }
 
 /** Creates topics (and waits for their leaders). */
-export async function createTopics(topics: string[], partitions = 1, configs: Record<string, string> = {}): Promise<void> {
+export async function createTopics(
+  topics: string[],
+  partitions = 1,
+  configs: Record<string, string> = {},
+): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -61,7 +65,7 @@ export async function consume(
     await consumer.subscribe({ topics, fromBeginning: true });
     let last = Date.now();
     await consumer.run({
-      eachBatch: async ({ batch }) => {
+      eachBatch: ({ batch }) => {
         for (const m of batch.messages) {
           out.push({
             topic: batch.topic,
@@ -69,11 +73,12 @@ export async function consume(
             offset: Number(m.offset),
             key: m.key,
             value: m.value,
-            headers: m.headers ?? {},
+            headers: (m.headers ?? {}) as Consumed["headers"],
             timestamp: Number(m.timestamp),
           });
         }
         last = Date.now();
+        return Promise.resolve();
       },
     });
     const deadline = Date.now() + timeoutMs;

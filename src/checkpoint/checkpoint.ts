@@ -61,7 +61,9 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
 export function decodeCheckpoint(b: Uint8Array): Checkpoint | string {
   if (b.length !== CHECKPOINT_SIZE) return `size ${b.length}, expected ${CHECKPOINT_SIZE}`;
   const v = new DataView(b.buffer, b.byteOffset, b.length);
-  if (v.getUint32(0) !== MAGIC) return `bad magic 0x${v.getUint32(0).toString(16).padStart(8, "0")}`;
+  if (v.getUint32(0) !== MAGIC) {
+    return `bad magic 0x${v.getUint32(0).toString(16).padStart(8, "0")}`;
+  }
   if (b[4] !== VERSION) return `unsupported version ${b[4]}`;
   if (crc32c(b, 0, 28) !== v.getUint32(28)) return "checksum mismatch";
   return {
@@ -96,7 +98,10 @@ export async function commitCheckpoint(
 }
 
 /** Reads an S file: the checkpoint, null when absent, or the reason it is unusable. */
-export async function loadCheckpoint(fs: FileSystem, path: string): Promise<Checkpoint | null | string> {
+export async function loadCheckpoint(
+  fs: FileSystem,
+  path: string,
+): Promise<Checkpoint | null | string> {
   const b = await fs.readFile(path);
   if (b === null) return null;
   return decodeCheckpoint(b);

@@ -167,7 +167,10 @@ export class MessageBuffer {
     this.#counters = counters;
     this.#segments = segments;
     this.#nextSeq = nextSeq;
-    this.#frameTarget = Math.min(FRAME_TARGET_BYTES, Math.max(256, Math.floor(o.segmentMaxBytes / 4)));
+    this.#frameTarget = Math.min(
+      FRAME_TARGET_BYTES,
+      Math.max(256, Math.floor(o.segmentMaxBytes / 4)),
+    );
     this.#open = { builder: new FrameBuilder(1 << 20, o.maxRecordBytes), batch: newBatch() };
     for (const s of segments) this.#segmentBytes += s.size;
     this.#resetWake();
@@ -207,7 +210,8 @@ export class MessageBuffer {
 
   /** True when a write now would be refused (`"reject"`) or would wait (`"block"`). */
   get full(): boolean {
-    return this.#o.whenFull !== "drop-oldest" && (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes);
+    return this.#o.whenFull !== "drop-oldest" &&
+      (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes);
   }
 
   #usedBytes(): number {
@@ -241,9 +245,14 @@ export class MessageBuffer {
    */
   write(topic: string, value: Bytes, options?: WriteOptions): Promise<void> {
     if (this.#closing) return Promise.reject(new BufferClosedError(this.#dir));
-    if (this.#o.whenFull !== "drop-oldest" && (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes)) {
+    if (
+      this.#o.whenFull !== "drop-oldest" &&
+      (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes)
+    ) {
       if (this.#o.whenFull === "reject") {
-        return Promise.reject(new BufferFullError(this.#dir, this.#usedBytes(), this.#o.maxBufferBytes));
+        return Promise.reject(
+          new BufferFullError(this.#dir, this.#usedBytes(), this.#o.maxBufferBytes),
+        );
       }
       // Encode once into a scratch frame so that bad input fails now, not when room appears.
       try {
@@ -252,7 +261,9 @@ export class MessageBuffer {
         return Promise.reject(e);
       }
       const stamped = { ...options, timestamp: timestampOf(options) };
-      return new Promise((resolve, reject) => this.#blocked.push({ topic, value, options: stamped, resolve, reject }));
+      return new Promise((resolve, reject) =>
+        this.#blocked.push({ topic, value, options: stamped, resolve, reject })
+      );
     }
     try {
       return this.#append(topic, value, options);
@@ -320,7 +331,9 @@ export class MessageBuffer {
       this.#flushing = false;
       this.#flushIdleResolve?.();
       // Work that arrived after the last check (between the awaits above) gets a new loop.
-      if (this.#queue.length > 0 || this.#open.builder.count > 0 || this.#rollRequested) this.#kick();
+      if (this.#queue.length > 0 || this.#open.builder.count > 0 || this.#rollRequested) {
+        this.#kick();
+      }
     }
   }
 
@@ -329,7 +342,10 @@ export class MessageBuffer {
     try {
       await this.#active.sync();
     } catch (e) {
-      this.#log.error("fsync of the active segment failed", { segment: this.#active.name, error: e });
+      this.#log.error("fsync of the active segment failed", {
+        segment: this.#active.name,
+        error: e,
+      });
     }
   }
 
@@ -338,7 +354,10 @@ export class MessageBuffer {
     const bytes = b.finish();
     const count = b.count;
     try {
-      if (this.#active && this.#active.size > SEGMENT_HEADER_SIZE && this.#active.size + bytes.length > this.#o.segmentMaxBytes) {
+      if (
+        this.#active && this.#active.size > SEGMENT_HEADER_SIZE &&
+        this.#active.size + bytes.length > this.#o.segmentMaxBytes
+      ) {
         await this.#roll();
       }
       if (this.#active?.broken) await this.#roll();
@@ -360,10 +379,15 @@ export class MessageBuffer {
       const path = this.#active?.path ?? this.#dir;
       this.#counters.writeErrors += count;
       const err = new StorageError(`write ${count} record(s) to`, path, e);
-      this.#log.error("write failed; the records were not stored", { records: count, error: err.message });
+      this.#log.error("write failed; the records were not stored", {
+        records: count,
+        error: err.message,
+      });
       frame.batch.reject(err);
     }
-    if (this.#o.whenFull === "drop-oldest" && this.#usedBytes() > this.#o.maxBufferBytes) await this.#prune("cap");
+    if (this.#o.whenFull === "drop-oldest" && this.#usedBytes() > this.#o.maxBufferBytes) {
+      await this.#prune("cap");
+    }
   }
 
   async #createActive(): Promise<void> {
@@ -414,7 +438,9 @@ export class MessageBuffer {
       this.#signal();
     }
     for (const w of this.#rollWaiters.splice(0)) w();
-    if (this.#o.whenFull === "drop-oldest" && this.#usedBytes() > this.#o.maxBufferBytes) await this.#prune("cap");
+    if (this.#o.whenFull === "drop-oldest" && this.#usedBytes() > this.#o.maxBufferBytes) {
+      await this.#prune("cap");
+    }
   }
 
   /** Asks the flush loop to seal the active segment; resolves once it has. */
@@ -528,8 +554,13 @@ export class MessageBuffer {
         // A storage error while reading or deleting: log, back off, try again. The
         // checkpoint has not moved, so nothing is skipped.
         failures++;
-        this.#log.error("sender: cannot read the backlog; retrying", { error: e, attempt: failures });
-        await this.#sleep(Math.min(this.#o.retryMaxMs, this.#o.retryInitialMs * 2 ** Math.min(failures, 16)));
+        this.#log.error("sender: cannot read the backlog; retrying", {
+          error: e,
+          attempt: failures,
+        });
+        await this.#sleep(
+          Math.min(this.#o.retryMaxMs, this.#o.retryInitialMs * 2 ** Math.min(failures, 16)),
+        );
       }
     }
   }
@@ -547,7 +578,9 @@ export class MessageBuffer {
       if (seg.sealed && batch.next.offset >= seg.size) {
         await this.#deleteSegment(seg);
         this.#notifyProgress();
-      } else if (!seg.sealed && this.#blocked.length > 0 && seg.checkpoint.delivered >= seg.records) {
+      } else if (
+        !seg.sealed && this.#blocked.length > 0 && seg.checkpoint.delivered >= seg.records
+      ) {
         // Writes wait for room and all of it is in the delivered active segment: seal it so
         // that it can be deleted.
         await this.#requestRoll();
@@ -558,9 +591,14 @@ export class MessageBuffer {
     }
     let rejected: { index: number; reason: string }[] = [];
     if (batch.records.length > 0) {
-      const outcome = await this.#retrying("send", () => this.#o.provider.send(batch.records), batch.records.length);
+      const outcome = await this.#retrying(
+        "send",
+        () => this.#o.provider.send(batch.records),
+        batch.records.length,
+      );
       if (outcome === false) return; // stopping: the batch is sent again after the next open
-      rejected = (outcome as { rejected?: { index: number; reason: string }[] } | void)?.rejected ?? [];
+      rejected = (outcome as { rejected?: { index: number; reason: string }[] } | void)?.rejected ??
+        [];
     }
     if (seg.gone) return; // pruned while in flight: counted as dropped there
     if (rejected.length > 0) await this.#deadLetter(seg, batch.records, rejected);
@@ -598,7 +636,10 @@ export class MessageBuffer {
       await this.#cursor?.cursor.close().catch(() => {});
       this.#cursor = null;
       try {
-        this.#cursor = { seg, cursor: new SegmentCursor(await this.#fs.open(`${this.#dir}/${seg.name}`, "read")) };
+        this.#cursor = {
+          seg,
+          cursor: new SegmentCursor(await this.#fs.open(`${this.#dir}/${seg.name}`, "read")),
+        };
       } catch (e) {
         if (seg.gone) return null;
         throw e;
@@ -628,7 +669,9 @@ export class MessageBuffer {
       }
       let i = skip;
       for (; i < frameRecords.length; i++) {
-        if (records.length >= o.batchMaxRecords || (bytes >= o.batchMaxBytes && records.length > 0)) break;
+        if (
+          records.length >= o.batchMaxRecords || (bytes >= o.batchMaxBytes && records.length > 0)
+        ) break;
         const r = frameRecords[i];
         if (r.timestamp < ttlLimit) {
           expired++;
@@ -674,13 +717,20 @@ export class MessageBuffer {
   }
 
   /** Appends rejected records, with the reason in a header, to a segment in `dead/`. */
-  async #deadLetter(seg: Segment, batch: readonly ProviderRecord[], rejected: { index: number; reason: string }[]) {
+  async #deadLetter(
+    seg: Segment,
+    batch: readonly ProviderRecord[],
+    rejected: { index: number; reason: string }[],
+  ) {
     const b = this.#deadBuilder;
     b.reset();
     for (const { index, reason } of rejected) {
       const r = batch[index];
       if (!r) continue;
-      const headers: Array<[string, Bytes]> = [...(r.headers ?? []), ["messagebuffer-error", reason], [
+      const headers: Array<[string, Bytes]> = [...(r.headers ?? []), [
+        "messagebuffer-error",
+        reason,
+      ], [
         "messagebuffer-segment",
         seg.name,
       ]];
@@ -715,11 +765,20 @@ export class MessageBuffer {
       seg.checkpointDirty = false;
       const c = { ...seg.checkpoint };
       try {
-        await commitCheckpoint(this.#fs, this.#dir, `${this.#dir}/${checkpointFileName(seg.name)}`, c, this.#o.fsync !== "never");
+        await commitCheckpoint(
+          this.#fs,
+          this.#dir,
+          `${this.#dir}/${checkpointFileName(seg.name)}`,
+          c,
+          this.#o.fsync !== "never",
+        );
         seg.checkpointOnDisk = true;
       } catch (e) {
         seg.checkpointDirty = true;
-        this.#log.error("cannot write S file; will retry with the next batch", { segment: seg.name, error: e });
+        this.#log.error("cannot write S file; will retry with the next batch", {
+          segment: seg.name,
+          error: e,
+        });
       }
     }
   }
@@ -736,7 +795,9 @@ export class MessageBuffer {
       try {
         const out = await fn();
         if (attempt > 0) {
-          this.#log.info(`${what} succeeded after ${attempt} retries`, { provider: this.#o.provider.name });
+          this.#log.info(`${what} succeeded after ${attempt} retries`, {
+            provider: this.#o.provider.name,
+          });
         }
         if (this.#providerState === "retrying") this.#providerState = "ready";
         return out;
@@ -802,7 +863,9 @@ export class MessageBuffer {
     while (this.#backlogRecords() > 0) {
       const left = deadline - Date.now();
       if (left <= 0) {
-        const e = new Error(`Buffer "${this.#dir}" still holds ${this.#backlogRecords()} undelivered records after ${timeoutMs} ms`);
+        const e = new Error(
+          `Buffer "${this.#dir}" still holds ${this.#backlogRecords()} undelivered records after ${timeoutMs} ms`,
+        );
         e.name = "TimeoutError";
         throw e;
       }
@@ -832,7 +895,11 @@ export class MessageBuffer {
       oldestRecordAgeMs: oldest === Infinity ? null : Math.max(0, Date.now() - oldest),
       usedBytes: this.#usedBytes(),
       blockedWrites: this.#blocked.length,
-      provider: { name: this.#o.provider.name, state: this.#providerState, lastError: this.#lastError },
+      provider: {
+        name: this.#o.provider.name,
+        state: this.#providerState,
+        lastError: this.#lastError,
+      },
     };
   }
 
@@ -865,13 +932,18 @@ export class MessageBuffer {
     this.#stop();
     this.#signal();
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), this.#o.closeTimeoutMs)));
+    const timeout = new Promise<"timeout">((
+      r,
+    ) => (timer = setTimeout(() => r("timeout"), this.#o.closeTimeoutMs)));
     const outcome = await Promise.race([this.#senderDone, timeout]);
     clearTimeout(timer);
     if (outcome === "timeout") {
-      this.#log.warn("close: the batch in flight was not acknowledged in time; it will be sent again on the next open", {
-        closeTimeoutMs: this.#o.closeTimeoutMs,
-      });
+      this.#log.warn(
+        "close: the batch in flight was not acknowledged in time; it will be sent again on the next open",
+        {
+          closeTimeoutMs: this.#o.closeTimeoutMs,
+        },
+      );
     }
     await this.#meta;
     // A fully delivered segment need not wait for the next open to be deleted.
@@ -884,7 +956,10 @@ export class MessageBuffer {
     const providerClosed = this.#o.provider.close().catch((e) => {
       this.#log.warn("provider close failed", { provider: this.#o.provider.name, error: e });
     });
-    await Promise.race([providerClosed, new Promise((r) => (timer = setTimeout(r, this.#o.closeTimeoutMs)))]);
+    await Promise.race([
+      providerClosed,
+      new Promise((r) => (timer = setTimeout(r, this.#o.closeTimeoutMs))),
+    ]);
     clearTimeout(timer);
     this.#providerState = "closed";
     await this.#lockRelease();
@@ -895,7 +970,9 @@ function timestampOf(options: WriteOptions | undefined): number {
   const t = options?.timestamp;
   if (t === undefined) return Date.now();
   if (typeof t !== "number" || !Number.isSafeInteger(t) || t < 0) {
-    throw new TypeError(`timestamp must be a non-negative integer of ms since the epoch, got ${String(t)}`);
+    throw new TypeError(
+      `timestamp must be a non-negative integer of ms since the epoch, got ${String(t)}`,
+    );
   }
   return t;
 }

@@ -83,15 +83,23 @@ export const DEFAULTS = {
 
 function integer(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== "number" || !Number.isInteger(v)) {
-    throw new TypeError(`Option "${name}" must be an integer, got ${JSON.stringify(v) ?? String(v)}`);
+    throw new TypeError(
+      `Option "${name}" must be an integer, got ${JSON.stringify(v) ?? String(v)}`,
+    );
   }
-  if (v < min || v > max) throw new RangeError(`Option "${name}" must be between ${min} and ${max}, got ${v}`);
+  if (v < min || v > max) {
+    throw new RangeError(`Option "${name}" must be between ${min} and ${max}, got ${v}`);
+  }
   return v;
 }
 
 function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
   if (!allowed.includes(v as T)) {
-    throw new TypeError(`Option "${name}" must be one of ${allowed.map((a) => `"${a}"`).join(", ")}, got ${JSON.stringify(v)}`);
+    throw new TypeError(
+      `Option "${name}" must be one of ${allowed.map((a) => `"${a}"`).join(", ")}, got ${
+        JSON.stringify(v)
+      }`,
+    );
   }
   return v as T;
 }
@@ -100,15 +108,31 @@ function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]
  * Fills in defaults and checks every option, throwing TypeError/RangeError naming the option.
  * `fs` and `logger` are filled by the caller (they choose runtime adapters).
  */
-export function resolveOptions(o: MessageBufferOptions, fs: FileSystem, logger: Logger): ResolvedOptions {
-  if (o === null || typeof o !== "object") throw new TypeError("MessageBuffer.open() needs an options object");
-  if (typeof o.dir !== "string" || o.dir === "") throw new TypeError(`Option "dir" must be a non-empty string`);
+export function resolveOptions(
+  o: MessageBufferOptions,
+  fs: FileSystem,
+  logger: Logger,
+): ResolvedOptions {
+  if (o === null || typeof o !== "object") {
+    throw new TypeError("MessageBuffer.open() needs an options object");
+  }
+  if (typeof o.dir !== "string" || o.dir === "") {
+    throw new TypeError(`Option "dir" must be a non-empty string`);
+  }
   const p = o.provider as Partial<Provider> | undefined;
-  if (!p || typeof p.open !== "function" || typeof p.send !== "function" || typeof p.close !== "function") {
+  if (
+    !p || typeof p.open !== "function" || typeof p.send !== "function" ||
+    typeof p.close !== "function"
+  ) {
     throw new TypeError(`Option "provider" must implement open(), send() and close()`);
   }
   const known = new Set([
-    "dir", "provider", "fs", "logger", ...Object.keys(DEFAULTS), "retryInitialMs",
+    "dir",
+    "provider",
+    "fs",
+    "logger",
+    ...Object.keys(DEFAULTS),
+    "retryInitialMs",
   ]);
   for (const k of Object.keys(o)) {
     if (!known.has(k)) throw new TypeError(`Unknown option "${k}"`);
@@ -141,13 +165,17 @@ export function resolveOptions(o: MessageBufferOptions, fs: FileSystem, logger: 
     );
   }
   if (r.retryMaxMs < r.retryInitialMs) {
-    throw new RangeError(`Option "retryMaxMs" (${r.retryMaxMs}) must not be below "retryInitialMs" (${r.retryInitialMs})`);
+    throw new RangeError(
+      `Option "retryMaxMs" (${r.retryMaxMs}) must not be below "retryInitialMs" (${r.retryInitialMs})`,
+    );
   }
   return r;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   const out: Partial<T> = {};
-  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  for (const [k, v] of Object.entries(o)) {
+    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  }
   return out;
 }

@@ -29,7 +29,12 @@ export interface Recovered {
  * Copies `path[offset..]` to `quarantine/<name>@<offset>`, fsyncs it, and cuts `path` at
  * `offset` (or removes it when `offset` is 0). Returns the bytes moved.
  */
-export async function quarantineTail(fs: FileSystem, dir: string, name: string, offset: number): Promise<number> {
+export async function quarantineTail(
+  fs: FileSystem,
+  dir: string,
+  name: string,
+  offset: number,
+): Promise<number> {
   const path = `${dir}/${name}`;
   const qdir = `${dir}/${QUARANTINE_DIR}`;
   const target = `${qdir}/${name}@${offset}`;
@@ -67,7 +72,12 @@ export async function quarantineTail(fs: FileSystem, dir: string, name: string, 
 }
 
 /** Scans and repairs `dir`; see the module doc. */
-export async function recover(fs: FileSystem, dir: string, logger: Logger, counters: Counters): Promise<Recovered> {
+export async function recover(
+  fs: FileSystem,
+  dir: string,
+  logger: Logger,
+  counters: Counters,
+): Promise<Recovered> {
   const names = await fs.list(dir);
   const segNames = names.map(parseSegmentFileName).filter((s) => s !== null).sort((a, b) =>
     a!.name < b!.name ? -1 : 1
@@ -103,17 +113,23 @@ export async function recover(fs: FileSystem, dir: string, logger: Logger, count
       await fh.close();
     }
     if ("badHeader" in scan) {
-      logger.error("segment has a bad header; moved to quarantine", { segment: name, reason: scan.badHeader });
+      logger.error("segment has a bad header; moved to quarantine", {
+        segment: name,
+        reason: scan.badHeader,
+      });
       counters.quarantinedBytes += await quarantineTail(fs, dir, name, 0);
       await fs.remove(ckptPath);
       dirty = true;
       continue;
     }
     if (scan.firstSeq !== firstSeq) {
-      logger.warn("segment header and name disagree on the first sequence number; using the header", {
-        segment: name,
-        header: scan.firstSeq,
-      });
+      logger.warn(
+        "segment header and name disagree on the first sequence number; using the header",
+        {
+          segment: name,
+          header: scan.firstSeq,
+        },
+      );
     }
     if (scan.stop) {
       const cut = scan.fileSize - scan.stop.offset;
@@ -150,11 +166,14 @@ export async function recover(fs: FileSystem, dir: string, logger: Logger, count
       });
       ckpt = null;
     } else if (ckpt !== null && scan.recordsBeforeMark < 0) {
-      logger.warn("S file points inside a frame or past the segment; delivering it from its start", {
-        segment: name,
-        offset: ckpt.offset,
-        size: scan.validSize,
-      });
+      logger.warn(
+        "S file points inside a frame or past the segment; delivering it from its start",
+        {
+          segment: name,
+          offset: ckpt.offset,
+          size: scan.validSize,
+        },
+      );
       ckpt = null;
     }
     const checkpoint = ckpt === null

@@ -17,7 +17,15 @@ import { LockedError } from "../errors.ts";
 import type { DirLock, FileHandle, FileSystem } from "./types.ts";
 
 /** The operations a fault can be attached to. */
-export type MemoryOp = "append" | "sync" | "truncate" | "open" | "rename" | "remove" | "syncDir" | "read";
+export type MemoryOp =
+  | "append"
+  | "sync"
+  | "truncate"
+  | "open"
+  | "rename"
+  | "remove"
+  | "syncDir"
+  | "read";
 
 class MemFile {
   data = new Uint8Array(256);
@@ -102,7 +110,9 @@ export class MemoryFileSystem implements FileSystem {
         let keep = file.synced;
         if (options.torn && file.length > file.synced.length) {
           const current = file.bytes();
-          const prefixOk = current.subarray(0, file.synced.length).every((b, i) => b === file.synced[i]);
+          const prefixOk = current.subarray(0, file.synced.length).every((b, i) =>
+            b === file.synced[i]
+          );
           if (prefixOk) {
             const extra = Math.floor(random() * (file.length - file.synced.length + 1));
             keep = current.slice(0, file.synced.length + extra);
@@ -142,7 +152,9 @@ export class MemoryFileSystem implements FileSystem {
         throw new SimulatedCrash();
       }
     }
-    const i = this.#faults.findIndex((f) => f.op === op && (f.path === undefined || path.includes(f.path)));
+    const i = this.#faults.findIndex((f) =>
+      f.op === op && (f.path === undefined || path.includes(f.path))
+    );
     if (i >= 0) {
       const [f] = this.#faults.splice(i, 1);
       throw errno(f.code, op, path);
@@ -173,10 +185,14 @@ export class MemoryFileSystem implements FileSystem {
     const prefix = dir.endsWith("/") ? dir : dir + "/";
     const names = new Set<string>();
     for (const p of this.#files.keys()) {
-      if (p.startsWith(prefix) && !p.slice(prefix.length).includes("/")) names.add(p.slice(prefix.length));
+      if (p.startsWith(prefix) && !p.slice(prefix.length).includes("/")) {
+        names.add(p.slice(prefix.length));
+      }
     }
     for (const d of this.#dirs) {
-      if (d.startsWith(prefix) && d.length > prefix.length && !d.slice(prefix.length).includes("/")) {
+      if (
+        d.startsWith(prefix) && d.length > prefix.length && !d.slice(prefix.length).includes("/")
+      ) {
         names.add(d.slice(prefix.length));
       }
     }
@@ -238,7 +254,9 @@ export class MemoryFileSystem implements FileSystem {
       this.#step("syncDir", dir, true);
       const prefix = dir.endsWith("/") ? dir : dir + "/";
       const inDir = (p: string) => p.startsWith(prefix) && !p.slice(prefix.length).includes("/");
-      for (const p of [...this.#durable.keys()]) if (inDir(p) && !this.#files.has(p)) this.#durable.delete(p);
+      for (const p of [...this.#durable.keys()]) {
+        if (inDir(p) && !this.#files.has(p)) this.#durable.delete(p);
+      }
       for (const [p, f] of this.#files) if (inDir(p)) this.#durable.set(p, f);
       return Promise.resolve();
     } catch (e) {

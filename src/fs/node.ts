@@ -19,8 +19,15 @@ class NodeFileHandle implements FileHandle {
   async append(data: Uint8Array): Promise<void> {
     let done = 0;
     while (done < data.length) {
-      const { bytesWritten } = await this.#fh.write(data, done, data.length - done, this.#size + done);
-      if (bytesWritten <= 0) throw Object.assign(new Error("write returned 0 bytes"), { code: "EIO" });
+      const { bytesWritten } = await this.#fh.write(
+        data,
+        done,
+        data.length - done,
+        this.#size + done,
+      );
+      if (bytesWritten <= 0) {
+        throw Object.assign(new Error("write returned 0 bytes"), { code: "EIO" });
+      }
       done += bytesWritten;
     }
     this.#size += done;
@@ -119,7 +126,9 @@ export class NodeFileSystem implements FileSystem {
       }
       const holder = await readPid(path);
       if (holder === process.pid && heldLocks.has(path)) throw new LockedError(dir, holder);
-      if (holder !== null && holder !== process.pid && pidIsAlive(holder)) throw new LockedError(dir, holder);
+      if (holder !== null && holder !== process.pid && pidIsAlive(holder)) {
+        throw new LockedError(dir, holder);
+      }
       // Stale: the holder is gone, the file is unreadable, or it names our own pid from an
       // earlier life (pid reuse, e.g. pid 1 in a container). Remove and try again; of two
       // processes racing here, the exclusive create lets only one win.

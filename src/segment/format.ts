@@ -72,7 +72,9 @@ export interface SegmentName {
  * `00000000000000000042-00192ab3c4d.seg`.
  */
 export function segmentFileName(firstSeq: number, createdMs: number): string {
-  return `${String(firstSeq).padStart(20, "0")}-${createdMs.toString(16).padStart(11, "0")}${SEGMENT_SUFFIX}`;
+  return `${String(firstSeq).padStart(20, "0")}-${
+    createdMs.toString(16).padStart(11, "0")
+  }${SEGMENT_SUFFIX}`;
 }
 
 const NAME_RE = /^(\d{20})-([0-9a-f]{11,})\.seg$/;
@@ -155,7 +157,9 @@ export function validateTopic(topic: unknown): asserts topic is string {
   }
   if (!TOPIC_RE.test(topic) || topic === "." || topic === "..") {
     throw new TypeError(
-      `Invalid topic name ${JSON.stringify(topic.length > 60 ? topic.slice(0, 60) + "…" : topic)}: ` +
+      `Invalid topic name ${
+        JSON.stringify(topic.length > 60 ? topic.slice(0, 60) + "…" : topic)
+      }: ` +
         `use 1-249 characters of a-z, A-Z, 0-9, ".", "_" and "-"`,
     );
   }
@@ -199,7 +203,13 @@ export class FrameBuilder {
    * Appends one record. Throws TypeError/RangeError (naming the bad field) without changing
    * the frame when the record is invalid.
    */
-  append(topic: string, value: Bytes, key: Bytes | null | undefined, headers: HeadersInit | null | undefined, timestamp: number): void {
+  append(
+    topic: string,
+    value: Bytes,
+    key: Bytes | null | undefined,
+    headers: HeadersInit | null | undefined,
+    timestamp: number,
+  ): void {
     let topicBytes = this.#topics.get(topic);
     if (topicBytes === undefined) {
       validateTopic(topic);
@@ -211,7 +221,9 @@ export class FrameBuilder {
       throw new TypeError(`value must be a string or Uint8Array, got ${describe(value)}`);
     }
     if (key != null && typeof key !== "string" && !(key instanceof Uint8Array)) {
-      throw new TypeError(`key must be a string, Uint8Array, null or undefined, got ${describe(key)}`);
+      throw new TypeError(
+        `key must be a string, Uint8Array, null or undefined, got ${describe(key)}`,
+      );
     }
     const start = this.#pos;
     if (this.#count === 0) this.#base = timestamp;
@@ -243,7 +255,9 @@ export class FrameBuilder {
     p = writeBytes(b, p, value, 0);
     if (p - start > this.maxRecordBytes) {
       throw new RangeError(
-        `Record for topic "${topic}" is ${p - start} bytes encoded, over maxRecordBytes (${this.maxRecordBytes})`,
+        `Record for topic "${topic}" is ${
+          p - start
+        } bytes encoded, over maxRecordBytes (${this.maxRecordBytes})`,
       );
     }
     this.#pos = p;
@@ -293,7 +307,9 @@ function headersBound(h: HeadersInit): number {
 }
 
 function writeHeaders(b: Uint8Array, p: number, h: HeadersInit): number {
-  if (typeof h !== "object") throw new TypeError(`headers must be an object or a list of [name, value], got ${typeof h}`);
+  if (typeof h !== "object") {
+    throw new TypeError(`headers must be an object or a list of [name, value], got ${typeof h}`);
+  }
   const entries = Array.isArray(h) ? h : Object.entries(h);
   p = writeVarint(b, p, entries.length);
   for (const entry of entries) {
@@ -302,7 +318,9 @@ function writeHeaders(b: Uint8Array, p: number, h: HeadersInit): number {
     }
     const [name, value] = entry;
     if (typeof value !== "string" && !(value instanceof Uint8Array)) {
-      throw new TypeError(`header "${name}" must have a string or Uint8Array value, got ${describe(value)}`);
+      throw new TypeError(
+        `header "${name}" must have a string or Uint8Array value, got ${describe(value)}`,
+      );
     }
     p = writeBytes(b, p, name, 0);
     p = writeBytes(b, p, value, 0);
@@ -319,7 +337,15 @@ function writeBytes(b: Uint8Array, p: number, v: Bytes, bias: number): number {
   }
   // Reserve the width the longest possible encoding needs, encode, then fill in the length.
   const maxLen = v.length * 3 + bias;
-  const width = maxLen < 0x80 ? 1 : maxLen < 0x4000 ? 2 : maxLen < 0x200000 ? 3 : maxLen < 0x10000000 ? 4 : 5;
+  const width = maxLen < 0x80
+    ? 1
+    : maxLen < 0x4000
+    ? 2
+    : maxLen < 0x200000
+    ? 3
+    : maxLen < 0x10000000
+    ? 4
+    : 5;
   const written = textEncoder.encodeInto(v, b.subarray(p + width)).written;
   writePaddedVarint(b, p, written + bias, width);
   return p + width + written;
@@ -357,7 +383,13 @@ export class PayloadError extends Error {}
  * Decodes the records of a frame whose CRC has been checked. Values and keys are views into
  * `b`; callers that keep them past the buffer's reuse must copy.
  */
-export function decodeFrame(b: Uint8Array, at: number, h: FrameHeader, out: StoredRecord[], skip = 0): void {
+export function decodeFrame(
+  b: Uint8Array,
+  at: number,
+  h: FrameHeader,
+  out: StoredRecord[],
+  skip = 0,
+): void {
   let p = at + FRAME_HEADER_SIZE;
   const end = p + h.payloadLength;
   const base = h.baseTimestamp;

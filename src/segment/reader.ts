@@ -74,7 +74,11 @@ export async function scanSegment(
   let offset = SEGMENT_HEADER_SIZE;
   while (offset < fileSize) {
     if (fileSize - offset < FRAME_HEADER_SIZE) {
-      result.stop = { kind: "torn", offset, reason: `${fileSize - offset} bytes after the last frame` };
+      result.stop = {
+        kind: "torn",
+        offset,
+        reason: `${fileSize - offset} bytes after the last frame`,
+      };
       break;
     }
     await readFully(fh, buf, 0, FRAME_HEADER_SIZE, offset);
@@ -113,7 +117,9 @@ export async function scanSegment(
 
 function describeBad(h: FrameHeader, end: number, fileSize: number): string {
   if (h.payloadLength === 0 && h.count === 0) return "zero-filled frame header";
-  if (!frameHeaderIsSane(h)) return `implausible frame header (length ${h.payloadLength}, ${h.count} records)`;
+  if (!frameHeaderIsSane(h)) {
+    return `implausible frame header (length ${h.payloadLength}, ${h.count} records)`;
+  }
   return `frame of ${end - fileSize} more bytes than the file holds`;
 }
 
@@ -122,7 +128,12 @@ function describeBad(h: FrameHeader, end: number, fileSize: number): string {
  * header is sane but the file ends inside its declared length, fewer bytes than two frame
  * headers follow, or only zero bytes follow (space a crash left allocated but unwritten).
  */
-async function isTail(fh: FileHandle, offset: number, fileSize: number, h: FrameHeader): Promise<boolean> {
+async function isTail(
+  fh: FileHandle,
+  offset: number,
+  fileSize: number,
+  h: FrameHeader,
+): Promise<boolean> {
   if (frameHeaderIsSane(h)) return true;
   if (fileSize - offset < 2 * FRAME_HEADER_SIZE) return true;
   const chunk = new Uint8Array(Math.min(fileSize - offset, 1 << 20));
@@ -185,9 +196,13 @@ export class SegmentCursor {
     if (offset + FRAME_HEADER_SIZE > limit) return null;
     await this.#ensure(offset, FRAME_HEADER_SIZE, limit);
     const h = readFrameHeader(this.#buf, offset - this.#start);
-    if (!frameHeaderIsSane(h)) return `implausible frame header (length ${h.payloadLength}, ${h.count} records)`;
+    if (!frameHeaderIsSane(h)) {
+      return `implausible frame header (length ${h.payloadLength}, ${h.count} records)`;
+    }
     const total = FRAME_HEADER_SIZE + h.payloadLength;
-    if (offset + total > limit) return `frame of ${total} bytes runs past the end of the segment (${limit})`;
+    if (offset + total > limit) {
+      return `frame of ${total} bytes runs past the end of the segment (${limit})`;
+    }
     await this.#ensure(offset, total, limit);
     const at = offset - this.#start;
     if (!frameCrcMatches(this.#buf, at, h)) return "checksum mismatch";
@@ -202,7 +217,9 @@ export class SegmentCursor {
     else this.#buf = new Uint8Array(this.#buf.length);
     this.#start = offset;
     this.#len = await readFully(this.fh, this.#buf, 0, want, offset);
-    if (this.#len < length) throw Object.assign(new Error(`short read at ${offset}`), { code: "EIO" });
+    if (this.#len < length) {
+      throw Object.assign(new Error(`short read at ${offset}`), { code: "EIO" });
+    }
   }
 
   close(): Promise<void> {

@@ -31,7 +31,13 @@ export class SegmentFile {
    * Creates `dir/<name>` with its header. With `sync`, the file and the directory entry are
    * fsynced before this resolves. A file that cannot be completed is removed.
    */
-  static async create(fs: FileSystem, dir: string, firstSeq: number, sync: boolean, now = Date.now()): Promise<SegmentFile> {
+  static async create(
+    fs: FileSystem,
+    dir: string,
+    firstSeq: number,
+    sync: boolean,
+    now = Date.now(),
+  ): Promise<SegmentFile> {
     let name = segmentFileName(firstSeq, now);
     let fh: FileHandle;
     for (let bump = 1;; bump++) {

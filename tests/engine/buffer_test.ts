@@ -27,8 +27,17 @@ afterEach(async () => {
   await cleanup();
 });
 
-async function openBuffer(provider: RecordingProvider, extra: Partial<MessageBufferOptions> = {}): Promise<MessageBuffer> {
-  const b = await MessageBuffer.open({ dir, provider, logger: silentLogger, closeTimeoutMs: 2000, ...extra });
+async function openBuffer(
+  provider: RecordingProvider,
+  extra: Partial<MessageBufferOptions> = {},
+): Promise<MessageBuffer> {
+  const b = await MessageBuffer.open({
+    dir,
+    provider,
+    logger: silentLogger,
+    closeTimeoutMs: 2000,
+    ...extra,
+  });
   open.push(b);
   return b;
 }
@@ -51,7 +60,13 @@ describe("MessageBuffer", () => {
       new Uint8Array(1_000_000).fill(0x61),
       enc.encode("🦕"),
     ];
-    const writes = values.map((v, i) => b.write("adv", v, { key: i % 2 ? null : `k${i}`, headers: { n: String(i) }, timestamp: 1000 + i }));
+    const writes = values.map((v, i) =>
+      b.write("adv", v, {
+        key: i % 2 ? null : `k${i}`,
+        headers: { n: String(i) },
+        timestamp: 1000 + i,
+      })
+    );
     await Promise.all(writes);
     await b.drained(5000);
     assert.equal(p.received.length, values.length);
@@ -67,9 +82,18 @@ describe("MessageBuffer", () => {
     const p = new RecordingProvider();
     const b = await openBuffer(p);
     await b.write("good", "before");
-    await assert.rejects(b.write("bad topic", "x"), { name: "TypeError", message: /Invalid topic name "bad topic"/ });
-    await assert.rejects(b.write("good", { no: 1 } as unknown as string), { name: "TypeError", message: /value must be/ });
-    await assert.rejects(b.write("good", "x", { timestamp: -5 }), { name: "TypeError", message: /timestamp/ });
+    await assert.rejects(b.write("bad topic", "x"), {
+      name: "TypeError",
+      message: /Invalid topic name "bad topic"/,
+    });
+    await assert.rejects(b.write("good", { no: 1 } as unknown as string), {
+      name: "TypeError",
+      message: /value must be/,
+    });
+    await assert.rejects(b.write("good", "x", { timestamp: -5 }), {
+      name: "TypeError",
+      message: /timestamp/,
+    });
     await b.write("good", "after");
     await b.drained(5000);
     assert.deepEqual(p.values(), ["before", "after"]);
@@ -81,15 +105,26 @@ describe("MessageBuffer", () => {
       name: "TypeError",
       message: /Option "fsync" must be one of "always", "interval", "never"/,
     });
-    await assert.rejects(MessageBuffer.open({ dir, provider: p, segmentMaxBytes: 10 }), { name: "RangeError", message: /segmentMaxBytes/ });
-    await assert.rejects(MessageBuffer.open({ dir, provider: p, segmentMaxBytes: 1 << 20, maxBufferBytes: 1 << 20 }), {
+    await assert.rejects(MessageBuffer.open({ dir, provider: p, segmentMaxBytes: 10 }), {
       name: "RangeError",
-      message: /maxBufferBytes.*at least twice/,
+      message: /segmentMaxBytes/,
     });
-    await assert.rejects(MessageBuffer.open({ dir, provider: p, segmentMaxAge: 5 } as unknown as MessageBufferOptions), {
-      message: /Unknown option "segmentMaxAge"/,
+    await assert.rejects(
+      MessageBuffer.open({ dir, provider: p, segmentMaxBytes: 1 << 20, maxBufferBytes: 1 << 20 }),
+      {
+        name: "RangeError",
+        message: /maxBufferBytes.*at least twice/,
+      },
+    );
+    await assert.rejects(
+      MessageBuffer.open({ dir, provider: p, segmentMaxAge: 5 } as unknown as MessageBufferOptions),
+      {
+        message: /Unknown option "segmentMaxAge"/,
+      },
+    );
+    await assert.rejects(MessageBuffer.open({ dir, provider: {} as RecordingProvider }), {
+      message: /Option "provider"/,
     });
-    await assert.rejects(MessageBuffer.open({ dir, provider: {} as RecordingProvider }), { message: /Option "provider"/ });
   });
 
   it("rolls the active segment by size", async () => {
@@ -135,9 +170,15 @@ describe("MessageBuffer", () => {
   it("drops the oldest segments at the size cap and counts exactly what was dropped", async () => {
     const p = new RecordingProvider();
     p.down = true;
-    const b = await openBuffer(p, { segmentMaxBytes: 4096, maxBufferBytes: 16384, whenFull: "drop-oldest" });
+    const b = await openBuffer(p, {
+      segmentMaxBytes: 4096,
+      maxBufferBytes: 16384,
+      whenFull: "drop-oldest",
+    });
     const N = 400;
-    for (let i = 0; i < N; i++) await b.write("t", `m${String(i).padStart(4, "0")}-${"x".repeat(90)}`);
+    for (let i = 0; i < N; i++) {
+      await b.write("t", `m${String(i).padStart(4, "0")}-${"x".repeat(90)}`);
+    }
     await b.flush();
     const s = b.stats();
     assert.ok(s.counters.dropped > 0, "something was dropped");
@@ -148,14 +189,21 @@ describe("MessageBuffer", () => {
     assert.equal(got.length + b.stats().counters.dropped, N, "delivered + dropped = written");
     // What survives is the newest records, contiguous and in order.
     const first = Number(got[0].slice(1, 5));
-    assert.deepEqual(got.map((v) => Number(v.slice(1, 5))), Array.from({ length: got.length }, (_, i) => first + i));
+    assert.deepEqual(
+      got.map((v) => Number(v.slice(1, 5))),
+      Array.from({ length: got.length }, (_, i) => first + i),
+    );
     assert.equal(first, b.stats().counters.dropped);
   });
 
-  it("whenFull \"reject\" fails writes with BufferFullError and accepts again once there is room", async () => {
+  it('whenFull "reject" fails writes with BufferFullError and accepts again once there is room', async () => {
     const p = new RecordingProvider();
     p.down = true;
-    const b = await openBuffer(p, { segmentMaxBytes: 4096, maxBufferBytes: 8192, whenFull: "reject" });
+    const b = await openBuffer(p, {
+      segmentMaxBytes: 4096,
+      maxBufferBytes: 8192,
+      whenFull: "reject",
+    });
     let stored = 0;
     let err: unknown;
     for (let i = 0; i < 200; i++) {
@@ -178,20 +226,29 @@ describe("MessageBuffer", () => {
     assert.equal(b.stats().counters.dropped, 0);
   });
 
-  it("whenFull \"block\" makes writes wait for room, then stores them in order", async () => {
+  it('whenFull "block" makes writes wait for room, then stores them in order', async () => {
     const p = new RecordingProvider();
     p.down = true;
-    const b = await openBuffer(p, { segmentMaxBytes: 4096, maxBufferBytes: 8192, whenFull: "block" });
+    const b = await openBuffer(p, {
+      segmentMaxBytes: 4096,
+      maxBufferBytes: 8192,
+      whenFull: "block",
+    });
     const writes: Promise<void>[] = [];
     let resolved = 0;
-    for (let i = 0; i < 200; i++) writes.push(b.write("t", `b${i}-${"z".repeat(100)}`).then(() => void resolved++));
+    for (let i = 0; i < 200; i++) {
+      writes.push(b.write("t", `b${i}-${"z".repeat(100)}`).then(() => void resolved++));
+    }
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(resolved < 200, "some writes are waiting");
     assert.ok(b.stats().blockedWrites > 0);
     p.down = false;
     await Promise.all(writes);
     await b.drained(10_000);
-    assert.deepEqual(p.values().map((v) => v.split("-")[0]), Array.from({ length: 200 }, (_, i) => `b${i}`));
+    assert.deepEqual(
+      p.values().map((v) => v.split("-")[0]),
+      Array.from({ length: 200 }, (_, i) => `b${i}`),
+    );
     assert.equal(b.stats().counters.dropped, 0);
   });
 
@@ -221,7 +278,8 @@ describe("MessageBuffer", () => {
 
   it("moves records the provider rejects for good to dead letters and goes on", async () => {
     const p = new RecordingProvider();
-    p.rejectIf = (r) => dec.decode(r.value).startsWith("poison") ? "MESSAGE_TOO_LARGE: too big" : null;
+    p.rejectIf = (r) =>
+      dec.decode(r.value).startsWith("poison") ? "MESSAGE_TOO_LARGE: too big" : null;
     const b = await openBuffer(p);
     for (const v of ["a", "poison1", "b", "poison2", "c"]) await b.write("t", v);
     await b.drained(5000);
@@ -250,7 +308,10 @@ describe("MessageBuffer", () => {
     const p2 = new RecordingProvider();
     const b2 = await openBuffer(p2);
     await b2.drained(5000);
-    assert.deepEqual([...p1.values().slice(0, delivered1), ...p2.values()], Array.from({ length: 60 }, (_, i) => `r${i}`));
+    assert.deepEqual(
+      [...p1.values().slice(0, delivered1), ...p2.values()],
+      Array.from({ length: 60 }, (_, i) => `r${i}`),
+    );
   });
 
   it("starts over at the segment's start when its S file is corrupt (duplicates, no loss)", async () => {
@@ -295,8 +356,14 @@ describe("MessageBuffer", () => {
   it("moves a corrupt frame and the rest of its segment to quarantine, and delivers the next segment", async () => {
     const p1 = new RecordingProvider();
     p1.down = true;
-    const b1 = await openBuffer(p1, { fsync: "always", segmentMaxBytes: 2048, maxBufferBytes: 1 << 20 });
-    for (let i = 0; i < 40; i++) await b1.write("t", `r${String(i).padStart(2, "0")}-${"q".repeat(80)}`);
+    const b1 = await openBuffer(p1, {
+      fsync: "always",
+      segmentMaxBytes: 2048,
+      maxBufferBytes: 1 << 20,
+    });
+    for (let i = 0; i < 40; i++) {
+      await b1.write("t", `r${String(i).padStart(2, "0")}-${"q".repeat(80)}`);
+    }
     await closeBuffer(b1);
     const segs = await segmentFiles();
     assert.ok(segs.length >= 3);
@@ -312,17 +379,24 @@ describe("MessageBuffer", () => {
     assert.ok(q[0].startsWith(segs[0]));
     const s = b2.stats().counters;
     assert.ok(s.quarantinedRecords >= 1 && s.quarantinedBytes > 0);
-    assert.equal(p2.received.length + s.quarantinedRecords, 40, "delivered + quarantined = written");
+    assert.equal(
+      p2.received.length + s.quarantinedRecords,
+      40,
+      "delivered + quarantined = written",
+    );
     assert.equal(p2.values().at(-1)?.slice(0, 3), "r39");
   });
 
   it("refuses a second open of the same directory, naming the holder", async () => {
     const b = await openBuffer(new RecordingProvider());
-    await assert.rejects(MessageBuffer.open({ dir, provider: new RecordingProvider(), logger: silentLogger }), (e) => {
-      assert.ok(e instanceof LockedError);
-      assert.match(e.message, /in use by process \d+/);
-      return true;
-    });
+    await assert.rejects(
+      MessageBuffer.open({ dir, provider: new RecordingProvider(), logger: silentLogger }),
+      (e) => {
+        assert.ok(e instanceof LockedError);
+        assert.match(e.message, /in use by process \d+/);
+        return true;
+      },
+    );
     await closeBuffer(b);
     const again = await openBuffer(new RecordingProvider());
     assert.ok(again);

@@ -9,7 +9,11 @@ import { RecordingProvider, waitFor } from "../_helpers.ts";
 
 const DIR = "/buf";
 
-function opts(fs: MemoryFileSystem, provider: RecordingProvider, extra: Partial<MessageBufferOptions> = {}): MessageBufferOptions {
+function opts(
+  fs: MemoryFileSystem,
+  provider: RecordingProvider,
+  extra: Partial<MessageBufferOptions> = {},
+): MessageBufferOptions {
   return {
     dir: DIR,
     provider,
@@ -84,17 +88,29 @@ describe("crash recovery (fsync: always)", () => {
         // What the first run delivered before the crash, then what the second run delivered.
         const got = [...first.values(), ...provider.values()];
         const delivered = new Set(got);
-        for (const v of acked) assert.ok(delivered.has(v), `crash at op ${crashAt} (torn ${torn}): lost acknowledged ${v.slice(0, 12)}`);
+        for (const v of acked) {
+          assert.ok(
+            delivered.has(v),
+            `crash at op ${crashAt} (torn ${torn}): lost acknowledged ${v.slice(0, 12)}`,
+          );
+        }
         // Per writer, acknowledged records arrive in the order they were written.
         for (const w of order) {
           const positions = w.map((v) => got.lastIndexOf(v));
-          assert.deepEqual(positions, [...positions].sort((a, c) => a - c), `crash at op ${crashAt}: order`);
+          assert.deepEqual(
+            positions,
+            [...positions].sort((a, c) => a - c),
+            `crash at op ${crashAt}: order`,
+          );
         }
         points++;
       }
     }
     assert.ok(points > 100);
-    assert.ok(crashedWhileWriting > 50, `only ${crashedWhileWriting} crash points fell among the writes`);
+    assert.ok(
+      crashedWhileWriting > 50,
+      `only ${crashedWhileWriting} crash points fell among the writes`,
+    );
   });
 
   it("survives a crash between delivery and checkpoint with duplicates only, never loss", async () => {
@@ -118,7 +134,11 @@ describe("crash recovery (fsync: always)", () => {
       const second = p2.values();
       if (second.length > 0) {
         const start = Number(second[0].slice(1));
-        assert.deepEqual(second, Array.from({ length: 40 - start }, (_, i) => `r${start + i}`), `crash at ${crashAt}`);
+        assert.deepEqual(
+          second,
+          Array.from({ length: 40 - start }, (_, i) => `r${start + i}`),
+          `crash at ${crashAt}`,
+        );
       }
     }
   });
@@ -178,7 +198,7 @@ describe("storage faults", () => {
     await b.close();
   });
 
-  it("a crash with fsync \"never\" loses at most unsynced records and reopens cleanly", async () => {
+  it('a crash with fsync "never" loses at most unsynced records and reopens cleanly', async () => {
     const fs = new MemoryFileSystem();
     const p = new RecordingProvider();
     p.down = true;
@@ -190,6 +210,10 @@ describe("storage faults", () => {
     await b2.drained(5000);
     await b2.close();
     const got = p2.values();
-    assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => `r${i}`), "a prefix, in order");
+    assert.deepEqual(
+      got,
+      Array.from({ length: got.length }, (_, i) => `r${i}`),
+      "a prefix, in order",
+    );
   });
 });

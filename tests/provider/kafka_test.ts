@@ -6,16 +6,38 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
 import process from "node:process";
-import { KafkaProvider, MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
+import {
+  KafkaProvider,
+  MessageBuffer,
+  type MessageBufferOptions,
+  silentLogger,
+} from "../../mod.ts";
 import { tempDir, waitFor } from "../_helpers.ts";
-import { BROKERS, type Consumed, consume, createTopics, kafkaScript, uniqueTopic } from "../_kafka.ts";
+import {
+  BROKERS,
+  consume,
+  type Consumed,
+  createTopics,
+  kafkaScript,
+  uniqueTopic,
+} from "../_kafka.ts";
 
 let dir = "";
 let cleanup = async () => {};
 const opened: MessageBuffer[] = [];
 
-async function openBuffer(extra: Partial<MessageBufferOptions> = {}, provider = new KafkaProvider({ brokers: BROKERS })) {
-  const b = await MessageBuffer.open({ dir, provider, logger: silentLogger, retryInitialMs: 100, retryMaxMs: 1000, ...extra });
+async function openBuffer(
+  extra: Partial<MessageBufferOptions> = {},
+  provider = new KafkaProvider({ brokers: BROKERS }),
+) {
+  const b = await MessageBuffer.open({
+    dir,
+    provider,
+    logger: silentLogger,
+    retryInitialMs: 100,
+    retryMaxMs: 1000,
+    ...extra,
+  });
   opened.push(b);
   return b;
 }
@@ -42,7 +64,11 @@ describe("Kafka provider, real broker", () => {
   before(async () => {
     // Fail fast with a clear message when there is no broker (scripts/test.sh starts one).
     await new KafkaProvider({ brokers: BROKERS, connectionTimeoutMs: 2000 }).open().catch((e) => {
-      throw new Error(`No Kafka broker at ${BROKERS.join(",")}; run the suite with scripts/test.sh (${e.message})`);
+      throw new Error(
+        `No Kafka broker at ${
+          BROKERS.join(",")
+        }; run the suite with scripts/test.sh (${e.message})`,
+      );
     });
   });
 
@@ -58,19 +84,29 @@ describe("Kafka provider, real broker", () => {
       new Uint8Array([0, 0xff, 0xc3, 0x28, 0x0a]),
       new Uint8Array(100 * 1024).fill(0x42),
     ];
-    const expected = new Map<string, { key: string; value: Uint8Array; ts: number; topic: string }>();
+    const expected = new Map<
+      string,
+      { key: string; value: Uint8Array; ts: number; topic: string }
+    >();
     const base = Date.now() - 3_600_000;
     const writes: Promise<void>[] = [];
     for (let i = 0; i < N; i++) {
       const topic = topics[i % 3];
-      const tail = special[i % 50 === 0 ? (i / 50) % special.length : -1] ?? enc.encode("v".repeat(i % 90));
+      const tail = special[i % 50 === 0 ? (i / 50) % special.length : -1] ??
+        enc.encode("v".repeat(i % 90));
       const id = `#${i}#`;
       const value = new Uint8Array(id.length + tail.length);
       value.set(enc.encode(id));
       value.set(tail, id.length);
       const key = `key-${i % 17}`;
       expected.set(id, { key, value, ts: base + i, topic });
-      writes.push(b.write(topic, value, { key, headers: { seq: String(i), bin: new Uint8Array([i & 0xff, 0]) }, timestamp: base + i }));
+      writes.push(
+        b.write(topic, value, {
+          key,
+          headers: { seq: String(i), bin: new Uint8Array([i & 0xff, 0]) },
+          timestamp: base + i,
+        }),
+      );
     }
     await Promise.all(writes);
     await b.drained(180_000);
@@ -121,7 +157,11 @@ describe("Kafka provider, real broker", () => {
     await kafkaScript("stop");
     try {
       await writeSome(3000); // succeeds into the buffer while the broker is down
-      await waitFor(() => b.stats().provider.state === "retrying", 30_000, "the sender to notice the outage");
+      await waitFor(
+        () => b.stats().provider.state === "retrying",
+        30_000,
+        "the sender to notice the outage",
+      );
       await writeSome(3000);
       assert.ok(b.stats().backlog.records > 0, "records wait on disk");
     } finally {
@@ -133,7 +173,9 @@ describe("Kafka provider, real broker", () => {
     const firstSeen = [...new Set(values)];
     assert.deepEqual(firstSeen, Array.from({ length: n }, (_, i) => `o-${i}`), "no loss, in order");
     const duplicates = values.length - firstSeen.length;
-    console.log(`outage: ${n} records, ${duplicates} duplicates, ${b.stats().counters.sendRetries} retries`);
+    console.log(
+      `outage: ${n} records, ${duplicates} duplicates, ${b.stats().counters.sendRetries} retries`,
+    );
     assert.equal(duplicates, 0);
   });
 
@@ -154,7 +196,9 @@ describe("Kafka provider, real broker", () => {
     const got = await consume([topic], 20_000);
     const values = got.sort((a, c) => a.offset - c.offset).map((r) => r.value!.toString());
     assert.deepEqual([...new Set(values)], Array.from({ length: 20_000 }, (_, i) => `r-${i}`));
-    console.log(`restart: ${deliveredBefore} delivered before close, ${values.length - 20_000} duplicates`);
+    console.log(
+      `restart: ${deliveredBefore} delivered before close, ${values.length - 20_000} duplicates`,
+    );
     assert.equal(values.length, 20_000, "a clean close leaves no duplicates");
   });
 
@@ -162,8 +206,17 @@ describe("Kafka provider, real broker", () => {
     ({ dir, cleanup } = await tempDir());
     const topic = uniqueTopic("sigkill");
     await createTopics([topic], 1);
-    const runtime = (globalThis as { Deno?: unknown }).Deno ? [process.execPath, "run", "-A"] : [process.execPath];
-    const child = spawn(runtime[0], [...runtime.slice(1), "tests/fixtures/crash_child.ts", dir, topic, BROKERS.join(","), "write"], {
+    const runtime = (globalThis as { Deno?: unknown }).Deno
+      ? [process.execPath, "run", "-A"]
+      : [process.execPath];
+    const child = spawn(runtime[0], [
+      ...runtime.slice(1),
+      "tests/fixtures/crash_child.ts",
+      dir,
+      topic,
+      BROKERS.join(","),
+      "write",
+    ], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     let acked = 0;
@@ -179,7 +232,14 @@ describe("Kafka provider, real broker", () => {
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
     const ackedAtKill = acked;
-    const drain = spawn(runtime[0], [...runtime.slice(1), "tests/fixtures/crash_child.ts", dir, topic, BROKERS.join(","), "drain"], {
+    const drain = spawn(runtime[0], [
+      ...runtime.slice(1),
+      "tests/fixtures/crash_child.ts",
+      dir,
+      topic,
+      BROKERS.join(","),
+      "drain",
+    ], {
       stdio: ["ignore", "pipe", "inherit"],
     });
     const code = await new Promise((r) => drain.once("exit", r));
@@ -187,10 +247,16 @@ describe("Kafka provider, real broker", () => {
     const got = await consume([topic], ackedAtKill);
     const values = got.sort((a, c) => a.offset - c.offset).map((r) => r.value!.toString());
     const set = new Set(values);
-    for (let i = 0; i < ackedAtKill; i++) assert.ok(set.has(`rec-${i}`), `acknowledged rec-${i} was lost`);
+    for (let i = 0; i < ackedAtKill; i++) {
+      assert.ok(set.has(`rec-${i}`), `acknowledged rec-${i} was lost`);
+    }
     const firstSeen = [...set].map((v) => Number(v.slice(4)));
     assert.deepEqual(firstSeen, [...firstSeen].sort((a, c) => a - c), "in order");
-    console.log(`sigkill: ${ackedAtKill} acknowledged, ${set.size} delivered, ${values.length - set.size} duplicates`);
+    console.log(
+      `sigkill: ${ackedAtKill} acknowledged, ${set.size} delivered, ${
+        values.length - set.size
+      } duplicates`,
+    );
   });
 
   it("sends records the broker refuses for good to dead letters and delivers the ones around them", async () => {
@@ -214,7 +280,10 @@ describe("Kafka provider, real broker", () => {
 
   it("reports a broker that cannot be reached as a retriable error naming the address, keeping the records", async () => {
     ({ dir, cleanup } = await tempDir());
-    const b = await openBuffer({}, new KafkaProvider({ brokers: ["127.0.0.1:1"], connectionTimeoutMs: 200 }));
+    const b = await openBuffer(
+      {},
+      new KafkaProvider({ brokers: ["127.0.0.1:1"], connectionTimeoutMs: 200 }),
+    );
     await b.write("kept", "safe");
     await waitFor(() => b.stats().provider.lastError !== null, 30_000);
     assert.match(b.stats().provider.lastError!, /127\.0\.0\.1:1/);

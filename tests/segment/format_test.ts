@@ -59,7 +59,13 @@ describe("frame codec", () => {
       [big, "big"],
     ];
     for (const [i, [value, key]] of cases.entries()) {
-      b.append("topic.a-b_c", value, key, i === 0 ? { h1: "v1", h2: new Uint8Array([1, 2]) } : null, 1_700_000_000_000 + i);
+      b.append(
+        "topic.a-b_c",
+        value,
+        key,
+        i === 0 ? { h1: "v1", h2: new Uint8Array([1, 2]) } : null,
+        1_700_000_000_000 + i,
+      );
     }
     const got = decodeAll(b.finish());
     assert.equal(got.length, cases.length);
@@ -84,34 +90,54 @@ describe("frame codec", () => {
     const b = new FrameBuilder();
     b.append("ok", "first", null, null, 1);
     const size = b.size;
-    assert.throws(() => b.append("bad topic!", "v", null, null, 1), /Invalid topic name "bad topic!"/);
+    assert.throws(
+      () => b.append("bad topic!", "v", null, null, 1),
+      /Invalid topic name "bad topic!"/,
+    );
     assert.throws(() => b.append("", "v", null, null, 1), /Invalid topic name ""/);
     assert.throws(() => b.append("x".repeat(250), "v", null, null, 1), /Invalid topic name/);
-    assert.throws(() => b.append("ok", 42 as unknown as string, null, null, 1), /value must be a string or Uint8Array, got number/);
+    assert.throws(
+      () => b.append("ok", 42 as unknown as string, null, null, 1),
+      /value must be a string or Uint8Array, got number/,
+    );
     assert.throws(() => b.append("ok", "v", {} as unknown as string, null, 1), /key must be/);
     assert.throws(() => b.append("ok", "v", null, { h: 5 as unknown as string }, 1), /header "h"/);
     const small = new FrameBuilder(64, 100);
-    assert.throws(() => small.append("ok", "x".repeat(200), null, null, 1), /over maxRecordBytes \(100\)/);
+    assert.throws(
+      () => small.append("ok", "x".repeat(200), null, null, 1),
+      /over maxRecordBytes \(100\)/,
+    );
     assert.equal(b.size, size);
     assert.equal(b.count, 1);
-    assert.deepEqual(decodeAll(b.finish()).map((r) => new TextDecoder().decode(r.value)), ["first"]);
+    assert.deepEqual(decodeAll(b.finish()).map((r) => new TextDecoder().decode(r.value)), [
+      "first",
+    ]);
   });
 
   it("round-trips any bytes (property)", () => {
     fc.assert(
       fc.property(
-        fc.array(fc.record({
-          value: fc.oneof(fc.uint8Array({ maxLength: 300 }), fc.string({ unit: "binary", maxLength: 100 })),
-          key: fc.option(fc.uint8Array({ maxLength: 40 })),
-          ts: fc.integer({ min: 0, max: 2 ** 45 }),
-        }), { minLength: 1, maxLength: 30 }),
+        fc.array(
+          fc.record({
+            value: fc.oneof(
+              fc.uint8Array({ maxLength: 300 }),
+              fc.string({ unit: "binary", maxLength: 100 }),
+            ),
+            key: fc.option(fc.uint8Array({ maxLength: 40 })),
+            ts: fc.integer({ min: 0, max: 2 ** 45 }),
+          }),
+          { minLength: 1, maxLength: 30 },
+        ),
         (recs) => {
           const b = new FrameBuilder(16);
           for (const r of recs) b.append("p", r.value, r.key, null, r.ts);
           const got = decodeAll(b.finish());
           assert.equal(got.length, recs.length);
           recs.forEach((r, i) => {
-            assert.deepEqual(got[i].value, typeof r.value === "string" ? enc.encode(r.value) : r.value);
+            assert.deepEqual(
+              got[i].value,
+              typeof r.value === "string" ? enc.encode(r.value) : r.value,
+            );
             assert.deepEqual(got[i].key, r.key);
             assert.equal(got[i].timestamp, r.ts);
           });
@@ -123,7 +149,10 @@ describe("frame codec", () => {
 });
 
 /** A segment file with `frames` frames of `per` records each, in a memory fs. */
-async function buildSegment(frames: number, per: number): Promise<{ fs: MemoryFileSystem; bytes: Uint8Array; ends: number[] }> {
+async function buildSegment(
+  frames: number,
+  per: number,
+): Promise<{ fs: MemoryFileSystem; bytes: Uint8Array; ends: number[] }> {
   const fs = new MemoryFileSystem();
   await fs.mkdirp("/d");
   const fh = await fs.open("/d/s.seg", "create");

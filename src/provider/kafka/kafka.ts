@@ -15,8 +15,8 @@
 
 import { Buffer } from "node:buffer";
 import {
-  type CompressionTypes as KafkaCompressionTypes,
   CompressionTypes,
+  type CompressionTypes as KafkaCompressionTypes,
   Kafka,
   type KafkaConfig,
   logLevel,
@@ -90,7 +90,7 @@ const PER_RECORD_ERRORS = new Set([
 /** Bytes a record adds to a request, roughly (record framing included). */
 function recordBytes(r: ProviderRecord): number {
   let n = r.value.length + (r.key?.length ?? 0) + 24;
-  if (r.headers) for (const [k, v] of r.headers) n += k.length + v.length + 8;
+  if (r.headers) { for (const [k, v] of r.headers) n += k.length + v.length + 8; }
   return n;
 }
 
@@ -104,10 +104,19 @@ function toMessage(r: ProviderRecord): Message {
     headers = {};
     for (const [k, v] of r.headers) {
       const prev = headers[k];
-      headers[k] = prev === undefined ? toBuffer(v) : Array.isArray(prev) ? [...prev, toBuffer(v)] : [prev, toBuffer(v)];
+      headers[k] = prev === undefined
+        ? toBuffer(v)
+        : Array.isArray(prev)
+        ? [...prev, toBuffer(v)]
+        : [prev, toBuffer(v)];
     }
   }
-  return { key: r.key === null ? null : toBuffer(r.key), value: toBuffer(r.value), headers, timestamp: String(r.timestamp) };
+  return {
+    key: r.key === null ? null : toBuffer(r.key),
+    value: toBuffer(r.value),
+    headers,
+    timestamp: String(r.timestamp),
+  };
 }
 
 /** The kafkajs error type behind `e` (protocol error name such as MESSAGE_TOO_LARGE), if any. */
@@ -143,7 +152,9 @@ export class KafkaSendError extends Error {
 export class KafkaProvider implements Provider {
   readonly name = "kafka";
   readonly retryWaitMs = 250;
-  readonly #o: Required<Omit<KafkaProviderOptions, "tls" | "sasl" | "logger">> & KafkaProviderOptions;
+  readonly #o:
+    & Required<Omit<KafkaProviderOptions, "tls" | "sasl" | "logger">>
+    & KafkaProviderOptions;
   readonly #kafka: Kafka;
   #producer: Producer | null = null;
   readonly #compression: KafkaCompressionTypes;
@@ -154,12 +165,18 @@ export class KafkaProvider implements Provider {
     }
     for (const b of options.brokers) {
       if (typeof b !== "string" || !/^[^\s:]+:\d{1,5}$/.test(b)) {
-        throw new TypeError(`KafkaProvider option "brokers": ${JSON.stringify(b)} is not "host:port"`);
+        throw new TypeError(
+          `KafkaProvider option "brokers": ${JSON.stringify(b)} is not "host:port"`,
+        );
       }
     }
     const compression = options.compression ?? "none";
     if (compression !== "none" && compression !== "gzip") {
-      throw new TypeError(`KafkaProvider option "compression" must be "none" or "gzip", got ${JSON.stringify(compression)}`);
+      throw new TypeError(
+        `KafkaProvider option "compression" must be "none" or "gzip", got ${
+          JSON.stringify(compression)
+        }`,
+      );
     }
     this.#o = {
       clientId: "messagebuffer",
@@ -195,12 +212,19 @@ export class KafkaProvider implements Provider {
     const tls = options.tls;
     if (tls) {
       const t = tls === true ? {} : tls;
-      config.ssl = { ca: t.ca, cert: t.cert, key: t.key, rejectUnauthorized: !t.insecureSkipVerify };
+      config.ssl = {
+        ca: t.ca,
+        cert: t.cert,
+        key: t.key,
+        rejectUnauthorized: !t.insecureSkipVerify,
+      };
     }
     if (options.sasl) {
       const { mechanism, username, password } = options.sasl;
       if (!["plain", "scram-sha-256", "scram-sha-512"].includes(mechanism)) {
-        throw new TypeError(`KafkaProvider option "sasl.mechanism" must be plain, scram-sha-256 or scram-sha-512`);
+        throw new TypeError(
+          `KafkaProvider option "sasl.mechanism" must be plain, scram-sha-256 or scram-sha-512`,
+        );
       }
       config.sasl = { mechanism, username, password } as SASLOptions;
     }
@@ -240,7 +264,8 @@ export class KafkaProvider implements Provider {
         bytes = 0;
         rejected.push({
           index: i,
-          reason: `MESSAGE_TOO_LARGE: record of ${size} bytes is over maxMessageBytes (${this.#o.maxMessageBytes})`,
+          reason:
+            `MESSAGE_TOO_LARGE: record of ${size} bytes is over maxMessageBytes (${this.#o.maxMessageBytes})`,
         });
         continue;
       }
@@ -260,7 +285,11 @@ export class KafkaProvider implements Provider {
    * Sends `records[idx]` in one request. On a per-record permanent error, splits the request
    * in halves (sent in order) until the records that fail are alone; those are rejected.
    */
-  async #sendIndexes(records: readonly ProviderRecord[], idx: number[], rejected: RecordRejection[]): Promise<void> {
+  async #sendIndexes(
+    records: readonly ProviderRecord[],
+    idx: number[],
+    rejected: RecordRejection[],
+  ): Promise<void> {
     const byTopic = new Map<string, Message[]>();
     for (const i of idx) {
       const r = records[i];
