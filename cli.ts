@@ -1,1 +1,419 @@
-export {};
+#!/usr/bin/env -S deno run -A
+/**
+ * The messagebuffer agent: `run` (buffer + Unix-socket ingest + Kafka sender), `send`,
+ * `status`, `dump`. This file parses arguments and wires adapters; the work is in `src/`.
+ *
+ * @module
+ */
+
+import { createReadStream } from "node:fs";
+import { readFile } from "node:fs/promises";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import pkg from "./package.json" with { type: "json" };
+import {
+  type AgentConfig,
+  buildConfig,
+  ConfigError,
+  engineOptions,
+  printableConfig,
+  providerOptions,
+  SETTINGS,
+  settingsHelp,
+} from "./src/agent/config.ts";
+import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect.ts";
+import { serveMetrics } from "./src/agent/metrics.ts";
+import { MessageBuffer } from "./src/engine/buffer.ts";
+import { defaultFileSystem } from "./src/fs/default.ts";
+import { sendLines } from "./src/ingest/client.ts";
+import { IngestServer } from "./src/ingest/server.ts";
+import { createLogger, type Logger } from "./src/log.ts";
+import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
+
+const VERSION = pkg.version;
+
+const USAGE = `messagebuffer ${VERSION}: a local store-and-forward agent for Kafka
+
+Usage:
+  messagebuffer run --brokers HOST:PORT [options]   buffer lines from a Unix socket, deliver to Kafka
+  messagebuffer send [--socket PATH] [FILE]         send lines (stdin or FILE) to a running agent
+  messagebuffer status [--buffer-dir DIR] [--json]  what is buffered, delivered, dead-lettered
+  messagebuffer dump SEGMENT                        print a segment's records as JSON lines
+  messagebuffer help [COMMAND]                      details of a command
+  messagebuffer --version
+
+Lines are TOPIC<TAB>KEY<TAB>VALUE (with \\\\ \\n \\t \\r escapes) or JSON objects
+{"topic":..., "key":..., "value":...}. See the README for the protocol.
+`;
+
+const HELP: Record<string, string> = {
+  run: `messagebuffer run: open the buffer, listen on the Unix socket, deliver to Kafka.
+
+Every record is written to a segment file before it is acknowledged; a separate sender
+delivers segments in order and moves the checkpoint (the S file) only after Kafka
+acknowledges. SIGTERM or SIGINT: stop reading, answer pending lines, fsync, let the batch
+in flight finish, write checkpoints, exit 0. A second signal exits at once (still safe:
+what was acknowledged is on disk).
+
+Options (flags override the config file; the password comes from the environment or a file):
+  --config <file>
+      JSON file with the keys below, e.g. {"brokers": ["127.0.0.1:9092"], "file_max_time": 5}
+  --print-config
+      Print the effective configuration (secrets masked) and exit
+${settingsHelp()}
+
+Examples:
+  messagebuffer run --brokers 127.0.0.1:9092 --buffer-dir /var/lib/messagebuffer
+  messagebuffer run --config /etc/messagebuffer.json --fsync always --metrics 127.0.0.1:9464
+`,
+  send: `messagebuffer send: send lines to a running agent, each acknowledged.
+
+Usage: messagebuffer send [--socket PATH | --buffer-dir DIR] [FILE]
+
+Reads lines from FILE (or stdin), already in the ingest format, and sends them pipelined in
+acknowledged mode. Every line the agent refuses is printed to stderr with its line number
+and reason. Exits 0 when every line was stored, 1 if any was refused, 2 on usage errors or
+when no agent answers.
+
+  --socket <path>       The agent's socket [default: <buffer-dir>/messagebuffer.sock]
+  --buffer-dir <dir>    Where to find the socket [default: ./messagebuffer-data]
+  --quiet               Do not print the summary line
+
+Example:
+  printf 'events\\tuser-1\\thello\\n' | messagebuffer send --socket /run/messagebuffer.sock
+`,
+  status: `messagebuffer status: what a buffer directory holds (works while the agent runs or not).
+
+Usage: messagebuffer status [--buffer-dir DIR | --config FILE] [--json]
+
+Shows whether an agent holds the directory, each segment with its records and checkpoint,
+the backlog (records, bytes, age of the oldest record), dead letters and quarantined files.
+`,
+  dump: `messagebuffer dump: print the records of a segment file as JSON lines.
+
+Usage: messagebuffer dump SEGMENT_FILE
+
+Works on buffer segments and on dead-letter segments (dead/*.seg). Each line:
+  {"offset":16,"topic":"t","key":"k","value":"text","headers":{"h":"v"},"timestamp":1700000000000}
+Values, keys and header values that are not valid UTF-8 are printed as "value_base64" etc.
+Exits 1 if the file ends in a torn or corrupt frame (the records before it are printed).
+`,
+};
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+function textOrBase64(name: string, bytes: Uint8Array, out: Record<string, unknown>): void {
+  try {
+    out[name] = strictUtf8.decode(bytes);
+  } catch {
+    out[`${name}_base64`] = btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""));
+  }
+}
+
+class UsageError extends Error {}
+
+type FlagSpec = Record<string, { type: "string" | "boolean" }>;
+
+function parse(command: string, args: string[], options: FlagSpec, allowPositionals = false) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals }) as {
+      values: Record<string, string | boolean | undefined>;
+      positionals: string[];
+    };
+  } catch (e) {
+    const msg = (e as Error).message.replace(/^Unknown option '(.*?)'.*$/s, "unknown flag $1");
+    throw new UsageError(`messagebuffer ${command}: ${msg} (see: messagebuffer help ${command})`);
+  }
+}
+
+async function loadConfig(flags: Record<string, unknown>): Promise<AgentConfig> {
+  let file: Record<string, unknown> | null = null;
+  if (typeof flags.config === "string") {
+    let text: string;
+    try {
+      text = await readFile(flags.config, "utf8");
+    } catch (e) {
+      throw new ConfigError(
+        `--config: cannot read "${flags.config}": ${(e as { code?: string }).code ?? e}`,
+      );
+    }
+    try {
+      file = JSON.parse(text);
+    } catch (e) {
+      throw new ConfigError(`--config "${flags.config}": invalid JSON: ${(e as Error).message}`);
+    }
+  }
+  return buildConfig(flags, file, process.env);
+}
+
+const settingFlags = Object.fromEntries(
+  SETTINGS.map((s) => [s.flag, { type: s.kind === "boolean" ? "boolean" : "string" } as const]),
+);
+
+function socketPath(config: AgentConfig): string {
+  return (config.values.socket as string | undefined) ??
+    `${config.values.buffer_dir}/messagebuffer.sock`;
+}
+
+function quietKafkajsWarnings(): void {
+  // kafkajs computes a negative timer delay in its request queue; Node-compatible runtimes
+  // then print a TimeoutNegativeWarning (harmless: the delay is clamped to 1 ms).
+  const emit = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const name = typeof warning === "string"
+      ? (typeof rest[0] === "string" ? rest[0] : (rest[0] as { type?: string })?.type)
+      : warning.name;
+    if (name === "TimeoutNegativeWarning") return;
+    (emit as (...a: unknown[]) => void)(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values: flags } = parse("run", args, {
+    ...settingFlags,
+    config: { type: "string" },
+    "print-config": { type: "boolean" },
+  });
+  const config = await loadConfig(flags);
+  if (flags["print-config"]) {
+    process.stdout.write(JSON.stringify(printableConfig(config), null, 2) + "\n");
+    return 0;
+  }
+  const logger: Logger = createLogger({
+    level: config.values.log_level as "info",
+    format: config.values.log_format as "text",
+  });
+  quietKafkajsWarnings();
+  const provider = new KafkaProvider({
+    ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
+    logger,
+  });
+  const started = Date.now();
+  logger.info("opening buffer", { dir: config.values.buffer_dir });
+  const buffer = await MessageBuffer.open({ ...engineOptions(config), provider, logger });
+  let open = true;
+  let ingest: IngestServer | null = null;
+  try {
+    ingest = await IngestServer.listen({
+      path: socketPath(config),
+      mode: Number.parseInt(String(config.values.socket_mode), 8),
+      maxLineBytes: config.values.max_line_bytes as number,
+      buffer,
+      logger,
+    });
+  } catch (e) {
+    await buffer.close();
+    throw e;
+  }
+  const metrics = config.values.metrics
+    ? await serveMetrics(
+      String(config.values.metrics),
+      () => ({ stats: buffer.stats(), ingest: ingest?.stats ?? null, open }),
+    )
+    : null;
+  logger.info("agent ready", {
+    socket: ingest.path,
+    brokers: (config.values.brokers as string[]).join(","),
+    fsync: config.values.fsync,
+    metrics: config.values.metrics,
+    backlogRecords: buffer.stats().backlog.records,
+    startupMs: Date.now() - started,
+  });
+  const progress = setInterval(() => {
+    const s = buffer.stats();
+    if (s.backlog.records > 0 && s.provider.state !== "ready") {
+      logger.info("backlog waiting for Kafka", {
+        records: s.backlog.records,
+        provider: s.provider.state,
+        lastError: s.provider.lastError,
+      });
+    } else if (s.backlog.records > 100_000) {
+      logger.info("draining backlog", {
+        records: s.backlog.records,
+        delivered: s.counters.delivered,
+      });
+    }
+  }, 10_000);
+  (progress as { unref?: () => void }).unref?.();
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) {
+        logger.warn(
+          "second signal: exiting now; acknowledged records are on disk and will be sent after restart",
+          { signal },
+        );
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info("shutting down", { signal });
+      clearInterval(progress);
+      try {
+        await ingest!.close();
+        await buffer.close();
+        open = false;
+        metrics?.close();
+        const c = buffer.stats().counters;
+        logger.info("stopped", {
+          written: c.written,
+          delivered: c.delivered,
+          backlogRecords: buffer.stats().backlog.records,
+        });
+        resolve(0);
+      } catch (e) {
+        logger.error("shutdown failed", { error: e });
+        resolve(1);
+      }
+    };
+    process.on("SIGTERM", () => void stop("SIGTERM"));
+    process.on("SIGINT", () => void stop("SIGINT"));
+  });
+}
+
+async function send(args: string[]): Promise<number> {
+  const { values, positionals } = parse("send", args, {
+    socket: { type: "string" },
+    "buffer-dir": { type: "string" },
+    quiet: { type: "boolean" },
+  }, true);
+  if (positionals.length > 1) {
+    throw new UsageError(
+      "messagebuffer send: give at most one FILE (see: messagebuffer help send)",
+    );
+  }
+  const path = (values.socket as string | undefined) ??
+    `${values["buffer-dir"] ?? "./messagebuffer-data"}/messagebuffer.sock`;
+  const input = positionals[0] ? createReadStream(positionals[0]) : process.stdin;
+  let summary;
+  try {
+    summary = await sendLines(path, input, (e) => process.stderr.write(`refused: ${e}\n`));
+  } catch (e) {
+    process.stderr.write(`messagebuffer send: ${(e as Error).message}\n`);
+    return 2;
+  }
+  if (!values.quiet) {
+    process.stderr.write(
+      `sent ${summary.lines} line(s): ${summary.ok} stored, ${summary.errors.length} refused\n`,
+    );
+  }
+  return summary.errors.length > 0 ? 1 : 0;
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values } = parse("status", args, {
+    "buffer-dir": { type: "string" },
+    config: { type: "string" },
+    json: { type: "boolean" },
+  });
+  const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (e) {
+      return (e as { code?: string }).code === "EPERM";
+    }
+  };
+  const s = await dirStatus(defaultFileSystem(), String(config.values.buffer_dir), alive);
+  process.stdout.write((values.json ? JSON.stringify(s, null, 2) : formatStatus(s)) + "\n");
+  return 0;
+}
+
+async function dump(args: string[]): Promise<number> {
+  const { positionals } = parse("dump", args, {}, true);
+  if (positionals.length !== 1) {
+    throw new UsageError(
+      "messagebuffer dump: give one segment file (see: messagebuffer help dump)",
+    );
+  }
+  const out: string[] = [];
+  const flush = () => {
+    if (out.length) process.stdout.write(out.join("\n") + "\n");
+    out.length = 0;
+  };
+  let problem: string | null;
+  try {
+    problem = await readSegmentRecords(defaultFileSystem(), positionals[0], (r, offset) => {
+      const o: Record<string, unknown> = { offset, topic: r.topic };
+      if (r.key !== null) textOrBase64("key", r.key, o);
+      textOrBase64("value", r.value, o);
+      if (r.headers) {
+        const h: Record<string, unknown> = {};
+        for (const [k, v] of r.headers) textOrBase64(k, v, h);
+        o.headers = h;
+      }
+      o.timestamp = r.timestamp;
+      out.push(JSON.stringify(o));
+      if (out.length >= 1000) flush();
+    });
+  } catch (e) {
+    process.stderr.write(
+      `messagebuffer dump: cannot read "${positionals[0]}": ${
+        (e as { code?: string }).code ?? (e as Error).message
+      }\n`,
+    );
+    return 2;
+  }
+  flush();
+  if (problem) {
+    process.stderr.write(`messagebuffer dump: ${positionals[0]}: ${problem}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+/** Runs the CLI with `argv` (without the runtime and script); resolves with the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "run":
+        return await run(rest);
+      case "send":
+        return await send(rest);
+      case "status":
+        return await status(rest);
+      case "dump":
+        return await dump(rest);
+      case "help":
+        if (rest[0] && HELP[rest[0]]) process.stdout.write(HELP[rest[0]]);
+        else if (rest[0]) {
+          throw new UsageError(
+            `messagebuffer help: no command "${rest[0]}" (commands: run, send, status, dump)`,
+          );
+        } else process.stdout.write(USAGE);
+        return 0;
+      case "--help":
+      case "-h":
+      case undefined:
+        process.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      case "--version":
+      case "-V":
+        process.stdout.write(`messagebuffer ${VERSION}\n`);
+        return 0;
+      default:
+        throw new UsageError(
+          `messagebuffer: unknown command "${command}" (commands: run, send, status, dump, help)`,
+        );
+    }
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      process.stderr.write(`${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`messagebuffer ${command}: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  // "help run" and "run --help" mean the same.
+  if (args.length >= 2 && (args.includes("--help") || args.includes("-h")) && HELP[args[0]]) {
+    process.stdout.write(HELP[args[0]]);
+    process.exit(0);
+  }
+  main(args).then((code) => process.exit(code));
+}

@@ -50,6 +50,17 @@ export interface BufferStats {
   blockedWrites: number;
   /** Provider name and state. */
   provider: { name: string; state: ProviderState; lastError: string | null };
+  /**
+   * Time from a record's timestamp to the provider's acknowledgement, over the last 8192
+   * records delivered: quantiles in ms, plus the sum and count since open.
+   */
+  deliveryLatencyMs: {
+    p50: number | null;
+    p99: number | null;
+    max: number | null;
+    sum: number;
+    count: number;
+  };
 }
 
 /** `connecting` until `open()` succeeds; `retrying` while sends fail; `closed` after close. */
@@ -150,6 +161,9 @@ export class MessageBuffer {
   #meta: Promise<void> = Promise.resolve();
   #checkpointQueued = false;
   #dead: SegmentFile | null = null;
+  #latency = new Float64Array(8192);
+  #latencyCount = 0;
+  #latencySum = 0;
   #deadBuilder = new FrameBuilder(1 << 16);
 
   private constructor(
@@ -601,6 +615,7 @@ export class MessageBuffer {
         [];
     }
     if (seg.gone) return; // pruned while in flight: counted as dropped there
+    this.#recordLatency(batch.records);
     if (rejected.length > 0) await this.#deadLetter(seg, batch.records, rejected);
     this.#counters.delivered += batch.records.length - rejected.length;
     this.#counters.expired += batch.expired;
@@ -831,6 +846,31 @@ export class MessageBuffer {
     });
   }
 
+  #recordLatency(records: readonly ProviderRecord[]): void {
+    const now = Date.now();
+    const ring = this.#latency;
+    for (const r of records) {
+      const ms = Math.max(0, now - r.timestamp);
+      ring[this.#latencyCount % ring.length] = ms;
+      this.#latencyCount++;
+      this.#latencySum += ms;
+    }
+  }
+
+  #latencyQuantiles(): BufferStats["deliveryLatencyMs"] {
+    const n = Math.min(this.#latencyCount, this.#latency.length);
+    if (n === 0) return { p50: null, p99: null, max: null, sum: 0, count: 0 };
+    const sorted = this.#latency.slice(0, n).sort();
+    const q = (p: number) => sorted[Math.min(n - 1, Math.floor(p * n))];
+    return {
+      p50: q(0.5),
+      p99: q(0.99),
+      max: sorted[n - 1],
+      sum: this.#latencySum,
+      count: this.#latencyCount,
+    };
+  }
+
   #notifyProgress(): void {
     for (const w of this.#progressWaiters.splice(0)) w();
   }
@@ -900,6 +940,7 @@ export class MessageBuffer {
         state: this.#providerState,
         lastError: this.#lastError,
       },
+      deliveryLatencyMs: this.#latencyQuantiles(),
     };
   }
 

@@ -205,7 +205,8 @@ export class KafkaProvider implements Provider {
         const text = `kafkajs ${namespace}: ${message}`;
         // Failed sends are reported by the engine at "warn", with the retry plan; kafkajs's
         // own error lines about the same events (and its routine ones) are detail.
-        if (level === logLevel.ERROR || level === logLevel.WARN) log.info(text, fields);
+        if (/Limiting retries for the idempotent producer/.test(message)) log.debug(text, fields);
+        else if (level === logLevel.ERROR || level === logLevel.WARN) log.info(text, fields);
         else log.debug(text, fields);
       },
     };

@@ -1,0 +1,212 @@
+/**
+ * Prometheus text exposition of the buffer's and the ingest server's state, and the HTTP
+ * listener that serves it (`/metrics`) with a health check (`/health`).
+ *
+ * @module
+ */
+
+import http from "node:http";
+import type { BufferStats } from "../engine/buffer.ts";
+import type { IngestStats } from "../ingest/server.ts";
+
+type Sample = [
+  name: string,
+  type: "counter" | "gauge" | "summary",
+  help: string,
+  value: number | null,
+];
+
+/** Every metric, from a stats snapshot. Names are listed in the README. */
+export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sample[] {
+  const c = s.counters;
+  const out: Sample[] = [
+    [
+      "messagebuffer_records_written_total",
+      "counter",
+      "Records stored in segment files.",
+      c.written,
+    ],
+    [
+      "messagebuffer_records_delivered_total",
+      "counter",
+      "Records acknowledged by Kafka.",
+      c.delivered,
+    ],
+    [
+      "messagebuffer_records_dead_lettered_total",
+      "counter",
+      "Records Kafka refused for good, kept in dead/.",
+      c.deadLettered,
+    ],
+    [
+      "messagebuffer_records_dropped_total",
+      "counter",
+      "Records deleted unsent by pruning at the size cap.",
+      c.dropped,
+    ],
+    [
+      "messagebuffer_bytes_dropped_total",
+      "counter",
+      "Bytes deleted unsent by pruning at the size cap.",
+      c.droppedBytes,
+    ],
+    [
+      "messagebuffer_records_expired_total",
+      "counter",
+      "Records not sent because older than max_record_age.",
+      c.expired,
+    ],
+    [
+      "messagebuffer_records_quarantined_total",
+      "counter",
+      "Records in corrupt data moved to quarantine/.",
+      c.quarantinedRecords,
+    ],
+    [
+      "messagebuffer_bytes_quarantined_total",
+      "counter",
+      "Bytes moved to quarantine/.",
+      c.quarantinedBytes,
+    ],
+    [
+      "messagebuffer_torn_bytes_total",
+      "counter",
+      "Bytes of torn tails cut off at start-up.",
+      c.tornBytes,
+    ],
+    [
+      "messagebuffer_write_errors_total",
+      "counter",
+      "Records whose write failed on a storage error.",
+      c.writeErrors,
+    ],
+    [
+      "messagebuffer_send_retries_total",
+      "counter",
+      "Failed sends (each is retried).",
+      c.sendRetries,
+    ],
+    [
+      "messagebuffer_backlog_records",
+      "gauge",
+      "Records stored and not yet acknowledged.",
+      s.backlog.records,
+    ],
+    [
+      "messagebuffer_backlog_bytes",
+      "gauge",
+      "Bytes stored and not yet acknowledged.",
+      s.backlog.bytes,
+    ],
+    ["messagebuffer_backlog_segments", "gauge", "Segment files on disk.", s.backlog.segments],
+    ["messagebuffer_used_bytes", "gauge", "Bytes counted against total_size.", s.usedBytes],
+    [
+      "messagebuffer_oldest_record_age_seconds",
+      "gauge",
+      "Age of the oldest unacknowledged record (0 when none).",
+      (s.oldestRecordAgeMs ?? 0) / 1000,
+    ],
+    [
+      "messagebuffer_blocked_writes",
+      "gauge",
+      "Writes waiting for room (when_full=block).",
+      s.blockedWrites,
+    ],
+    [
+      "messagebuffer_provider_up",
+      "gauge",
+      "1 when the provider is connected and sends succeed.",
+      s.provider.state === "ready" ? 1 : 0,
+    ],
+  ];
+  if (ingest) {
+    out.push(
+      [
+        "messagebuffer_ingest_lines_total",
+        "counter",
+        "Ingest lines read (control lines included).",
+        ingest.linesReceived,
+      ],
+      [
+        "messagebuffer_ingest_lines_rejected_total",
+        "counter",
+        "Ingest lines refused (bad line, full, storage).",
+        ingest.linesRejected,
+      ],
+      [
+        "messagebuffer_ingest_partial_lines_dropped_total",
+        "counter",
+        "Lines cut off by a client disconnecting mid-line.",
+        ingest.partialLinesDropped,
+      ],
+      ["messagebuffer_ingest_connections", "gauge", "Open ingest connections.", ingest.connections],
+      [
+        "messagebuffer_ingest_connections_total",
+        "counter",
+        "Ingest connections accepted.",
+        ingest.connectionsTotal,
+      ],
+    );
+  }
+  return out;
+}
+
+/** The Prometheus text format (version 0.0.4). */
+export function renderMetrics(s: BufferStats, ingest: IngestStats | null): string {
+  let text = "";
+  for (const [name, type, help, value] of metricSamples(s, ingest)) {
+    text += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value ?? "NaN"}\n`;
+  }
+  const l = s.deliveryLatencyMs;
+  const name = "messagebuffer_delivery_latency_seconds";
+  text +=
+    `# HELP ${name} Record timestamp to Kafka acknowledgement (quantiles over the last 8192 records).\n`;
+  text += `# TYPE ${name} summary\n`;
+  text += `${name}{quantile="0.5"} ${l.p50 === null ? "NaN" : l.p50 / 1000}\n`;
+  text += `${name}{quantile="0.99"} ${l.p99 === null ? "NaN" : l.p99 / 1000}\n`;
+  text += `${name}_sum ${l.sum / 1000}\n${name}_count ${l.count}\n`;
+  return text;
+}
+
+/** Serves `/metrics` and `/health` on `host:port`; resolves once listening. */
+export async function serveMetrics(
+  address: string,
+  snapshot: () => { stats: BufferStats; ingest: IngestStats | null; open: boolean },
+): Promise<http.Server> {
+  const i = address.lastIndexOf(":");
+  const host = address.slice(0, i) || "127.0.0.1";
+  const port = Number(address.slice(i + 1));
+  const server = http.createServer((req, res) => {
+    const { stats, ingest, open } = snapshot();
+    if (req.url === "/metrics") {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+      res.end(renderMetrics(stats, ingest));
+    } else if (req.url === "/health") {
+      const healthy = open && stats.provider.state === "ready";
+      res.writeHead(healthy ? 200 : 503, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify({
+          status: healthy ? "ok" : "degraded",
+          buffer: open ? "open" : "closed",
+          provider: stats.provider.state,
+          lastError: stats.provider.lastError,
+          backlogRecords: stats.backlog.records,
+        }) + "\n",
+      );
+    } else {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found: try /metrics or /health\n");
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once(
+      "error",
+      (e) =>
+        reject(
+          new Error(`Cannot serve metrics on ${address}: ${(e as { code?: string }).code ?? e}`),
+        ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}

@@ -1,0 +1,162 @@
+/**
+ * The ingest line protocol (one message per LF-terminated UTF-8 line):
+ *
+ * - Text form: `TOPIC<TAB>KEY<TAB>VALUE`. An empty KEY means no key. In KEY and VALUE,
+ *   `\\` is a backslash, `\n` a newline, `\t` a tab, `\r` a carriage return; any other
+ *   backslash sequence, or a raw tab inside VALUE, is an error.
+ * - JSON form, a line starting with `{`:
+ *   `{"topic": "t", "key": "k", "value": "v", "headers": {"h": "v"}}`, with `key_base64` /
+ *   `value_base64` instead of `key` / `value` for binary data.
+ * - Control lines start with `#`: `#ack` switches the connection to acknowledged mode.
+ *
+ * A trailing CR (from CRLF clients) is dropped before parsing.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+
+/** What one line means. */
+export type ParsedLine =
+  | {
+    kind: "record";
+    topic: string;
+    key: string | Uint8Array | null;
+    value: string | Uint8Array;
+    headers: Array<[string, string]> | null;
+  }
+  | { kind: "control"; command: "ack" }
+  | { kind: "error"; reason: string };
+
+function unescape(s: string, field: string): string | { error: string } {
+  let i = s.indexOf("\\");
+  if (i < 0) return s;
+  let out = "";
+  let from = 0;
+  while (i >= 0) {
+    out += s.slice(from, i);
+    const c = s[i + 1];
+    if (c === "\\") out += "\\";
+    else if (c === "n") out += "\n";
+    else if (c === "t") out += "\t";
+    else if (c === "r") out += "\r";
+    else if (c === undefined) return { error: `${field} ends with a lone backslash` };
+    else return { error: `bad escape "\\${c}" in ${field} (use \\\\, \\n, \\t or \\r)` };
+    from = i + 2;
+    i = s.indexOf("\\", from);
+  }
+  return out + s.slice(from);
+}
+
+const JSON_KEYS = new Set(["topic", "key", "key_base64", "value", "value_base64", "headers"]);
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function base64(v: unknown, field: string): Uint8Array | { error: string } {
+  if (typeof v !== "string" || v.length % 4 !== 0 || !BASE64_RE.test(v)) {
+    return { error: `"${field}" must be a base64 string` };
+  }
+  const b = Buffer.from(v, "base64");
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function parseJson(line: string): ParsedLine {
+  let o: unknown;
+  try {
+    o = JSON.parse(line);
+  } catch (e) {
+    return { kind: "error", reason: `invalid JSON: ${(e as Error).message}` };
+  }
+  if (o === null || typeof o !== "object" || Array.isArray(o)) {
+    return { kind: "error", reason: "JSON line must be an object" };
+  }
+  const r = o as Record<string, unknown>;
+  for (const k of Object.keys(r)) {
+    if (!JSON_KEYS.has(k)) {
+      return {
+        kind: "error",
+        reason: `unknown field "${k}" (fields: ${[...JSON_KEYS].join(", ")})`,
+      };
+    }
+  }
+  if (typeof r.topic !== "string") {
+    return { kind: "error", reason: `missing field "topic" (a string)` };
+  }
+  if (r.value !== undefined && r.value_base64 !== undefined) {
+    return { kind: "error", reason: `give "value" or "value_base64", not both` };
+  }
+  if (r.key != null && r.key_base64 !== undefined) {
+    return { kind: "error", reason: `give "key" or "key_base64", not both` };
+  }
+  let value: string | Uint8Array;
+  if (typeof r.value === "string") value = r.value;
+  else if (r.value_base64 !== undefined) {
+    const b = base64(r.value_base64, "value_base64");
+    if ("error" in b) return { kind: "error", reason: b.error };
+    value = b;
+  } else if (r.value === undefined) {
+    return { kind: "error", reason: `missing field "value" (or "value_base64")` };
+  } else {return {
+      kind: "error",
+      reason: `"value" must be a string (use "value_base64" for binary)`,
+    };}
+  let key: string | Uint8Array | null = null;
+  if (typeof r.key === "string") key = r.key;
+  else if (r.key_base64 !== undefined) {
+    const b = base64(r.key_base64, "key_base64");
+    if ("error" in b) return { kind: "error", reason: b.error };
+    key = b;
+  } else if (r.key != null) return { kind: "error", reason: `"key" must be a string or null` };
+  let headers: Array<[string, string]> | null = null;
+  if (r.headers != null) {
+    if (typeof r.headers !== "object" || Array.isArray(r.headers)) {
+      return { kind: "error", reason: `"headers" must be an object of strings` };
+    }
+    headers = [];
+    for (const [k, v] of Object.entries(r.headers as Record<string, unknown>)) {
+      if (typeof v !== "string") return { kind: "error", reason: `header "${k}" must be a string` };
+      headers.push([k, v]);
+    }
+  }
+  return { kind: "record", topic: r.topic, key, value, headers };
+}
+
+/** Parses one line (without its LF). */
+export function parseLine(line: string): ParsedLine {
+  if (line.endsWith("\r")) line = line.slice(0, -1);
+  const c = line.charCodeAt(0);
+  if (c === 123 /* { */) return parseJson(line);
+  if (c === 35 /* # */) {
+    if (line === "#ack") return { kind: "control", command: "ack" };
+    return {
+      kind: "error",
+      reason: `unknown control line ${JSON.stringify(line.slice(0, 40))} (known: #ack)`,
+    };
+  }
+  if (line.length === 0) return { kind: "error", reason: "empty line" };
+  const t1 = line.indexOf("\t");
+  const t2 = t1 < 0 ? -1 : line.indexOf("\t", t1 + 1);
+  if (t2 < 0) {
+    return {
+      kind: "error",
+      reason: `expected TOPIC<TAB>KEY<TAB>VALUE, found ${t1 < 0 ? "no" : "one"} tab`,
+    };
+  }
+  if (line.indexOf("\t", t2 + 1) >= 0) {
+    return { kind: "error", reason: "raw tab in value (escape it as \\t)" };
+  }
+  const topic = line.slice(0, t1);
+  if (topic.length === 0) return { kind: "error", reason: "empty topic" };
+  const key = unescape(line.slice(t1 + 1, t2), "key");
+  if (typeof key !== "string") return { kind: "error", reason: key.error };
+  const value = unescape(line.slice(t2 + 1), "value");
+  if (typeof value !== "string") return { kind: "error", reason: value.error };
+  return { kind: "record", topic, key: key === "" ? null : key, value, headers: null };
+}
+
+/** Escapes a value for the text form (the inverse of the parser's unescaping). */
+export function escapeField(s: string): string {
+  return s.replace(
+    /[\\\n\t\r]/g,
+    (c) => c === "\\" ? "\\\\" : c === "\n" ? "\\n" : c === "\t" ? "\\t" : "\\r",
+  );
+}

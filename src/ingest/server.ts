@@ -1,0 +1,351 @@
+/**
+ * The Unix-socket ingest server: reads lines (see `protocol.ts`), writes records to the
+ * buffer, and in acknowledged mode answers every line, in order, with `ok` once its record
+ * is durable, or `error <reason>`. A bad line never closes the connection. When the buffer
+ * is full under `whenFull: "block"`, or a client does not read its answers, the server
+ * stops reading that socket (back-pressure) instead of buffering in memory.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { chmod, lstat, rm } from "node:fs/promises";
+import net from "node:net";
+import type { MessageBuffer } from "../engine/buffer.ts";
+import type { Logger } from "../log.ts";
+import { parseLine } from "./protocol.ts";
+
+/** Options of {@link IngestServer.listen}. */
+export interface IngestServerOptions {
+  /** Socket file path. */
+  path: string;
+  /** Permission bits of the socket file. @default 0o660 */
+  mode?: number;
+  /** Longest line accepted, in bytes (without LF). @default 1 MiB */
+  maxLineBytes?: number;
+  buffer: MessageBuffer;
+  logger: Logger;
+}
+
+/** Ingest counters (also exported as metrics). */
+export interface IngestStats {
+  connections: number;
+  connectionsTotal: number;
+  /** Lines read (control lines included). */
+  linesReceived: number;
+  /** Lines refused: unparsable, invalid, or not stored (full, storage error). */
+  linesRejected: number;
+  /** Lines a client started but did not finish before disconnecting. */
+  partialLinesDropped: number;
+}
+
+interface AckEntry {
+  /** The write's promise, or null for a line refused before it reached the buffer. */
+  p: Promise<void> | null;
+  /** Lines answered by this entry (consecutive lines in one frame share a promise). */
+  n: number;
+  /** Number of the entry's first line (0 for the `#ack` control line). */
+  first: number;
+  /** Answer it (the connection was in ack mode when the line came). */
+  answer: boolean;
+  /** Why the line was refused before reaching the buffer. */
+  error: string | null;
+}
+
+const NL = 10;
+/** Answers not yet read by a client beyond which its socket is paused. */
+const MAX_UNREAD_ANSWER_BYTES = 1 << 20;
+/** Unanswered lines per connection beyond which its socket is paused. */
+const MAX_PENDING_ENTRIES = 50_000;
+
+class Connection {
+  readonly #socket: net.Socket;
+  readonly #server: IngestServer;
+  #ack = false;
+  #lineNo = 0;
+  #partial: Buffer | null = null;
+  #skipping = false;
+  #queue: AckEntry[] = [];
+  #draining = false;
+  #paused = false;
+  #ended = false;
+  #idle: (() => void) | null = null;
+
+  constructor(socket: net.Socket, server: IngestServer) {
+    this.#socket = socket;
+    this.#server = server;
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("end", () => this.#onEnd());
+    socket.on("error", (e) => server.logger.debug("ingest connection error", { error: e }));
+    socket.on("close", () => server.connectionClosed(this));
+  }
+
+  #onData(chunk: Buffer): void {
+    const max = this.#server.maxLineBytes;
+    let buf = chunk;
+    let start = 0;
+    if (this.#partial) {
+      buf = Buffer.concat([this.#partial, chunk]);
+      this.#partial = null;
+    }
+    if (this.#skipping) {
+      const nl = buf.indexOf(NL);
+      if (nl < 0) return;
+      this.#skipping = false;
+      this.#line(null, `line too long (over ${max} bytes); skipped`);
+      start = nl + 1;
+    }
+    const last = buf.lastIndexOf(NL);
+    if (last >= start) {
+      // Lines end at an ASCII byte, so the region decodes as whole UTF-8 characters.
+      const text = buf.toString("utf8", start, last);
+      let from = 0;
+      for (;;) {
+        const nl = text.indexOf("\n", from);
+        const line = nl < 0 ? text.slice(from) : text.slice(from, nl);
+        if (line.length > max || (line.length * 3 > max && Buffer.byteLength(line) > max)) {
+          this.#line(null, `line too long (over ${max} bytes); skipped`);
+        } else {
+          this.#line(line, null);
+        }
+        if (nl < 0) break;
+        from = nl + 1;
+      }
+      start = last + 1;
+    }
+    if (start < buf.length) {
+      if (buf.length - start > max) {
+        this.#skipping = true;
+      } else {
+        this.#partial = Buffer.from(buf.subarray(start));
+      }
+    }
+    this.#maybePause();
+  }
+
+  /** Handles one line; `error` set means it was refused before parsing. Control lines are not numbered. */
+  #line(line: string | null, error: string | null): void {
+    this.#server.stats.linesReceived++;
+    if (line !== null) {
+      const parsed = parseLine(line);
+      if (parsed.kind === "control") {
+        this.#ack = true;
+        this.#queue.push({ p: null, n: 1, first: 0, answer: true, error: null });
+        if (!this.#draining) void this.#drain();
+        return;
+      }
+      this.#lineNo++;
+      if (parsed.kind === "record") {
+        const p = this.#server.buffer.write(parsed.topic, parsed.value, {
+          key: parsed.key,
+          headers: parsed.headers,
+        });
+        const last = this.#queue.at(-1);
+        if (last && last.p === p && last.answer === this.#ack) {
+          last.n++;
+          return;
+        }
+        // One entry and one handler per distinct promise (lines in one frame share it); the
+        // handler only marks a rejection as seen, the answer loop reads the outcome.
+        p.catch(() => {});
+        this.#queue.push({ p, n: 1, first: this.#lineNo, answer: this.#ack, error: null });
+        if (!this.#draining) void this.#drain();
+        return;
+      }
+      error = parsed.reason;
+    } else {
+      this.#lineNo++;
+    }
+    this.#queue.push({ p: null, n: 1, first: this.#lineNo, answer: this.#ack, error });
+    if (!this.#draining) void this.#drain();
+  }
+
+  /** Answers (or, without #ack, counts and logs) each line's outcome, in order. */
+  async #drain(): Promise<void> {
+    this.#draining = true;
+    while (this.#queue.length > 0) {
+      const e = this.#queue[0];
+      let reason = e.error;
+      if (e.p !== null) {
+        try {
+          await e.p;
+        } catch (err) {
+          reason = (err as Error).message.replace(/\n/g, " ");
+        }
+      }
+      this.#queue.shift();
+      let out = "";
+      if (reason === null) {
+        if (e.answer) out = e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
+      } else {
+        this.#server.stats.linesRejected += e.n;
+        if (e.answer) {
+          for (let i = 0; i < e.n; i++) out += `error line ${e.first + i}: ${reason}\n`;
+        } else this.#server.rejected(reason, e.first);
+      }
+      if (out && !this.#socket.destroyed) this.#socket.write(out);
+    }
+    this.#draining = false;
+    this.#idle?.();
+  }
+
+  #shouldPause(): boolean {
+    return this.#server.buffer.full || this.#queue.length > MAX_PENDING_ENTRIES ||
+      this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
+  }
+
+  #maybePause(): void {
+    if (this.#paused || this.#ended || !this.#shouldPause()) return;
+    this.#paused = true;
+    this.#socket.pause();
+    const check = () => {
+      if (this.#ended || this.#socket.destroyed) return;
+      if (this.#shouldPause()) setTimeout(check, 10);
+      else {
+        this.#paused = false;
+        this.#socket.resume();
+      }
+    };
+    setTimeout(check, 10);
+  }
+
+  #onEnd(): void {
+    if (this.#partial || this.#skipping) {
+      this.#server.stats.partialLinesDropped++;
+      this.#server.logger.warn(
+        "client closed the connection in the middle of a line; that line was dropped",
+        {
+          line: this.#lineNo + 1,
+          bytes: this.#partial?.length,
+        },
+      );
+      this.#partial = null;
+      this.#skipping = false;
+    }
+    this.#ended = true;
+    void this.whenAnswered().then(() => this.#socket.end());
+  }
+
+  /** Resolves once every line read so far has been answered. */
+  whenAnswered(): Promise<void> {
+    if (!this.#draining && this.#queue.length === 0) return Promise.resolve();
+    return new Promise((r) => {
+      const prev = this.#idle;
+      this.#idle = () => {
+        prev?.();
+        r();
+      };
+    });
+  }
+
+  /** Stops reading; answers what was read; then closes. */
+  async shutdown(): Promise<void> {
+    this.#ended = true;
+    this.#socket.pause();
+    await this.whenAnswered();
+    this.#socket.end();
+  }
+}
+
+/** See the module doc. */
+export class IngestServer {
+  readonly buffer: MessageBuffer;
+  readonly logger: Logger;
+  readonly maxLineBytes: number;
+  readonly path: string;
+  readonly stats: IngestStats = {
+    connections: 0,
+    connectionsTotal: 0,
+    linesReceived: 0,
+    linesRejected: 0,
+    partialLinesDropped: 0,
+  };
+  readonly #server: net.Server;
+  readonly #connections = new Set<Connection>();
+  #lastRejectLog = 0;
+  #rejectsSinceLog = 0;
+
+  private constructor(o: IngestServerOptions, server: net.Server) {
+    this.buffer = o.buffer;
+    this.logger = o.logger;
+    this.maxLineBytes = o.maxLineBytes ?? 1 << 20;
+    this.path = o.path;
+    this.#server = server;
+  }
+
+  /**
+   * Listens on `path`. A socket file left by a crashed agent is replaced; one that a live
+   * process answers on is not (the error says so).
+   */
+  static async listen(o: IngestServerOptions): Promise<IngestServer> {
+    const st = await lstat(o.path).catch(() => null);
+    if (st) {
+      if (!st.isSocket()) {
+        throw new Error(`Cannot listen on "${o.path}": it exists and is not a socket`);
+      }
+      if (await answers(o.path)) {
+        throw new Error(
+          `Cannot listen on "${o.path}": another process is serving it (is an agent already running?)`,
+        );
+      }
+      o.logger.info("removed a stale socket file", { socket: o.path });
+      await rm(o.path, { force: true });
+    }
+    const server = net.createServer({ pauseOnConnect: false });
+    const ingest = new IngestServer(o, server);
+    server.on("connection", (socket) => ingest.#accept(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(o.path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    await chmod(o.path, o.mode ?? 0o660);
+    return ingest;
+  }
+
+  #accept(socket: net.Socket): void {
+    this.stats.connections++;
+    this.stats.connectionsTotal++;
+    this.#connections.add(new Connection(socket, this));
+  }
+
+  /** @internal */
+  connectionClosed(c: Connection): void {
+    if (this.#connections.delete(c)) this.stats.connections--;
+  }
+
+  /** @internal Logs refused lines of connections not in ack mode, at most once a second. */
+  rejected(reason: string, line: number): void {
+    this.#rejectsSinceLog++;
+    const now = Date.now();
+    if (now - this.#lastRejectLog < 1000) return;
+    this.logger.warn("refused ingest line(s) on a connection without #ack", {
+      lines: this.#rejectsSinceLog,
+      lastLine: line,
+      reason,
+    });
+    this.#lastRejectLog = now;
+    this.#rejectsSinceLog = 0;
+  }
+
+  /** Stops accepting, stops reading, answers every line already read, closes connections. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    await Promise.all([...this.#connections].map((c) => c.shutdown()));
+    await closed;
+    await rm(this.path, { force: true });
+  }
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(path);
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
