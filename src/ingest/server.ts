@@ -81,6 +81,7 @@ class Connection {
   }
 
   #onData(chunk: Buffer): void {
+    if (this.#ended) return;
     const max = this.#server.maxLineBytes;
     let buf = chunk;
     let start = 0;
@@ -244,6 +245,11 @@ class Connection {
     this.#socket.pause();
     await this.whenAnswered();
     this.#socket.end();
+    // Read on so that the client's close is seen; anything it still sends is ignored (never
+    // acknowledged). A client that does not close is cut off after a grace period.
+    this.#socket.resume();
+    const t = setTimeout(() => this.#socket.destroy(), 2000);
+    this.#socket.once("close", () => clearTimeout(t));
   }
 }
 

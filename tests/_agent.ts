@@ -1,0 +1,131 @@
+// Helpers to run the agent as a real process: from source with the runtime running the
+// tests, or the compiled executable when MB_AGENT_BIN names one (CI sets it).
+
+import { type ChildProcess, spawn } from "node:child_process";
+import net from "node:net";
+import process from "node:process";
+
+/** How to start `messagebuffer` with arguments. */
+export function agentCommand(args: string[]): [string, string[]] {
+  const bin = process.env.MB_AGENT_BIN;
+  if (bin) return [bin, args];
+  if ((globalThis as { Deno?: unknown }).Deno) {
+    return [process.execPath, ["run", "-A", "cli.ts", ...args]];
+  }
+  return [process.execPath, ["cli.ts", ...args]];
+}
+
+/** A running agent. */
+export interface Agent {
+  proc: ChildProcess;
+  /** Everything the agent logged so far. */
+  log: () => string;
+  /** Sends a signal and resolves with the exit code. */
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+/** Starts `messagebuffer run ARGS` and waits for its "agent ready" log line. */
+export async function startAgent(args: string[], env: Record<string, string> = {}): Promise<Agent> {
+  const [cmd, argv] = agentCommand(["run", ...args]);
+  const proc = spawn(cmd, argv, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
+  let log = "";
+  proc.stdout!.on("data", (d) => (log += d));
+  proc.stderr!.on("data", (d) => (log += d));
+  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  const deadline = Date.now() + 30_000;
+  while (!/agent ready/.test(log)) {
+    if (proc.exitCode !== null) throw new Error(`agent exited with ${proc.exitCode}:\n${log}`);
+    if (Date.now() > deadline) {
+      proc.kill("SIGKILL");
+      throw new Error(`agent not ready after 30 s:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    proc,
+    log: () => log,
+    exited,
+    stop: (signal = "SIGTERM") => {
+      // process.kill, not proc.kill: Deno's child_process reports a child it signalled
+      // through proc.kill as killed by that signal even when it exits 0 on its own.
+      if (proc.exitCode === null && proc.signalCode === null) {
+        try {
+          process.kill(proc.pid!, signal);
+        } catch { /* already gone */ }
+      }
+      return exited;
+    },
+  };
+}
+
+/** Runs a CLI command to completion; resolves with its exit code and output. */
+export function runCli(
+  args: string[],
+  stdin?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const [cmd, argv] = agentCommand(args);
+  return new Promise((resolve) => {
+    const p = spawn(cmd, argv, { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "", stderr = "";
+    p.stdout!.on("data", (d) => (stdout += d));
+    p.stderr!.on("data", (d) => (stderr += d));
+    p.once("exit", (code) => resolve({ code, stdout, stderr }));
+    p.stdin!.end(stdin ?? "");
+  });
+}
+
+/** A raw protocol client: write bytes, read answer lines. */
+export class RawClient {
+  readonly socket: net.Socket;
+  answers: string[] = [];
+  #text = "";
+  closed: Promise<void>;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.setEncoding("utf8");
+    socket.on("data", (t: string) => {
+      this.#text += t;
+      let i;
+      while ((i = this.#text.indexOf("\n")) >= 0) {
+        this.answers.push(this.#text.slice(0, i));
+        this.#text = this.#text.slice(i + 1);
+      }
+    });
+    this.closed = new Promise((r) => socket.once("close", () => r()));
+  }
+
+  static connect(path: string): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(path);
+      s.once("connect", () => resolve(new RawClient(s)));
+      s.once("error", reject);
+    });
+  }
+
+  write(data: string | Uint8Array): void {
+    this.socket.write(data);
+  }
+
+  /** Waits until `n` answers arrived. */
+  async waitAnswers(n: number, ms = 30_000): Promise<string[]> {
+    const deadline = Date.now() + ms;
+    while (this.answers.length < n) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `got ${this.answers.length} of ${n} answers: ${this.answers.slice(-3).join(" | ")}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return this.answers;
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+}

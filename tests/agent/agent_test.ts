@@ -1,0 +1,363 @@
+// The agent as users run it: a real process, a real Unix socket, a real Kafka broker.
+// Runs the source (deno/bun) or, with MB_AGENT_BIN, the single-file executable.
+
+import { afterEach, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import process from "node:process";
+import { spawn } from "node:child_process";
+import { escapeField } from "../../src/ingest/protocol.ts";
+import { type Agent, agentCommand, RawClient, runCli, startAgent } from "../_agent.ts";
+import { tempDir, waitFor } from "../_helpers.ts";
+import { BROKERS, consume, createTopics, uniqueTopic } from "../_kafka.ts";
+
+let cleanup = async () => {};
+const agents: Agent[] = [];
+afterEach(async () => {
+  for (const a of agents.splice(0)) await a.stop("SIGKILL");
+  await cleanup();
+});
+
+async function agentIn(dir: string, extra: string[] = []): Promise<Agent> {
+  const a = await startAgent([
+    "--brokers",
+    BROKERS.join(","),
+    "--buffer-dir",
+    dir,
+    "--log-level",
+    "debug",
+    ...extra,
+  ]);
+  agents.push(a);
+  return a;
+}
+
+describe("agent (messagebuffer run)", () => {
+  it("ingests 100K lines over several connections, text and JSON, acked and not, and Kafka gets exactly them", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-e2e");
+    await createTopics([topic], 2);
+    await agentIn(t.dir);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    const PER = 25_000;
+    const expected = new Set<string>();
+    const clients = await Promise.all([0, 1, 2, 3].map(() => RawClient.connect(sock)));
+    await Promise.all(clients.map(async (c, ci) => {
+      const acked = ci % 2 === 0;
+      let text = acked ? "#ack\n" : "";
+      for (let i = 0; i < PER; i++) {
+        const value = `c${ci}-${i}${i % 100 === 0 ? "\ttab\nnl\\bs" : ""}`;
+        expected.add(value);
+        text += ci < 2
+          ? `${topic}\tk${i % 5}\t${escapeField(value)}\n`
+          : JSON.stringify({ topic, key: `k${i % 5}`, value, headers: { client: String(ci) } }) +
+            "\n";
+        if (text.length > 1 << 16) {
+          c.write(text);
+          text = "";
+        }
+      }
+      c.write(text);
+      if (acked) {
+        const answers = await c.waitAnswers(PER + 1, 60_000);
+        assert.equal(
+          answers.filter((a) => a === "ok").length,
+          PER + 1,
+          answers.find((a) => a !== "ok"),
+        );
+      }
+      c.end();
+      await c.closed;
+    }));
+    const got = await consume([topic], 4 * PER, { timeoutMs: 120_000 });
+    const values = got.map((r) => r.value!.toString());
+    assert.equal(values.length, 4 * PER);
+    assert.deepEqual(new Set(values), expected);
+    // Per connection, per key (same partition), in the order written.
+    const byStream = new Map<string, number[]>();
+    for (const r of got.sort((a, b) => a.offset - b.offset)) {
+      const v = r.value!.toString();
+      const m = /^c(\d)-(\d+)/.exec(v)!;
+      const k = `${m[1]}/${r.key}`;
+      if (!byStream.has(k)) byStream.set(k, []);
+      byStream.get(k)!.push(Number(m[2]));
+    }
+    for (const [k, seq] of byStream) {
+      assert.deepEqual(
+        seq,
+        [...seq].sort((a, b) => a - b),
+        `order of ${k}`,
+      );
+    }
+    assert.equal(
+      got.filter((r) => r.headers.client !== undefined).length,
+      2 * PER,
+      "JSON headers arrive",
+    );
+  });
+
+  it("answers each bad line with an error naming it and harms nothing else", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-bad");
+    await createTopics([topic], 1);
+    await agentIn(t.dir, ["--max-line-bytes", "1000"]);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    const c = await RawClient.connect(sock);
+    const lines = [
+      `${topic}\tk\tgood-1`,
+      `${topic}\tk\tbad\\escape`,
+      `{"topic":"${topic}"}`,
+      `not a topic!\tk\tv`,
+      `{"topic": "${topic}", "value": `,
+      `${topic}\tk\t${"x".repeat(5000)}`,
+      "\x00\x01\xff\xfe garbage",
+      `${topic}\tk\tgood-2`,
+    ];
+    c.write("#ack\n" + lines.join("\n") + "\n");
+    const answers = await c.waitAnswers(lines.length + 1);
+    assert.equal(answers[0], "ok");
+    assert.equal(answers[1], "ok");
+    assert.match(answers[2], /^error line 2: bad escape "\\e" in value/);
+    assert.match(answers[3], /^error line 3: missing field "value"/);
+    assert.match(answers[4], /^error line 4: Invalid topic name "not a topic!"/);
+    assert.match(answers[5], /^error line 5: invalid JSON/);
+    assert.match(answers[6], /^error line 6: line too long \(over 1000 bytes\)/);
+    assert.match(answers[7], /^error line 7: /);
+    assert.equal(answers[8], "ok");
+    // A client that disconnects mid-line loses only that line.
+    const d = await RawClient.connect(sock);
+    d.write(`${topic}\tk\tcomplete\n${topic}\tk\tcut-off-in-the-mid`);
+    d.end();
+    await d.closed;
+    // 200 concurrent connections, each with one acked line.
+    const many = await Promise.all(Array.from({ length: 200 }, () => RawClient.connect(sock)));
+    many.forEach((m, i) => m.write(`#ack\n${topic}\tk\tconn-${i}\n`));
+    await Promise.all(many.map((m) => m.waitAnswers(2)));
+    for (const m of many) {
+      assert.deepEqual(m.answers, ["ok", "ok"]);
+      m.end();
+    }
+    const got = await consume([topic], 203);
+    const values = got.map((r) => r.value!.toString());
+    assert.equal(values.length, 203);
+    assert.ok(
+      values.includes("good-1") && values.includes("good-2") && values.includes("complete"),
+    );
+    assert.ok(!values.some((v) => v.startsWith("cut-off")));
+  });
+
+  it("on SIGTERM while clients write, exits 0, and every acknowledged line reaches Kafka after a restart", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-sigterm");
+    await createTopics([topic], 1);
+    const a = await agentIn(t.dir, ["--fsync", "always"]);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    const clients = await Promise.all([0, 1, 2].map(() => RawClient.connect(sock)));
+    let stop = false;
+    const sent = [0, 0, 0];
+    const writers = clients.map(async (c, ci) => {
+      c.write("#ack\n");
+      c.socket.on("error", () => {});
+      while (!stop && !c.socket.destroyed) {
+        let text = "";
+        for (let i = 0; i < 200; i++) text += `${topic}\t\ts${ci}-${sent[ci]++}\n`;
+        c.write(text);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    });
+    await waitFor(
+      () => clients.every((c) => c.answers.length > 1000),
+      30_000,
+      "acks before SIGTERM",
+    );
+    const code = await a.stop("SIGTERM");
+    stop = true;
+    await Promise.all(writers);
+    assert.equal(code, 0, a.log());
+    const acked: string[] = [];
+    clients.forEach((c, ci) =>
+      c.answers.slice(1).forEach((ans, i) => ans === "ok" && acked.push(`s${ci}-${i}`))
+    );
+    assert.ok(acked.length >= 3000, `only ${acked.length} acknowledged`);
+    await agentIn(t.dir);
+    const got = await consume([topic], acked.length, { timeoutMs: 60_000 });
+    const values = new Set(got.map((r) => r.value!.toString()));
+    for (const v of acked) assert.ok(values.has(v), `acknowledged ${v} missing`);
+  });
+
+  it("replaces a stale socket file and refuses to start on a live one", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = `${t.dir}/s.sock`;
+    // What a crashed agent leaves: a socket file nobody serves.
+    const crashed = await agentIn(`${t.dir}/crashed`, ["--socket", sock]);
+    await crashed.stop("SIGKILL");
+    assert.ok((await stat(sock)).isSocket());
+    await agentIn(t.dir, ["--socket", sock, "--socket-mode", "0600"]);
+    assert.equal((await stat(sock)).mode & 0o777, 0o600);
+    const second = await runCli([
+      "run",
+      "--brokers",
+      BROKERS[0],
+      "--buffer-dir",
+      `${t.dir}/other`,
+      "--socket",
+      sock,
+    ]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another process is serving it/);
+  });
+});
+
+describe("agent CLI", () => {
+  it("explains itself: --help, help run, --version", async () => {
+    const help = await runCli(["--help"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /messagebuffer run --brokers/);
+    const run = await runCli(["help", "run"]);
+    assert.match(run.stdout, /--file-max-time <n>/);
+    assert.match(run.stdout, /config key: file_max_time/);
+    const v = await runCli(["--version"]);
+    assert.match(v.stdout, /^messagebuffer \d+\.\d+\.\d+/);
+  });
+
+  it("refuses bad flags and values with an error naming them (exit 2)", async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [["run", "--brokers", "h:1", "--nope"], /unknown flag --nope/],
+      [
+        ["run", "--brokers", "h:1", "--fsync", "sometimes"],
+        /--fsync: must be one of always, interval, never/,
+      ],
+      [["run", "--buffer-dir", "/tmp/x"], /no Kafka brokers: pass --brokers/],
+      [
+        ["run", "--config", "/nonexistent.json"],
+        /--config: cannot read "\/nonexistent.json": ENOENT/,
+      ],
+      [["frobnicate"], /unknown command "frobnicate"/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = await runCli(args);
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+    }
+  });
+
+  it("--print-config shows the effective config with the password masked", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    await writeFile(
+      `${t.dir}/c.json`,
+      JSON.stringify({
+        brokers: ["h:1"],
+        file_max_time: 3,
+        sasl_mechanism: "plain",
+        sasl_username: "u",
+      }),
+    );
+    const [bin, argv] = agentCommand([
+      "run",
+      "--config",
+      `${t.dir}/c.json`,
+      "--fsync",
+      "always",
+      "--print-config",
+    ]);
+    const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const p = spawn(bin, argv, {
+        env: { ...process.env, MESSAGEBUFFER_SASL_PASSWORD: "topsecret" },
+      });
+      let stdout = "";
+      p.stdout.on("data", (d) => (stdout += d));
+      p.once("exit", (code) => resolve({ code, stdout }));
+    });
+    assert.equal(out.code, 0);
+    const cfg = JSON.parse(out.stdout);
+    assert.equal(cfg.file_max_time, 3);
+    assert.equal(cfg.fsync, "always");
+    assert.ok(!out.stdout.includes("topsecret"));
+    assert.match(cfg.sasl_password, /\*\*\*\*\*/);
+  });
+
+  it("status and dump show backlog, dead letters and quarantined data of a stopped agent's directory", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-status");
+    await createTopics([topic], 1, { "max.message.bytes": "20000" });
+    // Deliver some, dead-letter one, then stop with a backlog the broker cannot take.
+    const a = await agentIn(t.dir, ["--file-max-size", "0.01", "--total-size", "10"]);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    const send = await runCli(
+      ["send", "--socket", sock],
+      `${topic}\tk\tfirst\n${topic}\tk\t${"x".repeat(30000)}\n${topic}\tk\tlast\n`,
+    );
+    assert.equal(send.code, 0, send.stderr);
+    await waitFor(() => /moved to dead letters/.test(a.log()), 30_000, "a dead letter");
+    for (let i = 0; i < 100; i++) {
+      const live = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
+      assert.equal(live.agent.running, true);
+      if (live.backlog.records === 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(await a.stop("SIGTERM"), 0);
+    // A backlog: an agent pointed at no broker stores lines it cannot deliver.
+    const b = await startAgent([
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      t.dir,
+      "--file-max-size",
+      "0.01",
+      "--total-size",
+      "10",
+    ]);
+    agents.push(b);
+    const lines =
+      Array.from({ length: 300 }, (_, i) => `${topic}\tk${i}\tbacklog-${i}\\tline`).join("\n") +
+      "\n";
+    assert.equal((await runCli(["send", "--socket", sock], lines)).code, 0);
+    assert.equal(await b.stop("SIGTERM"), 0);
+    const segs = (await readdir(t.dir)).filter((n) => n.endsWith(".seg")).sort();
+    assert.ok(segs.length >= 2);
+    // Corrupt the last segment's first frame: status reports it, the next open quarantines it.
+    const last = `${t.dir}/${segs.at(-1)}`;
+    const bytes = await readFile(last);
+    bytes[16 + 25] ^= 0xff;
+    await writeFile(last, bytes);
+
+    const st = await runCli(["status", "--buffer-dir", t.dir, "--json"]);
+    assert.equal(st.code, 0, st.stderr);
+    const s = JSON.parse(st.stdout);
+    assert.equal(s.backlog.records, 300);
+    assert.equal(s.deadLetters.records, 1);
+    assert.equal(s.agent?.running ?? false, false);
+    const text = await runCli(["status", "--buffer-dir", t.dir]);
+    assert.match(text.stdout, /backlog: 300 records/);
+    assert.match(text.stdout, /dead letters: 1 records/);
+
+    const first = await runCli(["dump", `${t.dir}/${segs[0]}`]);
+    assert.equal(first.code, 0, first.stderr);
+    const recs = first.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.equal(recs[0].topic, topic);
+    assert.match(recs[0].value, /^backlog-0\tline$/);
+    assert.equal(recs[0].key, "k0");
+    const dead = (await readdir(`${t.dir}/dead`)).find((n) => n.endsWith(".seg"))!;
+    const dd = await runCli(["dump", `${t.dir}/dead/${dead}`]);
+    const deadRec = JSON.parse(dd.stdout.trim());
+    assert.equal(deadRec.value.length, 30000);
+    assert.match(deadRec.headers["messagebuffer-error"], /MESSAGE_TOO_LARGE/);
+    const broken = await runCli(["dump", last]);
+    assert.equal(broken.code, 1);
+    assert.match(broken.stderr, /bad frame at offset 16: checksum mismatch/);
+
+    // Opening again quarantines the corrupt data; status lists it.
+    const c = await startAgent(["--brokers", "127.0.0.1:1", "--buffer-dir", t.dir]);
+    agents.push(c);
+    await c.stop("SIGTERM");
+    const after = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
+    assert.equal(after.quarantine.length, 1);
+    assert.ok(after.backlog.records < 300);
+  });
+});

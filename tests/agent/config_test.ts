@@ -1,0 +1,103 @@
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import {
+  buildConfig,
+  ConfigError,
+  engineOptions,
+  printableConfig,
+  providerOptions,
+  SASL_PASSWORD_ENV,
+} from "../../src/agent/config.ts";
+
+describe("agent configuration", () => {
+  it("keeps the seed's keys and units: file_max_time s, file_max_size MB, total_size MB, prune_frequency min", () => {
+    const c = buildConfig({}, {
+      file_max_time: 5,
+      file_max_size: 2,
+      total_size: 10,
+      prune_frequency: 2,
+      buffer_dir: "/b",
+    }, {});
+    const o = engineOptions(c);
+    assert.equal(o.segmentMaxAgeMs, 5000);
+    assert.equal(o.segmentMaxBytes, 2 * 1024 * 1024);
+    assert.equal(o.maxBufferBytes, 10 * 1024 * 1024);
+    assert.equal(o.pruneIntervalMs, 120_000);
+    assert.equal(o.dir, "/b");
+  });
+
+  it("lets flags override the file and the file override defaults", () => {
+    const c = buildConfig({ "file-max-time": "3" }, { file_max_time: 7, fsync: "always" }, {});
+    assert.equal(c.values.file_max_time, 3);
+    assert.equal(c.sources.file_max_time, "flag");
+    assert.equal(c.values.fsync, "always");
+    assert.equal(c.values.when_full, "drop-oldest");
+    assert.equal(c.sources.when_full, "default");
+  });
+
+  const bad: Array<[Record<string, unknown>, Record<string, unknown> | null, RegExp]> = [
+    [{ "file-max-time": "soon" }, null, /--file-max-time: expected a number \(s\), got "soon"/],
+    [{ fsync: "sometimes" }, null, /--fsync: must be one of always, interval, never/],
+    [{}, { file_max_tme: 5 }, /unknown key "file_max_tme"/],
+    [{}, { filemaxtime: 5 }, /did you mean "file_max_time"/],
+    [{}, { total_size: "big" }, /"total_size" in the config file: expected a number/],
+    [
+      { "total-size": "10", "file-max-size": "8" },
+      null,
+      /--total-size \(10 MB\) must be at least twice --file-max-size/,
+    ],
+    [{ "socket-mode": "rw" }, null, /--socket-mode: expected octal/],
+    [{ brokers: "localhost" }, null, /--brokers: "localhost" is not host:port/],
+    [{ metrics: "9464" }, null, /--metrics: expected host:port/],
+    [{ "sasl-mechanism": "plain" }, null, /--sasl-mechanism needs --sasl-username/],
+  ];
+  for (const [flags, file, message] of bad) {
+    it(`refuses ${JSON.stringify(flags)} ${JSON.stringify(file)} naming the setting`, () => {
+      assert.throws(
+        () => buildConfig(flags, file, {}),
+        (e) => e instanceof ConfigError && message.test(e.message),
+      );
+    });
+  }
+
+  it("needs brokers to build the provider, and says how to get one", async () => {
+    await assert.rejects(
+      providerOptions(buildConfig({}, null, {}), () => Promise.resolve("")),
+      /no Kafka brokers: pass --brokers/,
+    );
+  });
+
+  it("takes the SASL password from the environment and masks it in --print-config", async () => {
+    const c = buildConfig(
+      { brokers: "h:1", "sasl-mechanism": "scram-sha-256", "sasl-username": "alice" },
+      null,
+      {
+        [SASL_PASSWORD_ENV]: "s3cret",
+      },
+    );
+    const p = await providerOptions(c, () => Promise.reject(new Error("no files")));
+    assert.deepEqual(p.sasl, { mechanism: "scram-sha-256", username: "alice", password: "s3cret" });
+    const printed = JSON.stringify(printableConfig(c));
+    assert.ok(!printed.includes("s3cret"));
+    assert.match(printed, /\*\*\*\*\*/);
+  });
+
+  it("reads the password file and names it when it cannot", async () => {
+    const c = buildConfig(
+      {
+        brokers: "h:1",
+        "sasl-mechanism": "plain",
+        "sasl-username": "u",
+        "sasl-password-file": "/nope",
+      },
+      null,
+      {},
+    );
+    await assert.rejects(
+      providerOptions(c, () => Promise.reject(Object.assign(new Error("x"), { code: "ENOENT" }))),
+      /--sasl-password-file: cannot read "\/nope": ENOENT/,
+    );
+    const p = await providerOptions(c, () => Promise.resolve("pw\n"));
+    assert.equal(p.sasl?.password, "pw");
+  });
+});
