@@ -156,16 +156,11 @@ function socketPath(config: AgentConfig): string {
 }
 
 function quietKafkajsWarnings(): void {
-  // kafkajs computes a negative timer delay in its request queue; Node-compatible runtimes
-  // then print a TimeoutNegativeWarning (harmless: the delay is clamped to 1 ms).
-  const emit = process.emitWarning.bind(process);
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    const name = typeof warning === "string"
-      ? (typeof rest[0] === "string" ? rest[0] : (rest[0] as { type?: string })?.type)
-      : warning.name;
-    if (name === "TimeoutNegativeWarning") return;
-    (emit as (...a: unknown[]) => void)(warning, ...rest);
-  }) as typeof process.emitWarning;
+  // kafkajs's request queue can compute a negative timer delay; runtimes clamp it to 1 ms
+  // and print a TimeoutNegativeWarning, which would break JSON log output. Clamp it here.
+  const original = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...rest: unknown[]) =>
+    original(fn, typeof ms === "number" && ms < 0 ? 1 : ms, ...rest)) as typeof setTimeout;
 }
 
 async function run(args: string[]): Promise<number> {

@@ -32,4 +32,12 @@ echo "== deno test" >&2
 $bin/deno test -A --no-check "${files[@]}" || status=1
 echo "== bun test" >&2
 $bin/bun test --timeout 300000 "${files[@]}" || status=1
+if [[ $# -eq 0 ]]; then
+  # The agent as shipped: the single-file executable, through the same agent tests.
+  echo "== single-file executable (bun build --compile) + agent tests" >&2
+  exe=$(mktemp -d)/messagebuffer
+  scripts/compile.sh "$exe" || status=1
+  MB_AGENT_BIN=$exe $bin/deno test -A --no-check tests/agent/ || status=1
+  rm -rf "$(dirname "$exe")"
+fi
 exit $status

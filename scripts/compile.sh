@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the agent as one self-contained executable with Bun (works offline):
+#   scripts/compile.sh [OUTFILE]      default dist/messagebuffer
+# `deno task compile` builds the same with `deno compile`, which downloads Deno's runtime
+# on first use and so needs internet access.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${1:-dist/messagebuffer}
+mkdir -p "$(dirname "$out")"
+node_modules/.bin/bun build --compile --minify-syntax cli.ts --outfile "$out" >&2
+"$out" --version >&2
