@@ -159,8 +159,9 @@ function quietKafkajsWarnings(): void {
   // kafkajs's request queue can compute a negative timer delay; runtimes clamp it to 1 ms
   // and print a TimeoutNegativeWarning, which would break JSON log output. Clamp it here.
   const original = globalThis.setTimeout;
-  globalThis.setTimeout = ((fn: (...a: unknown[]) => void, ms?: number, ...rest: unknown[]) =>
-    original(fn, typeof ms === "number" && ms < 0 ? 1 : ms, ...rest)) as typeof setTimeout;
+  globalThis.setTimeout =
+    ((fn: (...a: unknown[]) => void, ms?: number, ...rest: unknown[]) =>
+      original(fn, typeof ms === "number" && ms < 0 ? 1 : ms, ...rest)) as typeof setTimeout;
 }
 
 async function run(args: string[]): Promise<number> {
