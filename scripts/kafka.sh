@@ -10,7 +10,9 @@
 #   scripts/kafka.sh wipe      stop and delete the data directory
 #
 # Environment:
-#   KAFKA_PORT       client port (default 9092); the controller uses KAFKA_PORT+1
+#   KAFKA_PORT       client port (default 9092); the controller uses KAFKA_PORT+1, and a
+#                    SASL_PLAINTEXT listener (SCRAM-SHA-256, user "alice", password
+#                    "alice-secret", for tests) KAFKA_PORT+2
 #   KAFKA_DATA_DIR   data, pid and log (default ${TMPDIR:-/tmp}/messagebuffer-kafka-$KAFKA_PORT)
 #   KAFKA_VERSION    Kafka version resolved from Maven Central (default 4.1.2)
 #   KAFKA_LIBS       jar folder (default ~/.cache/messagebuffer/kafka-$KAFKA_VERSION)
@@ -21,6 +23,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 port=${KAFKA_PORT:-9092}
 cport=$((port + 1))
+sport=$((port + 2))
 version=${KAFKA_VERSION:-4.1.2}
 data=${KAFKA_DATA_DIR:-${TMPDIR:-/tmp}/messagebuffer-kafka-$port}
 libs=${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-$version}
@@ -52,11 +55,13 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$data/logs
 num.partitions=1
 auto.create.topics.enable=true
@@ -77,7 +82,8 @@ format() {
   [[ -f $data/logs/meta.properties ]] && return 0
   local id
   id=$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-  java_cmd kafka.tools.StorageTool format --standalone -t "$id" -c "$data/server.properties" >>"$logfile" 2>&1 \
+  java_cmd kafka.tools.StorageTool format --standalone -t "$id" -c "$data/server.properties" \
+    --add-scram 'SCRAM-SHA-256=[name=alice,password=alice-secret]' >>"$logfile" 2>&1 \
     || { cat "$logfile" >&2; die "formatting the broker's storage in $data failed"; }
 }
 

@@ -5,7 +5,9 @@
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh FILES...   only these test files (both runtimes)
-# Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one.
+# Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one (the
+# SASL test then needs MB_TEST_SASL_BROKERS, a SCRAM-SHA-256 listener with user "alice",
+# password "alice-secret", and is skipped, saying so, without it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,6 +22,8 @@ if [[ -z ${MB_TEST_BROKERS:-} ]]; then
     started_broker=yes
   fi
   export MB_TEST_BROKERS=127.0.0.1:$KAFKA_PORT
+  # The same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256, user alice; see kafka.sh).
+  export MB_TEST_SASL_BROKERS=127.0.0.1:$((KAFKA_PORT + 2))
 fi
 cleanup() { [[ -n $started_broker ]] && scripts/kafka.sh stop || true; }
 trap cleanup EXIT

@@ -278,6 +278,48 @@ describe("Kafka provider, real broker", () => {
     assert.equal(dead.length, 1);
   });
 
+  const saslBrokers = process.env.MB_TEST_SASL_BROKERS?.split(",");
+  it(
+    "authenticates with SASL/SCRAM-SHA-256, and a wrong password is a clear error that loses nothing",
+    {
+      skip: saslBrokers
+        ? false
+        : "MB_TEST_SASL_BROKERS is not set (scripts/test.sh sets it for its own broker)",
+    },
+    async () => {
+      ({ dir, cleanup } = await tempDir());
+      const topic = uniqueTopic("sasl");
+      await createTopics([topic], 1);
+      const sasl = (password: string) =>
+        new KafkaProvider({
+          brokers: saslBrokers!,
+          sasl: { mechanism: "scram-sha-256", username: "alice", password },
+        });
+      const wrong = await openBuffer({}, sasl("not-the-password"));
+      for (let i = 0; i < 100; i++) await wrong.write(topic, `s-${i}`);
+      await waitFor(
+        () => wrong.stats().provider.lastError !== null,
+        30_000,
+        "the authentication failure",
+      );
+      assert.match(wrong.stats().provider.lastError!, /SASL SCRAM SHA256 authentication failed/);
+      assert.ok(
+        !wrong.stats().provider.lastError!.includes("not-the-password"),
+        "the password is not in the error",
+      );
+      assert.equal(wrong.stats().backlog.records, 100, "records wait on disk");
+      await wrong.close();
+      opened.splice(opened.indexOf(wrong), 1);
+      const right = await openBuffer({}, sasl("alice-secret"));
+      await right.drained(60_000);
+      const got = await consume([topic], 100);
+      assert.deepEqual(
+        got.map((r) => r.value!.toString()),
+        Array.from({ length: 100 }, (_, i) => `s-${i}`),
+      );
+    },
+  );
+
   it("reports a broker that cannot be reached as a retriable error naming the address, keeping the records", async () => {
     ({ dir, cleanup } = await tempDir());
     const b = await openBuffer(

@@ -1,0 +1,202 @@
+// Agent benchmark: Unix-socket ingest throughput with 1, 4 and 16 clients, with and without
+// acknowledgements, and end-to-end latency (socket write to a Kafka consumer) at a steady
+// 10K records/s. Runs the real agent as a child process against a real broker.
+//
+//   scripts/kafka.sh start
+//   npx deno run -A scripts/bench_ingest.ts [--brokers HOST:PORT] [--lines N] [--agent-bin PATH]
+//
+// Throughput is measured until the agent has stored every line (metrics endpoint,
+// messagebuffer_records_written_total), not merely until the client has written them.
+
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { Kafka, logLevel } from "kafkajs";
+import { fmtRate, machine } from "./_bench_util.ts";
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    brokers: { type: "string", default: "127.0.0.1:9092" },
+    lines: { type: "string", default: "1000000" },
+    "agent-bin": { type: "string" },
+    "latency-seconds": { type: "string", default: "10" },
+  },
+  strict: true,
+});
+const LINES = Number(values.lines);
+const METRICS = "127.0.0.1:19465";
+
+function agentCommand(args: string[]): [string, string[]] {
+  if (values["agent-bin"]) return [values["agent-bin"], args];
+  if ((globalThis as { Deno?: unknown }).Deno) {
+    return [process.execPath, ["run", "-A", "cli.ts", ...args]];
+  }
+  return [process.execPath, ["cli.ts", ...args]];
+}
+
+async function written(): Promise<number> {
+  const res = await fetch(`http://${METRICS}/metrics`);
+  const m = /^messagebuffer_records_written_total (\d+)/m.exec(await res.text());
+  return Number(m?.[1] ?? 0);
+}
+
+async function withAgent<T>(fn: (sock: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), "mb-bench-"));
+  const [cmd, args] = agentCommand([
+    "run",
+    "--brokers",
+    values.brokers,
+    "--buffer-dir",
+    dir,
+    "--metrics",
+    METRICS,
+    "--log-level",
+    "warn",
+    "--total-size",
+    "8192",
+  ]);
+  const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
+  const sock = `${dir}/messagebuffer.sock`;
+  for (let i = 0; i < 300; i++) {
+    try {
+      await written();
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  try {
+    return await fn(sock);
+  } finally {
+    process.kill(p.pid!, "SIGTERM");
+    await new Promise((r) => p.once("exit", r));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function connect(sock: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(sock);
+    s.once("connect", () => resolve(s));
+    s.once("error", reject);
+  });
+}
+
+async function throughput(
+  sock: string,
+  clients: number,
+  ack: boolean,
+  topic: string,
+): Promise<number> {
+  const per = Math.floor(LINES / clients);
+  const before = await written();
+  const chunkLines = 2000;
+  let chunk = "";
+  for (let i = 0; i < chunkLines; i++) chunk += `${topic}\tk${i % 10}\t${"x".repeat(100)}\n`;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: clients }, async () => {
+    const s = await connect(sock);
+    let answers = 0;
+    const done = new Promise<void>((resolve) => {
+      if (!ack) return resolve();
+      s.on("data", (d: Buffer) => {
+        for (let i = d.indexOf(10); i >= 0; i = d.indexOf(10, i + 1)) answers++;
+        if (answers >= per + 1) resolve();
+      });
+    });
+    if (ack) s.write("#ack\n");
+    for (let sent = 0; sent < per; sent += chunkLines) {
+      if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+    }
+    await done;
+    s.end();
+  }));
+  const target = before + Math.floor(per / chunkLines) * chunkLines * clients;
+  while ((await written()) < target) await new Promise((r) => setTimeout(r, 5));
+  return (target - before) / ((performance.now() - t0) / 1000);
+}
+
+async function latency(
+  sock: string,
+  topic: string,
+  seconds: number,
+): Promise<{ p50: number; p99: number; n: number }> {
+  const kafka = new Kafka({ brokers: values.brokers.split(","), logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+  await admin.disconnect();
+  const consumer = kafka.consumer({ groupId: `${topic}-g`, maxWaitTimeInMs: 5 });
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  const lat: number[] = [];
+  await consumer.run({
+    eachBatch: ({ batch }) => {
+      const now = performance.timeOrigin + performance.now();
+      for (const m of batch.messages) lat.push(now - Number(m.value!.toString().split(" ")[0]));
+      return Promise.resolve();
+    },
+  });
+  await new Promise((r) => setTimeout(r, 3000)); // group join
+  const s = await connect(sock);
+  const rate = 10_000, tick = 10;
+  const perTick = rate * tick / 1000;
+  const total = rate * seconds;
+  let sent = 0;
+  const t0 = performance.now();
+  while (sent < total) {
+    let chunk = "";
+    const now = performance.timeOrigin + performance.now();
+    for (let i = 0; i < perTick; i++) chunk += `${topic}\t\t${now.toFixed(3)} ${"y".repeat(80)}\n`;
+    s.write(chunk);
+    sent += perTick;
+    const next = t0 + (sent / perTick) * tick;
+    await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
+  }
+  s.end();
+  const deadline = Date.now() + 30_000;
+  while (lat.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await consumer.disconnect();
+  lat.sort((a, b) => a - b);
+  return {
+    p50: lat[Math.floor(lat.length * 0.5)],
+    p99: lat[Math.floor(lat.length * 0.99)],
+    n: lat.length,
+  };
+}
+
+console.log(`# messagebuffer agent benchmark (Unix-socket ingest)`);
+console.log(`# ${machine()}; agent: ${agentCommand([]).flat().join(" ")}`);
+console.log(`# command: ${process.argv.join(" ")}`);
+console.log(
+  `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run; fsync=interval; broker on the same machine`,
+);
+await withAgent(async (sock) => {
+  for (const ack of [false, true]) {
+    for (const clients of [1, 4, 16]) {
+      const r = await throughput(sock, clients, ack, `ingest-bench-${Date.now().toString(36)}`);
+      console.log(
+        `ingest ${ack ? "with #ack   " : "without acks"} ${
+          String(clients).padStart(2)
+        } client(s): ${fmtRate(r)} lines/s stored`,
+      );
+    }
+  }
+});
+await withAgent(async (sock) => {
+  const l = await latency(
+    sock,
+    `latency-bench-${Date.now().toString(36)}`,
+    Number(values["latency-seconds"]),
+  );
+  console.log(
+    `end-to-end latency at 10K records/s (socket write -> Kafka consumer), ${l.n} records: p50 ${
+      l.p50.toFixed(1)
+    } ms, p99 ${l.p99.toFixed(1)} ms`,
+  );
+});
