@@ -7,7 +7,8 @@
 #   scripts/kafka.sh restart   stop then start, keeping the data (outage tests)
 #   scripts/kafka.sh status    print "running <pid> <bootstrap>" or "stopped"; exit 0 / 3
 #   scripts/kafka.sh logs      print the broker log
-#   scripts/kafka.sh wipe      stop and delete the data directory
+#   scripts/kafka.sh wipe      stop and delete the data directory (a data directory made by
+#                              an older version of this script lacks the SASL user: wipe it)
 #
 # Environment:
 #   KAFKA_PORT       client port (default 9092); the controller uses KAFKA_PORT+1, and a

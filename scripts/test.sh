@@ -18,6 +18,9 @@ started_broker=""
 if [[ -z ${MB_TEST_BROKERS:-} ]]; then
   export KAFKA_PORT=${KAFKA_PORT:-39092}
   if ! scripts/kafka.sh status >/dev/null; then
+    # A fresh data directory: no topics or users left over from an earlier run.
+    KAFKA_DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/messagebuffer-test-kafka-XXXXXX")
+    export KAFKA_DATA_DIR
     scripts/kafka.sh start
     started_broker=yes
   fi
@@ -25,7 +28,7 @@ if [[ -z ${MB_TEST_BROKERS:-} ]]; then
   # The same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256, user alice; see kafka.sh).
   export MB_TEST_SASL_BROKERS=127.0.0.1:$((KAFKA_PORT + 2))
 fi
-cleanup() { [[ -n $started_broker ]] && scripts/kafka.sh stop || true; }
+cleanup() { [[ -n $started_broker ]] && scripts/kafka.sh wipe || true; }
 trap cleanup EXIT
 
 files=("$@")
