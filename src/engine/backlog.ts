@@ -18,8 +18,13 @@ export interface Segment {
   records: number;
   /** No more frames will be appended. */
   sealed: boolean;
-  /** Base time of its first and last frames (0 while empty). */
+  /** Timestamp of its first record (0 while empty). */
   oldestTimestamp: number;
+  /**
+   * Largest record timestamp, exact for segments written by this process; Infinity for
+   * segments found at open (only frame base times are known there), which keeps them from
+   * being expired whole; the sender still skips their expired records one by one.
+   */
   newestTimestamp: number;
   /** Acknowledged position (what the S file says, or will say once written). */
   checkpoint: Checkpoint;

@@ -157,7 +157,8 @@ export class MessageBuffer {
   #senderDone: Promise<void> = Promise.resolve();
   #progressWaiters: Array<() => void> = [];
   #cursor: { seg: Segment; cursor: SegmentCursor } | null = null;
-  #frameCache: { seg: Segment; offset: number; records: StoredRecord[] } | null = null;
+  /** The last frame decoded, kept while a batch boundary falls inside it. */
+  #frameCache: { seg: Segment; offset: number; end: number; records: StoredRecord[] } | null = null;
   #meta: Promise<void> = Promise.resolve();
   #checkpointQueued = false;
   #dead: SegmentFile | null = null;
@@ -275,6 +276,9 @@ export class MessageBuffer {
         return Promise.reject(e);
       }
       const stamped = { ...options, timestamp: timestampOf(options) };
+      // The sender may be idle on a fully delivered active segment: wake it so that it
+      // seals that segment and deletes it to make room.
+      if (this.#blocked.length === 0) this.#signal();
       return new Promise((resolve, reject) =>
         this.#blocked.push({ topic, value, options: stamped, resolve, reject })
       );
@@ -382,7 +386,7 @@ export class MessageBuffer {
       if (this.#o.fsync === "always") await active.sync();
       // Visible to the sender only now that it is durable under the policy.
       if (seg.records === 0) seg.oldestTimestamp = readBase(bytes);
-      seg.newestTimestamp = readBase(bytes);
+      seg.newestTimestamp = Math.max(seg.newestTimestamp, b.maxTimestamp);
       seg.records += count;
       this.#segmentBytes += active.size - seg.size;
       seg.size = active.size;
@@ -611,8 +615,7 @@ export class MessageBuffer {
         batch.records.length,
       );
       if (outcome === false) return; // stopping: the batch is sent again after the next open
-      rejected = (outcome as { rejected?: { index: number; reason: string }[] } | void)?.rejected ??
-        [];
+      rejected = validRejections(outcome, batch.records.length);
     }
     if (seg.gone) return; // pruned while in flight: counted as dropped there
     this.#recordLatency(batch.records);
@@ -667,7 +670,7 @@ export class MessageBuffer {
       const cached = this.#frameCache;
       if (cached && cached.seg === seg && cached.offset === offset) {
         frameRecords = cached.records;
-        frameEnd = (cached as { end?: number }).end!;
+        frameEnd = cached.end;
       } else {
         const view = await cursor.frameAt(offset, seg.size);
         if (seg.gone) return null;
@@ -680,7 +683,7 @@ export class MessageBuffer {
         frameRecords = [];
         decodeFrame(view.buf, view.at, view.header, frameRecords);
         frameEnd = view.end;
-        this.#frameCache = Object.assign({ seg, offset, records: frameRecords }, { end: frameEnd });
+        this.#frameCache = { seg, offset, end: frameEnd, records: frameRecords };
       }
       let i = skip;
       for (; i < frameRecords.length; i++) {
@@ -1005,6 +1008,23 @@ export class MessageBuffer {
     this.#providerState = "closed";
     await this.#lockRelease();
   }
+}
+
+/** The provider's rejections with an index inside the batch, each index once. */
+function validRejections(outcome: unknown, size: number): { index: number; reason: string }[] {
+  const list = (outcome as { rejected?: unknown } | undefined)?.rejected;
+  if (!Array.isArray(list)) return [];
+  const seen = new Set<number>();
+  const out: { index: number; reason: string }[] = [];
+  for (const r of list) {
+    const i = (r as { index?: unknown })?.index;
+    if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i >= size || seen.has(i)) {
+      continue;
+    }
+    seen.add(i);
+    out.push({ index: i, reason: String((r as { reason?: unknown }).reason) });
+  }
+  return out;
 }
 
 function timestampOf(options: WriteOptions | undefined): number {

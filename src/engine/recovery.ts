@@ -196,7 +196,7 @@ export async function recover(
       records: scan.records,
       sealed: true,
       oldestTimestamp: scan.oldestTimestamp,
-      newestTimestamp: scan.newestTimestamp,
+      newestTimestamp: Infinity,
       checkpoint,
       checkpointDirty: false,
       checkpointOnDisk: ckpt !== null,

@@ -181,6 +181,7 @@ export class FrameBuilder {
   #pos = FRAME_HEADER_SIZE;
   #count = 0;
   #base = 0;
+  #max = 0;
   #topics = new Map<string, Uint8Array>();
   readonly maxRecordBytes: number;
 
@@ -192,6 +193,11 @@ export class FrameBuilder {
   /** Records in the open frame. */
   get count(): number {
     return this.#count;
+  }
+
+  /** Largest record timestamp in the open frame. */
+  get maxTimestamp(): number {
+    return this.#max;
   }
 
   /** Bytes the open frame would take on disk. */
@@ -262,6 +268,7 @@ export class FrameBuilder {
     }
     this.#pos = p;
     this.#count++;
+    if (this.#count === 1 || timestamp > this.#max) this.#max = timestamp;
   }
 
   /** Closes the frame: writes its header and CRC and returns a view of its bytes. */

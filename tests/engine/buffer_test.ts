@@ -262,6 +262,31 @@ describe("MessageBuffer", () => {
     assert.equal(b.stats().counters.expired, 1);
   });
 
+  it("expires a whole sealed segment only when even its newest record is past maxRecordAgeMs", async () => {
+    const p = new RecordingProvider();
+    p.down = true;
+    const b = await openBuffer(p, {
+      maxRecordAgeMs: 60_000,
+      pruneIntervalMs: 20,
+      segmentMaxAgeMs: 40,
+      retryMaxMs: 20,
+    });
+    const old = Date.now() - 120_000;
+    for (let i = 0; i < 3; i++) await b.write("t", `old-${i}`, { timestamp: old });
+    await waitFor(() => b.stats().counters.expired === 3, 5000, "the all-old segment to expire");
+    // One frame whose first (base) timestamp is old and whose second record is fresh.
+    await Promise.all([
+      b.write("t", "old-but-with-a-fresh-neighbour", { timestamp: old }),
+      b.write("t", "fresh"),
+    ]);
+    await new Promise((r) => setTimeout(r, 200)); // several prune passes after the roll
+    assert.equal(b.stats().counters.expired, 3, "a segment holding a fresh record is kept");
+    p.down = false;
+    await b.drained(5000);
+    assert.deepEqual(p.values(), ["fresh"]);
+    assert.equal(b.stats().counters.expired, 4, "the old record beside it is skipped and counted");
+  });
+
   it("retries a failing provider without skipping, then delivers in order", async () => {
     const p = new RecordingProvider();
     const b = await openBuffer(p, { retryInitialMs: 5, retryMaxMs: 20 });
