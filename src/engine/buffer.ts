@@ -17,6 +17,7 @@ import {
   decodeFrame,
   FrameBuilder,
   type HeadersInit,
+  PayloadError,
   SEGMENT_HEADER_SIZE,
   type StoredRecord,
 } from "../segment/format.ts";
@@ -681,7 +682,16 @@ export class MessageBuffer {
           return null;
         }
         frameRecords = [];
-        decodeFrame(view.buf, view.at, view.header, frameRecords);
+        try {
+          decodeFrame(view.buf, view.at, view.header, frameRecords);
+        } catch (e) {
+          // The checksum matched but the records do not parse: treat it as corruption
+          // rather than retrying it forever.
+          if (!(e instanceof PayloadError)) throw e;
+          if (records.length > 0 || expired > 0) break;
+          await this.#quarantine(seg, offset, `undecodable frame: ${e.message}`);
+          return null;
+        }
         frameEnd = view.end;
         this.#frameCache = { seg, offset, end: frameEnd, records: frameRecords };
       }
