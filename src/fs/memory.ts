@@ -48,6 +48,15 @@ function errno(code: string, op: string, path: string): Error {
   return Object.assign(new Error(`${code}: ${op} "${path}"`), { code });
 }
 
+/** Runs `fn` and hands back its result, or its exception, as a promise. */
+function settle<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
 /** Thrown by every operation after `crashAfter` fires: the "process" is dead. */
 export class SimulatedCrash extends Error {
   constructor() {
@@ -173,15 +182,20 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   mkdirp(path: string): Promise<void> {
-    this.#step("open", path, false);
-    const parts = path.split("/");
-    for (let i = 1; i <= parts.length; i++) this.#dirs.add(parts.slice(0, i).join("/") || "/");
-    return Promise.resolve();
+    return settle(() => {
+      this.#step("open", path, false);
+      const parts = path.split("/");
+      for (let i = 1; i <= parts.length; i++) this.#dirs.add(parts.slice(0, i).join("/") || "/");
+    });
   }
 
   list(dir: string): Promise<string[]> {
+    return settle(() => this.#list(dir));
+  }
+
+  #list(dir: string): string[] {
     this.#step("read", dir, false);
-    if (!this.#dirs.has(dir)) return Promise.reject(errno("ENOENT", "list", dir));
+    if (!this.#dirs.has(dir)) throw errno("ENOENT", "list", dir);
     const prefix = dir.endsWith("/") ? dir : dir + "/";
     const names = new Set<string>();
     for (const p of this.#files.keys()) {
@@ -196,11 +210,11 @@ export class MemoryFileSystem implements FileSystem {
         names.add(d.slice(prefix.length));
       }
     }
-    return Promise.resolve([...names].sort());
+    return [...names].sort();
   }
 
   open(path: string, mode: "create" | "append" | "read"): Promise<FileHandle> {
-    try {
+    return settle(() => {
       this.#step("open", path, mode === "create");
       if (!this.#dirs.has(this.#dirOf(path))) throw errno("ENOENT", "open", path);
       let f = this.#files.get(path);
@@ -211,15 +225,15 @@ export class MemoryFileSystem implements FileSystem {
       } else if (!f) {
         throw errno("ENOENT", "open", path);
       }
-      return Promise.resolve(new MemHandle(this, path, f));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return new MemHandle(this, path, f);
+    });
   }
 
   readFile(path: string): Promise<Uint8Array | null> {
-    this.#step("read", path, false);
-    return Promise.resolve(this.#files.get(path)?.bytes() ?? null);
+    return settle(() => {
+      this.#step("read", path, false);
+      return this.#files.get(path)?.bytes() ?? null;
+    });
   }
 
   stat(path: string): Promise<{ size: number } | null> {
@@ -228,29 +242,23 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   rename(from: string, to: string): Promise<void> {
-    try {
+    return settle(() => {
       this.#step("rename", from, true);
       const f = this.#file(from, "rename");
       this.#files.delete(from);
       this.#files.set(to, f);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   remove(path: string): Promise<void> {
-    try {
+    return settle(() => {
       this.#step("remove", path, true);
       this.#files.delete(path);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   syncDir(dir: string): Promise<void> {
-    try {
+    return settle(() => {
       this.#step("syncDir", dir, true);
       const prefix = dir.endsWith("/") ? dir : dir + "/";
       const inDir = (p: string) => p.startsWith(prefix) && !p.slice(prefix.length).includes("/");
@@ -258,10 +266,7 @@ export class MemoryFileSystem implements FileSystem {
         if (inDir(p) && !this.#files.has(p)) this.#durable.delete(p);
       }
       for (const [p, f] of this.#files) if (inDir(p)) this.#durable.set(p, f);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
 
   lock(dir: string): Promise<DirLock> {
@@ -295,7 +300,7 @@ class MemHandle implements FileHandle {
     if (this.#closed) throw errno("EBADF", "use", this.#path);
   }
   append(data: Uint8Array): Promise<void> {
-    try {
+    return settle(() => {
       this.#check();
       this.#fs._step("append", this.#path, true);
       const room = this.#fs.capacity - this.#fs.usedBytes();
@@ -304,41 +309,30 @@ class MemHandle implements FileHandle {
       this.#f.data.set(data.subarray(0, n), this.#f.length);
       this.#f.length += n;
       if (n < data.length) throw errno("ENOSPC", "append", this.#path);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
   read(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    try {
+    return settle(() => {
       this.#check();
       this.#fs._step("read", this.#path, false);
       const n = Math.max(0, Math.min(length, this.#f.length - position));
       into.set(this.#f.data.subarray(position, position + n), offset);
-      return Promise.resolve(n);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return n;
+    });
   }
   sync(): Promise<void> {
-    try {
+    return settle(() => {
       this.#check();
       this.#fs._step("sync", this.#path, true);
       this.#f.synced = this.#f.bytes();
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
   truncate(size: number): Promise<void> {
-    try {
+    return settle(() => {
       this.#check();
       this.#fs._step("truncate", this.#path, true);
       this.#f.length = Math.min(this.#f.length, size);
-      return Promise.resolve();
-    } catch (e) {
-      return Promise.reject(e);
-    }
+    });
   }
   size(): Promise<number> {
     return Promise.resolve(this.#f.length);
