@@ -284,6 +284,12 @@ export class IngestServer {
    * process answers on is not (the error says so).
    */
   static async listen(o: IngestServerOptions): Promise<IngestServer> {
+    const bytes = Buffer.byteLength(o.path);
+    if (bytes > 107) {
+      throw new Error(
+        `Socket path "${o.path}" is ${bytes} bytes; Unix socket paths are limited to 107 (use --socket with a shorter path)`,
+      );
+    }
     const st = await lstat(o.path).catch(() => null);
     if (st) {
       if (!st.isSocket()) {
