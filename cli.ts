@@ -246,8 +246,11 @@ async function run(args: string[]): Promise<number> {
       logger.info("shutting down", { signal });
       clearInterval(progress);
       try {
-        await ingest!.close();
+        // Stop taking lines; close the buffer (stores what was read, fails writes that wait
+        // for room, lets the batch in flight finish); then answer every line and hang up.
+        ingest!.stop();
         await buffer.close();
+        await ingest!.close();
         open = false;
         metrics?.close();
         const c = buffer.stats().counters;

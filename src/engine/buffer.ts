@@ -230,6 +230,11 @@ export class MessageBuffer {
       (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes);
   }
 
+  /** True when a write now would wait for room (`whenFull: "block"`): time to stop reading input. */
+  get wouldBlock(): boolean {
+    return this.#o.whenFull === "block" && this.full;
+  }
+
   #usedBytes(): number {
     return this.#segmentBytes + this.#pendingBytes + this.#open.builder.size;
   }

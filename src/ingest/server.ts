@@ -191,7 +191,7 @@ class Connection {
   }
 
   #shouldPause(): boolean {
-    return this.#server.buffer.full || this.#queue.length > MAX_PENDING_ENTRIES ||
+    return this.#server.buffer.wouldBlock || this.#queue.length > MAX_PENDING_ENTRIES ||
       this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
   }
 
@@ -239,10 +239,15 @@ class Connection {
     });
   }
 
-  /** Stops reading; answers what was read; then closes. */
-  async shutdown(): Promise<void> {
+  /** Stops reading from the client (lines already read are still answered). */
+  stopReading(): void {
     this.#ended = true;
     this.#socket.pause();
+  }
+
+  /** Stops reading; answers what was read; then closes. */
+  async shutdown(): Promise<void> {
+    this.stopReading();
     await this.whenAnswered();
     this.#socket.end();
     // Read on so that the client's close is seen; anything it still sends is ignored (never
@@ -342,13 +347,25 @@ export class IngestServer {
     this.#rejectsSinceLog = 0;
   }
 
-  /** Stops accepting, stops reading, answers every line already read, closes connections. */
+  /**
+   * Stops accepting connections and reading lines. Lines already read are answered by
+   * `close()`; writes still waiting for room settle when the buffer closes.
+   */
+  stop(): void {
+    if (this.#closed) return;
+    this.#closed = new Promise<void>((r) => this.#server.close(() => r()));
+    for (const c of this.#connections) c.stopReading();
+  }
+
+  /** Stops (if not yet), answers every line already read, closes connections and the socket. */
   async close(): Promise<void> {
-    const closed = new Promise<void>((r) => this.#server.close(() => r()));
+    this.stop();
     await Promise.all([...this.#connections].map((c) => c.shutdown()));
-    await closed;
+    await this.#closed;
     await rm(this.path, { force: true });
   }
+
+  #closed: Promise<void> | null = null;
 }
 
 function answers(path: string): Promise<boolean> {

@@ -188,6 +188,69 @@ describe("agent (messagebuffer run)", () => {
     for (const v of acked) assert.ok(values.has(v), `acknowledged ${v} missing`);
   });
 
+  it("with --when-full block, stops reading a client at the cap instead of buffering, and loses no acknowledged line", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-block");
+    await createTopics([topic], 1);
+    const cap = ["--file-max-size", "0.01", "--total-size", "0.05", "--when-full", "block"];
+    // No broker reachable: nothing is delivered, so the 50 KB cap fills.
+    const a = await startAgent(["--brokers", "127.0.0.1:1", "--buffer-dir", t.dir, ...cap]);
+    agents.push(a);
+    const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
+    c.socket.on("error", () => {});
+    let text = "#ack\n";
+    for (let i = 0; i < 5000; i++) text += `${topic}\t\tb-${i}-${"z".repeat(90)}\n`;
+    c.write(text); // 500 KB, ten times the cap
+    await waitFor(() => c.answers.length > 100, 30_000, "the first answers");
+    await new Promise((r) => setTimeout(r, 1000));
+    const stalled = c.answers.length;
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(c.answers.length, stalled, "no more lines are taken while the buffer is full");
+    assert.ok(stalled < 1000, `${stalled - 1} lines taken for a 50 KB cap`);
+    assert.ok(c.answers.every((x) => x === "ok"), "nothing refused, nothing dropped: writes wait");
+    const st = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
+    assert.ok(st.backlog.bytes <= 60 * 1024, `backlog ${st.backlog.bytes} bytes`);
+    assert.equal(await a.stop("SIGTERM"), 0);
+    c.socket.destroy();
+    // With a broker, every acknowledged line arrives.
+    await agentIn(t.dir, cap);
+    const got = await consume([topic], stalled - 1);
+    const values = new Set(got.map((r) => r.value!.toString().split("-").slice(0, 2).join("-")));
+    for (let i = 0; i < stalled - 1; i++) {
+      assert.ok(values.has(`b-${i}`), `acknowledged b-${i} missing`);
+    }
+  });
+
+  it("with --when-full reject, answers lines past the cap with an error saying the buffer is full", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const a = await startAgent([
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      t.dir,
+      "--file-max-size",
+      "0.01",
+      "--total-size",
+      "0.05",
+      "--when-full",
+      "reject",
+    ]);
+    agents.push(a);
+    const lines =
+      Array.from({ length: 1000 }, (_, i) => `t\t\tr-${i}-${"q".repeat(90)}`).join("\n") + "\n";
+    const r = await runCli(["send", "--socket", `${t.dir}/messagebuffer.sock`], lines);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /refused: line \d+: Buffer ".*" is full \(\d+ of 52429 bytes\); the record was not stored/,
+    );
+    const summary = /sent 1000 line\(s\): (\d+) stored, (\d+) refused/.exec(r.stderr);
+    assert.ok(summary, r.stderr);
+    assert.ok(Number(summary[1]) > 100 && Number(summary[2]) > 100, summary[0]);
+  });
+
   it("replaces a stale socket file and refuses to start on a live one", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
