@@ -272,6 +272,19 @@ describe("agent (messagebuffer run)", () => {
     ]);
     assert.equal(second.code, 1);
     assert.match(second.stderr, /another process is serving it/);
+    // A second agent on the same buffer directory is refused, naming the first one's pid.
+    const live = agents.at(-1)!;
+    const same = await runCli([
+      "run",
+      "--brokers",
+      BROKERS[0],
+      "--buffer-dir",
+      t.dir,
+      "--socket",
+      `${t.dir}/x.sock`,
+    ]);
+    assert.equal(same.code, 1);
+    assert.match(same.stderr, new RegExp(`in use by process ${live.proc.pid}`));
   });
 });
 
