@@ -21,7 +21,7 @@ const { values } = parseArgs({
   options: {
     records: { type: "string", default: "1000000" },
     brokers: { type: "string", default: "127.0.0.1:9092" },
-    batch: { type: "string", default: "2000" },
+    batch: { type: "string", default: "1000" },
   },
   strict: true,
 });

@@ -146,7 +146,7 @@ export const SETTINGS: readonly Setting[] = [
     key: "batch_max_records",
     flag: "batch-max-records",
     kind: "number",
-    default: 2000,
+    default: 1000,
     min: 1,
     help: "Most records per Kafka send",
   },

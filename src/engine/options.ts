@@ -47,7 +47,7 @@ export interface MessageBufferOptions {
   fsyncIntervalMs?: number;
   /** Largest encoded record accepted by `write`. @default 4 MiB */
   maxRecordBytes?: number;
-  /** Most records handed to one `Provider.send`. @default 2000 */
+  /** Most records handed to one `Provider.send`. @default 1000 */
   batchMaxRecords?: number;
   /** Most bytes handed to one `Provider.send` (a larger single record goes alone). @default 4 MiB */
   batchMaxBytes?: number;
@@ -75,7 +75,7 @@ export const DEFAULTS = {
   fsync: "interval" as FsyncPolicy,
   fsyncIntervalMs: 1000,
   maxRecordBytes: 4 * 1024 * 1024,
-  batchMaxRecords: 2000,
+  batchMaxRecords: 1000,
   batchMaxBytes: 4 * 1024 * 1024,
   retryMaxMs: 30_000,
   closeTimeoutMs: 10_000,
