@@ -32,6 +32,13 @@ async function agentIn(dir: string, extra: string[] = []): Promise<Agent> {
   return a;
 }
 
+/** An agent pointed at an address where no broker listens: it stores lines it cannot deliver. */
+async function offlineAgent(dir: string, extra: string[] = []): Promise<Agent> {
+  const a = await startAgent(["--brokers", "127.0.0.1:1", "--buffer-dir", dir, ...extra]);
+  agents.push(a);
+  return a;
+}
+
 describe("agent (messagebuffer run)", () => {
   it("ingests 100K lines over several connections, text and JSON, acked and not, and Kafka gets exactly them", async () => {
     const t = await tempDir();
@@ -195,8 +202,7 @@ describe("agent (messagebuffer run)", () => {
     await createTopics([topic], 1);
     const cap = ["--file-max-size", "0.01", "--total-size", "0.05", "--when-full", "block"];
     // No broker reachable: nothing is delivered, so the 50 KB cap fills.
-    const a = await startAgent(["--brokers", "127.0.0.1:1", "--buffer-dir", t.dir, ...cap]);
-    agents.push(a);
+    const a = await offlineAgent(t.dir, cap);
     const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
     c.socket.on("error", () => {});
     let text = "#ack\n";
@@ -225,11 +231,7 @@ describe("agent (messagebuffer run)", () => {
   it("with --when-full reject, answers lines past the cap with an error saying the buffer is full", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
-    const a = await startAgent([
-      "--brokers",
-      "127.0.0.1:1",
-      "--buffer-dir",
-      t.dir,
+    const a = await offlineAgent(t.dir, [
       "--file-max-size",
       "0.01",
       "--total-size",
@@ -237,7 +239,6 @@ describe("agent (messagebuffer run)", () => {
       "--when-full",
       "reject",
     ]);
-    agents.push(a);
     const lines =
       Array.from({ length: 1000 }, (_, i) => `t\t\tr-${i}-${"q".repeat(90)}`).join("\n") + "\n";
     const r = await runCli(["send", "--socket", `${t.dir}/messagebuffer.sock`], lines);
@@ -379,17 +380,7 @@ describe("agent CLI", () => {
     }
     assert.equal(await a.stop("SIGTERM"), 0);
     // A backlog: an agent pointed at no broker stores lines it cannot deliver.
-    const b = await startAgent([
-      "--brokers",
-      "127.0.0.1:1",
-      "--buffer-dir",
-      t.dir,
-      "--file-max-size",
-      "0.01",
-      "--total-size",
-      "10",
-    ]);
-    agents.push(b);
+    const b = await offlineAgent(t.dir, ["--file-max-size", "0.01", "--total-size", "10"]);
     const lines =
       Array.from({ length: 300 }, (_, i) => `${topic}\tk${i}\tbacklog-${i}\\tline`).join("\n") +
       "\n";
@@ -429,8 +420,7 @@ describe("agent CLI", () => {
     assert.match(broken.stderr, /bad frame at offset 16: checksum mismatch/);
 
     // Opening again quarantines the corrupt data; status lists it.
-    const c = await startAgent(["--brokers", "127.0.0.1:1", "--buffer-dir", t.dir]);
-    agents.push(c);
+    const c = await offlineAgent(t.dir);
     await c.stop("SIGTERM");
     const after = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
     assert.equal(after.quarantine.length, 1);
