@@ -388,8 +388,7 @@ export class MessageBuffer {
       if (!this.#active) await this.#createActive();
       const active = this.#active!;
       const seg = this.#activeSeg!;
-      await active.append(bytes);
-      if (this.#o.fsync === "always") await active.sync();
+      await active.append(bytes, this.#o.fsync === "always");
       // Visible to the sender only now that it is durable under the policy.
       if (seg.records === 0) seg.oldestTimestamp = readBase(bytes);
       seg.newestTimestamp = Math.max(seg.newestTimestamp, b.maxTimestamp);

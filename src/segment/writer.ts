@@ -66,18 +66,25 @@ export class SegmentFile {
   }
 
   /**
-   * Appends one frame. On failure the partial frame is truncated away and the error is
-   * rethrown; if even the truncation fails, `broken` is set and the caller must stop using
-   * this file (seal it and start another).
+   * Appends one frame, and with `sync` fsyncs it. On failure the frame is truncated away
+   * and the error is rethrown, so records reported as failed are never delivered. After a
+   * failed fsync, or a truncation that failed too, `broken` is set: the caller must stop
+   * appending to this file (seal it and start another), since the kernel may have dropped
+   * the pages that did not reach the disk.
    */
-  async append(frame: Uint8Array): Promise<void> {
+  async append(frame: Uint8Array, sync = false): Promise<void> {
     const before = this.size;
+    let appended = false;
     try {
       await this.#fh.append(frame);
+      appended = true;
       this.size = before + frame.length;
+      if (sync) await this.sync();
     } catch (e) {
+      if (appended) this.broken = true;
       try {
         await this.#fh.truncate(before);
+        this.size = before;
       } catch {
         this.broken = true;
       }
@@ -85,7 +92,7 @@ export class SegmentFile {
     }
   }
 
-  /** True after a failed append could not be cut back off. */
+  /** Set after a failed fsync or a failed truncation: append no more to this file. */
   broken = false;
 
   async sync(): Promise<void> {
