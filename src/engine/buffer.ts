@@ -484,7 +484,7 @@ export class MessageBuffer {
     const o = this.#o;
     if (o.maxRecordAgeMs > 0) {
       const limit = Date.now() - o.maxRecordAgeMs;
-      for (const seg of this.#segments) {
+      for (const seg of [...this.#segments]) {
         if (!seg.sealed || seg.gone || seg.newestTimestamp >= limit) continue;
         const lost = seg.records - seg.checkpoint.delivered;
         this.#counters.expired += lost;
@@ -618,8 +618,10 @@ export class MessageBuffer {
         "send",
         () => this.#o.provider.send(batch.records),
         batch.records.length,
+        () => seg.gone, // pruned during an outage: its records are counted as dropped
       );
-      if (outcome === false) return; // stopping: the batch is sent again after the next open
+      // Stopping (the batch is sent again after the next open) or the segment is gone.
+      if (outcome === false) return;
       rejected = validRejections(outcome, batch.records.length);
     }
     if (seg.gone) return; // pruned while in flight: counted as dropped there
@@ -820,10 +822,15 @@ export class MessageBuffer {
    * `retryInitialMs`, doubling up to `retryMaxMs`, each drawn from [wait/2, wait]. Returns
    * false if the buffer started closing instead.
    */
-  async #retrying<T>(what: string, fn: () => Promise<T>, records = 0): Promise<T | false> {
+  async #retrying<T>(
+    what: string,
+    fn: () => Promise<T>,
+    records = 0,
+    abandon: () => boolean = () => false,
+  ): Promise<T | false> {
     let wait = this.#o.retryInitialMs;
     for (let attempt = 0;; attempt++) {
-      if (this.#stopping) return false;
+      if (this.#stopping || abandon()) return false;
       try {
         const out = await fn();
         if (attempt > 0) {

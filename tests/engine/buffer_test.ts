@@ -196,6 +196,33 @@ describe("MessageBuffer", () => {
     assert.equal(first, b.stats().counters.dropped);
   });
 
+  it("does not deliver a batch whose segment was pruned while its send was failing", async () => {
+    const p = new RecordingProvider();
+    const b = await openBuffer(p, {
+      segmentMaxBytes: 4096,
+      maxBufferBytes: 16384,
+      batchMaxRecords: 10,
+      retryInitialMs: 5,
+      retryMaxMs: 20,
+    });
+    p.down = true; // opened fine; now every send fails and is retried
+    const N = 400;
+    for (let i = 0; i < N; i++) {
+      await b.write("t", `m${String(i).padStart(4, "0")}-${"x".repeat(90)}`);
+    }
+    await waitFor(() => b.stats().counters.dropped > 0 && b.stats().counters.sendRetries > 0, 5000);
+    p.down = false;
+    await b.drained(10_000);
+    const s = b.stats().counters;
+    assert.equal(
+      p.received.length + s.dropped,
+      N,
+      "each record either delivered or counted as dropped, not both",
+    );
+    const got = p.values().map((v) => Number(v.slice(1, 5)));
+    assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => s.dropped + i));
+  });
+
   it('whenFull "reject" fails writes with BufferFullError and accepts again once there is room', async () => {
     const p = new RecordingProvider();
     p.down = true;
