@@ -231,7 +231,7 @@ describe("agent (messagebuffer run)", () => {
   it("with --when-full reject, answers lines past the cap with an error saying the buffer is full", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
-    const a = await offlineAgent(t.dir, [
+    await offlineAgent(t.dir, [
       "--file-max-size",
       "0.01",
       "--total-size",
