@@ -25,6 +25,7 @@ import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect
 import { serveMetrics } from "./src/agent/metrics.ts";
 import { MessageBuffer } from "./src/engine/buffer.ts";
 import { defaultFileSystem } from "./src/fs/default.ts";
+import { pidIsAlive } from "./src/fs/node.ts";
 import { sendLines } from "./src/ingest/client.ts";
 import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
@@ -306,15 +307,7 @@ async function status(args: string[]): Promise<number> {
     json: { type: "boolean" },
   });
   const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
-  const alive = (pid: number) => {
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (e) {
-      return (e as { code?: string }).code === "EPERM";
-    }
-  };
-  const s = await dirStatus(defaultFileSystem(), String(config.values.buffer_dir), alive);
+  const s = await dirStatus(defaultFileSystem(), String(config.values.buffer_dir), pidIsAlive);
   process.stdout.write((values.json ? JSON.stringify(s, null, 2) : formatStatus(s)) + "\n");
   return 0;
 }

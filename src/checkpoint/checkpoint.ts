@@ -18,6 +18,7 @@
  */
 
 import { crc32c } from "../segment/crc32c.ts";
+import { readU64, writeU64 } from "../segment/format.ts";
 import type { FileSystem } from "../fs/types.ts";
 
 const MAGIC = 0x4d42434b;
@@ -48,11 +49,9 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   const v = new DataView(b.buffer);
   v.setUint32(0, MAGIC);
   b[4] = VERSION;
-  v.setUint32(8, Math.floor(c.offset / 0x100000000));
-  v.setUint32(12, c.offset >>> 0);
+  writeU64(v, 8, c.offset);
   v.setUint32(16, c.skip);
-  v.setUint32(20, Math.floor(c.delivered / 0x100000000));
-  v.setUint32(24, c.delivered >>> 0);
+  writeU64(v, 20, c.delivered);
   v.setUint32(28, crc32c(b, 0, 28));
   return b;
 }
@@ -67,9 +66,9 @@ export function decodeCheckpoint(b: Uint8Array): Checkpoint | string {
   if (b[4] !== VERSION) return `unsupported version ${b[4]}`;
   if (crc32c(b, 0, 28) !== v.getUint32(28)) return "checksum mismatch";
   return {
-    offset: v.getUint32(8) * 0x100000000 + v.getUint32(12),
+    offset: readU64(v, 8),
     skip: v.getUint32(16),
-    delivered: v.getUint32(20) * 0x100000000 + v.getUint32(24),
+    delivered: readU64(v, 20),
   };
 }
 

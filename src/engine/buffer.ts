@@ -266,10 +266,7 @@ export class MessageBuffer {
    */
   write(topic: string, value: Bytes, options?: WriteOptions): Promise<void> {
     if (this.#closing) return Promise.reject(new BufferClosedError(this.#dir));
-    if (
-      this.#o.whenFull !== "drop-oldest" &&
-      (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes)
-    ) {
+    if (this.full) {
       if (this.#o.whenFull === "reject") {
         return Promise.reject(
           new BufferFullError(this.#dir, this.#usedBytes(), this.#o.maxBufferBytes),
@@ -390,7 +387,7 @@ export class MessageBuffer {
       const seg = this.#activeSeg!;
       await active.append(bytes, this.#o.fsync === "always");
       // Visible to the sender only now that it is durable under the policy.
-      if (seg.records === 0) seg.oldestTimestamp = readBase(bytes);
+      if (seg.records === 0) seg.oldestTimestamp = b.baseTimestamp;
       seg.newestTimestamp = Math.max(seg.newestTimestamp, b.maxTimestamp);
       seg.records += count;
       this.#segmentBytes += active.size - seg.size;
@@ -408,6 +405,11 @@ export class MessageBuffer {
       });
       frame.batch.reject(err);
     }
+    await this.#pruneIfOverCap();
+  }
+
+  /** Under drop-oldest, deletes the oldest sealed segments while the buffer is over its cap. */
+  async #pruneIfOverCap(): Promise<void> {
     if (this.#o.whenFull === "drop-oldest" && this.#usedBytes() > this.#o.maxBufferBytes) {
       await this.#prune("cap");
     }
@@ -461,9 +463,7 @@ export class MessageBuffer {
       this.#signal();
     }
     for (const w of this.#rollWaiters.splice(0)) w();
-    if (this.#o.whenFull === "drop-oldest" && this.#usedBytes() > this.#o.maxBufferBytes) {
-      await this.#prune("cap");
-    }
+    await this.#pruneIfOverCap();
   }
 
   /** Asks the flush loop to seal the active segment; resolves once it has. */
@@ -1057,11 +1057,6 @@ function timestampOf(options: WriteOptions | undefined): number {
     );
   }
   return t;
-}
-
-function readBase(frame: Uint8Array): number {
-  const v = new DataView(frame.buffer, frame.byteOffset + 12, 8);
-  return v.getUint32(0) * 0x100000000 + v.getUint32(4);
 }
 
 function unref<T>(t: T): T {

@@ -147,7 +147,8 @@ async function readPid(path: string): Promise<number | null> {
   }
 }
 
-function pidIsAlive(pid: number): boolean {
+/** True when a process with this pid exists (EPERM: it exists but is not ours). */
+export function pidIsAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -106,12 +106,14 @@ export function decodeSegmentHeader(b: Uint8Array): { firstSeq: number } | strin
   return { firstSeq: readU64(v, 8) };
 }
 
-function writeU64(v: DataView, at: number, n: number): void {
+/** Writes a u64 big-endian (from a JS number below 2^53). */
+export function writeU64(v: DataView, at: number, n: number): void {
   v.setUint32(at, Math.floor(n / 0x100000000));
   v.setUint32(at + 4, n >>> 0);
 }
 
-function readU64(v: DataView, at: number): number {
+/** Reads a u64 big-endian into a JS number (exact below 2^53). */
+export function readU64(v: DataView, at: number): number {
   return v.getUint32(at) * 0x100000000 + v.getUint32(at + 4);
 }
 
@@ -193,6 +195,11 @@ export class FrameBuilder {
   /** Records in the open frame. */
   get count(): number {
     return this.#count;
+  }
+
+  /** Timestamp of the open frame's first record (its base time). */
+  get baseTimestamp(): number {
+    return this.#base;
   }
 
   /** Largest record timestamp in the open frame. */
