@@ -25,7 +25,7 @@ import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect
 import { serveMetrics } from "./src/agent/metrics.ts";
 import { MessageBuffer } from "./src/engine/buffer.ts";
 import { defaultFileSystem } from "./src/fs/default.ts";
-import { pidIsAlive } from "./src/fs/node.ts";
+import { pidIsAlive } from "./src/process.ts";
 import { sendLines } from "./src/ingest/client.ts";
 import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
@@ -187,7 +187,12 @@ async function run(args: string[]): Promise<number> {
   });
   const started = Date.now();
   logger.info("opening buffer", { dir: config.values.buffer_dir });
-  const buffer = await MessageBuffer.open({ ...engineOptions(config), provider, logger });
+  const buffer = await MessageBuffer.open({
+    ...engineOptions(config),
+    provider,
+    logger,
+    fs: defaultFileSystem(),
+  });
   let open = true;
   let ingest: IngestServer | null = null;
   try {

@@ -21,13 +21,52 @@
  * @module
  */
 
-export {
-  type BufferStats,
-  MessageBuffer,
-  type ProviderState,
-  type WriteOptions,
+import { MessageBuffer as Engine } from "./src/engine/buffer.ts";
+import type { MessageBufferOptions } from "./src/engine/options.ts";
+import { defaultFileSystem } from "./src/fs/default.ts";
+import { createLogger } from "./src/log.ts";
+
+/**
+ * A durable, size-capped, ordered buffer in front of a {@link Provider}: the engine with
+ * this runtime's defaults for the options `fs` (node:fs, which Deno, Bun and Node share)
+ * and `logger` (warnings and errors as text on stderr).
+ *
+ * @example Buffer records for Kafka
+ * ```ts
+ * import { KafkaProvider, MessageBuffer } from "./mod.ts";
+ * const buffer = await MessageBuffer.open({
+ *   dir: "/var/lib/messagebuffer",
+ *   provider: new KafkaProvider({ brokers: ["127.0.0.1:9092"] }),
+ * });
+ * await buffer.write("events", JSON.stringify({ hello: "world" }), { key: "user-1" });
+ * await buffer.close();
+ * ```
+ */
+export class MessageBuffer extends Engine {
+  /**
+   * Opens (creating if needed) a buffer directory: takes its lock, recovers what a previous
+   * run left, and starts delivering in the background.
+   *
+   * @throws {TypeError | RangeError} an option is invalid (the message names it)
+   * @throws {LockedError} another live process has the directory open
+   */
+  static override open(options: MessageBufferOptions): Promise<MessageBuffer> {
+    if (options === null || typeof options !== "object") return super.open(options);
+    return super.open({
+      ...options,
+      fs: options.fs ?? defaultFileSystem(),
+      logger: options.logger ?? createLogger({ level: "warn" }),
+    });
+  }
+}
+
+export type {
+  BufferStats,
+  ProviderState,
+  StorageHealth,
+  WriteOptions,
 } from "./src/engine/buffer.ts";
-export type { Counters } from "./src/engine/backlog.ts";
+export type { Counters } from "./src/engine/ledger.ts";
 export {
   DEFAULTS,
   type FsyncPolicy,
@@ -36,6 +75,7 @@ export {
 } from "./src/engine/options.ts";
 export type {
   Provider,
+  ProviderHeader,
   ProviderRecord,
   RecordRejection,
   SendResult,
@@ -46,12 +86,11 @@ export {
   BufferFullError,
   type ErrorCode,
   ErrorCodes,
-  FormatError,
   LockedError,
   MessageBufferError,
   StorageError,
 } from "./src/errors.ts";
-export type { Bytes, HeadersInit, RecordHeader, StoredRecord } from "./src/segment/format.ts";
+export type { Bytes, HeadersInit } from "./src/segment/format.ts";
 export type { DirLock, FileHandle, FileSystem } from "./src/fs/types.ts";
 export { NodeFileSystem } from "./src/fs/node.ts";
 export {

@@ -15,8 +15,6 @@ export const ErrorCodes = {
   STORAGE: "MB_STORAGE",
   /** Another live process holds the buffer directory's lock. */
   LOCKED: "MB_LOCKED",
-  /** A segment or checkpoint file is not in a format this version reads. */
-  FORMAT: "MB_FORMAT",
 } as const;
 
 /** One of the values of {@link ErrorCodes}. */
@@ -85,12 +83,5 @@ export class LockedError extends MessageBufferError {
       `Buffer directory "${dir}" is in use by process ${holderPid} (lock file "${dir}/LOCK")`,
     );
     this.holderPid = holderPid;
-  }
-}
-
-/** A file is not in a format this version can read (bad magic, unknown version). */
-export class FormatError extends MessageBufferError {
-  constructor(message: string) {
-    super(ErrorCodes.FORMAT, message);
   }
 }

@@ -5,26 +5,24 @@
  * @module
  */
 
-import { checkpointFileName, loadCheckpoint } from "../checkpoint/checkpoint.ts";
 import type { FileSystem } from "../fs/types.ts";
-import {
-  decodeFrame,
-  parseSegmentFileName,
-  SEGMENT_HEADER_SIZE,
-  type StoredRecord,
-} from "../segment/format.ts";
+import { decodeFrame, SEGMENT_HEADER_SIZE, type StoredRecord } from "../segment/format.ts";
 import { scanSegment, SegmentCursor } from "../segment/reader.ts";
-import { DEAD_DIR, QUARANTINE_DIR } from "../engine/recovery.ts";
+import { DEAD_DIR, inspectBuffer, QUARANTINE_DIR } from "../segment/recovery.ts";
 
-/** One segment as `status` shows it. */
+/** One segment as `status` shows it: what opening the buffer would resume from. */
 export interface SegmentStatus {
   name: string;
   bytes: number;
   records: number;
+  /** Records acknowledged, as delivery would resume (0 when the S file is not used). */
   delivered: number;
+  /** The S file as found, null when there is none or it is unreadable. */
   checkpoint: { offset: number; skip: number } | null;
+  /** Why the S file is not used: delivery would start over at the segment's start. */
   checkpointProblem?: string;
   oldestTimestamp: number | null;
+  /** What is wrong with the file, and what the next open does about it. */
   problem?: string;
 }
 
@@ -38,15 +36,21 @@ export interface DirStatus {
   quarantine: Array<{ name: string; bytes: number }>;
 }
 
-/** Reads the state of a buffer directory. */
+/**
+ * Reads the state of a buffer directory with the code that opening it recovers it with
+ * (`inspectBuffer`), changing nothing.
+ */
 export async function dirStatus(
   fs: FileSystem,
   dir: string,
   pidAlive: (pid: number) => boolean,
 ): Promise<DirStatus> {
-  const names = await fs.list(dir).catch((e) => {
+  let report;
+  try {
+    report = await inspectBuffer(fs, dir);
+  } catch (e) {
     throw new Error(`Cannot read buffer directory "${dir}": ${(e as { code?: string }).code ?? e}`);
-  });
+  }
   const lock = await fs.readFile(`${dir}/LOCK`);
   const pid = lock ? Number.parseInt(new TextDecoder().decode(lock), 10) : NaN;
   const status: DirStatus = {
@@ -58,53 +62,31 @@ export async function dirStatus(
     quarantine: [],
   };
   let oldest = Infinity;
-  for (const name of names.filter((n) => parseSegmentFileName(n)).sort()) {
-    const ckpt = names.includes(checkpointFileName(name))
-      ? await loadCheckpoint(fs, `${dir}/${checkpointFileName(name)}`)
-      : null;
-    const fh = await fs.open(`${dir}/${name}`, "read");
-    let scan;
-    try {
-      scan = await scanSegment(fh, {
-        verify: false,
-        mark: ckpt && typeof ckpt !== "string" ? ckpt.offset : undefined,
-      });
-    } finally {
-      await fh.close();
-    }
-    if ("badHeader" in scan) {
-      status.segments.push({
-        name,
-        bytes: scan.fileSize,
-        records: 0,
-        delivered: 0,
-        checkpoint: null,
-        oldestTimestamp: null,
-        problem: scan.badHeader,
-      });
-      continue;
-    }
+  for (const r of report.segments) {
     const s: SegmentStatus = {
-      name,
-      bytes: scan.fileSize,
-      records: scan.records,
-      delivered: 0,
-      checkpoint: null,
-      oldestTimestamp: scan.records > 0 ? scan.oldestTimestamp : null,
+      name: r.name,
+      bytes: r.fileSize,
+      records: r.records,
+      delivered: r.checkpoint.delivered,
+      checkpoint: r.checkpointFile &&
+        { offset: r.checkpointFile.offset, skip: r.checkpointFile.skip },
+      oldestTimestamp: r.records > 0 ? r.oldestTimestamp : null,
     };
-    if (typeof ckpt === "string") s.checkpointProblem = ckpt;
-    else if (ckpt) {
-      s.checkpoint = { offset: ckpt.offset, skip: ckpt.skip };
-      s.delivered = scan.recordsBeforeMark >= 0
-        ? scan.recordsBeforeMark + ckpt.skip
-        : ckpt.delivered;
+    if (r.checkpointProblem) s.checkpointProblem = r.checkpointProblem;
+    if (r.action === "remove-torn-creation") {
+      s.problem = `interrupted creation (${r.badHeader}); removed at the next open`;
+    } else if (r.action === "quarantine-file") {
+      s.problem = `${r.badHeader}; moved to quarantine at the next open`;
+    } else if (r.tail) {
+      s.problem = r.tail.action === "cut"
+        ? `torn tail at ${r.tail.offset}: ${r.tail.reason} (${r.tail.bytes} bytes cut at the next open)`
+        : `corrupt at ${r.tail.offset}: ${r.tail.reason} (${r.tail.bytes} bytes quarantined at the next open)`;
     }
-    if (scan.stop) s.problem = `${scan.stop.kind} at ${scan.stop.offset}: ${scan.stop.reason}`;
     status.segments.push(s);
     const waiting = s.records - s.delivered;
     if (waiting > 0) {
       status.backlog.records += waiting;
-      status.backlog.bytes += scan.validSize - (s.checkpoint?.offset ?? SEGMENT_HEADER_SIZE);
+      status.backlog.bytes += r.validSize - r.checkpoint.offset;
       if (s.oldestTimestamp) oldest = Math.min(oldest, s.oldestTimestamp);
     }
   }

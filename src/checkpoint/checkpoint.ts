@@ -17,8 +17,8 @@
  * @module
  */
 
-import { crc32c } from "../segment/crc32c.ts";
-import { readU64, writeU64 } from "../segment/format.ts";
+import { crc32c } from "../binary/crc32c.ts";
+import { readU64, writeU64 } from "../binary/u64.ts";
 import type { FileSystem } from "../fs/types.ts";
 
 const MAGIC = 0x4d42434b;

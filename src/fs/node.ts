@@ -7,6 +7,7 @@
 import { constants, promises as fsp } from "node:fs";
 import process from "node:process";
 import { LockedError } from "../errors.ts";
+import { pidIsAlive } from "../process.ts";
 import type { DirLock, FileHandle, FileSystem } from "./types.ts";
 
 class NodeFileHandle implements FileHandle {
@@ -144,15 +145,5 @@ async function readPid(path: string): Promise<number | null> {
     return Number.isInteger(n) && n > 0 ? n : null;
   } catch {
     return null;
-  }
-}
-
-/** True when a process with this pid exists (EPERM: it exists but is not ours). */
-export function pidIsAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: string }).code === "EPERM";
   }
 }

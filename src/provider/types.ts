@@ -5,10 +5,23 @@
  * @module
  */
 
-import type { StoredRecord } from "../segment/format.ts";
+/** A record header as `[name, value]`; Kafka allows repeated names, so headers are a list. */
+export type ProviderHeader = readonly [name: string, value: Uint8Array];
 
-/** A record handed to a provider. `value`/`key` may view shared memory: copy to keep them. */
-export type ProviderRecord = StoredRecord;
+/**
+ * A record handed to a provider: what a writer stored, as it reads back. `value`, `key` and
+ * header values may view memory the engine reuses after `send` settles: copy to keep them.
+ */
+export interface ProviderRecord {
+  readonly topic: string;
+  /** Null when the record was written without a key. */
+  readonly key: Uint8Array | null;
+  readonly value: Uint8Array;
+  /** Null when the record has no headers. */
+  readonly headers: readonly ProviderHeader[] | null;
+  /** Event time in ms since the Unix epoch (the Kafka record timestamp). */
+  readonly timestamp: number;
+}
 
 /** A record the provider will never accept (too large, invalid topic, not authorized). */
 export interface RecordRejection {

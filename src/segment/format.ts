@@ -30,7 +30,8 @@
  * @module
  */
 
-import { crc32c } from "./crc32c.ts";
+import { crc32c } from "../binary/crc32c.ts";
+import { readU64, writeU64 } from "../binary/u64.ts";
 
 /** "MBSG" as a big-endian u32. */
 export const SEGMENT_MAGIC = 0x4d425347;
@@ -104,17 +105,6 @@ export function decodeSegmentHeader(b: Uint8Array): { firstSeq: number } | strin
   if (magic !== SEGMENT_MAGIC) return `bad magic 0x${magic.toString(16).padStart(8, "0")}`;
   if (b[4] !== FORMAT_VERSION) return `unsupported format version ${b[4]}`;
   return { firstSeq: readU64(v, 8) };
-}
-
-/** Writes a u64 big-endian (from a JS number below 2^53). */
-export function writeU64(v: DataView, at: number, n: number): void {
-  v.setUint32(at, Math.floor(n / 0x100000000));
-  v.setUint32(at + 4, n >>> 0);
-}
-
-/** Reads a u64 big-endian into a JS number (exact below 2^53). */
-export function readU64(v: DataView, at: number): number {
-  return v.getUint32(at) * 0x100000000 + v.getUint32(at + 4);
 }
 
 /** A frame header as read from a file. */
@@ -402,7 +392,6 @@ export function decodeFrame(
   at: number,
   h: FrameHeader,
   out: StoredRecord[],
-  skip = 0,
 ): void {
   let p = at + FRAME_HEADER_SIZE;
   const end = p + h.payloadLength;
@@ -447,7 +436,7 @@ export function decodeFrame(
       }
     }
     const value = take(varint());
-    if (i >= skip) out.push({ topic, key, value, headers, timestamp });
+    out.push({ topic, key, value, headers, timestamp });
   }
   if (p !== end) throw new PayloadError(`frame has ${end - p} bytes after its last record`);
 }

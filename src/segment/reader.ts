@@ -27,9 +27,8 @@ export interface ScanResult {
   fileSize: number;
   /** Records in the good frames. */
   records: number;
-  /** Base time of the first and last good frames (0 when there are none). */
+  /** Base time of the first good frame (0 when there is none). */
   oldestTimestamp: number;
-  newestTimestamp: number;
   /**
    * Why the scan stopped before the end of the file, if it did. `torn` when what follows the
    * last good frame cannot be a complete frame (the tail of an interrupted write): cut it
@@ -66,7 +65,6 @@ export async function scanSegment(
     fileSize,
     records: 0,
     oldestTimestamp: 0,
-    newestTimestamp: 0,
     stop: null,
     recordsBeforeMark: options.mark === SEGMENT_HEADER_SIZE ? 0 : -1,
   };
@@ -106,7 +104,6 @@ export async function scanSegment(
       }
     }
     if (result.records === 0) result.oldestTimestamp = h.baseTimestamp;
-    result.newestTimestamp = h.baseTimestamp;
     result.records += h.count;
     offset = end;
     result.validSize = end;

@@ -74,14 +74,11 @@ export class SegmentFile {
    */
   async append(frame: Uint8Array, sync = false): Promise<void> {
     const before = this.size;
-    let appended = false;
     try {
       await this.#fh.append(frame);
-      appended = true;
       this.size = before + frame.length;
       if (sync) await this.sync();
     } catch (e) {
-      if (appended) this.broken = true;
       try {
         await this.#fh.truncate(before);
         this.size = before;
@@ -92,13 +89,23 @@ export class SegmentFile {
     }
   }
 
-  /** Set after a failed fsync or a failed truncation: append no more to this file. */
+  /**
+   * Set after a failed fsync or a failed truncation: append no more to this file. After a
+   * failed fsync the kernel may have dropped the pages that did not reach the disk, so what
+   * the file holds past `syncedSize` is no longer known to be durable.
+   */
   broken = false;
 
+  /** fsyncs what was appended; a failure marks the file `broken` and is rethrown. */
   async sync(): Promise<void> {
     if (this.syncedSize === this.size) return;
     const size = this.size;
-    await this.#fh.sync();
+    try {
+      await this.#fh.sync();
+    } catch (e) {
+      this.broken = true;
+      throw e;
+    }
     this.syncedSize = size;
   }
 

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { crc32c } from "../../src/segment/crc32c.ts";
+import { crc32c } from "../../src/binary/crc32c.ts";
 import {
   decodeFrame,
   encodeSegmentHeader,

@@ -1,0 +1,333 @@
+/**
+ * The ledger: the state the writer, the sender and retention share, after Vector's disk
+ * buffer (`ledger.rs`). It holds the ordered list of segments with how far each is written
+ * and acknowledged, the counters, the bytes on disk, and the metadata queue: the one place
+ * that changes files other than the active segment (S files, deletions, quarantine), one
+ * change at a time, in order. Neither the writer nor the sender touches another's fields:
+ * they call the methods here.
+ *
+ * @module
+ */
+
+import { type Checkpoint, checkpointFileName, commitCheckpoint } from "../checkpoint/checkpoint.ts";
+import type { FileSystem } from "../fs/types.ts";
+import type { Logger } from "../log.ts";
+import { SEGMENT_HEADER_SIZE } from "../segment/format.ts";
+import { quarantineTail } from "../segment/recovery.ts";
+import type { Durability } from "./durability.ts";
+
+/** One segment file as the engine tracks it. */
+export interface Segment {
+  /** File name in the buffer directory. */
+  readonly name: string;
+  readonly firstSeq: number;
+  /** Bytes of whole frames the sender may read (grows while the segment is active). */
+  size: number;
+  /** Records in those frames. */
+  records: number;
+  /** No more frames will be appended. */
+  sealed: boolean;
+  /** Timestamp of its first record (0 while empty). */
+  oldestTimestamp: number;
+  /**
+   * Largest record timestamp, exact for segments written by this process; Infinity for
+   * segments found at open (only frame base times are known there), which keeps them from
+   * being expired whole; the sender still skips their expired records one by one.
+   */
+  newestTimestamp: number;
+  /** Acknowledged position (what the S file says, or will say once written). */
+  checkpoint: Checkpoint;
+  /** The S file is behind `checkpoint` (its last write failed). */
+  checkpointDirty: boolean;
+  /** Deleted (delivered, pruned or expired); the sender drops any work on it. */
+  gone: boolean;
+}
+
+/** Counters since the buffer was opened (see README, "Metrics"). */
+export interface Counters {
+  /** Records stored (their write resolved). */
+  written: number;
+  /** Records the provider acknowledged. */
+  delivered: number;
+  /** Records the provider rejected for good, now in `dead/`. */
+  deadLettered: number;
+  /** Records deleted unsent by pruning at the size cap. */
+  dropped: number;
+  /** Bytes deleted unsent by pruning at the size cap. */
+  droppedBytes: number;
+  /** Records not sent because they were older than `maxRecordAgeMs`. */
+  expired: number;
+  /** Records (as counted by frame headers) moved to `quarantine/` as corrupt. */
+  quarantinedRecords: number;
+  /** Bytes moved to `quarantine/`. */
+  quarantinedBytes: number;
+  /** Bytes of torn tails (and interrupted segment creations) removed at open. */
+  tornBytes: number;
+  /** Records whose write failed on a storage error (they were not stored). */
+  writeErrors: number;
+  /** Failed provider sends (each is retried). */
+  sendRetries: number;
+  /** Records sent again after a failed send (any of them may reach Kafka twice). */
+  resentRecords: number;
+  /**
+   * Filesystem operations that failed outside a write: fsyncs, S file writes, deletions,
+   * quarantine, dead-letter writes. Each is logged with the file it concerns.
+   */
+  storageErrors: number;
+}
+
+/** Counters, all zero. */
+export function newCounters(): Counters {
+  return {
+    written: 0,
+    delivered: 0,
+    deadLettered: 0,
+    dropped: 0,
+    droppedBytes: 0,
+    expired: 0,
+    quarantinedRecords: 0,
+    quarantinedBytes: 0,
+    tornBytes: 0,
+    writeErrors: 0,
+    sendRetries: 0,
+    resentRecords: 0,
+    storageErrors: 0,
+  };
+}
+
+/** A new, empty segment's entry. */
+export function newSegment(name: string, firstSeq: number): Segment {
+  return {
+    name,
+    firstSeq,
+    size: SEGMENT_HEADER_SIZE,
+    records: 0,
+    sealed: false,
+    oldestTimestamp: 0,
+    newestTimestamp: 0,
+    checkpoint: { offset: SEGMENT_HEADER_SIZE, skip: 0, delivered: 0 },
+    checkpointDirty: false,
+    gone: false,
+  };
+}
+
+/** See the module doc. */
+export class Ledger {
+  readonly counters: Counters;
+  readonly #fs: FileSystem;
+  readonly #dir: string;
+  readonly #durability: Durability;
+  readonly #log: Logger;
+  readonly #segments: Segment[];
+  /** Segments deleted from the list whose files could not be removed yet. */
+  readonly #leftovers: Segment[] = [];
+  #bytes = 0;
+  #meta: Promise<unknown> = Promise.resolve();
+  /** Directory entries changed (renames, removals) since the directory was last fsynced. */
+  #dirDirty = false;
+  readonly #onRoom: Array<() => void> = [];
+
+  constructor(
+    fs: FileSystem,
+    dir: string,
+    durability: Durability,
+    log: Logger,
+    segments: Segment[],
+    counters: Counters,
+  ) {
+    this.#fs = fs;
+    this.#dir = dir;
+    this.#durability = durability;
+    this.#log = log;
+    this.#segments = segments;
+    this.counters = counters;
+    for (const s of segments) this.#bytes += s.size;
+  }
+
+  /** Segments in delivery order; the last may be the active one. */
+  get segments(): readonly Segment[] {
+    return this.#segments;
+  }
+
+  /** Bytes of segment files on disk (including files whose removal failed). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Calls `fn` whenever bytes are freed (a deletion or a quarantine). */
+  onRoom(fn: () => void): void {
+    this.#onRoom.push(fn);
+  }
+
+  #roomMade(): void {
+    for (const fn of this.#onRoom) fn();
+  }
+
+  /** Adds the newly created active segment. */
+  add(seg: Segment): void {
+    this.#segments.push(seg);
+    this.#bytes += seg.size;
+  }
+
+  /** Records a frame appended to `seg` (now readable by the sender). */
+  appended(seg: Segment, frameBytes: number, records: number, base: number, max: number): void {
+    if (seg.records === 0) seg.oldestTimestamp = base;
+    seg.newestTimestamp = Math.max(seg.newestTimestamp, max);
+    seg.records += records;
+    seg.size += frameBytes;
+    this.#bytes += frameBytes;
+    this.counters.written += records;
+  }
+
+  /** Records not yet acknowledged (or dropped) in segment files. */
+  backlogRecords(): number {
+    let n = 0;
+    for (const s of this.#segments) n += s.records - s.checkpoint.delivered;
+    return n;
+  }
+
+  /** Bytes not yet acknowledged, and the timestamp of the oldest frame holding some. */
+  backlog(): { bytes: number; oldestTimestamp: number | null } {
+    let bytes = 0;
+    let oldest = Infinity;
+    for (const s of this.#segments) {
+      if (s.records > s.checkpoint.delivered) {
+        bytes += s.size - s.checkpoint.offset;
+        if (s.oldestTimestamp > 0) oldest = Math.min(oldest, s.oldestTimestamp);
+      }
+    }
+    return { bytes, oldestTimestamp: oldest === Infinity ? null : oldest };
+  }
+
+  /**
+   * Runs `task` in the metadata queue: after every change queued before it, before any
+   * queued after. Failures are counted as storage errors and come back to the caller.
+   */
+  serial<T>(what: string, task: () => Promise<T>): Promise<T> {
+    const run = this.#meta.then(task).catch((e) => {
+      this.counters.storageErrors++;
+      this.#log.error(`${what} failed`, { dir: this.#dir, error: e });
+      throw e;
+    });
+    this.#meta = run.catch(() => {});
+    return run;
+  }
+
+  /** Resolves once every queued metadata change has settled. */
+  settled(): Promise<void> {
+    return this.#meta.then(() => {});
+  }
+
+  /**
+   * Moves `seg`'s acknowledged position to `c` and writes its S file (atomically: temp file,
+   * rename). With `durability.syncMetadata` the S file and the directory are fsynced before
+   * this resolves. A failed write is logged and counted; the next commit writes the newer
+   * position. Resolves true once the position is in the S file.
+   */
+  async commit(seg: Segment, c: Checkpoint): Promise<boolean> {
+    seg.checkpoint = c;
+    seg.checkpointDirty = true;
+    try {
+      await this.serial(`write of S file for ${seg.name}`, () => this.#writeCheckpoint(seg));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #writeCheckpoint(seg: Segment): Promise<void> {
+    if (seg.gone || !seg.checkpointDirty) return;
+    const c = seg.checkpoint;
+    const sync = this.#durability.syncMetadata;
+    await commitCheckpoint(
+      this.#fs,
+      this.#dir,
+      `${this.#dir}/${checkpointFileName(seg.name)}`,
+      c,
+      sync,
+    );
+    if (seg.checkpoint === c) seg.checkpointDirty = false;
+    if (!sync) this.#dirDirty = true;
+  }
+
+  /**
+   * Takes `seg` out of the list (the sender drops any work on it) and removes its file and
+   * then its S file. A removal that fails is logged and counted, its bytes count again, and
+   * {@link retryLeftovers} tries it again.
+   */
+  delete(seg: Segment): Promise<void> {
+    if (seg.gone) return this.settled();
+    seg.gone = true;
+    const i = this.#segments.indexOf(seg);
+    if (i >= 0) this.#segments.splice(i, 1);
+    this.#bytes -= seg.size;
+    const task = this.#remove(seg).then((ok) => {
+      if (ok) return;
+      this.#leftovers.push(seg);
+      this.#bytes += seg.size;
+    });
+    this.#roomMade();
+    return task;
+  }
+
+  /** Tries again to remove segment files whose removal failed. */
+  async retryLeftovers(): Promise<void> {
+    for (const seg of [...this.#leftovers]) {
+      if (!(await this.#remove(seg))) continue;
+      this.#leftovers.splice(this.#leftovers.indexOf(seg), 1);
+      this.#bytes -= seg.size;
+      this.#roomMade();
+    }
+  }
+
+  async #remove(seg: Segment): Promise<boolean> {
+    try {
+      await this.serial(`removal of segment ${seg.name}`, async () => {
+        await this.#fs.remove(`${this.#dir}/${seg.name}`);
+        await this.#fs.remove(`${this.#dir}/${checkpointFileName(seg.name)}`);
+        if (this.#durability.syncMetadata) await this.#fs.syncDir(this.#dir);
+        else this.#dirDirty = true;
+      });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Moves `seg[offset..]` to `quarantine/` and cuts `seg` there; its records past the
+   * checkpoint are counted as quarantined. Throws (leaving `seg` as it was) when the move
+   * fails, so that the caller tries again.
+   */
+  async quarantine(seg: Segment, offset: number, reason: string): Promise<void> {
+    const lostRecords = seg.records - seg.checkpoint.delivered;
+    const moved = await this.serial(
+      `quarantine of ${seg.name} from offset ${offset}`,
+      () => quarantineTail(this.#fs, this.#dir, seg.name, offset),
+    );
+    this.counters.quarantinedBytes += moved;
+    this.counters.quarantinedRecords += lostRecords;
+    this.#log.error("corrupt frame in segment; moved the rest of it to quarantine", {
+      segment: seg.name,
+      offset,
+      bytes: moved,
+      records: lostRecords,
+      reason,
+    });
+    this.#bytes -= seg.size - offset;
+    seg.size = offset;
+    seg.records = seg.checkpoint.delivered;
+    this.#roomMade();
+  }
+
+  /** Under `interval`, makes renames and removals since the last call durable. */
+  async syncDirectory(): Promise<void> {
+    if (!this.#dirDirty) return;
+    this.#dirDirty = false;
+    try {
+      await this.serial("fsync of the buffer directory", () => this.#fs.syncDir(this.#dir));
+    } catch {
+      this.#dirDirty = true;
+    }
+  }
+}

@@ -1,0 +1,485 @@
+/**
+ * The sender: reads the oldest segment from its checkpoint, one batch at a time, hands the
+ * batch to the {@link Provider}, and moves the checkpoint past it only once the provider
+ * has acknowledged it and any records it refused for good are stored in `dead/`. The S file
+ * is written before the next batch is sent, so a crash sends again at most the one batch
+ * that was in flight. A failing send is retried with backoff and never skipped; a corrupt
+ * frame is moved to `quarantine/` and counted; a delivered sealed segment is deleted.
+ *
+ * @module
+ */
+
+import type { FileSystem } from "../fs/types.ts";
+import type { Logger } from "../log.ts";
+import type { Provider, ProviderRecord } from "../provider/types.ts";
+import {
+  type Bytes,
+  decodeFrame,
+  FrameBuilder,
+  PayloadError,
+  type StoredRecord,
+} from "../segment/format.ts";
+import { SegmentCursor } from "../segment/reader.ts";
+import { DEAD_DIR } from "../segment/recovery.ts";
+import { SegmentFile } from "../segment/writer.ts";
+import type { Ledger, Segment } from "./ledger.ts";
+
+/** `connecting` until `open()` succeeds; `retrying` while sends fail; `closed` after close. */
+export type ProviderState = "connecting" | "ready" | "retrying" | "closed";
+
+/** Delivery latency over the last records delivered, in ms. */
+export interface LatencyStats {
+  p50: number | null;
+  p99: number | null;
+  max: number | null;
+  /** Sum and count since open. */
+  sum: number;
+  count: number;
+}
+
+/** Settings and hooks of {@link Sender}. */
+export interface SenderOptions {
+  fs: FileSystem;
+  dir: string;
+  logger: Logger;
+  ledger: Ledger;
+  provider: Provider;
+  batchMaxRecords: number;
+  batchMaxBytes: number;
+  maxRecordAgeMs: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  /** Seals the active segment (before quarantining it, or to free room for waiting writes). */
+  requestRoll: () => Promise<void>;
+  /** True while writes wait for room (`whenFull: "block"`). */
+  writesWaiting: () => boolean;
+}
+
+interface Batch {
+  records: ProviderRecord[];
+  expired: number;
+  next: { offset: number; skip: number };
+}
+
+/** See the module doc. */
+export class Sender {
+  readonly #o: SenderOptions;
+  readonly #log: Logger;
+  readonly #ledger: Ledger;
+  #state: ProviderState = "connecting";
+  #lastError: string | null = null;
+  #stopping = false;
+  #stop: () => void = () => {};
+  readonly #stopSignal: Promise<void> = new Promise((r) => (this.#stop = r));
+  #wake: () => void = () => {};
+  #wakeSignal: Promise<void> = Promise.resolve();
+  #done: Promise<void> = Promise.resolve();
+  #progress: Array<() => void> = [];
+  #cursor: { seg: Segment; cursor: SegmentCursor } | null = null;
+  /** The last frame decoded, kept while a batch boundary falls inside it. */
+  #frameCache: { seg: Segment; offset: number; end: number; records: StoredRecord[] } | null = null;
+  #dead: SegmentFile | null = null;
+  readonly #deadBuilder = new FrameBuilder(1 << 16);
+  readonly #latency = new Float64Array(8192);
+  #latencyCount = 0;
+  #latencySum = 0;
+
+  constructor(o: SenderOptions) {
+    this.#o = o;
+    this.#log = o.logger;
+    this.#ledger = o.ledger;
+    this.#resetWake();
+  }
+
+  /** The provider's state and the last send error. */
+  get provider(): { name: string; state: ProviderState; lastError: string | null } {
+    return { name: this.#o.provider.name, state: this.#state, lastError: this.#lastError };
+  }
+
+  /** Starts delivering in the background. */
+  start(): void {
+    this.#done = this.#loop().catch((e) => {
+      this.#log.error("sender stopped on an unexpected error", { error: e });
+    });
+  }
+
+  /** Wakes the sender: new records, a sealed segment, a deletion. */
+  wake(): void {
+    this.#wake();
+  }
+
+  /** Resolves at the next progress (a batch acknowledged, a segment deleted) or after `ms`. */
+  progress(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#progress.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Stops after the batch in flight; resolves true once stopped, false if that took longer
+   * than `timeoutMs` (the batch is then sent again after the next open).
+   */
+  async stop(timeoutMs: number): Promise<boolean> {
+    this.#stopping = true;
+    this.#stop();
+    this.#wake();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((
+      r,
+    ) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+    const outcome = await Promise.race([this.#done, timeout]);
+    clearTimeout(timer);
+    return outcome !== "timeout";
+  }
+
+  /** Releases files and closes the provider (waiting at most `timeoutMs` for it). */
+  async close(timeoutMs: number): Promise<void> {
+    await this.#cursor?.cursor.close().catch(() => {});
+    this.#cursor = null;
+    await this.#dead?.close().catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = this.#o.provider.close().catch((e) => {
+      this.#log.warn("provider close failed", { provider: this.#o.provider.name, error: e });
+    });
+    await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
+    this.#state = "closed";
+  }
+
+  /** Delivery latency quantiles. */
+  latency(): LatencyStats {
+    const n = Math.min(this.#latencyCount, this.#latency.length);
+    if (n === 0) return { p50: null, p99: null, max: null, sum: 0, count: 0 };
+    const sorted = this.#latency.slice(0, n).sort();
+    const q = (p: number) => sorted[Math.min(n - 1, Math.floor(p * n))];
+    return {
+      p50: q(0.5),
+      p99: q(0.99),
+      max: sorted[n - 1],
+      sum: this.#latencySum,
+      count: this.#latencyCount,
+    };
+  }
+
+  #resetWake(): void {
+    this.#wakeSignal = new Promise((r) => (this.#wake = r));
+  }
+
+  async #idleWait(): Promise<void> {
+    const signal = this.#wakeSignal;
+    await signal;
+    if (signal === this.#wakeSignal) this.#resetWake();
+  }
+
+  #notifyProgress(): void {
+    for (const w of this.#progress.splice(0)) w();
+  }
+
+  async #loop(): Promise<void> {
+    if ((await this.#retrying("open", () => this.#o.provider.open())) === false) return;
+    this.#state = "ready";
+    let failures = 0;
+    while (!this.#stopping) {
+      try {
+        await this.#step();
+        failures = 0;
+      } catch (e) {
+        // A storage error while reading, deleting or quarantining: log, back off, try again.
+        // The checkpoint has not moved, so nothing is skipped.
+        failures++;
+        this.#log.error("sender: cannot read the backlog; retrying", {
+          error: e,
+          attempt: failures,
+        });
+        await this.#sleep(this.#backoff(failures));
+      }
+    }
+  }
+
+  /** One step: deliver one batch, delete one delivered segment, or wait. */
+  async #step(): Promise<void> {
+    const seg = this.#ledger.segments[0];
+    if (!seg) {
+      await this.#idleWait();
+      return;
+    }
+    const batch = await this.#readBatch(seg);
+    if (batch === null) return; // the segment changed under us (quarantined, dropped)
+    if (batch.records.length === 0 && batch.expired === 0) {
+      if (seg.sealed && batch.next.offset >= seg.size) {
+        await this.#ledger.delete(seg);
+        this.#notifyProgress();
+      } else if (
+        !seg.sealed && this.#o.writesWaiting() && seg.checkpoint.delivered >= seg.records
+      ) {
+        // Writes wait for room and all of it is in the delivered active segment: seal it so
+        // that it can be deleted.
+        await this.#o.requestRoll();
+      } else {
+        await this.#idleWait();
+      }
+      return;
+    }
+    let rejected: { index: number; reason: string }[] = [];
+    if (batch.records.length > 0) {
+      const outcome = await this.#retrying(
+        "send",
+        () => this.#o.provider.send(batch.records),
+        batch.records.length,
+        () => seg.gone, // pruned during an outage: its records are counted as dropped
+      );
+      // Stopping (the batch is sent again after the next open) or the segment is gone.
+      if (outcome === false) return;
+      rejected = validRejections(outcome, batch.records.length);
+    }
+    if (seg.gone) return; // pruned while in flight: counted as dropped there
+    this.#recordLatency(batch.records);
+    const counters = this.#ledger.counters;
+    counters.delivered += batch.records.length - rejected.length;
+    // Refused records must be in dead/ before the checkpoint passes them; when that cannot
+    // be done (the disk fails, or the buffer closes first), the checkpoint stays and the
+    // batch is sent again after the next open.
+    if (rejected.length > 0 && !(await this.#deadLetter(seg, batch.records, rejected))) return;
+    counters.expired += batch.expired;
+    const c = seg.checkpoint;
+    await this.#ledger.commit(seg, {
+      offset: batch.next.offset,
+      skip: batch.next.skip,
+      delivered: c.delivered + batch.records.length + batch.expired,
+    });
+    this.#notifyProgress();
+  }
+
+  /**
+   * Reads up to one batch from `seg` at its checkpoint. Returns null when the segment was
+   * quarantined or went away while reading.
+   */
+  async #readBatch(seg: Segment): Promise<Batch | null> {
+    const o = this.#o;
+    const records: ProviderRecord[] = [];
+    let bytes = 0;
+    let expired = 0;
+    let { offset, skip } = seg.checkpoint;
+    const ttlLimit = o.maxRecordAgeMs > 0 ? Date.now() - o.maxRecordAgeMs : -Infinity;
+    if (this.#cursor?.seg !== seg) {
+      await this.#cursor?.cursor.close().catch(() => {});
+      this.#cursor = null;
+      try {
+        const fh = await o.fs.open(`${o.dir}/${seg.name}`, "read");
+        this.#cursor = { seg, cursor: new SegmentCursor(fh) };
+      } catch (e) {
+        if (seg.gone) return null;
+        throw e;
+      }
+    }
+    const cursor = this.#cursor.cursor;
+    while (records.length < o.batchMaxRecords && bytes < o.batchMaxBytes) {
+      let frameRecords: StoredRecord[];
+      let frameEnd: number;
+      const cached = this.#frameCache;
+      if (cached && cached.seg === seg && cached.offset === offset) {
+        frameRecords = cached.records;
+        frameEnd = cached.end;
+      } else {
+        const view = await cursor.frameAt(offset, seg.size);
+        if (seg.gone) return null;
+        if (view === null) break;
+        if (typeof view === "string") {
+          if (records.length > 0 || expired > 0) break; // deliver what is good first
+          await this.#quarantine(seg, offset, view);
+          return null;
+        }
+        frameRecords = [];
+        try {
+          decodeFrame(view.buf, view.at, view.header, frameRecords);
+        } catch (e) {
+          // The checksum matched but the records do not parse: treat it as corruption
+          // rather than retrying it forever.
+          if (!(e instanceof PayloadError)) throw e;
+          if (records.length > 0 || expired > 0) break;
+          await this.#quarantine(seg, offset, `undecodable frame: ${e.message}`);
+          return null;
+        }
+        frameEnd = view.end;
+        this.#frameCache = { seg, offset, end: frameEnd, records: frameRecords };
+      }
+      let i = skip;
+      for (; i < frameRecords.length; i++) {
+        if (
+          records.length >= o.batchMaxRecords || (bytes >= o.batchMaxBytes && records.length > 0)
+        ) break;
+        const r = frameRecords[i];
+        if (r.timestamp < ttlLimit) {
+          expired++;
+          continue;
+        }
+        records.push(r);
+        bytes += r.value.length + (r.key?.length ?? 0) + 64;
+      }
+      if (i < frameRecords.length) {
+        skip = i;
+        break;
+      }
+      offset = frameEnd;
+      skip = 0;
+    }
+    return { records, expired, next: { offset, skip } };
+  }
+
+  /** Seals `seg` if it is active, then moves `seg[offset..]` to quarantine (see the ledger). */
+  async #quarantine(seg: Segment, offset: number, reason: string): Promise<void> {
+    if (!seg.sealed) await this.#o.requestRoll();
+    await this.#cursor?.cursor.close().catch(() => {});
+    this.#cursor = null;
+    this.#frameCache = null;
+    await this.#ledger.quarantine(seg, offset, reason);
+  }
+
+  /**
+   * Appends refused records, with the reason in a header, to a segment in `dead/`, fsynced.
+   * A disk error is retried with backoff (counted as a storage error, not a send retry);
+   * once the buffer is closing, one more attempt is made. Resolves true once stored.
+   */
+  async #deadLetter(
+    seg: Segment,
+    batch: readonly ProviderRecord[],
+    rejected: { index: number; reason: string }[],
+  ): Promise<boolean> {
+    const b = this.#deadBuilder;
+    b.reset();
+    for (const { index, reason } of rejected) {
+      const r = batch[index];
+      const headers: Array<[string, Bytes]> = [
+        ...(r.headers ?? []).map(([k, v]): [string, Bytes] => [k, v]),
+        ["messagebuffer-error", reason],
+        ["messagebuffer-segment", seg.name],
+      ];
+      b.append(r.topic, r.value, r.key, headers, r.timestamp);
+    }
+    const frame = b.finish();
+    const deadDir = `${this.#o.dir}/${DEAD_DIR}`;
+    for (let attempt = 1;; attempt++) {
+      try {
+        this.#dead ??= await SegmentFile.create(this.#o.fs, deadDir, 0, true);
+        await this.#dead.append(frame, true);
+        break;
+      } catch (e) {
+        this.#ledger.counters.storageErrors++;
+        if (this.#dead?.broken) {
+          await this.#dead.close().catch(() => {});
+          this.#dead = null;
+        }
+        const giveUp = this.#stopping || seg.gone;
+        this.#log.error(
+          giveUp
+            ? "cannot store refused records in dead letters; they stay in the buffer and are sent again after the next open"
+            : "cannot store refused records in dead letters; retrying",
+          { segment: seg.name, records: rejected.length, attempt, error: e },
+        );
+        if (giveUp) return false;
+        await this.#sleep(this.#backoff(attempt));
+      }
+    }
+    this.#ledger.counters.deadLettered += rejected.length;
+    for (const { index, reason } of rejected) {
+      this.#log.warn("provider rejected a record for good; moved to dead letters", {
+        topic: batch[index].topic,
+        segment: seg.name,
+        reason,
+      });
+    }
+    return true;
+  }
+
+  /**
+   * Runs a provider call until it succeeds, waiting between failures: the first wait is
+   * `retryInitialMs`, doubling up to `retryMaxMs`, each drawn from [wait/2, wait]. Returns
+   * false if the buffer started closing or `abandon()` became true instead.
+   */
+  async #retrying<T>(
+    what: string,
+    fn: () => Promise<T>,
+    records = 0,
+    abandon: () => boolean = () => false,
+  ): Promise<T | false> {
+    for (let attempt = 0;; attempt++) {
+      if (this.#stopping || abandon()) return false;
+      try {
+        const out = await fn();
+        if (attempt > 0) {
+          this.#log.info(`${what} succeeded after ${attempt} retries`, {
+            provider: this.#o.provider.name,
+          });
+        }
+        if (this.#state === "retrying") this.#state = "ready";
+        return out;
+      } catch (e) {
+        this.#lastError = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+        if (this.#state !== "connecting") this.#state = "retrying";
+        this.#ledger.counters.sendRetries++;
+        this.#ledger.counters.resentRecords += records;
+        const ms = this.#backoff(attempt + 1);
+        const log = attempt === 0 || attempt % 10 === 0 ? this.#log.warn : this.#log.debug;
+        log(`${what} failed; retrying`, {
+          provider: this.#o.provider.name,
+          attempt: attempt + 1,
+          retryInMs: ms,
+          error: this.#lastError,
+        });
+        await this.#sleep(ms);
+      }
+    }
+  }
+
+  /** The wait after the `failures`-th failure in a row, with jitter. */
+  #backoff(failures: number): number {
+    const wait = Math.min(
+      this.#o.retryMaxMs,
+      this.#o.retryInitialMs * 2 ** Math.min(failures - 1, 30),
+    );
+    return Math.round(wait / 2 + Math.random() * wait / 2);
+  }
+
+  /** Sleeps `ms`, or less if the sender is stopping. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#stopSignal.then(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  #recordLatency(records: readonly ProviderRecord[]): void {
+    const now = Date.now();
+    const ring = this.#latency;
+    for (const r of records) {
+      const ms = Math.max(0, now - r.timestamp);
+      ring[this.#latencyCount % ring.length] = ms;
+      this.#latencyCount++;
+      this.#latencySum += ms;
+    }
+  }
+}
+
+/** The provider's rejections with an index inside the batch, each index once. */
+function validRejections(outcome: unknown, size: number): { index: number; reason: string }[] {
+  const list = (outcome as { rejected?: unknown } | undefined)?.rejected;
+  if (!Array.isArray(list)) return [];
+  const seen = new Set<number>();
+  const out: { index: number; reason: string }[] = [];
+  for (const r of list) {
+    const i = (r as { index?: unknown })?.index;
+    if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i >= size || seen.has(i)) {
+      continue;
+    }
+    seen.add(i);
+    out.push({ index: i, reason: String((r as { reason?: unknown }).reason) });
+  }
+  return out;
+}

@@ -1,0 +1,365 @@
+/**
+ * The write path: records are encoded into an open frame; a flush loop hands frames to the
+ * active segment one at a time (group commit: every write in a frame shares one file write
+ * and, under `fsync: "always"`, one fsync), rolls the segment by size and by age, and fsyncs
+ * it under `interval`.
+ *
+ * A failed fsync is a lasting state, as Kafka's `LogDirFailureChannel` and NATS's sticky
+ * write error are: after it, what the file holds past its last good fsync is not known to
+ * be durable. The file is retired (sealed; its records stay deliverable), the writer reports
+ * `storage: "failed"`, and every later frame first needs a fresh segment whose header and
+ * directory entry fsync cleanly, and then its own fsync, before its writes resolve. Writes
+ * that cannot be made durable so reject with {@link StorageError}. The first frame that
+ * passes ends the state.
+ *
+ * @module
+ */
+
+import { StorageError } from "../errors.ts";
+import type { FileSystem } from "../fs/types.ts";
+import type { Logger } from "../log.ts";
+import {
+  type Bytes,
+  FrameBuilder,
+  type HeadersInit,
+  SEGMENT_HEADER_SIZE,
+} from "../segment/format.ts";
+import { SegmentFile } from "../segment/writer.ts";
+import type { Durability } from "./durability.ts";
+import { type Ledger, newSegment, type Segment } from "./ledger.ts";
+
+/** Per-record options of a write. */
+export interface WriteOptions {
+  /** Kafka record key; records with the same key go to the same partition. */
+  key?: Bytes | null;
+  /** Kafka record headers. */
+  headers?: HeadersInit | null;
+  /** Event time in ms since the epoch; becomes the Kafka timestamp. @default Date.now() */
+  timestamp?: number;
+}
+
+/** Whether the buffer directory takes writes durably (see the module doc). */
+export interface StorageHealth {
+  state: "ok" | "failed";
+  /** The error that put the writer in the failed state, while it lasts. */
+  lastError: string | null;
+}
+
+/** What the writer needs from the buffer that owns it. */
+export interface WriterOptions {
+  fs: FileSystem;
+  dir: string;
+  logger: Logger;
+  durability: Durability;
+  ledger: Ledger;
+  segmentMaxBytes: number;
+  segmentMaxAgeMs: number;
+  maxRecordBytes: number;
+  /** Sequence number of the next record. */
+  nextSeq: number;
+  /** Called when records become readable or a segment is sealed (wakes the sender). */
+  onStored: () => void;
+  /** Called after every frame and every roll (pruning at the cap). */
+  afterWrite: () => Promise<void>;
+}
+
+/** The open frame's shared outcome: every write in a frame resolves or fails together. */
+interface PendingFrame {
+  builder: FrameBuilder;
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/** A frame is handed to the file once it reaches this size, even while a write is in flight. */
+const FRAME_TARGET_BYTES = 1 << 20;
+
+/** See the module doc. */
+export class SegmentWriter {
+  readonly #o: WriterOptions;
+  readonly #log: Logger;
+  readonly #ledger: Ledger;
+  /** Frames are cut at this size so that one frame never dwarfs a segment. */
+  readonly #frameTarget: number;
+  #nextSeq: number;
+  #open: PendingFrame;
+  #queue: PendingFrame[] = [];
+  #spare: FrameBuilder[] = [];
+  #pendingBytes = 0;
+  #pendingRecords = 0;
+  #flushing = false;
+  #idle: Promise<void> = Promise.resolve();
+  #idleResolve: (() => void) | null = null;
+  #rollRequested = false;
+  #rollWaiters: Array<() => void> = [];
+  #syncRequested = false;
+  #file: SegmentFile | null = null;
+  #seg: Segment | null = null;
+  #ageTimer: ReturnType<typeof setTimeout> | null = null;
+  #failure: StorageError | null = null;
+  #scratch: FrameBuilder | null = null;
+
+  constructor(o: WriterOptions) {
+    this.#o = o;
+    this.#log = o.logger;
+    this.#ledger = o.ledger;
+    this.#nextSeq = o.nextSeq;
+    this.#frameTarget = Math.min(
+      FRAME_TARGET_BYTES,
+      Math.max(256, Math.floor(o.segmentMaxBytes / 4)),
+    );
+    this.#open = this.#newFrame(new FrameBuilder(1 << 20, o.maxRecordBytes));
+  }
+
+  /** Bytes accepted but not yet in a segment file (queued frames and the open one). */
+  get pendingBytes(): number {
+    const open = this.#open.builder;
+    return this.#pendingBytes + (open.count > 0 ? open.size : 0);
+  }
+
+  /** Records accepted but not yet in a segment file. */
+  get pendingRecords(): number {
+    return this.#pendingRecords + this.#open.builder.count;
+  }
+
+  /** Whether writes are being made durable. */
+  get health(): StorageHealth {
+    return { state: this.#failure ? "failed" : "ok", lastError: this.#failure?.message ?? null };
+  }
+
+  /**
+   * Encodes a record into the open frame and schedules the flush. Throws TypeError or
+   * RangeError (naming the bad field) for bad input, storing nothing.
+   */
+  append(topic: string, value: Bytes, options: WriteOptions | undefined): Promise<void> {
+    const open = this.#open;
+    open.builder.append(topic, value, options?.key, options?.headers, timestampOf(options));
+    if (open.builder.size >= this.#frameTarget) this.#seal();
+    if (!this.#flushing) this.#kick();
+    return open.promise;
+  }
+
+  /** Throws what {@link append} would throw for this record, storing nothing. */
+  validate(topic: string, value: Bytes, options: WriteOptions | undefined): void {
+    this.#scratch ??= new FrameBuilder(1 << 16, this.#o.maxRecordBytes);
+    this.#scratch.reset();
+    this.#scratch.append(topic, value, options?.key, options?.headers, timestampOf(options));
+  }
+
+  /** Resolves when every write accepted so far has settled (stored or failed). */
+  async flush(): Promise<void> {
+    const frames = this.#queue.map((f) => f.promise);
+    if (this.#open.builder.count > 0) frames.push(this.#open.promise);
+    if (frames.length > 0) this.#kick();
+    await Promise.allSettled(frames);
+  }
+
+  /** Asks for an fsync of the active segment (the `interval` policy's timer). */
+  requestSync(): void {
+    if (this.#file && this.#file.syncedSize < this.#file.size) {
+      this.#syncRequested = true;
+      this.#kick();
+    }
+  }
+
+  /** Seals the active segment once the frames before this call are written. */
+  requestRoll(): Promise<void> {
+    if (!this.#file) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#rollWaiters.push(resolve);
+      this.#rollRequested = true;
+      this.#kick();
+    });
+  }
+
+  /** Writes every accepted frame and seals the active segment. */
+  async close(): Promise<void> {
+    if (this.#ageTimer) clearTimeout(this.#ageTimer);
+    while (this.#flushing || this.#queue.length > 0 || this.#open.builder.count > 0) {
+      this.#kick();
+      await this.#idle;
+    }
+    if (this.#file) {
+      this.#rollRequested = true;
+      this.#kick();
+      await this.#idle;
+    }
+  }
+
+  #newFrame(builder: FrameBuilder): PendingFrame {
+    let resolve!: () => void, reject!: (e: unknown) => void;
+    const promise = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    // Writers that await get the rejection; nobody awaiting is not an error here.
+    promise.catch(() => {});
+    return { builder, promise, resolve, reject };
+  }
+
+  /** Moves the open frame to the write queue and opens a new one. */
+  #seal(): void {
+    const open = this.#open;
+    if (open.builder.count === 0) return;
+    this.#queue.push(open);
+    this.#pendingBytes += open.builder.size;
+    this.#pendingRecords += open.builder.count;
+    const builder = this.#spare.pop() ?? new FrameBuilder(1 << 20, this.#o.maxRecordBytes);
+    builder.reset();
+    this.#open = this.#newFrame(builder);
+  }
+
+  /** Starts the flush loop if it is not running. */
+  #kick(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    this.#idle = new Promise((r) => (this.#idleResolve = r));
+    queueMicrotask(() => this.#flushLoop());
+  }
+
+  async #flushLoop(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.#rollRequested) await this.#roll();
+        this.#seal();
+        const next = this.#queue.shift();
+        if (next) {
+          this.#pendingBytes -= next.builder.size;
+          this.#pendingRecords -= next.builder.count;
+          await this.#writeFrame(next);
+          this.#spare.push(next.builder);
+          continue;
+        }
+        if (this.#syncRequested) {
+          this.#syncRequested = false;
+          await this.#syncActive();
+          continue;
+        }
+        break;
+      }
+    } finally {
+      this.#flushing = false;
+      this.#idleResolve?.();
+      // Work that arrived after the last check (between the awaits above) gets a new loop.
+      if (this.#queue.length > 0 || this.#open.builder.count > 0 || this.#rollRequested) {
+        this.#kick();
+      }
+    }
+  }
+
+  async #writeFrame(frame: PendingFrame): Promise<void> {
+    const b = frame.builder;
+    const bytes = b.finish();
+    const count = b.count;
+    let file: SegmentFile | null = null;
+    try {
+      const full = this.#file !== null && this.#file.size > SEGMENT_HEADER_SIZE &&
+        this.#file.size + bytes.length > this.#o.segmentMaxBytes;
+      if (full || this.#file?.broken) await this.#roll();
+      if (!this.#file) await this.#createActive();
+      file = this.#file!;
+      const seg = this.#seg!;
+      // After a failed fsync, a frame counts only once an fsync of its own succeeds.
+      const probing = this.#failure !== null;
+      const before = file.size;
+      await file.append(bytes, this.#o.durability.ackAfterSync || probing);
+      if (probing) {
+        this.#log.warn("storage works again: a fresh segment and a frame were fsynced", {
+          segment: seg.name,
+          after: this.#failure!.message,
+        });
+        this.#failure = null;
+      }
+      // Visible to the sender only now that it is durable under the policy.
+      this.#ledger.appended(seg, file.size - before, count, b.baseTimestamp, b.maxTimestamp);
+      frame.resolve();
+      this.#o.onStored();
+    } catch (e) {
+      if (file?.broken) this.#fail("fsync of a frame", file.name, e);
+      this.#ledger.counters.writeErrors += count;
+      const err = new StorageError(`write ${count} record(s) to`, file?.path ?? this.#o.dir, e);
+      this.#log.error("write failed; the records were not stored", {
+        records: count,
+        error: err.message,
+      });
+      frame.reject(err);
+    }
+    await this.#o.afterWrite();
+  }
+
+  async #createActive(): Promise<void> {
+    const o = this.#o;
+    // While failed, the new segment must prove that fsync works again.
+    const sync = o.durability.syncFiles || this.#failure !== null;
+    const file = await SegmentFile.create(o.fs, o.dir, this.#nextSeq, sync);
+    const seg = newSegment(file.name, file.firstSeq);
+    this.#file = file;
+    this.#seg = seg;
+    this.#ledger.add(seg);
+    if (this.#ageTimer) clearTimeout(this.#ageTimer);
+    this.#ageTimer = setTimeout(() => {
+      if (this.#seg === seg) {
+        this.#rollRequested = true;
+        this.#kick();
+      }
+    }, o.segmentMaxAgeMs);
+    (this.#ageTimer as { unref?: () => void }).unref?.();
+  }
+
+  /** Seals the active segment (fsynced unless the policy is `never`). */
+  async #roll(): Promise<void> {
+    this.#rollRequested = false;
+    const file = this.#file;
+    const seg = this.#seg;
+    this.#file = null;
+    this.#seg = null;
+    if (file && seg) {
+      this.#nextSeq = seg.firstSeq + seg.records;
+      if (this.#o.durability.syncFiles && !file.broken) {
+        try {
+          await file.sync();
+        } catch (e) {
+          this.#fail("fsync while sealing", file.name, e);
+        }
+      }
+      await file.close().catch(() => {});
+      seg.sealed = true;
+      this.#o.onStored();
+    }
+    for (const w of this.#rollWaiters.splice(0)) w();
+    await this.#o.afterWrite();
+  }
+
+  async #syncActive(): Promise<void> {
+    const file = this.#file;
+    if (!file) return;
+    try {
+      await file.sync();
+    } catch (e) {
+      this.#fail("fsync of the active segment", file.name, e);
+      await this.#roll();
+    }
+  }
+
+  /** Enters the failed state (see the module doc). */
+  #fail(what: string, segment: string, cause: unknown): void {
+    this.#ledger.counters.storageErrors++;
+    this.#failure = new StorageError(`fsync`, `${this.#o.dir}/${segment}`, cause);
+    this.#log.error(
+      `${what} failed; the segment is retired, and writes are refused until a fresh segment can be fsynced`,
+      { segment, error: cause },
+    );
+  }
+}
+
+/** The write's timestamp: the one given, or now. Throws TypeError for a bad one. */
+export function timestampOf(options: WriteOptions | undefined): number {
+  const t = options?.timestamp;
+  if (t === undefined) return Date.now();
+  if (typeof t !== "number" || !Number.isSafeInteger(t) || t < 0) {
+    throw new TypeError(
+      `timestamp must be a non-negative integer of ms since the epoch, got ${String(t)}`,
+    );
+  }
+  return t;
+}
