@@ -5,6 +5,7 @@
  * - `crash()` returns the filesystem as a machine would find it after power loss: file data
  *   not covered by an fsync is gone (or, with `torn`, a random part of it survives), and
  *   creates, renames and removes not covered by a directory fsync are undone.
+ *   `processCrash()` returns it as a SIGKILL leaves it: everything written survives.
  * - `crashAfter(n)`: the n-th mutating operation from now and every later one throw, as if
  *   the process died there.
  * - `capacity`: appends past it write what fits (a short write) and then fail with ENOSPC.
@@ -80,6 +81,15 @@ export class MemoryFileSystem implements FileSystem {
   capacity = Infinity;
   /** Mutating operations performed so far (useful to pick crash points). */
   ops = 0;
+  /** Extra time some operations take, in ms (a slow disk): `{ syncDir: 5 }`. */
+  latencyMs: Partial<Record<MemoryOp, number>> = {};
+
+  /** `fn` as a promise, after the latency set for `op`, if any. */
+  _slow<T>(op: MemoryOp, fn: () => T): Promise<T> {
+    const ms = this.latencyMs[op];
+    if (!ms) return settle(fn);
+    return new Promise((r) => setTimeout(r, ms)).then(() => settle(fn));
+  }
 
   /** The next operation `op` (on a path containing `path`, when given) fails with `code`. */
   failNext(op: MemoryOp, code: string, path?: string): void {
@@ -133,6 +143,26 @@ export class MemoryFileSystem implements FileSystem {
         copy.synced = keep.slice();
         copies.set(file, copy);
       }
+      next.#files.set(path, copy);
+      next.#durable.set(path, copy);
+    }
+    return next;
+  }
+
+  /**
+   * A new filesystem holding what survives a crash of the process alone (SIGKILL): every
+   * completed write, synced or not, since the kernel still has it.
+   */
+  processCrash(): MemoryFileSystem {
+    const next = new MemoryFileSystem();
+    next.#dirs = new Set(this.#dirs);
+    for (const [path, file] of this.#files) {
+      const copy = new MemFile();
+      const bytes = file.bytes();
+      copy.ensure(bytes.length);
+      copy.data.set(bytes);
+      copy.length = bytes.length;
+      copy.synced = bytes.slice();
       next.#files.set(path, copy);
       next.#durable.set(path, copy);
     }
@@ -242,7 +272,7 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   rename(from: string, to: string): Promise<void> {
-    return settle(() => {
+    return this._slow("rename", () => {
       this.#step("rename", from, true);
       const f = this.#file(from, "rename");
       this.#files.delete(from);
@@ -258,7 +288,7 @@ export class MemoryFileSystem implements FileSystem {
   }
 
   syncDir(dir: string): Promise<void> {
-    return settle(() => {
+    return this._slow("syncDir", () => {
       this.#step("syncDir", dir, true);
       const prefix = dir.endsWith("/") ? dir : dir + "/";
       const inDir = (p: string) => p.startsWith(prefix) && !p.slice(prefix.length).includes("/");
@@ -321,7 +351,7 @@ class MemHandle implements FileHandle {
     });
   }
   sync(): Promise<void> {
-    return settle(() => {
+    return this.#fs._slow("sync", () => {
       this.#check();
       this.#fs._step("sync", this.#path, true);
       this.#f.synced = this.#f.bytes();
