@@ -87,6 +87,24 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
       c.sendRetries,
     ],
     [
+      "messagebuffer_records_resent_total",
+      "counter",
+      "Records sent again after a failed send (any of them may reach Kafka twice).",
+      c.resentRecords,
+    ],
+    [
+      "messagebuffer_storage_errors_total",
+      "counter",
+      "Filesystem operations that failed outside a write: fsync, S file, deletion, quarantine, dead letters.",
+      c.storageErrors,
+    ],
+    [
+      "messagebuffer_storage_up",
+      "gauge",
+      "0 after an fsync failed, until a fresh segment and a write fsync cleanly again.",
+      s.storage.state === "ok" ? 1 : 0,
+    ],
+    [
       "messagebuffer_backlog_records",
       "gauge",
       "Records stored and not yet acknowledged.",
@@ -182,7 +200,7 @@ export async function serveMetrics(
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
       res.end(renderMetrics(stats, ingest));
     } else if (req.url === "/health") {
-      const healthy = open && stats.provider.state === "ready";
+      const healthy = open && stats.provider.state === "ready" && stats.storage.state === "ok";
       res.writeHead(healthy ? 200 : 503, { "content-type": "application/json" });
       res.end(
         JSON.stringify({
@@ -190,6 +208,8 @@ export async function serveMetrics(
           buffer: open ? "open" : "closed",
           provider: stats.provider.state,
           lastError: stats.provider.lastError,
+          storage: stats.storage.state,
+          storageError: stats.storage.lastError,
           backlogRecords: stats.backlog.records,
         }) + "\n",
       );
