@@ -10,6 +10,7 @@ import {
   silentLogger,
   StorageError,
 } from "../../mod.ts";
+import { checkpointFileName, commitCheckpoint } from "../../src/checkpoint/checkpoint.ts";
 import { dirStatus } from "../../src/agent/inspect.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import type { ProviderRecord, SendResult } from "../../src/provider/types.ts";
@@ -279,4 +280,32 @@ describe("re-sends after a crash", () => {
       }
     });
   }
+});
+
+describe("status reads a buffer as opening it would", () => {
+  it("an S file pointing inside a frame: status and open both start the segment over", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    p.down = true;
+    const b = await MessageBuffer.open(opts(fs, p, { segmentMaxBytes: 1 << 16 }));
+    await Promise.all(Array.from({ length: 10 }, (_, i) => b.write("t", `r${i}`)));
+    await b.close();
+    const [seg] = (await fs.list(DIR)).filter((n) => n.endsWith(".seg"));
+    // An S file that claims 7 records were delivered, at an offset inside the first frame.
+    await commitCheckpoint(fs, DIR, `${DIR}/${checkpointFileName(seg)}`, {
+      offset: 16 + 5,
+      skip: 0,
+      delivered: 7,
+    }, true);
+    const status = await dirStatus(fs, DIR, () => false);
+    assert.equal(status.segments[0].delivered, 0);
+    assert.equal(status.backlog.records, 10);
+    assert.match(status.segments[0].checkpointProblem ?? "", /not at a frame start/);
+    const p2 = new RecordingProvider();
+    const b2 = await MessageBuffer.open(opts(fs, p2));
+    assert.equal(b2.stats().backlog.records, status.backlog.records);
+    await b2.drained(5000);
+    await b2.close();
+    assert.equal(p2.received.length, 10);
+  });
 });
