@@ -83,7 +83,10 @@ export class RawClient {
   readonly socket: net.Socket;
   answers: string[] = [];
   #text = "";
+  /** Resolves when the socket closes. */
   closed: Promise<void>;
+  /** Whether the agent ended its side (its FIN arrived, after every answer it sent). */
+  peerEnded = false;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -97,6 +100,7 @@ export class RawClient {
       }
     });
     this.closed = new Promise((r) => socket.once("close", () => r()));
+    socket.once("end", () => (this.peerEnded = true));
   }
 
   static connect(path: string): Promise<RawClient> {

@@ -155,6 +155,31 @@ describe("agent (messagebuffer run)", () => {
     assert.ok(!values.some((v) => v.startsWith("cut-off")));
   });
 
+  it("answers every line of a client that half-closes after writing, then closes its side", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    await offlineAgent(t.dir);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    for (const n of [1, 1_000, 20_000]) {
+      const c = await RawClient.connect(sock);
+      let text = "#ack\n";
+      for (let i = 0; i < n; i++) text += `half-close\t\tline-${i}\n`;
+      // All of it in one go, then a half-close (what `nc -U -N` does): the client still reads.
+      const errors: Error[] = [];
+      c.socket.on("error", (e) => errors.push(e));
+      c.socket.end(text);
+      await c.closed;
+      assert.equal(c.answers.length, n + 1, `${c.answers.length} answers to #ack and ${n} line(s)`);
+      assert.deepEqual(errors, []);
+      assert.ok(c.peerEnded, "the agent ended its side");
+      assert.equal(
+        c.answers.filter((a) => a === "ok").length,
+        n + 1,
+        c.answers.find((a) => a !== "ok"),
+      );
+    }
+  });
+
   it("on SIGTERM while clients write, exits 0, and every acknowledged line reaches Kafka after a restart", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
