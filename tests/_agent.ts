@@ -83,7 +83,10 @@ export class RawClient {
   readonly socket: net.Socket;
   answers: string[] = [];
   #text = "";
+  /** Resolves when the socket closes. */
   closed: Promise<void>;
+  /** Whether the agent ended its side (its FIN arrived, after every answer it sent). */
+  peerEnded = false;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -97,6 +100,7 @@ export class RawClient {
       }
     });
     this.closed = new Promise((r) => socket.once("close", () => r()));
+    socket.once("end", () => (this.peerEnded = true));
   }
 
   static connect(path: string): Promise<RawClient> {
@@ -127,5 +131,47 @@ export class RawClient {
 
   end(): void {
     this.socket.end();
+  }
+}
+
+/** A TCP port free on 127.0.0.1 right now (for `--metrics`). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The agent's `/metrics` at `address` (host:port), as name → value (unlabelled samples). */
+export async function scrapeMetrics(address: string): Promise<Record<string, number>> {
+  const res = await fetch(`http://${address}/metrics`);
+  if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
+  const out: Record<string, number> = {};
+  for (const line of (await res.text()).split("\n")) {
+    const m = /^([a-z_]+) (\S+)$/.exec(line);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+/** Scrapes `/metrics` until `cond` holds; resolves with that scrape. Throws after `ms`. */
+export async function waitForMetrics(
+  address: string,
+  cond: (m: Record<string, number>) => boolean,
+  what: string,
+  ms = 30_000,
+): Promise<Record<string, number>> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const m = await scrapeMetrics(address);
+    if (cond(m)) return m;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(m)}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -3,7 +3,8 @@
  * buffer, and in acknowledged mode answers every line, in order, with `ok` once its record
  * is durable, or `error <reason>`. A bad line never closes the connection. When the buffer
  * is full under `whenFull: "block"`, or a client does not read its answers, the server
- * stops reading that socket (back-pressure) instead of buffering in memory.
+ * stops reading that socket (back-pressure) instead of buffering in memory. A client that
+ * ends its side (a half-close) still gets every answer; the server then ends its side.
  *
  * @module
  */
@@ -224,6 +225,8 @@ class Connection {
       this.#skipping = false;
     }
     this.#ended = true;
+    // The client's side is closed, ours is not (allowHalfOpen): answer, then end (end()
+    // flushes the answers written before it).
     void this.whenAnswered().then(() => this.#socket.end());
   }
 
@@ -308,7 +311,9 @@ export class IngestServer {
       o.logger.info("removed a stale socket file", { socket: o.path });
       await rm(o.path, { force: true });
     }
-    const server = net.createServer({ pauseOnConnect: false });
+    // allowHalfOpen: a client that ends its side after its last line (`nc -U -N`) still
+    // reads; the connection ends our side once every line is answered (see #onEnd).
+    const server = net.createServer({ pauseOnConnect: false, allowHalfOpen: true });
     const ingest = new IngestServer(o, server);
     server.on("connection", (socket) => ingest.#accept(socket));
     await new Promise<void>((resolve, reject) => {

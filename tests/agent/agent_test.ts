@@ -7,7 +7,16 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import process from "node:process";
 import { spawn } from "node:child_process";
 import { escapeField } from "../../src/ingest/protocol.ts";
-import { type Agent, agentCommand, RawClient, runCli, startAgent } from "../_agent.ts";
+import {
+  type Agent,
+  agentCommand,
+  freePort,
+  RawClient,
+  runCli,
+  scrapeMetrics,
+  startAgent,
+  waitForMetrics,
+} from "../_agent.ts";
 import { tempDir, waitFor } from "../_helpers.ts";
 import { BROKERS, consume, createTopics, uniqueTopic } from "../_kafka.ts";
 
@@ -155,6 +164,31 @@ describe("agent (messagebuffer run)", () => {
     assert.ok(!values.some((v) => v.startsWith("cut-off")));
   });
 
+  it("answers every line of a client that half-closes after writing, then closes its side", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    await offlineAgent(t.dir);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    for (const n of [1, 1_000, 20_000]) {
+      const c = await RawClient.connect(sock);
+      let text = "#ack\n";
+      for (let i = 0; i < n; i++) text += `half-close\t\tline-${i}\n`;
+      // All of it in one go, then a half-close (what `nc -U -N` does): the client still reads.
+      const errors: Error[] = [];
+      c.socket.on("error", (e) => errors.push(e));
+      c.socket.end(text);
+      await c.closed;
+      assert.equal(c.answers.length, n + 1, `${c.answers.length} answers to #ack and ${n} line(s)`);
+      assert.deepEqual(errors, []);
+      assert.ok(c.peerEnded, "the agent ended its side");
+      assert.equal(
+        c.answers.filter((a) => a === "ok").length,
+        n + 1,
+        c.answers.find((a) => a !== "ok"),
+      );
+    }
+  });
+
   it("on SIGTERM while clients write, exits 0, and every acknowledged line reaches Kafka after a restart", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
@@ -169,10 +203,13 @@ describe("agent (messagebuffer run)", () => {
       c.write("#ack\n");
       c.socket.on("error", () => {});
       while (!stop && !c.socket.destroyed) {
-        let text = "";
-        for (let i = 0; i < 200; i++) text += `${topic}\t\ts${ci}-${sent[ci]++}\n`;
-        c.write(text);
-        await new Promise((r) => setTimeout(r, 2));
+        // Paced by the agent's answers: up to 1,000 lines in flight, topped up as answers come.
+        if (sent[ci] - (c.answers.length - 1) < 1000) {
+          let text = "";
+          for (let i = 0; i < 200; i++) text += `${topic}\t\ts${ci}-${sent[ci]++}\n`;
+          c.write(text);
+        }
+        await new Promise((r) => setTimeout(r, 1));
       }
     });
     await waitFor(
@@ -183,7 +220,13 @@ describe("agent (messagebuffer run)", () => {
     const code = await a.stop("SIGTERM");
     stop = true;
     await Promise.all(writers);
+    await Promise.all(clients.map((c) => c.closed));
     assert.equal(code, 0, a.log());
+    // Every line the agent read (each one stored: `written`) was answered before it hung up.
+    const written = Number(/ stopped written=(\d+)/.exec(a.log())?.[1]);
+    const answers = clients.flatMap((c) => c.answers.slice(1));
+    assert.equal(answers.length, written, "answers to the lines the agent stored");
+    assert.deepEqual(answers.filter((x) => x !== "ok"), []);
     const acked: string[] = [];
     clients.forEach((c, ci) =>
       c.answers.slice(1).forEach((ans, i) => ans === "ok" && acked.push(`s${ci}-${i}`))
@@ -201,20 +244,40 @@ describe("agent (messagebuffer run)", () => {
     const topic = uniqueTopic("agent-block");
     await createTopics([topic], 1);
     const cap = ["--file-max-size", "0.01", "--total-size", "0.05", "--when-full", "block"];
-    // No broker reachable: nothing is delivered, so the 50 KB cap fills.
-    const a = await offlineAgent(t.dir, cap);
+    const metrics = `127.0.0.1:${await freePort()}`;
+    // No broker reachable: nothing is delivered, so the 50 KB cap fills and never frees.
+    const a = await offlineAgent(t.dir, [...cap, "--metrics", metrics]);
     const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
     c.socket.on("error", () => {});
     let text = "#ack\n";
-    for (let i = 0; i < 5000; i++) text += `${topic}\t\tb-${i}-${"z".repeat(90)}\n`;
-    c.write(text); // 500 KB, ten times the cap
-    await waitFor(() => c.answers.length > 100, 30_000, "the first answers");
-    await new Promise((r) => setTimeout(r, 1000));
+    const sent = 20_000;
+    for (let i = 0; i < sent; i++) text += `${topic}\t\tb-${i}-${"z".repeat(90)}\n`;
+    c.write(text); // 2 MB, forty times the cap
+    // Settled: writes wait for room, every line read is either stored (and answered) or one
+    // of those waiting writes.
+    const m = await waitForMetrics(
+      metrics,
+      (m) =>
+        m.messagebuffer_blocked_writes > 0 &&
+        c.answers.length === 1 + m.messagebuffer_records_written_total &&
+        m.messagebuffer_ingest_lines_total ===
+          1 + m.messagebuffer_records_written_total + m.messagebuffer_blocked_writes,
+      "blocked writes, and an answer to every stored line",
+    );
     const stalled = c.answers.length;
-    await new Promise((r) => setTimeout(r, 1000));
-    assert.equal(c.answers.length, stalled, "no more lines are taken while the buffer is full");
     assert.ok(stalled < 1000, `${stalled - 1} lines taken for a 50 KB cap`);
     assert.ok(c.answers.every((x) => x === "ok"), "nothing refused, nothing dropped: writes wait");
+    // It read up to the cap and at most one more read's worth (what the kernel held: about
+    // 600 lines under Deno, 2,100 under Bun), not what the client sent.
+    const read = m.messagebuffer_ingest_lines_total;
+    assert.ok(read < sent / 4, `${read} of ${sent} lines read while blocked`);
+    // And it stays so: the agent serves other requests (here, scrapes) and reads no more.
+    for (let i = 0; i < 10; i++) {
+      const again = await scrapeMetrics(metrics);
+      assert.equal(again.messagebuffer_ingest_lines_total, read);
+      assert.equal(again.messagebuffer_blocked_writes, m.messagebuffer_blocked_writes);
+    }
+    assert.equal(c.answers.length, stalled);
     const st = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
     assert.ok(st.backlog.bytes <= 60 * 1024, `backlog ${st.backlog.bytes} bytes`);
     assert.equal(await a.stop("SIGTERM"), 0);
@@ -364,7 +427,15 @@ describe("agent CLI", () => {
     const topic = uniqueTopic("agent-status");
     await createTopics([topic], 1, { "max.message.bytes": "20000" });
     // Deliver some, dead-letter one, then stop with a backlog the broker cannot take.
-    const a = await agentIn(t.dir, ["--file-max-size", "0.01", "--total-size", "10"]);
+    const metrics = `127.0.0.1:${await freePort()}`;
+    const a = await agentIn(t.dir, [
+      "--file-max-size",
+      "0.01",
+      "--total-size",
+      "10",
+      "--metrics",
+      metrics,
+    ]);
     const sock = `${t.dir}/messagebuffer.sock`;
     const send = await runCli(
       ["send", "--socket", sock],
@@ -372,12 +443,17 @@ describe("agent CLI", () => {
     );
     assert.equal(send.code, 0, send.stderr);
     await waitFor(() => /moved to dead letters/.test(a.log()), 30_000, "a dead letter");
-    for (let i = 0; i < 100; i++) {
-      const live = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
-      assert.equal(live.agent.running, true);
-      if (live.backlog.records === 0) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    // Both good records delivered, the big one dead-lettered: nothing left to send.
+    await waitForMetrics(
+      metrics,
+      (m) =>
+        m.messagebuffer_records_delivered_total === 2 &&
+        m.messagebuffer_records_dead_lettered_total === 1 &&
+        m.messagebuffer_backlog_records === 0,
+      "two records delivered, one dead-lettered",
+    );
+    const live = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
+    assert.equal(live.agent.running, true);
     assert.equal(await a.stop("SIGTERM"), 0);
     // A backlog: an agent pointed at no broker stores lines it cannot deliver.
     const b = await offlineAgent(t.dir, ["--file-max-size", "0.01", "--total-size", "10"]);
