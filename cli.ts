@@ -148,12 +148,13 @@ async function loadConfig(flags: Record<string, unknown>): Promise<AgentConfig> 
 }
 
 const settingFlags = Object.fromEntries(
-  SETTINGS.map((s) => [s.flag, { type: s.kind === "boolean" ? "boolean" : "string" } as const]),
+  SETTINGS.map((
+    s,
+  ) => [s.flag, { type: s.spec.type === "boolean" ? "boolean" : "string" } as const]),
 );
 
 function socketPath(config: AgentConfig): string {
-  return (config.values.socket as string | undefined) ??
-    `${config.values.buffer_dir}/messagebuffer.sock`;
+  return config.values.socket ?? `${config.values.buffer_dir}/messagebuffer.sock`;
 }
 
 function quietKafkajsWarnings(): void {
@@ -177,8 +178,8 @@ async function run(args: string[]): Promise<number> {
     return 0;
   }
   const logger: Logger = createLogger({
-    level: config.values.log_level as "info",
-    format: config.values.log_format as "text",
+    level: config.values.log_level,
+    format: config.values.log_format,
   });
   quietKafkajsWarnings();
   const provider = new KafkaProvider({
@@ -193,8 +194,8 @@ async function run(args: string[]): Promise<number> {
   try {
     ingest = await IngestServer.listen({
       path: socketPath(config),
-      mode: Number.parseInt(String(config.values.socket_mode), 8),
-      maxLineBytes: config.values.max_line_bytes as number,
+      mode: Number.parseInt(config.values.socket_mode, 8),
+      maxLineBytes: config.values.max_line_bytes,
       buffer,
       logger,
     });
@@ -204,13 +205,13 @@ async function run(args: string[]): Promise<number> {
   }
   const metrics = config.values.metrics
     ? await serveMetrics(
-      String(config.values.metrics),
+      config.values.metrics,
       () => ({ stats: buffer.stats(), ingest: ingest?.stats ?? null, open }),
     )
     : null;
   logger.info("agent ready", {
     socket: ingest.path,
-    brokers: (config.values.brokers as string[]).join(","),
+    brokers: config.values.brokers?.join(","),
     fsync: config.values.fsync,
     metrics: config.values.metrics,
     backlogRecords: buffer.stats().backlog.records,
@@ -307,7 +308,7 @@ async function status(args: string[]): Promise<number> {
     json: { type: "boolean" },
   });
   const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
-  const s = await dirStatus(defaultFileSystem(), String(config.values.buffer_dir), pidIsAlive);
+  const s = await dirStatus(defaultFileSystem(), config.values.buffer_dir, pidIsAlive);
   process.stdout.write((values.json ? JSON.stringify(s, null, 2) : formatStatus(s)) + "\n");
   return 0;
 }
