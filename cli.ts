@@ -157,15 +157,6 @@ function socketPath(config: AgentConfig): string {
   return config.values.socket ?? `${config.values.buffer_dir}/messagebuffer.sock`;
 }
 
-function quietKafkajsWarnings(): void {
-  // kafkajs's request queue can compute a negative timer delay; runtimes clamp it to 1 ms
-  // and print a TimeoutNegativeWarning, which would break JSON log output. Clamp it here.
-  const original = globalThis.setTimeout;
-  globalThis.setTimeout =
-    ((fn: (...a: unknown[]) => void, ms?: number, ...rest: unknown[]) =>
-      original(fn, typeof ms === "number" && ms < 0 ? 1 : ms, ...rest)) as typeof setTimeout;
-}
-
 async function run(args: string[]): Promise<number> {
   const { values: flags } = parse("run", args, {
     ...settingFlags,
@@ -181,7 +172,6 @@ async function run(args: string[]): Promise<number> {
     level: config.values.log_level,
     format: config.values.log_format,
   });
-  quietKafkajsWarnings();
   const provider = new KafkaProvider({
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,

@@ -25,6 +25,7 @@ import {
   type Producer,
   type SASLOptions,
 } from "kafkajs";
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import type { Logger } from "../../log.ts";
 import { silentLogger } from "../../log.ts";
 import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
@@ -75,6 +76,30 @@ export interface KafkaProviderOptions {
   /** Where kafkajs's own log lines go. @default none */
   logger?: Logger;
 }
+
+/**
+ * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
+ * calls `scheduleCheckPendingRequests`, which arms a timer for `throttledUntil - Date.now()`
+ * ms even when nothing is pending and nothing is throttled. `throttledUntil` is then -1, so
+ * the delay is about minus the epoch time: runtimes clamp it to 1 ms and print a
+ * TimeoutNegativeWarning, and the timer re-arms itself every millisecond for the life of the
+ * connection (kafkajs issues #1751 and #1704, unfixed upstream). With no request pending
+ * there is nothing to check: a request queued later schedules its own check, and a response
+ * checks the queue. So this skips exactly that case; the rest runs as kafkajs wrote it.
+ * Idempotent; called by {@link KafkaProvider}'s constructor.
+ */
+export function stopIdlePolling(): void {
+  if (idlePollingStopped) return;
+  idlePollingStopped = true;
+  const proto = RequestQueue.prototype;
+  const original = proto.scheduleCheckPendingRequests;
+  proto.scheduleCheckPendingRequests = function (this: RequestQueue) {
+    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
+    original.call(this);
+  };
+}
+
+let idlePollingStopped = false;
 
 // The table and the documented options agree: same names, same value types.
 const _sameOptions: Same<
@@ -168,6 +193,7 @@ export class KafkaProvider implements Provider {
     if (options === null || typeof options !== "object") {
       throw new TypeError("KafkaProvider needs an options object");
     }
+    stopIdlePolling();
     this.#o = resolveTable(
       KAFKA,
       { ...options, "sasl.mechanism": options.sasl?.mechanism },
