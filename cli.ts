@@ -9,7 +9,6 @@
 import { createReadStream } from "node:fs";
 import { readFile } from "node:fs/promises";
 import process from "node:process";
-import { parseArgs } from "node:util";
 import pkg from "./package.json" with { type: "json" };
 import {
   type AgentConfig,
@@ -21,6 +20,7 @@ import {
   SETTINGS,
   settingsHelp,
 } from "./src/agent/config.ts";
+import { FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
 import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
 import { MessageBuffer } from "./src/engine/buffer.ts";
@@ -30,6 +30,7 @@ import { sendLines } from "./src/ingest/client.ts";
 import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
+import { AGENT } from "./src/settings.ts";
 
 const VERSION = pkg.version;
 
@@ -111,19 +112,20 @@ function textOrBase64(name: string, bytes: Uint8Array, out: Record<string, unkno
   }
 }
 
+/** Wrong use of a command; `main` prints it after the command's name and exits 2. */
 class UsageError extends Error {}
 
-type FlagSpec = Record<string, { type: "string" | "boolean" }>;
-
-function parse(command: string, args: string[], options: FlagSpec, allowPositionals = false) {
+function parse<S extends FlagSpec>(
+  command: string,
+  args: string[],
+  flags: S,
+  allowPositionals = false,
+) {
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals }) as {
-      values: Record<string, string | boolean | undefined>;
-      positionals: string[];
-    };
+    return parseFlags(args, flags, allowPositionals);
   } catch (e) {
-    const msg = (e as Error).message.replace(/^Unknown option '(.*?)'.*$/s, "unknown flag $1");
-    throw new UsageError(`messagebuffer ${command}: ${msg} (see: messagebuffer help ${command})`);
+    if (!(e instanceof FlagError)) throw e;
+    throw new UsageError(`${e.message} (see: messagebuffer help ${command})`);
   }
 }
 
@@ -147,29 +149,19 @@ async function loadConfig(flags: Record<string, unknown>): Promise<AgentConfig> 
   return buildConfig(flags, file, process.env);
 }
 
-const settingFlags = Object.fromEntries(
-  SETTINGS.map((s) => [s.flag, { type: s.kind === "boolean" ? "boolean" : "string" } as const]),
+const settingFlags: FlagSpec = Object.fromEntries(
+  SETTINGS.map((s) => [s.flag, s.spec.type === "boolean" ? "boolean" : "value"]),
 );
 
 function socketPath(config: AgentConfig): string {
-  return (config.values.socket as string | undefined) ??
-    `${config.values.buffer_dir}/messagebuffer.sock`;
-}
-
-function quietKafkajsWarnings(): void {
-  // kafkajs's request queue can compute a negative timer delay; runtimes clamp it to 1 ms
-  // and print a TimeoutNegativeWarning, which would break JSON log output. Clamp it here.
-  const original = globalThis.setTimeout;
-  globalThis.setTimeout =
-    ((fn: (...a: unknown[]) => void, ms?: number, ...rest: unknown[]) =>
-      original(fn, typeof ms === "number" && ms < 0 ? 1 : ms, ...rest)) as typeof setTimeout;
+  return config.values.socket ?? `${config.values.buffer_dir}/messagebuffer.sock`;
 }
 
 async function run(args: string[]): Promise<number> {
   const { values: flags } = parse("run", args, {
     ...settingFlags,
-    config: { type: "string" },
-    "print-config": { type: "boolean" },
+    config: "value",
+    "print-config": "boolean",
   });
   const config = await loadConfig(flags);
   if (flags["print-config"]) {
@@ -177,10 +169,9 @@ async function run(args: string[]): Promise<number> {
     return 0;
   }
   const logger: Logger = createLogger({
-    level: config.values.log_level as "info",
-    format: config.values.log_format as "text",
+    level: config.values.log_level,
+    format: config.values.log_format,
   });
-  quietKafkajsWarnings();
   const provider = new KafkaProvider({
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,
@@ -198,8 +189,8 @@ async function run(args: string[]): Promise<number> {
   try {
     ingest = await IngestServer.listen({
       path: socketPath(config),
-      mode: Number.parseInt(String(config.values.socket_mode), 8),
-      maxLineBytes: config.values.max_line_bytes as number,
+      mode: Number.parseInt(config.values.socket_mode, 8),
+      maxLineBytes: config.values.max_line_bytes,
       buffer,
       logger,
     });
@@ -209,13 +200,13 @@ async function run(args: string[]): Promise<number> {
   }
   const metrics = config.values.metrics
     ? await serveMetrics(
-      String(config.values.metrics),
+      config.values.metrics,
       () => ({ stats: buffer.stats(), ingest: ingest?.stats ?? null, open }),
     )
     : null;
   logger.info("agent ready", {
     socket: ingest.path,
-    brokers: (config.values.brokers as string[]).join(","),
+    brokers: config.values.brokers?.join(","),
     fsync: config.values.fsync,
     metrics: config.values.metrics,
     backlogRecords: buffer.stats().backlog.records,
@@ -278,17 +269,15 @@ async function run(args: string[]): Promise<number> {
 
 async function send(args: string[]): Promise<number> {
   const { values, positionals } = parse("send", args, {
-    socket: { type: "string" },
-    "buffer-dir": { type: "string" },
-    quiet: { type: "boolean" },
+    socket: "value",
+    "buffer-dir": "value",
+    quiet: "boolean",
   }, true);
   if (positionals.length > 1) {
-    throw new UsageError(
-      "messagebuffer send: give at most one FILE (see: messagebuffer help send)",
-    );
+    throw new UsageError("give at most one FILE (see: messagebuffer help send)");
   }
-  const path = (values.socket as string | undefined) ??
-    `${values["buffer-dir"] ?? "./messagebuffer-data"}/messagebuffer.sock`;
+  const dir = values["buffer-dir"] ?? AGENT.buffer_dir.default;
+  const path = values.socket ?? `${dir}/messagebuffer.sock`;
   const input = positionals[0] ? createReadStream(positionals[0]) : process.stdin;
   let summary;
   try {
@@ -307,12 +296,12 @@ async function send(args: string[]): Promise<number> {
 
 async function status(args: string[]): Promise<number> {
   const { values } = parse("status", args, {
-    "buffer-dir": { type: "string" },
-    config: { type: "string" },
-    json: { type: "boolean" },
+    "buffer-dir": "value",
+    config: "value",
+    json: "boolean",
   });
   const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
-  const s = await dirStatus(defaultFileSystem(), String(config.values.buffer_dir), pidIsAlive);
+  const s = await dirStatus(defaultFileSystem(), config.values.buffer_dir, pidIsAlive);
   process.stdout.write((values.json ? JSON.stringify(s, null, 2) : formatStatus(s)) + "\n");
   return 0;
 }
@@ -320,9 +309,7 @@ async function status(args: string[]): Promise<number> {
 async function dump(args: string[]): Promise<number> {
   const { positionals } = parse("dump", args, {}, true);
   if (positionals.length !== 1) {
-    throw new UsageError(
-      "messagebuffer dump: give one segment file (see: messagebuffer help dump)",
-    );
+    throw new UsageError("give one segment file (see: messagebuffer help dump)");
   }
   const out: string[] = [];
   const flush = () => {
@@ -376,9 +363,7 @@ export async function main(argv: string[]): Promise<number> {
       case "help":
         if (rest[0] && HELP[rest[0]]) process.stdout.write(HELP[rest[0]]);
         else if (rest[0]) {
-          throw new UsageError(
-            `messagebuffer help: no command "${rest[0]}" (commands: run, send, status, dump)`,
-          );
+          throw new UsageError(`no command "${rest[0]}" (commands: run, send, status, dump)`);
         } else process.stdout.write(USAGE);
         return 0;
       case "--help":
@@ -392,16 +377,17 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       default:
         throw new UsageError(
-          `messagebuffer: unknown command "${command}" (commands: run, send, status, dump, help)`,
+          `unknown command "${command}" (commands: run, send, status, dump, help)`,
         );
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof ConfigError) {
-      process.stderr.write(`${e.message}\n`);
-      return 2;
-    }
-    process.stderr.write(`messagebuffer ${command}: ${(e as Error).message}\n`);
-    return 1;
+    // Every error starts with the command: "messagebuffer run: --fsync: must be one of ...".
+    const who = command === "help" || Object.hasOwn(HELP, command)
+      ? `messagebuffer ${command}`
+      : "messagebuffer";
+    const usage = e instanceof UsageError || e instanceof ConfigError;
+    process.stderr.write(`${who}: ${(e as Error).message}\n`);
+    return usage ? 2 : 1;
   }
 }
 

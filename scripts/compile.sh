@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the agent as one self-contained executable with Bun (works offline):
 #   scripts/compile.sh [OUTFILE]      default dist/messagebuffer
-# `deno task compile` builds the same with `deno compile`, which downloads Deno's runtime
-# on first use and so needs internet access.
+# `deno task compile` builds the same with `deno compile` into dist/messagebuffer-deno (its
+# own path: deno compile removes its output before it downloads Deno's runtime, which needs
+# internet access, so sharing a path would lose the Bun build when offline).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-dist/messagebuffer}

@@ -1,5 +1,6 @@
 /**
- * Options of {@link MessageBuffer.open}, their defaults and their validation.
+ * Options of {@link MessageBuffer.open}. Their types, ranges and defaults are the engine section
+ * of the settings table (`src/settings.ts`); this file documents them and checks them.
  *
  * @module
  */
@@ -7,12 +8,25 @@
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import type { Provider } from "../provider/types.ts";
+import {
+  breaks,
+  checkOption,
+  type Defaults,
+  defaultsOf,
+  ENGINE,
+  ENGINE_RELATIONS,
+  relationMessage,
+  resolveTable,
+  RETRY_INITIAL_MS,
+  type Same,
+  type ValueOf,
+} from "../settings.ts";
 
 /** When a write's promise resolves, and how often data is flushed to stable storage. */
-export type FsyncPolicy = "always" | "interval" | "never";
+export type FsyncPolicy = ValueOf<typeof ENGINE.fsync>;
 
 /** What a write does when the buffer holds `maxBufferBytes`. */
-export type WhenFull = "drop-oldest" | "block" | "reject";
+export type WhenFull = ValueOf<typeof ENGINE.whenFull>;
 
 /** Options of {@link MessageBuffer.open}. Sizes are bytes, times are milliseconds. */
 export interface MessageBufferOptions {
@@ -65,44 +79,16 @@ export type ResolvedOptions = Required<Omit<MessageBufferOptions, "fs" | "logger
   logger: Logger;
 };
 
-export const DEFAULTS = {
-  segmentMaxAgeMs: 10_000,
-  segmentMaxBytes: 16 * 1024 * 1024,
-  maxBufferBytes: 1024 * 1024 * 1024,
-  whenFull: "drop-oldest" as WhenFull,
-  maxRecordAgeMs: 0,
-  pruneIntervalMs: 60_000,
-  fsync: "interval" as FsyncPolicy,
-  fsyncIntervalMs: 1000,
-  maxRecordBytes: 4 * 1024 * 1024,
-  batchMaxRecords: 1000,
-  batchMaxBytes: 4 * 1024 * 1024,
-  retryMaxMs: 30_000,
-  closeTimeoutMs: 10_000,
-} as const;
-
-function integer(name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== "number" || !Number.isInteger(v)) {
-    throw new TypeError(
-      `Option "${name}" must be an integer, got ${JSON.stringify(v) ?? String(v)}`,
-    );
-  }
-  if (v < min || v > max) {
-    throw new RangeError(`Option "${name}" must be between ${min} and ${max}, got ${v}`);
-  }
-  return v;
-}
-
-function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[]): T {
-  if (!allowed.includes(v as T)) {
-    throw new TypeError(
-      `Option "${name}" must be one of ${allowed.map((a) => `"${a}"`).join(", ")}, got ${
-        JSON.stringify(v)
-      }`,
-    );
-  }
-  return v as T;
-}
+/**
+ * The default of every option that has one (from the table in `src/settings.ts`).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULTS } from "./options.ts";
+ * console.log(DEFAULTS.segmentMaxBytes); // 16777216
+ * ```
+ */
+export const DEFAULTS: Defaults<typeof ENGINE> = defaultsOf(ENGINE);
 
 /**
  * Fills in defaults and checks every option, throwing TypeError/RangeError naming the option.
@@ -116,9 +102,8 @@ export function resolveOptions(
   if (o === null || typeof o !== "object") {
     throw new TypeError("MessageBuffer.open() needs an options object");
   }
-  if (typeof o.dir !== "string" || o.dir === "") {
-    throw new TypeError(`Option "dir" must be a non-empty string`);
-  }
+  const option = (name: string) => `Option "${name}"`;
+  checkOption(option("dir"), ENGINE.dir, o.dir);
   const p = o.provider as Partial<Provider> | undefined;
   if (
     !p || typeof p.open !== "function" || typeof p.send !== "function" ||
@@ -126,56 +111,38 @@ export function resolveOptions(
   ) {
     throw new TypeError(`Option "provider" must implement open(), send() and close()`);
   }
-  const known = new Set([
-    "dir",
-    "provider",
-    "fs",
-    "logger",
-    ...Object.keys(DEFAULTS),
-    "retryInitialMs",
-  ]);
   for (const k of Object.keys(o)) {
-    if (!known.has(k)) throw new TypeError(`Unknown option "${k}"`);
+    if (!(k in ENGINE) && k !== "provider" && k !== "fs" && k !== "logger") {
+      throw new TypeError(`Unknown option "${k}"`);
+    }
   }
-  const v = { ...DEFAULTS, ...stripUndefined(o) };
+  const v = resolveTable(ENGINE, {
+    ...o,
+    retryInitialMs: o.retryInitialMs ?? p.retryWaitMs ?? RETRY_INITIAL_MS,
+  }, option);
   const r: ResolvedOptions = {
-    dir: o.dir.replace(/\/+$/, "") || "/",
+    ...v,
+    retryInitialMs: v.retryInitialMs ?? RETRY_INITIAL_MS,
+    dir: v.dir.replace(/\/+$/, "") || "/",
     provider: o.provider,
     fs,
     logger,
-    segmentMaxAgeMs: integer("segmentMaxAgeMs", v.segmentMaxAgeMs, 1),
-    segmentMaxBytes: integer("segmentMaxBytes", v.segmentMaxBytes, 1024),
-    maxBufferBytes: integer("maxBufferBytes", v.maxBufferBytes, 2048),
-    whenFull: oneOf("whenFull", v.whenFull, ["drop-oldest", "block", "reject"]),
-    maxRecordAgeMs: integer("maxRecordAgeMs", v.maxRecordAgeMs, 0),
-    pruneIntervalMs: integer("pruneIntervalMs", v.pruneIntervalMs, 1),
-    fsync: oneOf("fsync", v.fsync, ["always", "interval", "never"]),
-    fsyncIntervalMs: integer("fsyncIntervalMs", v.fsyncIntervalMs, 1),
-    maxRecordBytes: integer("maxRecordBytes", v.maxRecordBytes, 64, 256 * 1024 * 1024),
-    batchMaxRecords: integer("batchMaxRecords", v.batchMaxRecords, 1),
-    batchMaxBytes: integer("batchMaxBytes", v.batchMaxBytes, 1),
-    retryInitialMs: integer("retryInitialMs", v.retryInitialMs ?? p.retryWaitMs ?? 100, 1),
-    retryMaxMs: integer("retryMaxMs", v.retryMaxMs, 1),
-    closeTimeoutMs: integer("closeTimeoutMs", v.closeTimeoutMs, 0),
   };
-  if (r.maxBufferBytes < 2 * r.segmentMaxBytes) {
-    throw new RangeError(
-      `Option "maxBufferBytes" (${r.maxBufferBytes}) must be at least twice "segmentMaxBytes" (${r.segmentMaxBytes}), ` +
-        `so that pruning a sealed segment can make room`,
-    );
-  }
-  if (r.retryMaxMs < r.retryInitialMs) {
-    throw new RangeError(
-      `Option "retryMaxMs" (${r.retryMaxMs}) must not be below "retryInitialMs" (${r.retryInitialMs})`,
-    );
+  for (const rel of ENGINE_RELATIONS) {
+    if (breaks(rel, r)) {
+      throw new RangeError(relationMessage(
+        rel,
+        `${option(rel.option)} (${r[rel.option]})`,
+        `"${rel.other}" (${r[rel.other]})`,
+      ));
+    }
   }
   return r;
 }
 
-function stripUndefined<T extends object>(o: T): Partial<T> {
-  const out: Partial<T> = {};
-  for (const [k, v] of Object.entries(o)) {
-    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
-  }
-  return out;
-}
+// The table and the documented options agree: same names, same value types.
+const _sameOptions: Same<
+  Required<Omit<MessageBufferOptions, "provider" | "fs" | "logger">>,
+  { [K in keyof typeof ENGINE]: ValueOf<(typeof ENGINE)[K]> }
+> = true;
+void _sameOptions;

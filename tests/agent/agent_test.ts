@@ -366,17 +366,29 @@ describe("agent CLI", () => {
 
   it("refuses bad flags and values with an error naming them (exit 2)", async () => {
     const cases: Array<[string[], RegExp]> = [
-      [["run", "--brokers", "h:1", "--nope"], /unknown flag --nope/],
+      [
+        ["run", "--brokers", "h:1", "--nope"],
+        /^messagebuffer run: unknown flag --nope \(see: messagebuffer help run\)$/m,
+      ],
       [
         ["run", "--brokers", "h:1", "--fsync", "sometimes"],
-        /--fsync: must be one of always, interval, never/,
+        /^messagebuffer run: --fsync: must be one of always, interval, never/m,
       ],
-      [["run", "--buffer-dir", "/tmp/x"], /no Kafka brokers: pass --brokers/],
+      [
+        ["run", "--brokers", "h:1", "--file-max-time", "-1"],
+        /^messagebuffer run: --file-max-time: must be at least 0\.001, got -1$/m,
+      ],
+      [
+        ["run", "--brokers", "h:1", "--file-max-time"],
+        /^messagebuffer run: --file-max-time needs a value/m,
+      ],
+      [["run", "--buffer-dir", "/tmp/x"], /^messagebuffer run: no Kafka brokers: pass --brokers/m],
       [
         ["run", "--config", "/nonexistent.json"],
-        /--config: cannot read "\/nonexistent.json": ENOENT/,
+        /^messagebuffer run: --config: cannot read "\/nonexistent.json": ENOENT/m,
       ],
-      [["frobnicate"], /unknown command "frobnicate"/],
+      [["status", "--json=1"], /^messagebuffer status: --json takes no value/m],
+      [["frobnicate"], /^messagebuffer: unknown command "frobnicate"/m],
     ];
     for (const [args, msg] of cases) {
       const r = await runCli(args);

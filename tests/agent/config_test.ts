@@ -50,6 +50,13 @@ describe("agent configuration", () => {
     [{ brokers: "localhost" }, null, /--brokers: "localhost" is not host:port/],
     [{ metrics: "9464" }, null, /--metrics: expected host:port/],
     [{ "sasl-mechanism": "plain" }, null, /--sasl-mechanism needs --sasl-username/],
+    [{ "file-max-time": "-1" }, null, /^--file-max-time: must be at least 0\.001, got -1$/],
+    [{ "file-max-size": "0.0005" }, null, /^--file-max-size: must be at least 0\.0009766, got/],
+    [{}, { max_record_age: -5 }, /^"max_record_age" in the config file: must be at least 0/],
+    [{ "buffer-dir": "" }, null, /^--buffer-dir: expected a non-empty string, got ""$/],
+    [{ tls: "yes" }, null, /^--tls: expected true or false, got "yes"$/],
+    [{}, { brokers: ["h:1", 2] }, /^"brokers" in the config file: expected a list of strings/],
+    [{ "log-level": "trace" }, null, /^--log-level: must be one of debug, info, warn, error/],
   ];
   for (const [flags, file, message] of bad) {
     it(`refuses ${JSON.stringify(flags)} ${JSON.stringify(file)} naming the setting`, () => {
@@ -59,6 +66,16 @@ describe("agent configuration", () => {
       );
     });
   }
+
+  it("types its values: numbers in the agent's units, choices as their unions", () => {
+    const c = buildConfig({ "total-size": "64", brokers: "a:1, b:2" }, null, {});
+    const total: number = c.values.total_size;
+    const level: "debug" | "info" | "warn" | "error" = c.values.log_level;
+    const brokers: string[] | undefined = c.values.brokers;
+    const socket: string | undefined = c.values.socket;
+    assert.deepEqual([total, level, brokers, socket], [64, "info", ["a:1", "b:2"], undefined]);
+    assert.equal(engineOptions(c).maxBufferBytes, 64 * 1024 * 1024);
+  });
 
   it("needs brokers to build the provider, and says how to get one", async () => {
     await assert.rejects(

@@ -25,8 +25,10 @@ import {
   type Producer,
   type SASLOptions,
 } from "kafkajs";
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import type { Logger } from "../../log.ts";
 import { silentLogger } from "../../log.ts";
+import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
 import type { Provider, ProviderRecord, RecordRejection, SendResult } from "../types.ts";
 
 /** TLS settings; PEM text, not file names (the agent reads the files). */
@@ -43,7 +45,7 @@ export interface KafkaTlsOptions {
 
 /** SASL settings. */
 export interface KafkaSaslOptions {
-  mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
+  mechanism: ValueOf<(typeof KAFKA)["sasl.mechanism"]>;
   username: string;
   password: string;
 }
@@ -55,7 +57,7 @@ export interface KafkaProviderOptions {
   /** Client id the brokers see. @default "messagebuffer" */
   clientId?: string;
   /** Compression of record batches. @default "none" */
-  compression?: "none" | "gzip";
+  compression?: ValueOf<typeof KAFKA.compression>;
   /** How long a broker may take to answer a request. @default 30_000 */
   requestTimeoutMs?: number;
   /** How long to wait for a TCP (and TLS) connection. @default 3_000 */
@@ -74,6 +76,37 @@ export interface KafkaProviderOptions {
   /** Where kafkajs's own log lines go. @default none */
   logger?: Logger;
 }
+
+/**
+ * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
+ * calls `scheduleCheckPendingRequests`, which arms a timer for `throttledUntil - Date.now()`
+ * ms even when nothing is pending and nothing is throttled. `throttledUntil` is then -1, so
+ * the delay is about minus the epoch time: runtimes clamp it to 1 ms and print a
+ * TimeoutNegativeWarning, and the timer re-arms itself every millisecond for the life of the
+ * connection (kafkajs issues #1751 and #1704, unfixed upstream). With no request pending
+ * there is nothing to check: a request queued later schedules its own check, and a response
+ * checks the queue. So this skips exactly that case; the rest runs as kafkajs wrote it.
+ * Idempotent; called by {@link KafkaProvider}'s constructor.
+ */
+export function stopIdlePolling(): void {
+  if (idlePollingStopped) return;
+  idlePollingStopped = true;
+  const proto = RequestQueue.prototype;
+  const original = proto.scheduleCheckPendingRequests;
+  proto.scheduleCheckPendingRequests = function (this: RequestQueue) {
+    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
+    original.call(this);
+  };
+}
+
+let idlePollingStopped = false;
+
+// The table and the documented options agree: same names, same value types.
+const _sameOptions: Same<
+  Required<Omit<KafkaProviderOptions, "tls" | "sasl" | "logger">>,
+  { [K in Exclude<keyof typeof KAFKA, "sasl.mechanism">]: ValueOf<(typeof KAFKA)[K]> }
+> = true;
+void _sameOptions;
 
 /** Protocol errors that concern particular records and will not pass by retrying. */
 const PER_RECORD_ERRORS = new Set([
@@ -132,7 +165,6 @@ function errorType(e: unknown): string | undefined {
 
 /** The error a retried send ends with: names the cause and says that records are kept. */
 export class KafkaSendError extends Error {
-  readonly retriable = true;
   constructor(what: string, cause: unknown) {
     const c = cause as Error;
     super(`${what}: ${c?.name ?? "Error"}: ${c?.message ?? String(cause)}`, { cause });
@@ -152,45 +184,26 @@ export class KafkaSendError extends Error {
 export class KafkaProvider implements Provider {
   readonly name = "kafka";
   readonly retryWaitMs = 250;
-  readonly #o:
-    & Required<Omit<KafkaProviderOptions, "tls" | "sasl" | "logger">>
-    & KafkaProviderOptions;
+  readonly #o: Resolved<typeof KAFKA>;
   readonly #kafka: Kafka;
   #producer: Producer | null = null;
   readonly #compression: KafkaCompressionTypes;
 
   constructor(options: KafkaProviderOptions) {
-    if (!options || !Array.isArray(options.brokers) || options.brokers.length === 0) {
-      throw new TypeError(`KafkaProvider option "brokers" must be a non-empty list of "host:port"`);
+    if (options === null || typeof options !== "object") {
+      throw new TypeError("KafkaProvider needs an options object");
     }
-    for (const b of options.brokers) {
-      if (typeof b !== "string" || !/^[^\s:]+:\d{1,5}$/.test(b)) {
-        throw new TypeError(
-          `KafkaProvider option "brokers": ${JSON.stringify(b)} is not "host:port"`,
-        );
-      }
-    }
-    const compression = options.compression ?? "none";
-    if (compression !== "none" && compression !== "gzip") {
-      throw new TypeError(
-        `KafkaProvider option "compression" must be "none" or "gzip", got ${
-          JSON.stringify(compression)
-        }`,
-      );
-    }
-    this.#o = {
-      clientId: "messagebuffer",
-      requestTimeoutMs: 30_000,
-      connectionTimeoutMs: 3_000,
-      maxRequestBytes: 900_000,
-      maxMessageBytes: 1_048_576,
-      ...options,
-      compression,
-    };
+    stopIdlePolling();
+    this.#o = resolveTable(
+      KAFKA,
+      { ...options, "sasl.mechanism": options.sasl?.mechanism },
+      (name) => `KafkaProvider option "${name}"`,
+    );
+    const compression = this.#o.compression;
     this.#compression = compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
     const log = options.logger ?? silentLogger;
     const config: KafkaConfig = {
-      brokers: options.brokers,
+      brokers: this.#o.brokers,
       clientId: this.#o.clientId,
       connectionTimeout: this.#o.connectionTimeoutMs,
       requestTimeout: this.#o.requestTimeoutMs,
@@ -222,11 +235,6 @@ export class KafkaProvider implements Provider {
     }
     if (options.sasl) {
       const { mechanism, username, password } = options.sasl;
-      if (!["plain", "scram-sha-256", "scram-sha-512"].includes(mechanism)) {
-        throw new TypeError(
-          `KafkaProvider option "sasl.mechanism" must be plain, scram-sha-256 or scram-sha-512`,
-        );
-      }
       config.sasl = { mechanism, username, password } as SASLOptions;
     }
     this.#kafka = new Kafka(config);

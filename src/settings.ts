@@ -1,0 +1,455 @@
+/**
+ * Every setting of messagebuffer in one table, in the manner of Kafka's `LogConfig`: for each
+ * one its type, range or allowed values, and default. Three sections:
+ *
+ * - {@link ENGINE}: the options of `MessageBuffer.open`, in the engine's units (ms, bytes);
+ * - {@link KAFKA}: the options of `KafkaProvider`;
+ * - {@link AGENT}: the settings of `messagebuffer run`, keyed by config-file key (the flag is
+ *   the key with `-` for `_`). An agent setting that sets an engine or Kafka option names it
+ *   and the unit it is given in (`file_max_time` is `segmentMaxAgeMs` in seconds); its type,
+ *   range and default come from that option. The others carry their own.
+ *
+ * The engine, the provider and the agent validate against these entries and word the errors
+ * for their callers: `Option "fsync" must be one of ...` for the library, `--fsync: must be
+ * one of ...` for the agent.
+ *
+ * @module
+ */
+
+import type { LoggerOptions, LogLevel } from "./log.ts";
+
+const MiB = 1024 * 1024;
+
+/** Units agent settings are given in, as multiples of the engine's unit (ms or bytes). */
+export const UNITS = { ms: 1, s: 1000, min: 60_000, bytes: 1, MB: MiB } as const;
+
+/** A unit an agent setting is given in. */
+export type Unit = keyof typeof UNITS;
+
+/** A pattern a text value (or each item of a list) must match, and how messages name it. */
+export interface Format {
+  readonly pattern: RegExp;
+  /** Completes "expected …" and "is not …", e.g. `host:port`. */
+  readonly name: string;
+}
+
+/** An integer: a time in ms, a size in bytes, or a count. */
+export interface IntegerSpec {
+  readonly type: "integer";
+  readonly min: number;
+  /** @default Number.MAX_SAFE_INTEGER */
+  readonly max?: number;
+  readonly default?: number;
+}
+
+/** One of a few strings. */
+export interface ChoiceSpec {
+  readonly type: "choice";
+  readonly choices: readonly string[];
+  readonly default?: string;
+}
+
+/** A string, optionally of a {@link Format}. */
+export interface TextSpec {
+  readonly type: "text";
+  readonly format?: Format;
+  readonly default?: string;
+  /** Checked even when not given (there is no default). */
+  readonly required?: boolean;
+}
+
+/** On or off. */
+export interface BooleanSpec {
+  readonly type: "boolean";
+  readonly default?: boolean;
+}
+
+/** A list of strings (comma-separated on the command line), each optionally of a format. */
+export interface ListSpec {
+  readonly type: "list";
+  readonly format?: Format;
+  /** Must have at least one item, and is checked even when not given. */
+  readonly required?: boolean;
+  /** Lists have no default. */
+  readonly default?: never;
+}
+
+/** The type, range and default of one setting. */
+export type Spec = IntegerSpec | ChoiceSpec | TextSpec | BooleanSpec | ListSpec;
+
+/** The value type a spec describes. */
+export type ValueOf<S> = S extends { type: "integer" } ? number
+  : S extends { type: "choice"; choices: readonly (infer C)[] } ? C
+  : S extends { type: "text" } ? string
+  : S extends { type: "boolean" } ? boolean
+  : S extends { type: "list" } ? string[]
+  : never;
+
+/** A Kafka broker address. */
+export const BROKER_ADDRESS: Format = { pattern: /^[^\s:]+:\d{1,5}$/, name: "host:port" };
+
+/** The address an HTTP listener binds; the host may be empty (all interfaces). */
+export const LISTEN_ADDRESS: Format = {
+  pattern: /^[^\s]*:\d{1,5}$/,
+  name: "host:port (e.g. 127.0.0.1:9464)",
+};
+
+/** Unix file permissions. */
+export const OCTAL_MODE: Format = { pattern: /^0?[0-7]{3}$/, name: "octal permissions like 0660" };
+
+const NON_EMPTY: Format = { pattern: /./s, name: "a non-empty string" };
+
+/** Options of `MessageBuffer.open` (documented on `MessageBufferOptions`), in ms and bytes. */
+export const ENGINE = {
+  dir: { type: "text", format: NON_EMPTY, required: true },
+  segmentMaxAgeMs: { type: "integer", min: 1, default: 10_000 },
+  segmentMaxBytes: { type: "integer", min: 1024, default: 16 * MiB },
+  maxBufferBytes: { type: "integer", min: 2048, default: 1024 * MiB },
+  whenFull: { type: "choice", choices: ["drop-oldest", "block", "reject"], default: "drop-oldest" },
+  maxRecordAgeMs: { type: "integer", min: 0, default: 0 },
+  pruneIntervalMs: { type: "integer", min: 1, default: 60_000 },
+  fsync: { type: "choice", choices: ["always", "interval", "never"], default: "interval" },
+  fsyncIntervalMs: { type: "integer", min: 1, default: 1000 },
+  maxRecordBytes: { type: "integer", min: 64, max: 256 * MiB, default: 4 * MiB },
+  batchMaxRecords: { type: "integer", min: 1, default: 1000 },
+  batchMaxBytes: { type: "integer", min: 1, default: 4 * MiB },
+  /** Its default is the provider's `retryWaitMs`, else {@link RETRY_INITIAL_MS}. */
+  retryInitialMs: { type: "integer", min: 1 },
+  retryMaxMs: { type: "integer", min: 1, default: 30_000 },
+  closeTimeoutMs: { type: "integer", min: 0, default: 10_000 },
+} as const satisfies Record<string, Spec>;
+
+/** Name of an engine option in {@link ENGINE}. */
+export type EngineName = keyof typeof ENGINE;
+
+/** First retry wait when neither the options nor the provider give one. */
+export const RETRY_INITIAL_MS = 100;
+
+/** An option that must be at least `factor` times another. */
+export interface Relation<N extends string> {
+  readonly option: N;
+  readonly factor: number;
+  readonly other: N;
+  /** Why, appended to the message. */
+  readonly because?: string;
+}
+
+/** Rules between engine options. */
+export const ENGINE_RELATIONS: readonly Relation<EngineName>[] = [
+  {
+    option: "maxBufferBytes",
+    factor: 2,
+    other: "segmentMaxBytes",
+    because: "so that pruning a sealed segment can make room",
+  },
+  { option: "retryMaxMs", factor: 1, other: "retryInitialMs" },
+];
+
+/**
+ * Options of `KafkaProvider` (documented on `KafkaProviderOptions`). `sasl.mechanism` is the
+ * `mechanism` of the `sasl` option.
+ */
+export const KAFKA = {
+  brokers: { type: "list", format: BROKER_ADDRESS, required: true },
+  clientId: { type: "text", default: "messagebuffer" },
+  compression: { type: "choice", choices: ["none", "gzip"], default: "none" },
+  requestTimeoutMs: { type: "integer", min: 1, default: 30_000 },
+  connectionTimeoutMs: { type: "integer", min: 1, default: 3_000 },
+  maxRequestBytes: { type: "integer", min: 1, default: 900_000 },
+  maxMessageBytes: { type: "integer", min: 64, default: 1_048_576 },
+  "sasl.mechanism": { type: "choice", choices: ["plain", "scram-sha-256", "scram-sha-512"] },
+} as const satisfies Record<string, Spec>;
+
+/** Name of a Kafka provider option in {@link KAFKA}. */
+export type KafkaName = keyof typeof KAFKA;
+
+/** An agent setting that sets an engine option. */
+export interface EngineLinked {
+  readonly engine: EngineName;
+  /** The agent's default where the engine has none (the buffer directory). */
+  readonly default?: string;
+  readonly unit?: Unit;
+  readonly help: string;
+}
+
+/** An agent setting that sets a Kafka provider option. */
+export interface KafkaLinked {
+  readonly kafka: KafkaName;
+  readonly unit?: Unit;
+  readonly help: string;
+}
+
+/** A setting of the agent alone. */
+export type AgentOnly = Spec & { readonly unit?: Unit; readonly help: string };
+
+/** One entry of {@link AGENT}. */
+export type AgentEntry = EngineLinked | KafkaLinked | AgentOnly;
+
+/** Settings of `messagebuffer run`, by config-file key, in help order. */
+export const AGENT = {
+  brokers: {
+    kafka: "brokers",
+    help: "Kafka bootstrap brokers, comma-separated host:port (required)",
+  },
+  buffer_dir: {
+    engine: "dir",
+    default: "./messagebuffer-data",
+    help: "Directory for segments, S files, dead letters, quarantine",
+  },
+  socket: {
+    type: "text",
+    help: "Unix socket to listen on (default: <buffer_dir>/messagebuffer.sock)",
+  },
+  socket_mode: {
+    type: "text",
+    format: OCTAL_MODE,
+    default: "0660",
+    help: "Permissions of the socket file, octal",
+  },
+  file_max_time: {
+    engine: "segmentMaxAgeMs",
+    unit: "s",
+    help: "Roll the active segment when its first record is this old",
+  },
+  file_max_size: {
+    engine: "segmentMaxBytes",
+    unit: "MB",
+    help: "Roll the active segment before it exceeds this size",
+  },
+  total_size: {
+    engine: "maxBufferBytes",
+    unit: "MB",
+    help: "Cap on all segments together (at least 2 x file_max_size)",
+  },
+  when_full: {
+    engine: "whenFull",
+    help: "At the cap: prune oldest segments (counted), stop reading sockets, or refuse lines",
+  },
+  prune_frequency: {
+    engine: "pruneIntervalMs",
+    unit: "min",
+    help: "How often the cap and max_record_age are checked (also at every roll)",
+  },
+  max_record_age: {
+    engine: "maxRecordAgeMs",
+    unit: "s",
+    help: "Records older than this are not sent but counted as expired; 0 = keep all",
+  },
+  fsync: {
+    engine: "fsync",
+    help:
+      "always: ack after fsync; interval: ack once written, fsync periodically; never: leave it to the OS",
+  },
+  fsync_interval: {
+    engine: "fsyncIntervalMs",
+    unit: "ms",
+    help: "fsync period under --fsync interval",
+  },
+  max_line_bytes: {
+    type: "integer",
+    min: 64,
+    default: 1_048_576,
+    unit: "bytes",
+    help: "Longest accepted ingest line; longer ones are refused and skipped",
+  },
+  batch_max_records: { engine: "batchMaxRecords", help: "Most records per Kafka send" },
+  close_timeout: {
+    engine: "closeTimeoutMs",
+    unit: "s",
+    help: "On shutdown, how long to wait for the batch in flight",
+  },
+  client_id: { kafka: "clientId", help: "Kafka client id" },
+  compression: { kafka: "compression", help: "Compression of record batches sent to Kafka" },
+  request_timeout: {
+    kafka: "requestTimeoutMs",
+    unit: "ms",
+    help: "How long a broker may take to answer",
+  },
+  max_message_bytes: {
+    kafka: "maxMessageBytes",
+    unit: "bytes",
+    help: "Records larger than this go to dead letters without being sent",
+  },
+  tls: { type: "boolean", default: false, help: "Connect to Kafka with TLS" },
+  tls_ca_file: {
+    type: "text",
+    help: "PEM file of CA certificates to trust (implies --tls)",
+  },
+  tls_cert_file: { type: "text", help: "PEM client certificate for mutual TLS" },
+  tls_key_file: { type: "text", help: "PEM client key for mutual TLS" },
+  tls_insecure_skip_verify: {
+    type: "boolean",
+    default: false,
+    help: "Do not verify the broker certificate (tests only)",
+  },
+  sasl_mechanism: { kafka: "sasl.mechanism", help: "SASL mechanism" },
+  sasl_username: { type: "text", help: "SASL user name" },
+  sasl_password_file: {
+    type: "text",
+    help: "File holding the SASL password (or set MESSAGEBUFFER_SASL_PASSWORD)",
+  },
+  metrics: {
+    type: "text",
+    format: LISTEN_ADDRESS,
+    help: "host:port for the HTTP listener with /metrics and /health (off when unset)",
+  },
+  log_level: {
+    type: "choice",
+    choices: ["debug", "info", "warn", "error"],
+    default: "info",
+    help: "Lowest level logged",
+  },
+  log_format: {
+    type: "choice",
+    choices: ["text", "json"],
+    default: "text",
+    help: "Log line format (to stderr)",
+  },
+} as const satisfies Record<string, AgentEntry>;
+
+/** A config-file key of {@link AGENT}. */
+export type AgentKey = keyof typeof AGENT;
+
+/** The spec an agent entry is checked against: its own, or that of the option it sets. */
+export type SpecOf<A> = A extends { engine: infer N extends EngineName } ? (typeof ENGINE)[N]
+  : A extends { kafka: infer N extends KafkaName } ? (typeof KAFKA)[N]
+  : A;
+
+type HasDefault<A> = A extends { default: unknown } ? true
+  : SpecOf<A> extends { default: unknown } ? true
+  : false;
+
+type Agent = typeof AGENT;
+
+/**
+ * The agent's settings, typed: present when they have a default, optional otherwise. Numbers
+ * are in the agent's units (`file_max_time` in seconds).
+ */
+export type AgentValues =
+  & { [K in AgentKey as HasDefault<Agent[K]> extends true ? K : never]: AgentValue<K> }
+  & { [K in AgentKey as HasDefault<Agent[K]> extends true ? never : K]?: AgentValue<K> };
+
+type AgentValue<K extends AgentKey> = ValueOf<SpecOf<Agent[K]>>;
+
+type Given<S> = S extends { default: unknown } | { required: true } ? true : false;
+
+/** Resolved values of a table: present when given a default or required. */
+export type Resolved<T extends Record<string, Spec>> =
+  & { [K in keyof T as Given<T[K]> extends true ? K : never]: ValueOf<T[K]> }
+  & { [K in keyof T as Given<T[K]> extends true ? never : K]?: ValueOf<T[K]> };
+
+/** The defaults of a table. */
+export type Defaults<T extends Record<string, Spec>> = {
+  readonly [K in keyof T as T[K] extends { default: unknown } ? K : never]: ValueOf<T[K]>;
+};
+
+/** The defaults of `table`, frozen. */
+export function defaultsOf<T extends Record<string, Spec>>(table: T): Defaults<T> {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(table)) {
+    if (spec.default !== undefined) out[name] = spec.default;
+  }
+  return Object.freeze(out) as Defaults<T>;
+}
+
+function show(v: unknown): string {
+  return JSON.stringify(v) ?? String(v);
+}
+
+/**
+ * Checks one value for a library caller, throwing a `TypeError` (wrong type, not an allowed
+ * value) or `RangeError` (out of range) that starts with `what`, e.g. `Option "fsync"`.
+ */
+export function checkOption(what: string, spec: Spec, v: unknown): unknown {
+  switch (spec.type) {
+    case "integer": {
+      if (typeof v !== "number" || !Number.isInteger(v)) {
+        throw new TypeError(`${what} must be an integer, got ${show(v)}`);
+      }
+      const max = spec.max ?? Number.MAX_SAFE_INTEGER;
+      if (v < spec.min || v > max) {
+        throw new RangeError(`${what} must be between ${spec.min} and ${max}, got ${v}`);
+      }
+      return v;
+    }
+    case "choice":
+      if (typeof v !== "string" || !spec.choices.includes(v)) {
+        throw new TypeError(
+          `${what} must be one of ${spec.choices.map((c) => `"${c}"`).join(", ")}, got ${show(v)}`,
+        );
+      }
+      return v;
+    case "text":
+      if (typeof v !== "string" || (spec.format && !spec.format.pattern.test(v))) {
+        throw new TypeError(`${what} must be ${spec.format?.name ?? "a string"}`);
+      }
+      return v;
+    case "boolean":
+      if (typeof v !== "boolean") throw new TypeError(`${what} must be true or false`);
+      return v;
+    case "list": {
+      const of = spec.format ? ` of "${spec.format.name}"` : " of strings";
+      if (!Array.isArray(v) || (spec.required && v.length === 0)) {
+        throw new TypeError(`${what} must be a${spec.required ? " non-empty" : ""} list${of}`);
+      }
+      for (const item of v) {
+        if (typeof item !== "string" || (spec.format && !spec.format.pattern.test(item))) {
+          throw new TypeError(`${what}: ${show(item)} is not "${spec.format?.name ?? "a string"}"`);
+        }
+      }
+      return v;
+    }
+  }
+}
+
+/**
+ * Fills in the defaults of `table` and checks every value of `given` it names, with
+ * {@link checkOption}; `label` words an option's name (`Option "fsync"`).
+ */
+export function resolveTable<T extends Record<string, Spec>>(
+  table: T,
+  given: Readonly<Record<string, unknown>>,
+  label: (name: string) => string,
+): Resolved<T> {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(table)) {
+    const v = given[name] !== undefined ? given[name] : spec.default;
+    if (v !== undefined || ("required" in spec && spec.required)) {
+      out[name] = checkOption(label(name), spec, v);
+    }
+  }
+  return out as Resolved<T>;
+}
+
+/** True when `values` break `r` (both options being known). */
+export function breaks<N extends string>(
+  r: Relation<N>,
+  values: Readonly<Partial<Record<N, unknown>>>,
+): boolean {
+  const a = values[r.option];
+  const b = values[r.other];
+  return typeof a === "number" && typeof b === "number" && a < r.factor * b;
+}
+
+/** The message for a broken relation, given how to name each side (with its value). */
+export function relationMessage<N extends string>(
+  r: Relation<N>,
+  option: string,
+  other: string,
+): string {
+  const rule = r.factor === 1
+    ? "must not be below"
+    : r.factor === 2
+    ? "must be at least twice"
+    : `must be at least ${r.factor} times`;
+  return `${option} ${rule} ${other}${r.because ? `, ${r.because}` : ""}`;
+}
+
+/** `true` when A and B are the same type: for compile-time checks that two lists agree. */
+export type Same<A, B> = [A] extends [B] ? [B] extends [A] ? true : false : false;
+
+// The table's allowed values are those of the types that use them.
+const _levels: Same<ValueOf<Agent["log_level"]>, LogLevel> = true;
+const _formats: Same<ValueOf<Agent["log_format"]>, NonNullable<LoggerOptions["format"]>> = true;
+void _levels;
+void _formats;
