@@ -151,8 +151,13 @@ export const ENGINE_RELATIONS: readonly Relation<EngineName>[] = [
  */
 export const KAFKA = {
   brokers: { type: "list", format: BROKER_ADDRESS, required: true },
+  client: { type: "choice", choices: ["platformatic", "kafkajs"], default: "platformatic" },
   clientId: { type: "text", default: "messagebuffer" },
-  compression: { type: "choice", choices: ["none", "gzip"], default: "none" },
+  compression: {
+    type: "choice",
+    choices: ["none", "gzip", "snappy", "lz4", "zstd"],
+    default: "none",
+  },
   requestTimeoutMs: { type: "integer", min: 1, default: 30_000 },
   connectionTimeoutMs: { type: "integer", min: 1, default: 3_000 },
   maxRequestBytes: { type: "integer", min: 1, default: 900_000 },
@@ -257,6 +262,10 @@ export const AGENT = {
     engine: "closeTimeoutMs",
     unit: "s",
     help: "On shutdown, how long to wait for the batch in flight",
+  },
+  kafka_client: {
+    kafka: "client",
+    help: "Kafka client library: platformatic (@platformatic/kafka, faster) or kafkajs",
   },
   client_id: { kafka: "clientId", help: "Kafka client id" },
   compression: { kafka: "compression", help: "Compression of record batches sent to Kafka" },

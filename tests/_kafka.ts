@@ -4,7 +4,7 @@
 import { execFile } from "node:child_process";
 import process from "node:process";
 import { Kafka, logLevel } from "kafkajs";
-import { stopIdlePolling } from "../src/provider/kafka/kafka.ts";
+import { registerCodecs, stopIdlePolling } from "../src/provider/kafka/kafkajs.ts";
 
 /** The broker under test; scripts/test.sh sets it after starting the broker. */
 export const BROKERS = (process.env.MB_TEST_BROKERS ?? "127.0.0.1:9092").split(",");
@@ -12,6 +12,7 @@ export const BROKERS = (process.env.MB_TEST_BROKERS ?? "127.0.0.1:9092").split("
 // The same fix for kafkajs's idle request-queue timer as the provider's (no 1 ms polling, no
 // TimeoutNegativeWarning in the test output).
 stopIdlePolling();
+registerCodecs();
 const kafka = new Kafka({ brokers: BROKERS, clientId: "mb-test", logLevel: logLevel.NOTHING });
 
 /** A topic name no other test uses. */

@@ -1,7 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
-import { stopIdlePolling } from "../../src/provider/kafka/kafka.ts";
+import { stopIdlePolling } from "../../src/provider/kafka/kafkajs.ts";
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 

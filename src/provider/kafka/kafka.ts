@@ -1,35 +1,27 @@
 /**
- * The Kafka {@link Provider}, on kafkajs. This is the only file that imports kafkajs.
+ * The Kafka {@link Provider}. It produces through one of two client libraries, chosen by
+ * the `client` option, each behind the same small {@link KafkaClient} interface in its own
+ * file (`platformatic.ts`, `kafkajs.ts`: the only files that import them). Whichever runs:
  *
- * - Safe producer settings: `acks: -1` (all in-sync replicas), idempotent producer, one
- *   request in flight per broker, Java-compatible partitioner for keyed records.
+ * - Safe producer settings: acks from all in-sync replicas, the idempotent producer, and the
+ *   Java client's partitioner for keyed records (murmur2, sign bit masked).
  * - A batch from the engine is split into requests of at most `maxRequestBytes`, sent one
  *   after another, so that no partition's record batch exceeds what a broker accepts.
- * - Errors: anything that may pass (broker down, leader moving, timeouts, network, SASL
- *   failures) is thrown, so the engine retries the batch. A per-record permanent error
+ *   Records over `maxMessageBytes` are rejected without being sent.
+ * - Errors: anything that may pass (broker down, leader moving, timeouts, network, TLS and
+ *   SASL failures) is thrown, so the engine retries the batch. A per-record permanent error
  *   (message too large, invalid topic, not authorized) is narrowed down to the records that
  *   cause it by splitting the request, and those records are returned as rejected.
+ * - Compression: none, gzip, snappy, lz4 or zstd, in pure JS or WASM for both clients.
  *
  * @module
  */
 
-import { Buffer } from "node:buffer";
-import {
-  CompressionTypes,
-  type CompressionTypes as KafkaCompressionTypes,
-  Kafka,
-  type KafkaConfig,
-  logLevel,
-  type Message,
-  Partitioners,
-  type Producer,
-  type SASLOptions,
-} from "kafkajs";
-import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import type { Logger } from "../../log.ts";
-import { silentLogger } from "../../log.ts";
 import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
 import type { Provider, ProviderRecord, RecordRejection, SendResult } from "../types.ts";
+import { KafkajsClient } from "./kafkajs.ts";
+import { PlatformaticClient } from "./platformatic.ts";
 
 /** TLS settings; PEM text, not file names (the agent reads the files). */
 export interface KafkaTlsOptions {
@@ -54,6 +46,11 @@ export interface KafkaSaslOptions {
 export interface KafkaProviderOptions {
   /** Bootstrap brokers, `host:port`. */
   brokers: string[];
+  /**
+   * The Kafka client library: `"platformatic"` (@platformatic/kafka, the faster) or
+   * `"kafkajs"`. Both produce the same way (see the module doc). @default "platformatic"
+   */
+  client?: ValueOf<typeof KAFKA.client>;
   /** Client id the brokers see. @default "messagebuffer" */
   clientId?: string;
   /** Compression of record batches. @default "none" */
@@ -73,33 +70,9 @@ export interface KafkaProviderOptions {
   tls?: KafkaTlsOptions | boolean;
   /** SASL authentication. @default none */
   sasl?: KafkaSaslOptions;
-  /** Where kafkajs's own log lines go. @default none */
+  /** Where the client library's own log lines go. @default none */
   logger?: Logger;
 }
-
-/**
- * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
- * calls `scheduleCheckPendingRequests`, which arms a timer for `throttledUntil - Date.now()`
- * ms even when nothing is pending and nothing is throttled. `throttledUntil` is then -1, so
- * the delay is about minus the epoch time: runtimes clamp it to 1 ms and print a
- * TimeoutNegativeWarning, and the timer re-arms itself every millisecond for the life of the
- * connection (kafkajs issues #1751 and #1704, unfixed upstream). With no request pending
- * there is nothing to check: a request queued later schedules its own check, and a response
- * checks the queue. So this skips exactly that case; the rest runs as kafkajs wrote it.
- * Idempotent; called by {@link KafkaProvider}'s constructor.
- */
-export function stopIdlePolling(): void {
-  if (idlePollingStopped) return;
-  idlePollingStopped = true;
-  const proto = RequestQueue.prototype;
-  const original = proto.scheduleCheckPendingRequests;
-  proto.scheduleCheckPendingRequests = function (this: RequestQueue) {
-    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
-    original.call(this);
-  };
-}
-
-let idlePollingStopped = false;
 
 // The table and the documented options agree: same names, same value types.
 const _sameOptions: Same<
@@ -109,7 +82,7 @@ const _sameOptions: Same<
 void _sameOptions;
 
 /** Protocol errors that concern particular records and will not pass by retrying. */
-const PER_RECORD_ERRORS = new Set([
+export const PER_RECORD_ERRORS: ReadonlySet<string> = new Set([
   "MESSAGE_TOO_LARGE",
   "RECORD_LIST_TOO_LARGE",
   "INVALID_RECORD",
@@ -120,6 +93,48 @@ const PER_RECORD_ERRORS = new Set([
   "INVALID_TIMESTAMP",
 ]);
 
+/** What {@link KafkaProvider} needs of a client library. */
+export interface KafkaClient {
+  /** Connects the producer; throws when the brokers cannot be reached. */
+  open(): Promise<void>;
+  /** Produces `records` in order in one call; resolves once all are acknowledged. */
+  produce(records: readonly ProviderRecord[]): Promise<void>;
+  /** The protocol error name behind `e` (such as `MESSAGE_TOO_LARGE`), if it has one. */
+  errorType(e: unknown): string | undefined;
+  close(): Promise<void>;
+}
+
+/** The settings a client is built from: the options, validated, with defaults. */
+export type KafkaClientSettings = Resolved<typeof KAFKA> & {
+  tls?: KafkaTlsOptions;
+  sasl?: KafkaSaslOptions;
+  logger?: Logger;
+};
+
+/** The message of `e` with the causes client libraries nest inside it. */
+export function describeError(e: unknown): string {
+  const parts: string[] = [];
+  let cur = e as
+    | { name?: string; message?: string; cause?: unknown; errors?: unknown[] }
+    | undefined;
+  for (let i = 0; i < 5 && cur; i++) {
+    if (cur.message && !parts.some((p) => p.includes(cur!.message!))) parts.push(cur.message);
+    cur = (Array.isArray(cur.errors) && cur.errors.length > 0 ? cur.errors[0] : cur.cause) as
+      | typeof cur
+      | undefined;
+  }
+  const name = (e as Error)?.name ?? "Error";
+  return `${name}: ${parts.join(": ") || String(e)}`;
+}
+
+/** The error a retried send ends with: names the cause and says that records are kept. */
+export class KafkaSendError extends Error {
+  constructor(what: string, cause: unknown) {
+    super(`${what}: ${describeError(cause)}`, { cause });
+    this.name = "KafkaSendError";
+  }
+}
+
 /** Bytes a record adds to a request, roughly (record framing included). */
 function recordBytes(r: ProviderRecord): number {
   let n = r.value.length + (r.key?.length ?? 0) + 24;
@@ -127,139 +142,60 @@ function recordBytes(r: ProviderRecord): number {
   return n;
 }
 
-function toBuffer(u: Uint8Array): Buffer {
-  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
-function toMessage(r: ProviderRecord): Message {
-  let headers: Record<string, Buffer | Buffer[]> | undefined;
-  if (r.headers && r.headers.length > 0) {
-    headers = {};
-    for (const [k, v] of r.headers) {
-      const prev = headers[k];
-      headers[k] = prev === undefined
-        ? toBuffer(v)
-        : Array.isArray(prev)
-        ? [...prev, toBuffer(v)]
-        : [prev, toBuffer(v)];
-    }
-  }
-  return {
-    key: r.key === null ? null : toBuffer(r.key),
-    value: toBuffer(r.value),
-    headers,
-    timestamp: String(r.timestamp),
-  };
-}
-
-/** The kafkajs error type behind `e` (protocol error name such as MESSAGE_TOO_LARGE), if any. */
-function errorType(e: unknown): string | undefined {
-  let cur = e as { type?: string; cause?: unknown; errors?: unknown[] } | undefined;
-  for (let i = 0; i < 5 && cur; i++) {
-    if (typeof cur.type === "string") return cur.type;
-    if (Array.isArray(cur.errors) && cur.errors.length > 0) cur = cur.errors[0] as typeof cur;
-    else cur = cur.cause as typeof cur;
-  }
-  return undefined;
-}
-
-/** The error a retried send ends with: names the cause and says that records are kept. */
-export class KafkaSendError extends Error {
-  constructor(what: string, cause: unknown) {
-    const c = cause as Error;
-    super(`${what}: ${c?.name ?? "Error"}: ${c?.message ?? String(cause)}`, { cause });
-    this.name = "KafkaSendError";
-  }
-}
-
 /**
  * Delivers records to Kafka.
  *
- * @example
+ * @example Deliver through a local broker, compressed
  * ```ts
  * import { KafkaProvider } from "./kafka.ts";
- * const provider = new KafkaProvider({ brokers: ["127.0.0.1:9092"], compression: "gzip" });
+ * const provider = new KafkaProvider({ brokers: ["127.0.0.1:9092"], compression: "zstd" });
  * ```
  */
 export class KafkaProvider implements Provider {
   readonly name = "kafka";
   readonly retryWaitMs = 250;
   readonly #o: Resolved<typeof KAFKA>;
-  readonly #kafka: Kafka;
-  #producer: Producer | null = null;
-  readonly #compression: KafkaCompressionTypes;
+  readonly #client: KafkaClient;
+  #open = false;
 
   constructor(options: KafkaProviderOptions) {
     if (options === null || typeof options !== "object") {
       throw new TypeError("KafkaProvider needs an options object");
     }
-    stopIdlePolling();
     this.#o = resolveTable(
       KAFKA,
       { ...options, "sasl.mechanism": options.sasl?.mechanism },
       (name) => `KafkaProvider option "${name}"`,
     );
-    const compression = this.#o.compression;
-    this.#compression = compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
-    const log = options.logger ?? silentLogger;
-    const config: KafkaConfig = {
-      brokers: this.#o.brokers,
-      clientId: this.#o.clientId,
-      connectionTimeout: this.#o.connectionTimeoutMs,
-      requestTimeout: this.#o.requestTimeoutMs,
-      // kafkajs retries a little by itself (a leader move, a reconnect); longer outages come
-      // back to the engine, which keeps the batch on disk and retries with its own backoff.
-      retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
-      logLevel: logLevel.INFO,
-      logCreator: () => ({ namespace, level, log: entry }) => {
-        const { message, ...fields } = entry as { message: string } & Record<string, unknown>;
-        delete fields.timestamp;
-        delete fields.logger;
-        const text = `kafkajs ${namespace}: ${message}`;
-        // Failed sends are reported by the engine at "warn", with the retry plan; kafkajs's
-        // own error lines about the same events (and its routine ones) are detail.
-        if (/Limiting retries for the idempotent producer/.test(message)) log.debug(text, fields);
-        else if (level === logLevel.ERROR || level === logLevel.WARN) log.info(text, fields);
-        else log.debug(text, fields);
-      },
+    const tls = options.tls === true ? {} : options.tls || undefined;
+    const settings: KafkaClientSettings = {
+      ...this.#o,
+      tls,
+      sasl: options.sasl,
+      logger: options.logger,
     };
-    const tls = options.tls;
-    if (tls) {
-      const t = tls === true ? {} : tls;
-      config.ssl = {
-        ca: t.ca,
-        cert: t.cert,
-        key: t.key,
-        rejectUnauthorized: !t.insecureSkipVerify,
-      };
-    }
-    if (options.sasl) {
-      const { mechanism, username, password } = options.sasl;
-      config.sasl = { mechanism, username, password } as SASLOptions;
-    }
-    this.#kafka = new Kafka(config);
+    this.#client = this.#o.client === "kafkajs"
+      ? new KafkajsClient(settings)
+      : new PlatformaticClient(settings);
+  }
+
+  /** The client library in use. */
+  get client(): ValueOf<typeof KAFKA.client> {
+    return this.#o.client;
   }
 
   async open(): Promise<void> {
-    if (this.#producer) return;
-    const producer = this.#kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
-      retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
-      allowAutoTopicCreation: true,
-    });
+    if (this.#open) return;
     try {
-      await producer.connect();
+      await this.#client.open();
     } catch (e) {
-      await producer.disconnect().catch(() => {});
       throw new KafkaSendError(`cannot connect to Kafka at ${this.#o.brokers.join(",")}`, e);
     }
-    this.#producer = producer;
+    this.#open = true;
   }
 
   async send(records: readonly ProviderRecord[]): Promise<SendResult> {
-    if (!this.#producer) await this.open();
+    await this.open();
     const rejected: RecordRejection[] = [];
     // Split into requests of at most maxRequestBytes, in order; oversized records are
     // rejected here rather than sent.
@@ -299,27 +235,17 @@ export class KafkaProvider implements Provider {
     idx: number[],
     rejected: RecordRejection[],
   ): Promise<void> {
-    const byTopic = new Map<string, Message[]>();
-    for (const i of idx) {
-      const r = records[i];
-      let list = byTopic.get(r.topic);
-      if (!list) byTopic.set(r.topic, list = []);
-      list.push(toMessage(r));
-    }
     try {
-      await this.#producer!.sendBatch({
-        acks: -1,
-        timeout: this.#o.requestTimeoutMs,
-        compression: this.#compression,
-        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-      });
+      await this.#client.produce(
+        idx.length === records.length ? records : idx.map((i) => records[i]),
+      );
     } catch (e) {
-      const type = errorType(e);
+      const type = this.#client.errorType(e);
       if (type === undefined || !PER_RECORD_ERRORS.has(type)) {
         throw new KafkaSendError(`sending ${idx.length} record(s) failed`, e);
       }
       if (idx.length === 1) {
-        rejected.push({ index: idx[0], reason: `${type}: ${(e as Error).message}` });
+        rejected.push({ index: idx[0], reason: `${type}: ${describeError(e)}` });
         return;
       }
       const half = Math.ceil(idx.length / 2);
@@ -329,8 +255,7 @@ export class KafkaProvider implements Provider {
   }
 
   async close(): Promise<void> {
-    const p = this.#producer;
-    this.#producer = null;
-    await p?.disconnect();
+    this.#open = false;
+    await this.#client.close();
   }
 }

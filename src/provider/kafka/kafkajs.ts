@@ -1,0 +1,198 @@
+/**
+ * The kafkajs client behind {@link KafkaProvider}: the only file that imports kafkajs.
+ * kafkajs ships gzip only; snappy, lz4 and zstd are registered here from the codecs that
+ * @platformatic/kafka carries (WASM and `node:zlib`), so both clients compress alike.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { compressionsAlgorithms } from "@platformatic/kafka";
+import {
+  CompressionCodecs,
+  CompressionTypes,
+  Kafka,
+  type KafkaConfig,
+  logLevel,
+  type Message,
+  Partitioners,
+  type Producer,
+  type SASLOptions,
+} from "kafkajs";
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
+import { silentLogger } from "../../log.ts";
+import type { ProviderRecord } from "../types.ts";
+import type { KafkaClient, KafkaClientSettings } from "./kafka.ts";
+
+/**
+ * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
+ * calls `scheduleCheckPendingRequests`, which arms a timer for `throttledUntil - Date.now()`
+ * ms even when nothing is pending and nothing is throttled. `throttledUntil` is then -1, so
+ * the delay is about minus the epoch time: runtimes clamp it to 1 ms and print a
+ * TimeoutNegativeWarning, and the timer re-arms itself every millisecond for the life of the
+ * connection (kafkajs issues #1751 and #1704, unfixed upstream). With no request pending
+ * there is nothing to check: a request queued later schedules its own check, and a response
+ * checks the queue. So this skips exactly that case; the rest runs as kafkajs wrote it.
+ * Idempotent; called by {@link KafkaProvider}'s constructor.
+ */
+export function stopIdlePolling(): void {
+  if (idlePollingStopped) return;
+  idlePollingStopped = true;
+  const proto = RequestQueue.prototype;
+  const original = proto.scheduleCheckPendingRequests;
+  proto.scheduleCheckPendingRequests = function (this: RequestQueue) {
+    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
+    original.call(this);
+  };
+}
+
+let idlePollingStopped = false;
+
+const COMPRESSION = {
+  none: CompressionTypes.None,
+  gzip: CompressionTypes.GZIP,
+  snappy: CompressionTypes.Snappy,
+  lz4: CompressionTypes.LZ4,
+  zstd: CompressionTypes.ZSTD,
+} as const;
+
+/** Gives kafkajs the codecs it lacks (idempotent). */
+export function registerCodecs(): void {
+  for (const name of ["snappy", "lz4", "zstd"] as const) {
+    const algo = compressionsAlgorithms[name];
+    const codec = {
+      compress: (encoder: { buffer: Buffer }) => Promise.resolve(algo.compressSync(encoder.buffer)),
+      decompress: (buffer: Buffer) => Promise.resolve(algo.decompressSync(buffer)),
+    };
+    CompressionCodecs[COMPRESSION[name]] = () => codec;
+  }
+}
+
+function toBuffer(u: Uint8Array): Buffer {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+function toMessage(r: ProviderRecord): Message {
+  let headers: Record<string, Buffer | Buffer[]> | undefined;
+  if (r.headers && r.headers.length > 0) {
+    headers = {};
+    for (const [k, v] of r.headers) {
+      const prev = headers[k];
+      headers[k] = prev === undefined
+        ? toBuffer(v)
+        : Array.isArray(prev)
+        ? [...prev, toBuffer(v)]
+        : [prev, toBuffer(v)];
+    }
+  }
+  return {
+    key: r.key === null ? null : toBuffer(r.key),
+    value: toBuffer(r.value),
+    headers,
+    timestamp: String(r.timestamp),
+  };
+}
+
+/** The kafkajs error type behind `e` (protocol error name such as MESSAGE_TOO_LARGE), if any. */
+function errorType(e: unknown): string | undefined {
+  let cur = e as { type?: string; cause?: unknown; errors?: unknown[] } | undefined;
+  for (let i = 0; i < 5 && cur; i++) {
+    if (typeof cur.type === "string") return cur.type;
+    if (Array.isArray(cur.errors) && cur.errors.length > 0) cur = cur.errors[0] as typeof cur;
+    else cur = cur.cause as typeof cur;
+  }
+  return undefined;
+}
+
+/** See the module doc. */
+export class KafkajsClient implements KafkaClient {
+  readonly #s: KafkaClientSettings;
+  readonly #kafka: Kafka;
+  #producer: Producer | null = null;
+
+  constructor(settings: KafkaClientSettings) {
+    this.#s = settings;
+    stopIdlePolling();
+    registerCodecs();
+    const log = settings.logger ?? silentLogger;
+    const config: KafkaConfig = {
+      brokers: settings.brokers,
+      clientId: settings.clientId,
+      connectionTimeout: settings.connectionTimeoutMs,
+      requestTimeout: settings.requestTimeoutMs,
+      // kafkajs retries a little by itself (a leader move, a reconnect); longer outages come
+      // back to the engine, which keeps the batch on disk and retries with its own backoff.
+      retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
+      logLevel: logLevel.INFO,
+      logCreator: () => ({ namespace, level, log: entry }) => {
+        const { message, ...fields } = entry as { message: string } & Record<string, unknown>;
+        delete fields.timestamp;
+        delete fields.logger;
+        const text = `kafkajs ${namespace}: ${message}`;
+        // Failed sends are reported by the engine at "warn", with the retry plan; kafkajs's
+        // own error lines about the same events (and its routine ones) are detail.
+        if (/Limiting retries for the idempotent producer/.test(message)) log.debug(text, fields);
+        else if (level === logLevel.ERROR || level === logLevel.WARN) log.info(text, fields);
+        else log.debug(text, fields);
+      },
+    };
+    const t = settings.tls;
+    if (t) {
+      config.ssl = {
+        ca: t.ca,
+        cert: t.cert,
+        key: t.key,
+        rejectUnauthorized: !t.insecureSkipVerify,
+      };
+    }
+    if (settings.sasl) {
+      const { mechanism, username, password } = settings.sasl;
+      config.sasl = { mechanism, username, password } as SASLOptions;
+    }
+    this.#kafka = new Kafka(config);
+  }
+
+  async open(): Promise<void> {
+    if (this.#producer) return;
+    const producer = this.#kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      createPartitioner: Partitioners.DefaultPartitioner,
+      retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
+      allowAutoTopicCreation: true,
+    });
+    try {
+      await producer.connect();
+    } catch (e) {
+      await producer.disconnect().catch(() => {});
+      throw e;
+    }
+    this.#producer = producer;
+  }
+
+  async produce(records: readonly ProviderRecord[]): Promise<void> {
+    if (!this.#producer) await this.open();
+    const byTopic = new Map<string, Message[]>();
+    for (const r of records) {
+      let list = byTopic.get(r.topic);
+      if (!list) byTopic.set(r.topic, list = []);
+      list.push(toMessage(r));
+    }
+    await this.#producer!.sendBatch({
+      acks: -1,
+      timeout: this.#s.requestTimeoutMs,
+      compression: COMPRESSION[this.#s.compression],
+      topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+    });
+  }
+
+  errorType(e: unknown): string | undefined {
+    return errorType(e);
+  }
+
+  async close(): Promise<void> {
+    const p = this.#producer;
+    this.#producer = null;
+    await p?.disconnect();
+  }
+}
