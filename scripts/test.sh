@@ -25,6 +25,8 @@ if [[ -z ${MB_TEST_BROKERS:-} ]]; then
     started_broker=yes
   fi
   export MB_TEST_BROKERS=127.0.0.1:$KAFKA_PORT
+  # The broker's jars hold Kafka's Java client: the independent consumer of the codec tests.
+  export MB_TEST_KAFKA_LIBS=${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-${KAFKA_VERSION:-4.1.2}}
   # The same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256, user alice; see kafka.sh).
   export MB_TEST_SASL_BROKERS=127.0.0.1:$((KAFKA_PORT + 2))
 fi
@@ -35,10 +37,23 @@ files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=(tests/)
 
 status=0
-echo "== deno test" >&2
+echo "== deno test (Kafka client: platformatic, the default)" >&2
 $bin/deno test -A --no-check "${files[@]}" || status=1
-echo "== bun test" >&2
+echo "== bun test (Kafka client: platformatic, the default)" >&2
 $bin/bun test --timeout 300000 "${files[@]}" || status=1
+# The same Kafka provider tests with the other client library.
+provider_files=()
+for f in "${files[@]}"; do
+  case $f in
+    tests | tests/) provider_files+=(tests/provider/) ;;
+    tests/provider*) provider_files+=("$f") ;;
+  esac
+done
+if [[ ${#provider_files[@]} -gt 0 ]]; then
+  echo "== deno test, bun test: Kafka provider tests with the kafkajs client" >&2
+  MB_TEST_KAFKA_CLIENT=kafkajs $bin/deno test -A --no-check "${provider_files[@]}" || status=1
+  MB_TEST_KAFKA_CLIENT=kafkajs $bin/bun test --timeout 300000 "${provider_files[@]}" || status=1
+fi
 if [[ $# -eq 0 ]]; then
   # The agent as shipped: the single-file executable, through the same agent tests.
   echo "== single-file executable (bun build --compile) + agent tests" >&2

@@ -1,9 +1,11 @@
 // Test helpers that talk to the real broker started by scripts/kafka.sh (MB_TEST_BROKERS):
 // topic creation and a consumer that reads records back.
 
+import { Buffer } from "node:buffer";
 import { execFile } from "node:child_process";
 import process from "node:process";
 import { Kafka, logLevel } from "kafkajs";
+import { KafkaProvider, type KafkaProviderOptions } from "../mod.ts";
 import { registerCodecs, stopIdlePolling } from "../src/provider/kafka/kafkajs.ts";
 
 /** The broker under test; scripts/test.sh sets it after starting the broker. */
@@ -14,6 +16,18 @@ export const BROKERS = (process.env.MB_TEST_BROKERS ?? "127.0.0.1:9092").split("
 stopIdlePolling();
 registerCodecs();
 const kafka = new Kafka({ brokers: BROKERS, clientId: "mb-test", logLevel: logLevel.NOTHING });
+
+/**
+ * The Kafka client library the provider tests run with: scripts/test.sh runs them once per
+ * client (MB_TEST_KAFKA_CLIENT), so that both pass the same suite.
+ */
+export const KAFKA_CLIENT: "platformatic" | "kafkajs" =
+  process.env.MB_TEST_KAFKA_CLIENT === "kafkajs" ? "kafkajs" : "platformatic";
+
+/** A provider for the test broker, on the client under test. */
+export function kafkaProvider(options: Partial<KafkaProviderOptions> = {}): KafkaProvider {
+  return new KafkaProvider({ brokers: BROKERS, client: KAFKA_CLIENT, ...options });
+}
 
 /** A topic name no other test uses. */
 export function uniqueTopic(prefix: string): string {
@@ -104,5 +118,64 @@ export function kafkaScript(command: "start" | "stop" | "status"): Promise<strin
       if (err) reject(new Error(`kafka.sh ${command} failed: ${stderr}`));
       else resolve(stdout + stderr);
     });
+  });
+}
+
+/** A record as Kafka's Java client reads it (tests/fixtures/JavaConsumer.java). */
+export interface JavaConsumed {
+  partition: number;
+  offset: number;
+  timestamp: number;
+  key: Buffer | null;
+  value: Buffer;
+  headers: Array<[string, Buffer]>;
+}
+
+/**
+ * Reads `topic` from the beginning with Apache Kafka's own Java consumer (kafka-clients, from
+ * the broker's jars in MB_TEST_KAFKA_LIBS), an implementation independent of both clients
+ * messagebuffer produces with. Null when the jars are not known (a broker not started by
+ * scripts/test.sh).
+ */
+export function consumeWithJava(
+  topic: string,
+  expected: number,
+  timeoutMs = 60_000,
+): Promise<JavaConsumed[] | null> {
+  const libs = process.env.MB_TEST_KAFKA_LIBS;
+  if (!libs) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    execFile(
+      "java",
+      [
+        "-cp",
+        `${libs}/*`,
+        "tests/fixtures/JavaConsumer.java",
+        BROKERS.join(","),
+        topic,
+        String(expected),
+        String(timeoutMs),
+      ],
+      { maxBuffer: 1 << 30 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`JavaConsumer failed: ${stderr || err.message}`));
+        resolve(
+          stdout.trim().split("\n").filter((l) => l).map((l) => {
+            const o = JSON.parse(l);
+            return {
+              partition: o.partition,
+              offset: o.offset,
+              timestamp: o.timestamp,
+              key: o.key === null ? null : Buffer.from(o.key, "base64"),
+              value: Buffer.from(o.value, "base64"),
+              headers: o.headers.map(([k, v]: [string, string]) => [
+                Buffer.from(k, "base64").toString(),
+                Buffer.from(v, "base64"),
+              ]),
+            };
+          }),
+        );
+      },
+    );
   });
 }

@@ -44,10 +44,21 @@ function toMessage(r: ProviderRecord): Message {
   return m;
 }
 
+/** A topic Kafka has no producible metadata for (an internal topic). */
+class RefusedTopicError extends Error {
+  readonly type = "INVALID_TOPIC_EXCEPTION";
+  constructor(topic: string) {
+    super(`the broker offers no metadata to produce to topic "${topic}" (an internal topic?)`);
+    this.name = "RefusedTopicError";
+  }
+}
+
 /** See the module doc. */
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
   #producer: Producer<Buffer, Buffer, Buffer, Buffer> | null = null;
+  /** Topics the library has metadata for. */
+  readonly #producible = new Set<string>();
 
   constructor(s: KafkaClientSettings) {
     this.#options = {
@@ -95,10 +106,36 @@ export class PlatformaticClient implements KafkaClient {
 
   async produce(records: readonly ProviderRecord[]): Promise<void> {
     if (!this.#producer) await this.open();
+    await this.#checkTopics(records);
     await this.#producer!.send({ messages: records.map(toMessage) });
   }
 
+  /**
+   * Looks up (creating where the broker allows) each topic not produced to before. The
+   * library leaves internal topics such as `__consumer_offsets` out of its metadata and then
+   * fails on them outside any promise, so a record for a topic it has no metadata for is
+   * refused here, as the broker would refuse it, before anything is sent.
+   */
+  async #checkTopics(records: readonly ProviderRecord[]): Promise<void> {
+    let unknown: Set<string> | null = null;
+    for (const r of records) {
+      if (!this.#producible.has(r.topic)) (unknown ??= new Set()).add(r.topic);
+    }
+    if (!unknown) return;
+    const metadata = await this.#producer!.metadata({
+      topics: [...unknown],
+      autocreateTopics: true,
+    });
+    for (const t of unknown) {
+      if (metadata.topics.get(t) === undefined) {
+        throw new RefusedTopicError(t);
+      }
+      this.#producible.add(t);
+    }
+  }
+
   errorType(e: unknown): string | undefined {
+    if (e instanceof RefusedTopicError) return e.type;
     for (const id of PER_RECORD_ERRORS) if (findErrorBy(e as Error, "apiId", id)) return id;
     return undefined;
   }
