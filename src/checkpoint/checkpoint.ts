@@ -1,10 +1,17 @@
 /**
  * Checkpoint ("S") files: how far the provider has acknowledged a segment. One per segment
- * in delivery, named after it (`<segment base name>.s`), replaced atomically: write a temp
- * file, fsync it, rename it over the old one, fsync the directory.
+ * in delivery, named after it (`<segment base name>.s`). An S file holds two slots, written
+ * in turn in place: one write (and, where the policy asks, one fdatasync) per commit, no
+ * rename and no directory fsync except when the file is created. A write torn by a power
+ * loss spoils only the slot it went to; the other slot still holds the position before it,
+ * so the reader falls back one commit, never to the segment's start. The reader takes the
+ * valid slot with the most records acknowledged. A file of one slot (32 bytes, as written
+ * before this layout) reads the same way.
  *
  * ```
- * S file (32 bytes)
+ * S file: slot 0 at offset 0, slot 1 at offset 32 (64 bytes; 32 with one slot)
+ *
+ * Slot (32 bytes)
  *   0   4  magic "MBCK" (4D 42 43 4B)
  *   4   1  format version (1)
  *   5   3  reserved, zero
@@ -19,12 +26,12 @@
 
 import { crc32c } from "../binary/crc32c.ts";
 import { readU64, writeU64 } from "../binary/u64.ts";
-import type { FileSystem } from "../fs/types.ts";
+import type { FileHandle, FileSystem } from "../fs/types.ts";
 
 const MAGIC = 0x4d42434b;
 const VERSION = 1;
-/** Size of an S file. */
-export const CHECKPOINT_SIZE = 32;
+/** Size of one slot of an S file. */
+export const SLOT_SIZE = 32;
 /** S file name suffix. */
 export const CHECKPOINT_SUFFIX = ".s";
 
@@ -43,9 +50,9 @@ export function checkpointFileName(segmentName: string): string {
   return segmentName.replace(/\.seg$/, CHECKPOINT_SUFFIX);
 }
 
-/** Encodes an S file. */
-export function encodeCheckpoint(c: Checkpoint): Uint8Array {
-  const b = new Uint8Array(CHECKPOINT_SIZE);
+/** Encodes one slot. */
+export function encodeSlot(c: Checkpoint): Uint8Array {
+  const b = new Uint8Array(SLOT_SIZE);
   const v = new DataView(b.buffer);
   v.setUint32(0, MAGIC);
   b[4] = VERSION;
@@ -56,44 +63,34 @@ export function encodeCheckpoint(c: Checkpoint): Uint8Array {
   return b;
 }
 
-/** Decodes an S file, or returns why it cannot be used. */
-export function decodeCheckpoint(b: Uint8Array): Checkpoint | string {
-  if (b.length !== CHECKPOINT_SIZE) return `size ${b.length}, expected ${CHECKPOINT_SIZE}`;
+function decodeSlot(b: Uint8Array): Checkpoint | string {
   const v = new DataView(b.buffer, b.byteOffset, b.length);
   if (v.getUint32(0) !== MAGIC) {
     return `bad magic 0x${v.getUint32(0).toString(16).padStart(8, "0")}`;
   }
   if (b[4] !== VERSION) return `unsupported version ${b[4]}`;
   if (crc32c(b, 0, 28) !== v.getUint32(28)) return "checksum mismatch";
-  return {
-    offset: readU64(v, 8),
-    skip: v.getUint32(16),
-    delivered: readU64(v, 20),
-  };
+  return { offset: readU64(v, 8), skip: v.getUint32(16), delivered: readU64(v, 20) };
 }
 
 /**
- * Atomically replaces the S file at `path` (in `dir`). With `sync` false the fsyncs are
- * skipped (the `fsync: "never"` policy); the rename is still atomic.
+ * Decodes an S file: the newest valid slot and its index, or the reason none can be used.
  */
-export async function commitCheckpoint(
-  fs: FileSystem,
-  dir: string,
-  path: string,
-  c: Checkpoint,
-  sync: boolean,
-): Promise<void> {
-  const tmp = `${path}.tmp`;
-  await fs.remove(tmp);
-  const fh = await fs.open(tmp, "create");
-  try {
-    await fh.append(encodeCheckpoint(c));
-    if (sync) await fh.sync();
-  } finally {
-    await fh.close();
+export function decodeCheckpoint(b: Uint8Array): { checkpoint: Checkpoint; slot: number } | string {
+  if (b.length !== SLOT_SIZE && b.length !== 2 * SLOT_SIZE) {
+    return `size ${b.length}, expected ${SLOT_SIZE} or ${2 * SLOT_SIZE}`;
   }
-  await fs.rename(tmp, path);
-  if (sync) await fs.syncDir(dir);
+  let best: { checkpoint: Checkpoint; slot: number } | null = null;
+  let why = "";
+  for (let slot = 0; slot * SLOT_SIZE < b.length; slot++) {
+    const c = decodeSlot(b.subarray(slot * SLOT_SIZE, (slot + 1) * SLOT_SIZE));
+    if (typeof c === "string") {
+      why ||= c;
+      continue;
+    }
+    if (!best || c.delivered > best.checkpoint.delivered) best = { checkpoint: c, slot };
+  }
+  return best ?? why;
 }
 
 /** Reads an S file: the checkpoint, null when absent, or the reason it is unusable. */
@@ -103,5 +100,59 @@ export async function loadCheckpoint(
 ): Promise<Checkpoint | null | string> {
   const b = await fs.readFile(path);
   if (b === null) return null;
-  return decodeCheckpoint(b);
+  const d = decodeCheckpoint(b);
+  return typeof d === "string" ? d : d.checkpoint;
+}
+
+/** An open S file, committed to in place, slot after slot (see the module doc). */
+export class CheckpointFile {
+  readonly #fh: FileHandle;
+  #slot: number;
+  readonly #sync: boolean;
+
+  private constructor(fh: FileHandle, nextSlot: number, sync: boolean) {
+    this.#fh = fh;
+    this.#slot = nextSlot;
+    this.#sync = sync;
+  }
+
+  /**
+   * Opens the S file at `path` in `dir`, creating it when missing (with `sync`, the new
+   * file's directory entry is fsynced once its first slot is written).
+   */
+  static async open(
+    fs: FileSystem,
+    dir: string,
+    path: string,
+    sync: boolean,
+  ): Promise<{ file: CheckpointFile; created: boolean }> {
+    const found = await fs.readFile(path);
+    if (found !== null) {
+      const d = decodeCheckpoint(found);
+      // Write over the slot that does not hold the newest position.
+      const next = typeof d === "string" ? 0 : 1 - d.slot;
+      return {
+        file: new CheckpointFile(await fs.open(path, "append"), next, sync),
+        created: false,
+      };
+    }
+    const fh = await fs.open(path, "create");
+    return { file: new CheckpointFile(fh, 0, sync), created: true };
+  }
+
+  /** Writes `c` to the next slot (and fdatasyncs it with `sync`). */
+  async commit(c: Checkpoint): Promise<void> {
+    await this.#fh.writeAt(encodeSlot(c), this.#slot * SLOT_SIZE);
+    this.#slot = 1 - this.#slot;
+    if (this.#sync) await this.#fh.sync();
+  }
+
+  /** fdatasyncs what was committed. */
+  sync(): Promise<void> {
+    return this.#fh.sync();
+  }
+
+  close(): Promise<void> {
+    return this.#fh.close();
+  }
 }

@@ -229,7 +229,7 @@ export class MessageBuffer {
     if (d.syncIntervalMs > 0) {
       this.#every(d.syncIntervalMs, () => {
         this.#writer.requestSync();
-        void this.#ledger.syncDirectory();
+        void this.#ledger.syncMetadata();
       });
     }
     this.#every(this.#o.pruneIntervalMs, () => void this.#retention.prune("interval"));
@@ -364,8 +364,8 @@ export class MessageBuffer {
       if (seg.sealed && seg.checkpoint.delivered >= seg.records) await this.#ledger.delete(seg);
     }
     await this.#ledger.retryLeftovers();
-    if (this.#durability.syncIntervalMs > 0) await this.#ledger.syncDirectory();
-    await this.#ledger.settled();
+    if (this.#durability.syncIntervalMs > 0) await this.#ledger.syncMetadata();
+    await this.#ledger.closeFiles().catch(() => {});
     await this.#sender.close(this.#o.closeTimeoutMs);
     await this.#releaseLock();
   }

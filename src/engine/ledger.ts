@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Checkpoint, checkpointFileName, commitCheckpoint } from "../checkpoint/checkpoint.ts";
+import { type Checkpoint, CheckpointFile, checkpointFileName } from "../checkpoint/checkpoint.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import { SEGMENT_HEADER_SIZE } from "../segment/format.ts";
@@ -123,8 +123,12 @@ export class Ledger {
   readonly #leftovers: Segment[] = [];
   #bytes = 0;
   #meta: Promise<unknown> = Promise.resolve();
-  /** Directory entries changed (renames, removals) since the directory was last fsynced. */
+  /** Directory entries changed (creations, removals) since the directory was last fsynced. */
   #dirDirty = false;
+  /** The S file of the segment in delivery, kept open between commits. */
+  #ckpt: { seg: Segment; file: CheckpointFile } | null = null;
+  /** The open S file was written since its last fdatasync (under `interval`). */
+  #ckptUnsynced = false;
   readonly #onRoom: Array<() => void> = [];
 
   constructor(
@@ -219,10 +223,10 @@ export class Ledger {
   }
 
   /**
-   * Moves `seg`'s acknowledged position to `c` and writes its S file (atomically: temp file,
-   * rename). With `durability.syncMetadata` the S file and the directory are fsynced before
-   * this resolves. A failed write is logged and counted; the next commit writes the newer
-   * position. Resolves true once the position is in the S file.
+   * Moves `seg`'s acknowledged position to `c` and writes it to the S file, in place (see
+   * `checkpoint.ts`). With `durability.syncMetadata` it is fdatasynced (and a new S file's
+   * directory entry fsynced) before this resolves. A failed write is logged and counted;
+   * the next commit writes the newer position. Resolves true once the position is written.
    */
   async commit(seg: Segment, c: Checkpoint): Promise<boolean> {
     seg.checkpoint = c;
@@ -239,15 +243,38 @@ export class Ledger {
     if (seg.gone || !seg.checkpointDirty) return;
     const c = seg.checkpoint;
     const sync = this.#durability.syncMetadata;
-    await commitCheckpoint(
-      this.#fs,
-      this.#dir,
-      `${this.#dir}/${checkpointFileName(seg.name)}`,
-      c,
-      sync,
-    );
+    let created = false;
+    if (this.#ckpt?.seg !== seg) {
+      await this.#closeCheckpointFile();
+      const path = `${this.#dir}/${checkpointFileName(seg.name)}`;
+      const opened = await CheckpointFile.open(this.#fs, this.#dir, path, sync);
+      this.#ckpt = { seg, file: opened.file };
+      created = opened.created;
+    }
+    try {
+      await this.#ckpt.file.commit(c);
+    } catch (e) {
+      // The file's state is unknown: open it afresh for the next commit.
+      await this.#closeCheckpointFile();
+      throw e;
+    }
+    if (created) {
+      if (sync) await this.#fs.syncDir(this.#dir);
+      else this.#dirDirty = true;
+    }
+    if (!sync) this.#ckptUnsynced = true;
     if (seg.checkpoint === c) seg.checkpointDirty = false;
-    if (!sync) this.#dirDirty = true;
+  }
+
+  async #closeCheckpointFile(): Promise<void> {
+    const open = this.#ckpt;
+    this.#ckpt = null;
+    if (open && this.#ckptUnsynced) {
+      // Under interval: what was written goes to disk before the file is left behind.
+      this.#ckptUnsynced = false;
+      await open.file.sync().catch(() => {});
+    }
+    await open?.file.close().catch(() => {});
   }
 
   /**
@@ -283,6 +310,7 @@ export class Ledger {
   async #remove(seg: Segment): Promise<boolean> {
     try {
       await this.serial(`removal of segment ${seg.name}`, async () => {
+        if (this.#ckpt?.seg === seg) await this.#closeCheckpointFile();
         await this.#fs.remove(`${this.#dir}/${seg.name}`);
         await this.#fs.remove(`${this.#dir}/${checkpointFileName(seg.name)}`);
         if (this.#durability.syncMetadata) await this.#fs.syncDir(this.#dir);
@@ -320,14 +348,28 @@ export class Ledger {
     this.#roomMade();
   }
 
-  /** Under `interval`, makes renames and removals since the last call durable. */
-  async syncDirectory(): Promise<void> {
-    if (!this.#dirDirty) return;
-    this.#dirDirty = false;
+  /** Closes the open S file (at close). */
+  closeFiles(): Promise<void> {
+    return this.serial("close of the S file", () => this.#closeCheckpointFile());
+  }
+
+  /** Under `interval`, makes S file writes, creations and removals since the last call durable. */
+  async syncMetadata(): Promise<void> {
+    if (!this.#dirDirty && !this.#ckptUnsynced) return;
     try {
-      await this.serial("fsync of the buffer directory", () => this.#fs.syncDir(this.#dir));
+      await this.serial("fsync of S files and the buffer directory", async () => {
+        if (this.#ckptUnsynced && this.#ckpt) {
+          this.#ckptUnsynced = false;
+          await this.#ckpt.file.sync();
+        }
+        if (this.#dirDirty) {
+          this.#dirDirty = false;
+          await this.#fs.syncDir(this.#dir);
+        }
+      });
     } catch {
       this.#dirDirty = true;
+      this.#ckptUnsynced = true;
     }
   }
 }

@@ -341,6 +341,20 @@ class MemHandle implements FileHandle {
       if (n < data.length) throw errno("ENOSPC", "append", this.#path);
     });
   }
+  writeAt(data: Uint8Array, position: number): Promise<void> {
+    return settle(() => {
+      this.#check();
+      this.#fs._step("append", this.#path, true);
+      const end = position + data.length;
+      const grow = Math.max(0, end - this.#f.length);
+      if (grow > this.#fs.capacity - this.#fs.usedBytes()) {
+        throw errno("ENOSPC", "write", this.#path);
+      }
+      this.#f.ensure(end);
+      this.#f.data.set(data, position);
+      this.#f.length = Math.max(this.#f.length, end);
+    });
+  }
   read(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     return settle(() => {
       this.#check();

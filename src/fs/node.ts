@@ -33,6 +33,22 @@ class NodeFileHandle implements FileHandle {
     }
     this.#size += done;
   }
+  async writeAt(data: Uint8Array, position: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.#fh.write(
+        data,
+        done,
+        data.length - done,
+        position + done,
+      );
+      if (bytesWritten <= 0) {
+        throw Object.assign(new Error("write returned 0 bytes"), { code: "EIO" });
+      }
+      done += bytesWritten;
+    }
+    this.#size = Math.max(this.#size, position + done);
+  }
   async read(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     const { bytesRead } = await this.#fh.read(into, offset, length, position);
     return bytesRead;

@@ -10,6 +10,8 @@
 export interface FileHandle {
   /** Writes all of `data` at the end of the file; may perform several system writes. */
   append(data: Uint8Array): Promise<void>;
+  /** Writes all of `data` at `position`, over what is there (S files are updated in place). */
+  writeAt(data: Uint8Array, position: number): Promise<void>;
   /** Reads up to `length` bytes at `position` into `into[offset..]`; returns bytes read. */
   read(into: Uint8Array, offset: number, length: number, position: number): Promise<number>;
   /** Flushes file data to stable storage (fdatasync). */

@@ -10,7 +10,7 @@ import {
   silentLogger,
   StorageError,
 } from "../../mod.ts";
-import { checkpointFileName, commitCheckpoint } from "../../src/checkpoint/checkpoint.ts";
+import { CheckpointFile, checkpointFileName } from "../../src/checkpoint/checkpoint.ts";
 import { dirStatus } from "../../src/agent/inspect.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import type { ProviderRecord, SendResult } from "../../src/provider/types.ts";
@@ -251,7 +251,7 @@ describe("re-sends after a crash", () => {
         for (let i = 0; i < 60; i++) await b.write("t", `r${i}`);
         await b.flush();
         // Checkpoint writes take a while (a busy disk), longer than a send.
-        fs.latencyMs = { rename: 3, syncDir: 3 };
+        fs.latencyMs = { append: 3, sync: 3, syncDir: 3 };
         let after: MemoryFileSystem | null = null;
         // The crash: taken the moment the provider is handed batch number `crashAtSend`.
         const send = p.send.bind(p);
@@ -292,11 +292,9 @@ describe("status reads a buffer as opening it would", () => {
     await b.close();
     const [seg] = (await fs.list(DIR)).filter((n) => n.endsWith(".seg"));
     // An S file that claims 7 records were delivered, at an offset inside the first frame.
-    await commitCheckpoint(fs, DIR, `${DIR}/${checkpointFileName(seg)}`, {
-      offset: 16 + 5,
-      skip: 0,
-      delivered: 7,
-    }, true);
+    const { file } = await CheckpointFile.open(fs, DIR, `${DIR}/${checkpointFileName(seg)}`, true);
+    await file.commit({ offset: 16 + 5, skip: 0, delivered: 7 });
+    await file.close();
     const status = await dirStatus(fs, DIR, () => false);
     assert.equal(status.segments[0].delivered, 0);
     assert.equal(status.backlog.records, 10);
