@@ -79,6 +79,13 @@ export class Sender {
   /** The last frame decoded, kept while a batch boundary falls inside it. */
   #frameCache: { seg: Segment; offset: number; end: number; records: StoredRecord[] } | null = null;
   #dead: SegmentFile | null = null;
+  /** The next batch, read while the current one is with the provider. */
+  #prefetched: {
+    seg: Segment;
+    offset: number;
+    skip: number;
+    read: Promise<Batch | null>;
+  } | null = null;
   readonly #deadBuilder = new FrameBuilder(1 << 16);
   readonly #latency = new Float64Array(8192);
   #latencyCount = 0;
@@ -138,6 +145,8 @@ export class Sender {
 
   /** Releases files and closes the provider (waiting at most `timeoutMs` for it). */
   async close(timeoutMs: number): Promise<void> {
+    await this.#prefetched?.read;
+    this.#prefetched = null;
     await this.#cursor?.cursor.close().catch(() => {});
     this.#cursor = null;
     await this.#dead?.close().catch(() => {});
@@ -207,7 +216,7 @@ export class Sender {
       await this.#idleWait();
       return;
     }
-    const batch = await this.#readBatch(seg);
+    const batch = await this.#takePrefetched(seg) ?? await this.#readBatch(seg, seg.checkpoint);
     if (batch === null) return; // the segment changed under us (quarantined, dropped)
     if (batch.records.length === 0 && batch.expired === 0) {
       if (seg.sealed && batch.next.offset >= seg.size) {
@@ -226,12 +235,16 @@ export class Sender {
     }
     let rejected: { index: number; reason: string }[] = [];
     if (batch.records.length > 0) {
-      const outcome = await this.#retrying(
+      const sent = this.#retrying(
         "send",
         () => this.#o.provider.send(batch.records),
         batch.records.length,
         () => seg.gone, // pruned during an outage: its records are counted as dropped
       );
+      // While the provider works, read and decode the next batch (pipelining: the send of
+      // one batch overlaps the read of the next; sends stay one at a time, in order).
+      this.#prefetch(seg, batch.next);
+      const outcome = await sent;
       // Stopping (the batch is sent again after the next open) or the segment is gone.
       if (outcome === false) return;
       rejected = validRejections(outcome, batch.records.length);
@@ -254,16 +267,44 @@ export class Sender {
     this.#notifyProgress();
   }
 
+  /** Starts reading the batch at `from` in `seg` (only good frames; see #takePrefetched). */
+  #prefetch(seg: Segment, from: { offset: number; skip: number }): void {
+    const read = this.#readBatch(seg, from, true).catch(() => null);
+    this.#prefetched = { seg, offset: from.offset, skip: from.skip, read };
+  }
+
   /**
-   * Reads up to one batch from `seg` at its checkpoint. Returns null when the segment was
-   * quarantined or went away while reading.
+   * The batch read ahead, if it starts where `seg`'s checkpoint now is and holds records;
+   * otherwise null, and the caller reads afresh (which also handles what a read ahead
+   * leaves alone: corrupt frames, the end of a segment).
    */
-  async #readBatch(seg: Segment): Promise<Batch | null> {
+  async #takePrefetched(seg: Segment): Promise<Batch | null> {
+    const p = this.#prefetched;
+    if (!p) return null;
+    this.#prefetched = null;
+    // Always let the read ahead finish: it shares the cursor with the read that follows.
+    const batch = await p.read;
+    if (p.seg !== seg) return null;
+    const c = seg.checkpoint;
+    if (!batch || seg.gone || p.offset !== c.offset || p.skip !== c.skip) return null;
+    if (batch.records.length === 0 && batch.expired === 0) return null;
+    return batch;
+  }
+
+  /**
+   * Reads up to one batch from `seg` at `from`. Returns null when the segment was
+   * quarantined or went away while reading, or, reading ahead, when a frame is not good.
+   */
+  async #readBatch(
+    seg: Segment,
+    from: { offset: number; skip: number },
+    ahead = false,
+  ): Promise<Batch | null> {
     const o = this.#o;
     const records: ProviderRecord[] = [];
     let bytes = 0;
     let expired = 0;
-    let { offset, skip } = seg.checkpoint;
+    let { offset, skip } = from;
     const ttlLimit = o.maxRecordAgeMs > 0 ? Date.now() - o.maxRecordAgeMs : -Infinity;
     if (this.#cursor?.seg !== seg) {
       await this.#cursor?.cursor.close().catch(() => {});
@@ -290,6 +331,7 @@ export class Sender {
         if (view === null) break;
         if (typeof view === "string") {
           if (records.length > 0 || expired > 0) break; // deliver what is good first
+          if (ahead) return null;
           await this.#quarantine(seg, offset, view);
           return null;
         }
@@ -301,6 +343,7 @@ export class Sender {
           // rather than retrying it forever.
           if (!(e instanceof PayloadError)) throw e;
           if (records.length > 0 || expired > 0) break;
+          if (ahead) return null;
           await this.#quarantine(seg, offset, `undecodable frame: ${e.message}`);
           return null;
         }
