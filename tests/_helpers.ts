@@ -24,6 +24,8 @@ export class RecordingProvider implements Provider {
   readonly name = "recording";
   readonly retryWaitMs = 1;
   received: Received[] = [];
+  /** Records that `rejectIf` refused, in order (they go to dead letters). */
+  rejected: Received[] = [];
   sends = 0;
   opens = 0;
   /** While true, open() and send() throw (a broker outage). */
@@ -50,11 +52,8 @@ export class RecordingProvider implements Provider {
     const rejected: { index: number; reason: string }[] = [];
     records.forEach((r, index) => {
       const reason = this.rejectIf?.(r) ?? null;
-      if (reason) {
-        rejected.push({ index, reason });
-        return;
-      }
-      this.received.push({
+      if (reason) rejected.push({ index, reason });
+      (reason ? this.rejected : this.received).push({
         topic: r.topic,
         key: r.key === null ? null : dec.decode(r.key),
         value: r.value.slice(),
@@ -73,6 +72,11 @@ export class RecordingProvider implements Provider {
   /** Delivered values as text. */
   values(): string[] {
     return this.received.map((r) => dec.decode(r.value));
+  }
+
+  /** Rejected values as text. */
+  rejectedValues(): string[] {
+    return this.rejected.map((r) => dec.decode(r.value));
   }
 }
 
