@@ -5,6 +5,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { DirLock, FileHandle, FileSystem } from "../src/fs/types.ts";
 import type { Provider, ProviderRecord, SendResult } from "../src/provider/types.ts";
 
 /** A copy of a delivered record. */
@@ -23,6 +24,8 @@ export class RecordingProvider implements Provider {
   readonly name = "recording";
   readonly retryWaitMs = 1;
   received: Received[] = [];
+  /** Records that `rejectIf` refused, in order (they go to dead letters). */
+  rejected: Received[] = [];
   sends = 0;
   opens = 0;
   /** While true, open() and send() throw (a broker outage). */
@@ -49,11 +52,8 @@ export class RecordingProvider implements Provider {
     const rejected: { index: number; reason: string }[] = [];
     records.forEach((r, index) => {
       const reason = this.rejectIf?.(r) ?? null;
-      if (reason) {
-        rejected.push({ index, reason });
-        return;
-      }
-      this.received.push({
+      if (reason) rejected.push({ index, reason });
+      (reason ? this.rejected : this.received).push({
         topic: r.topic,
         key: r.key === null ? null : dec.decode(r.key),
         value: r.value.slice(),
@@ -72,6 +72,146 @@ export class RecordingProvider implements Provider {
   /** Delivered values as text. */
   values(): string[] {
     return this.received.map((r) => dec.decode(r.value));
+  }
+
+  /** Rejected values as text. */
+  rejectedValues(): string[] {
+    return this.rejected.map((r) => dec.decode(r.value));
+  }
+}
+
+/** One call the engine made on a {@link RecordingFileSystem}, and how it ended. */
+export interface FsCall {
+  /** `mkdirp`, `list`, `open`, `readFile`, `rename`, `remove`, `syncDir`, or a handle's `append`, `sync`, `truncate`, `read`. */
+  op: string;
+  /** The path (for `rename`, the source; `to` holds the target). */
+  path: string;
+  to?: string;
+  /** Bytes handed to `append`. */
+  bytes?: number;
+  /** The error's code (or message) when the call failed, else null. */
+  error: string | null;
+}
+
+/**
+ * A {@link FileSystem} that passes every call through to another one and records it with
+ * its outcome, so that a test can see which operations the engine made and whether an
+ * injected fault (`MemoryFileSystem.failNext`) actually fired, not merely stayed queued.
+ * Successful reads are not recorded (there are many of them).
+ */
+export class RecordingFileSystem implements FileSystem {
+  readonly inner: FileSystem;
+  calls: FsCall[] = [];
+
+  constructor(inner: FileSystem) {
+    this.inner = inner;
+  }
+
+  /** Failed calls, optionally only of `op` on a path containing `pathPart`. */
+  failures(op?: string, pathPart?: string): FsCall[] {
+    return this.calls.filter((c) =>
+      c.error !== null && (op === undefined || c.op === op) &&
+      (pathPart === undefined || c.path.includes(pathPart))
+    );
+  }
+
+  /** Successful calls of `op` on a path (or rename target) containing `pathPart`. */
+  successes(op: string, pathPart = ""): FsCall[] {
+    return this.calls.filter((c) =>
+      c.error === null && c.op === op &&
+      (c.path.includes(pathPart) || (c.to ?? "").includes(pathPart))
+    );
+  }
+
+  /** @internal runs one call and records it. */
+  async _track<T>(call: Omit<FsCall, "error">, fn: () => Promise<T>, quiet = false): Promise<T> {
+    try {
+      const out = await fn();
+      if (!quiet) this.calls.push({ ...call, error: null });
+      return out;
+    } catch (e) {
+      const code = (e as { code?: unknown })?.code;
+      this.calls.push({
+        ...call,
+        error: typeof code === "string" ? code : e instanceof Error ? e.message : String(e),
+      });
+      throw e;
+    }
+  }
+
+  mkdirp(path: string): Promise<void> {
+    return this._track({ op: "mkdirp", path }, () => this.inner.mkdirp(path));
+  }
+  list(dir: string): Promise<string[]> {
+    return this._track({ op: "list", path: dir }, () => this.inner.list(dir), true);
+  }
+  async open(path: string, mode: "create" | "append" | "read"): Promise<FileHandle> {
+    const fh = await this._track(
+      { op: "open", path },
+      () => this.inner.open(path, mode),
+      mode === "read",
+    );
+    return new RecordingHandle(this, path, fh);
+  }
+  readFile(path: string): Promise<Uint8Array | null> {
+    return this._track({ op: "readFile", path }, () => this.inner.readFile(path), true);
+  }
+  stat(path: string): Promise<{ size: number } | null> {
+    return this.inner.stat(path);
+  }
+  rename(from: string, to: string): Promise<void> {
+    return this._track({ op: "rename", path: from, to }, () => this.inner.rename(from, to));
+  }
+  remove(path: string): Promise<void> {
+    return this._track({ op: "remove", path }, () => this.inner.remove(path));
+  }
+  syncDir(dir: string): Promise<void> {
+    return this._track({ op: "syncDir", path: dir }, () => this.inner.syncDir(dir));
+  }
+  lock(dir: string): Promise<DirLock> {
+    return this.inner.lock(dir);
+  }
+}
+
+class RecordingHandle implements FileHandle {
+  #fs: RecordingFileSystem;
+  #path: string;
+  #fh: FileHandle;
+  constructor(fs: RecordingFileSystem, path: string, fh: FileHandle) {
+    this.#fs = fs;
+    this.#path = path;
+    this.#fh = fh;
+  }
+  append(data: Uint8Array): Promise<void> {
+    return this.#fs._track(
+      { op: "append", path: this.#path, bytes: data.length },
+      () => this.#fh.append(data),
+    );
+  }
+  writeAt(data: Uint8Array, position: number): Promise<void> {
+    return this.#fs._track(
+      { op: "writeAt", path: this.#path, bytes: data.length },
+      () => this.#fh.writeAt(data, position),
+    );
+  }
+  read(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    return this.#fs._track(
+      { op: "read", path: this.#path },
+      () => this.#fh.read(into, offset, length, position),
+      true,
+    );
+  }
+  sync(): Promise<void> {
+    return this.#fs._track({ op: "sync", path: this.#path }, () => this.#fh.sync());
+  }
+  truncate(size: number): Promise<void> {
+    return this.#fs._track({ op: "truncate", path: this.#path }, () => this.#fh.truncate(size));
+  }
+  size(): Promise<number> {
+    return this.#fh.size();
+  }
+  close(): Promise<void> {
+    return this.#fh.close();
   }
 }
 
