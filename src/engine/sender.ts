@@ -251,12 +251,13 @@ export class Sender {
     }
     if (seg.gone) return; // pruned while in flight: counted as dropped there
     this.#recordLatency(batch.records);
-    const counters = this.#ledger.counters;
-    counters.delivered += batch.records.length - rejected.length;
     // Refused records must be in dead/ before the checkpoint passes them; when that cannot
     // be done (the disk fails, or the buffer closes first), the checkpoint stays and the
     // batch is sent again after the next open.
     if (rejected.length > 0 && !(await this.#deadLetter(seg, batch.records, rejected))) return;
+    // Counted as the checkpoint moves, so that the counters and the backlog always add up.
+    const counters = this.#ledger.counters;
+    counters.delivered += batch.records.length - rejected.length;
     counters.expired += batch.expired;
     const c = seg.checkpoint;
     await this.#ledger.commit(seg, {
