@@ -117,8 +117,8 @@ export class CheckpointFile {
   }
 
   /**
-   * Opens the S file at `path` in `dir`, creating it when missing (with `sync`, the new
-   * file's directory entry is fsynced once its first slot is written).
+   * Opens the S file at `path`, creating it when missing. The caller makes the directory
+   * entry of a new file durable (an fsync of `dir`) after its first commit.
    */
   static async open(
     fs: FileSystem,

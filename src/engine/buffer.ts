@@ -342,6 +342,9 @@ export class MessageBuffer {
    * Stops accepting writes, writes and fsyncs what was accepted, lets the sender finish the
    * batch in flight (up to `closeTimeoutMs`), writes the checkpoint, closes the provider and
    * releases the directory. Safe to call twice.
+   *
+   * @throws {StorageError} (after closing all the same) the fsync that sealed the last
+   *   segment failed, so what it held is not known to be on stable storage
    */
   close(): Promise<void> {
     this.#closed ??= this.#close();
@@ -352,7 +355,8 @@ export class MessageBuffer {
     this.#closing = true;
     for (const w of this.#blocked.splice(0)) w.reject(new BufferClosedError(this.#o.dir));
     for (const t of this.#timers) clearInterval(t);
-    await this.#writer.close();
+    // A failed fsync of the last seal is reported once everything else is closed.
+    const sealed = await this.#writer.close().then(() => null, (e: unknown) => e);
     if (!(await this.#sender.stop(this.#o.closeTimeoutMs))) {
       this.#o.logger.warn(
         "close: the batch in flight was not acknowledged in time; it will be sent again on the next open",
@@ -364,9 +368,12 @@ export class MessageBuffer {
       if (seg.sealed && seg.checkpoint.delivered >= seg.records) await this.#ledger.delete(seg);
     }
     await this.#ledger.retryLeftovers();
+    // An S file write that failed is tried once more, so that a clean restart resends nothing.
+    await this.#ledger.commitPending();
     if (this.#durability.syncIntervalMs > 0) await this.#ledger.syncMetadata();
     await this.#ledger.closeFiles().catch(() => {});
     await this.#sender.close(this.#o.closeTimeoutMs);
     await this.#releaseLock();
+    if (sealed) throw sealed;
   }
 }

@@ -126,7 +126,7 @@ export class Ledger {
   /** Directory entries changed (creations, removals) since the directory was last fsynced. */
   #dirDirty = false;
   /** The S file of the segment in delivery, kept open between commits. */
-  #ckpt: { seg: Segment; file: CheckpointFile } | null = null;
+  #ckpt: { seg: Segment; file: CheckpointFile; entrySynced: boolean } | null = null;
   /** The open S file was written since its last fdatasync (under `interval`). */
   #ckptUnsynced = false;
   readonly #onRoom: Array<() => void> = [];
@@ -243,24 +243,26 @@ export class Ledger {
     if (seg.gone || !seg.checkpointDirty) return;
     const c = seg.checkpoint;
     const sync = this.#durability.syncMetadata;
-    let created = false;
     if (this.#ckpt?.seg !== seg) {
       await this.#closeCheckpointFile();
       const path = `${this.#dir}/${checkpointFileName(seg.name)}`;
       const opened = await CheckpointFile.open(this.#fs, this.#dir, path, sync);
-      this.#ckpt = { seg, file: opened.file };
-      created = opened.created;
+      this.#ckpt = { seg, file: opened.file, entrySynced: false };
     }
+    const open = this.#ckpt;
     try {
-      await this.#ckpt.file.commit(c);
+      await open.file.commit(c);
     } catch (e) {
       // The file's state is unknown: open it afresh for the next commit.
       await this.#closeCheckpointFile();
       throw e;
     }
-    if (created) {
+    // The first good commit on an S file makes its directory entry durable too (it may
+    // have been created by this commit, or by one that failed after creating it).
+    if (!open.entrySynced) {
       if (sync) await this.#fs.syncDir(this.#dir);
       else this.#dirDirty = true;
+      open.entrySynced = true;
     }
     if (!sync) this.#ckptUnsynced = true;
     if (seg.checkpoint === c) seg.checkpointDirty = false;
@@ -346,6 +348,13 @@ export class Ledger {
     seg.size = offset;
     seg.records = seg.checkpoint.delivered;
     this.#roomMade();
+  }
+
+  /** Writes again every position whose S file write failed. */
+  async commitPending(): Promise<void> {
+    for (const seg of this.#segments) {
+      if (seg.checkpointDirty && !seg.gone) await this.commit(seg, seg.checkpoint);
+    }
   }
 
   /** Closes the open S file (at close). */

@@ -172,7 +172,11 @@ export class SegmentWriter {
     });
   }
 
-  /** Writes every accepted frame and seals the active segment. */
+  /**
+   * Writes every accepted frame and seals the active segment. Rejects with the
+   * {@link StorageError} when the seal's fsync failed: what was sealed is then not known to
+   * be on stable storage (it stays in the segment, and is delivered after the next open).
+   */
   async close(): Promise<void> {
     if (this.#ageTimer) clearTimeout(this.#ageTimer);
     while (this.#flushing || this.#queue.length > 0 || this.#open.builder.count > 0) {
@@ -180,9 +184,11 @@ export class SegmentWriter {
       await this.#idle;
     }
     if (this.#file) {
+      const before = this.#failure;
       this.#rollRequested = true;
       this.#kick();
       await this.#idle;
+      if (this.#failure && this.#failure !== before) throw this.#failure;
     }
   }
 

@@ -179,7 +179,7 @@ describe('crash recovery (fsync: "interval")', () => {
   it("keeps what the periodic fsync covered, and otherwise an in-order prefix per writer", async () => {
     // keptPhaseOne: crashes after the fsync of phase one, some of which was still undelivered.
     let points = 0, crashedEarly = 0, keptPhaseOne = 0, lostSome = 0;
-    for (let crashAt = 3; crashAt < 250; crashAt += 6) {
+    for (let crashAt = 3; crashAt < 300; crashAt += 5) {
       for (const torn of [false, true]) {
         const fs = new MemoryFileSystem();
         const first = new RecordingProvider();
@@ -296,13 +296,20 @@ describe("storage faults", () => {
     const mem = new MemoryFileSystem();
     const fs = new RecordingFileSystem(mem);
     const p = new RecordingProvider();
-    const b = await MessageBuffer.open(opts(mem, p, { fs }));
-    mem.failNext("open", "EIO", ".s.tmp");
+    p.down = true;
+    const b = await MessageBuffer.open(opts(mem, p, { fs, segmentMaxBytes: 1 << 16 }));
     for (let i = 0; i < 20; i++) await b.write("t", `r${i}`);
+    await b.flush();
+    // The segment is written: the next in-place write to a path starting with its name is
+    // the first write of its S file.
+    const [seg] = (await mem.list(DIR)).filter((n) => n.endsWith(".seg"));
+    const sFile = seg.replace(/\.seg$/, ".s");
+    mem.failNext("append", "EIO", sFile);
+    p.down = false;
     await b.drained(5000);
     assert.deepEqual(p.values(), Array.from({ length: 20 }, (_, i) => `r${i}`));
     // The fault fired: a fault that stays queued would prove nothing.
-    const failed = fs.failures("open", ".s.tmp");
+    const failed = fs.failures("writeAt", sFile);
     assert.equal(failed.length, 1, "the S file write failed once");
     assert.equal(failed[0].error, "EIO");
     // The position reached the disk afterwards: after a power loss, a reopened buffer has
@@ -338,19 +345,14 @@ describe("storage faults", () => {
 
 // Engine bugs found by the model test (tests/engine/model_test.ts). Each test states what
 // should hold and is skipped until the engine does it; the reason names the bug.
-describe("known engine bugs", () => {
-  const SEAL_FSYNC = 'BUG: under fsync "interval" a failed fsync when a segment is sealed ' +
-    "(roll or close) is logged and ignored, and the segment is never fsynced again: its " +
-    "acknowledged records are lost at a power loss, however old, while later segments survive";
-  const CLOSE_CHECKPOINT = "BUG: close() does not retry an S file write that failed, so a " +
-    "clean restart sends the last delivered batches again (a third duplicate source the " +
-    'README\'s "duplicate window" does not list)';
-  const DEAD_LETTER = "BUG: when close() interrupts a failing dead-letter write, the record " +
-    "is counted as dead-lettered and the checkpoint moves past it, but it is not in dead/";
+describe("known engine bugs (the fixed ones are tests now)", () => {
+  const SEAL_FSYNC = 'BUG: under fsync "interval", after an fsync fails at a roll the ' +
+    "records acknowledged since the last good fsync stay only in the page cache of the " +
+    "retired segment; they are delivered as soon as Kafka takes them, but a power loss " +
+    "before that loses them while later segments survive (a gap). The fix is to copy them " +
+    "into the fresh segment that ends the failed state.";
 
-  it('under "interval", records sealed by close() survive a power loss after it', {
-    skip: SEAL_FSYNC,
-  }, async () => {
+  it('under "interval", records sealed by close() survive a power loss, or close() says they may not', async () => {
     const fs = new MemoryFileSystem();
     const p = new RecordingProvider();
     p.down = true;
@@ -389,17 +391,19 @@ describe("known engine bugs", () => {
     assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => `r${i}`), "a prefix");
   });
 
-  it("close() writes a checkpoint whose write failed, so a clean restart sends nothing twice", {
-    skip: CLOSE_CHECKPOINT,
-  }, async () => {
+  it("close() writes a checkpoint whose write failed, so a clean restart sends nothing twice", async () => {
     const mem = new MemoryFileSystem();
     const fs = new RecordingFileSystem(mem);
     const p = new RecordingProvider();
+    p.down = true;
     const b = await MessageBuffer.open(opts(mem, p, { fs }));
-    mem.failNext("open", "EIO", ".s.tmp"); // the S file write after r0 is delivered
     await b.write("t", "r0");
+    const [seg] = (await mem.list(DIR)).filter((n) => n.endsWith(".seg"));
+    const sFile = seg.replace(/\.seg$/, ".s");
+    mem.failNext("append", "EIO", sFile); // the S file write after r0 is delivered
+    p.down = false;
     await b.drained(5000);
-    await waitFor(() => fs.failures("open", ".s.tmp").length === 1, 5000, "the fault");
+    await waitFor(() => fs.failures("writeAt", sFile).length === 1, 5000, "the fault");
     p.down = true;
     await b.write("t", "r1"); // keeps the segment from being deleted as delivered at close
     await b.close();
@@ -412,9 +416,6 @@ describe("known engine bugs", () => {
 
   it(
     "a refused record is kept in dead/ or sent again when close() interrupts its dead-letter write",
-    {
-      skip: DEAD_LETTER,
-    },
     async () => {
       const mem = new MemoryFileSystem();
       const fs = new RecordingFileSystem(mem);
