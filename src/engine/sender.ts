@@ -249,7 +249,6 @@ export class Sender {
       if (outcome === false) return;
       rejected = validRejections(outcome, batch.records.length);
     }
-    if (seg.gone) return; // pruned while in flight: counted as dropped there
     this.#recordLatency(batch.records);
     // Refused records must be in dead/ before the checkpoint passes them; when that cannot
     // be done (the disk fails, or the buffer closes first), the checkpoint stays and the
@@ -257,14 +256,22 @@ export class Sender {
     if (rejected.length > 0 && !(await this.#deadLetter(seg, batch.records, rejected))) return;
     // Counted as the checkpoint moves, so that the counters and the backlog always add up.
     const counters = this.#ledger.counters;
+    if (seg.gone) {
+      // Pruned while this batch was in flight: retention counted its records as dropped,
+      // but they reached Kafka (or dead/, or expired). Count them as what they became.
+      counters.dropped -= batch.records.length + batch.expired;
+    }
     counters.delivered += batch.records.length - rejected.length;
+    counters.deadLettered += rejected.length;
     counters.expired += batch.expired;
-    const c = seg.checkpoint;
-    await this.#ledger.commit(seg, {
-      offset: batch.next.offset,
-      skip: batch.next.skip,
-      delivered: c.delivered + batch.records.length + batch.expired,
-    });
+    if (!seg.gone) {
+      const c = seg.checkpoint;
+      await this.#ledger.commit(seg, {
+        offset: batch.next.offset,
+        skip: batch.next.skip,
+        delivered: c.delivered + batch.records.length + batch.expired,
+      });
+    }
     this.#notifyProgress();
   }
 
@@ -428,7 +435,6 @@ export class Sender {
         await this.#sleep(this.#backoff(attempt));
       }
     }
-    this.#ledger.counters.deadLettered += rejected.length;
     for (const { index, reason } of rejected) {
       this.#log.warn("provider rejected a record for good; moved to dead letters", {
         topic: batch[index].topic,
