@@ -5,18 +5,23 @@
  *   request in flight per broker, Java-compatible partitioner for keyed records.
  * - A batch from the engine is split into requests of at most `maxRequestBytes`, sent one
  *   after another, so that no partition's record batch exceeds what a broker accepts.
- * - Errors: anything that may pass (broker down, leader moving, timeouts, network, SASL
- *   failures) is thrown, so the engine retries the batch. A per-record permanent error
- *   (message too large, invalid topic, not authorized) is narrowed down to the records that
- *   cause it by splitting the request, and those records are returned as rejected.
+ * - Errors: anything that may pass (broker down, leader moving, timeouts, network, SASL and
+ *   TLS failures) is thrown, so the engine retries the batch. A TLS failure is said plainly,
+ *   naming the broker: its certificate could not be verified, or it wants (or refused) a
+ *   client certificate. A per-record permanent error (message too large, invalid topic, not
+ *   authorized) is narrowed down to the records that cause it by splitting the request, and
+ *   those records are returned as rejected.
  *
  * @module
  */
 
 import { Buffer } from "node:buffer";
+import { connect as netConnect, isIP } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import {
   CompressionTypes,
   type CompressionTypes as KafkaCompressionTypes,
+  type ISocketFactory,
   Kafka,
   type KafkaConfig,
   logLevel,
@@ -130,12 +135,103 @@ function errorType(e: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Certificate verification failures of Node's `tls` (OpenSSL's X509_V_ERR_* names), which
+ * Deno and Bun report with the same codes.
+ */
+const CERT_VERIFY_ERRORS = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_REVOKED",
+  "INVALID_CA",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** A TLS alert from the broker about our (missing or unaccepted) client certificate. */
+const CLIENT_CERT_ALERT =
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_\w+|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED)$/;
+
+/** Whether a socket error code is a TLS failure that {@link tlsFailure} explains. */
+function isTlsFailure(code: string | undefined): boolean {
+  return code !== undefined && (CERT_VERIFY_ERRORS.has(code) || CLIENT_CERT_ALERT.test(code));
+}
+
+/** What tlsFailure reads of an error and of the errors behind it. */
+interface ErrorLink {
+  code?: unknown;
+  broker?: unknown;
+  message?: string;
+  cause?: unknown;
+  originalError?: unknown;
+}
+
+/**
+ * A plain statement of a TLS failure behind `e` (a kafkajs error whose cause chain holds the
+ * socket's error code and the broker's address), or undefined when it is not one.
+ */
+function tlsFailure(e: unknown, clientCert: boolean): string | undefined {
+  let cur = e as ErrorLink | undefined;
+  let broker: string | undefined;
+  for (let i = 0; i < 6 && cur; i++) {
+    if (typeof cur.broker === "string") broker ??= cur.broker;
+    const code = typeof cur.code === "string" ? cur.code : "";
+    const what = `(${code}: ${String(cur.message ?? "").replace(/^Connection error: /, "")})`;
+    const at = broker ? ` ${broker}` : "";
+    if (CERT_VERIFY_ERRORS.has(code)) {
+      return `TLS: the certificate of broker${at} could not be verified ${what}; ` +
+        (code === "ERR_TLS_CERT_ALTNAME_INVALID"
+          ? "it is not made out to that host name or address"
+          : "is the CA that signed it given (tls.ca, --tls-ca-file)?");
+    }
+    if (CLIENT_CERT_ALERT.test(code)) {
+      return clientCert
+        ? `TLS: broker${at} did not accept the client certificate ${what}`
+        : `TLS: broker${at} refused the connection, wanting a client certificate (mutual TLS) ` +
+          `${what}; give tls.cert and tls.key (--tls-cert-file, --tls-key-file)`;
+    }
+    cur = (cur.cause ?? cur.originalError) as ErrorLink | undefined;
+  }
+  return undefined;
+}
+
+/**
+ * kafkajs's own socket factory (`src/network/socketFactory.js`, which it does not export),
+ * plus a report of each TLS failure on a socket. Under Deno, a broker's TLS 1.3 alert about
+ * the client certificate can arrive after kafkajs took the connection as made; kafkajs then
+ * fails its next request with "write after end" or "Not connected", and the alert is lost
+ * (a quarter of the tries here). The report keeps it, so the error can say what happened.
+ */
+function socketFactory(onError: (e: ErrorLink) => void): ISocketFactory {
+  return ({ host, port, ssl, onConnect }) => {
+    const socket = ssl
+      ? tlsConnect({ host, port, ...(isIP(host) ? {} : { servername: host }), ...ssl }, onConnect)
+      : netConnect({ host, port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    socket.on("error", (e: Error & { code?: string }) => {
+      if (isTlsFailure(e.code)) {
+        onError({ code: e.code, message: e.message, broker: `${host}:${port}` });
+      }
+    });
+    return socket;
+  };
+}
+
 /** The error a retried send ends with: names the cause and says that records are kept. */
 export class KafkaSendError extends Error {
   readonly retriable = true;
-  constructor(what: string, cause: unknown) {
+  constructor(what: string, cause: unknown, explanation?: string) {
     const c = cause as Error;
-    super(`${what}: ${c?.name ?? "Error"}: ${c?.message ?? String(cause)}`, { cause });
+    super(
+      `${what}: ${explanation ?? `${c?.name ?? "Error"}: ${c?.message ?? String(cause)}`}`,
+      { cause },
+    );
     this.name = "KafkaSendError";
   }
 }
@@ -158,6 +254,10 @@ export class KafkaProvider implements Provider {
   readonly #kafka: Kafka;
   #producer: Producer | null = null;
   readonly #compression: KafkaCompressionTypes;
+  /** Whether a TLS client certificate is configured (for the wording of TLS errors). */
+  readonly #clientCert: boolean;
+  /** The last TLS failure on a socket since the current open or send began (socketFactory). */
+  #socketError: ErrorLink | null = null;
 
   constructor(options: KafkaProviderOptions) {
     if (!options || !Array.isArray(options.brokers) || options.brokers.length === 0) {
@@ -197,6 +297,7 @@ export class KafkaProvider implements Provider {
       // kafkajs retries a little by itself (a leader move, a reconnect); longer outages come
       // back to the engine, which keeps the batch on disk and retries with its own backoff.
       retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
+      socketFactory: socketFactory((e) => (this.#socketError = e)),
       logLevel: logLevel.INFO,
       logCreator: () => ({ namespace, level, log: entry }) => {
         const { message, ...fields } = entry as { message: string } & Record<string, unknown>;
@@ -211,6 +312,7 @@ export class KafkaProvider implements Provider {
       },
     };
     const tls = options.tls;
+    this.#clientCert = typeof tls === "object" && tls !== null && !!tls.cert;
     if (tls) {
       const t = tls === true ? {} : tls;
       config.ssl = {
@@ -232,8 +334,15 @@ export class KafkaProvider implements Provider {
     this.#kafka = new Kafka(config);
   }
 
+  /** A TLS failure behind `e`, or else one a socket reported since this open or send began. */
+  #tlsFailure(e: unknown): string | undefined {
+    return tlsFailure(e, this.#clientCert) ??
+      (this.#socketError ? tlsFailure(this.#socketError, this.#clientCert) : undefined);
+  }
+
   async open(): Promise<void> {
     if (this.#producer) return;
+    this.#socketError = null;
     const producer = this.#kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
@@ -245,13 +354,18 @@ export class KafkaProvider implements Provider {
       await producer.connect();
     } catch (e) {
       await producer.disconnect().catch(() => {});
-      throw new KafkaSendError(`cannot connect to Kafka at ${this.#o.brokers.join(",")}`, e);
+      throw new KafkaSendError(
+        `cannot connect to Kafka at ${this.#o.brokers.join(",")}`,
+        e,
+        this.#tlsFailure(e),
+      );
     }
     this.#producer = producer;
   }
 
   async send(records: readonly ProviderRecord[]): Promise<SendResult> {
     if (!this.#producer) await this.open();
+    this.#socketError = null;
     const rejected: RecordRejection[] = [];
     // Split into requests of at most maxRequestBytes, in order; oversized records are
     // rejected here rather than sent.
@@ -308,7 +422,11 @@ export class KafkaProvider implements Provider {
     } catch (e) {
       const type = errorType(e);
       if (type === undefined || !PER_RECORD_ERRORS.has(type)) {
-        throw new KafkaSendError(`sending ${idx.length} record(s) failed`, e);
+        throw new KafkaSendError(
+          `sending ${idx.length} record(s) failed`,
+          e,
+          this.#tlsFailure(e),
+        );
       }
       if (idx.length === 1) {
         rejected.push({ index: idx[0], reason: `${type}: ${(e as Error).message}` });
