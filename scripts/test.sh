@@ -5,9 +5,12 @@
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh FILES...   only these test files (both runtimes)
-# Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one (the
+# Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one. The
 # SASL test then needs MB_TEST_SASL_BROKERS, a SCRAM-SHA-256 listener with user "alice",
-# password "alice-secret", and is skipped, saying so, without it).
+# password "alice-secret"; the TLS tests need MB_TEST_TLS_BROKERS (an SSL listener),
+# MB_TEST_MTLS_BROKERS (an SSL listener that requires client certificates) and MB_TEST_TLS_DIR
+# (ca.pem, client-cert.pem, client-key.pem, wrong-ca.pem; see kafka.sh). Each is skipped,
+# saying so, without them.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,6 +32,14 @@ if [[ -z ${MB_TEST_BROKERS:-} ]]; then
   export MB_TEST_KAFKA_LIBS=${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-${KAFKA_VERSION:-4.1.2}}
   # The same broker's SASL_PLAINTEXT listener (SCRAM-SHA-256, user alice; see kafka.sh).
   export MB_TEST_SASL_BROKERS=127.0.0.1:$((KAFKA_PORT + 2))
+  # Its SSL listeners (one-way, mutual) and their certificates, unless a broker already running
+  # was started by an older kafka.sh that made none.
+  tls_dir=${KAFKA_DATA_DIR:-${TMPDIR:-/tmp}/messagebuffer-kafka-$KAFKA_PORT}/tls
+  if [[ -f $tls_dir/.complete ]]; then
+    export MB_TEST_TLS_BROKERS=127.0.0.1:$((KAFKA_PORT + 3))
+    export MB_TEST_MTLS_BROKERS=127.0.0.1:$((KAFKA_PORT + 4))
+    export MB_TEST_TLS_DIR=$tls_dir
+  fi
 fi
 cleanup() { [[ -n $started_broker ]] && scripts/kafka.sh wipe || true; }
 trap cleanup EXIT

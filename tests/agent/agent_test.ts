@@ -350,6 +350,40 @@ describe("agent (messagebuffer run)", () => {
     assert.equal(same.code, 1);
     assert.match(same.stderr, new RegExp(`in use by process ${live.proc.pid}`));
   });
+
+  // The broker's SSL listener that requires client certificates, and kafka.sh's PEM files.
+  const mtlsBrokers = process.env.MB_TEST_MTLS_BROKERS;
+  const tlsDir = process.env.MB_TEST_TLS_DIR;
+  it("delivers over mutual TLS with --tls-ca-file, --tls-cert-file and --tls-key-file", {
+    skip: mtlsBrokers && tlsDir
+      ? false
+      : "MB_TEST_MTLS_BROKERS and MB_TEST_TLS_DIR are not set (scripts/test.sh sets them)",
+  }, async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-mtls");
+    await createTopics([topic], 1);
+    agents.push(
+      await startAgent([
+        "--brokers",
+        mtlsBrokers!,
+        "--buffer-dir",
+        t.dir,
+        "--tls-ca-file",
+        `${tlsDir}/ca.pem`,
+        "--tls-cert-file",
+        `${tlsDir}/client-cert.pem`,
+        "--tls-key-file",
+        `${tlsDir}/client-key.pem`,
+      ]),
+    );
+    const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
+    c.write(`#ack\n${topic}\t\tover mutual TLS\n`);
+    assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
+    c.socket.end();
+    const got = await consume([topic], 1);
+    assert.deepEqual(got.map((r) => r.value!.toString()), ["over mutual TLS"]);
+  });
 });
 
 describe("agent CLI", () => {

@@ -17,6 +17,8 @@
  * @module
  */
 
+import { isIP } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import type { Logger } from "../../log.ts";
 import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
 import type { Provider, ProviderRecord, RecordRejection, SendResult } from "../types.ts";
@@ -101,6 +103,11 @@ export interface KafkaClient {
   produce(records: readonly ProviderRecord[]): Promise<void>;
   /** The protocol error name behind `e` (such as `MESSAGE_TOO_LARGE`), if it has one. */
   errorType(e: unknown): string | undefined;
+  /**
+   * A TLS failure a socket reported since the last call, when the library's own error may
+   * have lost it (kafkajs under Deno); then forgotten.
+   */
+  takeSocketFailure?(): ErrorLink | null;
   close(): Promise<void>;
 }
 
@@ -110,6 +117,124 @@ export type KafkaClientSettings = Resolved<typeof KAFKA> & {
   sasl?: KafkaSaslOptions;
   logger?: Logger;
 };
+
+/**
+ * Certificate verification failures of Node's `tls` (OpenSSL's X509_V_ERR_* names), which
+ * Deno and Bun report with the same codes.
+ */
+const CERT_VERIFY_ERRORS = new Set([
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_REVOKED",
+  "INVALID_CA",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/** A TLS alert from the broker about our (missing or unaccepted) client certificate. */
+const CLIENT_CERT_ALERT =
+  /^ERR_SSL_(?:SSLV3|TLSV1|TLSV13)_ALERT_(?:BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_\w+|UNSUPPORTED_CERTIFICATE|ACCESS_DENIED)$/;
+
+/** Whether a socket error code is a TLS failure that {@link tlsFailure} explains. */
+export function isTlsFailure(code: string | undefined): boolean {
+  return code !== undefined && (CERT_VERIFY_ERRORS.has(code) || CLIENT_CERT_ALERT.test(code));
+}
+
+/** What tlsFailure reads of an error and of the errors behind it. */
+export interface ErrorLink {
+  code?: unknown;
+  broker?: unknown;
+  message?: string;
+  cause?: unknown;
+  originalError?: unknown;
+  errors?: unknown[];
+}
+
+/**
+ * A plain statement of a TLS failure behind `e` (a client library's error whose chain of
+ * causes holds the socket's error code, and for kafkajs the broker's address), or undefined
+ * when it is not one.
+ */
+function tlsFailure(e: unknown, clientCert: boolean, brokers: string): string | undefined {
+  let cur = e as ErrorLink | undefined;
+  let broker: string | undefined;
+  for (let i = 0; i < 6 && cur; i++) {
+    if (typeof cur.broker === "string") broker ??= cur.broker;
+    const code = typeof cur.code === "string" ? cur.code : "";
+    const what = `(${code}: ${String(cur.message ?? "").replace(/^Connection error: /, "")})`;
+    const at = ` ${broker ?? brokers}`;
+    if (CERT_VERIFY_ERRORS.has(code)) {
+      return `TLS: the certificate of broker${at} could not be verified ${what}; ` +
+        (code === "ERR_TLS_CERT_ALTNAME_INVALID"
+          ? "it is not made out to that host name or address"
+          : "is the CA that signed it given (tls.ca, --tls-ca-file)?");
+    }
+    if (CLIENT_CERT_ALERT.test(code)) {
+      return clientCert
+        ? `TLS: broker${at} did not accept the client certificate ${what}`
+        : `TLS: broker${at} refused the connection, wanting a client certificate (mutual TLS) ` +
+          `${what}; give tls.cert and tls.key (--tls-cert-file, --tls-key-file)`;
+    }
+    cur = (cur.cause ?? cur.originalError ?? cur.errors?.[0]) as ErrorLink | undefined;
+  }
+  return undefined;
+}
+
+/** `host:port` split at its last colon. */
+function splitAddress(address: string): [string, number] {
+  const i = address.lastIndexOf(":");
+  return [address.slice(0, i), Number(address.slice(i + 1))];
+}
+
+/**
+ * Opens one TLS connection to `host:port` and waits briefly after the handshake for the
+ * broker to refuse it; resolves with the TLS failure, or null when there was none.
+ */
+function probeTls(
+  host: string,
+  port: number,
+  tls: KafkaTlsOptions,
+  timeoutMs: number,
+): Promise<ErrorLink | null> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (v: ErrorLink | null) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(v);
+    };
+    const socket = tlsConnect({
+      host,
+      port,
+      ...(isIP(host) ? {} : { servername: host }),
+      ca: tls.ca,
+      cert: tls.cert,
+      key: tls.key,
+      rejectUnauthorized: !tls.insecureSkipVerify,
+    });
+    const timer = setTimeout(() => finish(null), timeoutMs);
+    socket.on("error", (err: Error & { code?: string }) =>
+      finish(
+        isTlsFailure(err.code)
+          ? { code: err.code, message: err.message, broker: `${host}:${port}` }
+          : null,
+      ));
+    // A refusal of the client certificate comes as an alert after the handshake.
+    socket.on("secureConnect", () => {
+      socket.resume();
+      setTimeout(() => finish(null), Math.min(1000, timeoutMs));
+    });
+    socket.on("close", () => finish(null));
+  });
+}
 
 /** The message of `e` with the causes client libraries nest inside it. */
 export function describeError(e: unknown): string {
@@ -129,8 +254,8 @@ export function describeError(e: unknown): string {
 
 /** The error a retried send ends with: names the cause and says that records are kept. */
 export class KafkaSendError extends Error {
-  constructor(what: string, cause: unknown) {
-    super(`${what}: ${describeError(cause)}`, { cause });
+  constructor(what: string, cause: unknown, explanation?: string) {
+    super(`${what}: ${explanation ?? describeError(cause)}`, { cause });
     this.name = "KafkaSendError";
   }
 }
@@ -156,6 +281,9 @@ export class KafkaProvider implements Provider {
   readonly retryWaitMs = 250;
   readonly #o: Resolved<typeof KAFKA>;
   readonly #client: KafkaClient;
+  /** Whether a TLS client certificate is configured (for the wording of TLS errors). */
+  readonly #clientCert: boolean;
+  readonly #tls: KafkaTlsOptions | undefined;
   #open = false;
 
   constructor(options: KafkaProviderOptions) {
@@ -168,6 +296,8 @@ export class KafkaProvider implements Provider {
       (name) => `KafkaProvider option "${name}"`,
     );
     const tls = options.tls === true ? {} : options.tls || undefined;
+    this.#clientCert = !!tls?.cert;
+    this.#tls = tls;
     const settings: KafkaClientSettings = {
       ...this.#o,
       tls,
@@ -186,12 +316,38 @@ export class KafkaProvider implements Provider {
 
   async open(): Promise<void> {
     if (this.#open) return;
+    this.#client.takeSocketFailure?.();
     try {
       await this.#client.open();
     } catch (e) {
-      throw new KafkaSendError(`cannot connect to Kafka at ${this.#o.brokers.join(",")}`, e);
+      throw new KafkaSendError(
+        `cannot connect to Kafka at ${this.#o.brokers.join(",")}`,
+        e,
+        await this.#probeTls(e),
+      );
     }
     this.#open = true;
+  }
+
+  /** A TLS failure behind `e`, or else one a socket reported since the last check. */
+  #tlsFailure(e: unknown): string | undefined {
+    const socket = this.#client.takeSocketFailure?.() ?? null;
+    const brokers = this.#o.brokers.join(",");
+    return tlsFailure(e, this.#clientCert, brokers) ??
+      (socket ? tlsFailure(socket, this.#clientCert, brokers) : undefined);
+  }
+
+  /**
+   * When connecting over TLS failed without saying why (a broker's alert about the client
+   * certificate can arrive after the library took the handshake as done, and be lost), one
+   * TLS connection of our own to the first broker finds out.
+   */
+  async #probeTls(e: unknown): Promise<string | undefined> {
+    const found = this.#tlsFailure(e);
+    if (found || !this.#tls) return found;
+    const [host, port] = splitAddress(this.#o.brokers[0]);
+    const failure = await probeTls(host, port, this.#tls, this.#o.connectionTimeoutMs);
+    return failure ? tlsFailure(failure, this.#clientCert, `${host}:${port}`) : undefined;
   }
 
   async send(records: readonly ProviderRecord[]): Promise<SendResult> {
@@ -242,7 +398,7 @@ export class KafkaProvider implements Provider {
     } catch (e) {
       const type = this.#client.errorType(e);
       if (type === undefined || !PER_RECORD_ERRORS.has(type)) {
-        throw new KafkaSendError(`sending ${idx.length} record(s) failed`, e);
+        throw new KafkaSendError(`sending ${idx.length} record(s) failed`, e, this.#tlsFailure(e));
       }
       if (idx.length === 1) {
         rejected.push({ index: idx[0], reason: `${type}: ${describeError(e)}` });

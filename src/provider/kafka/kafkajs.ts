@@ -7,10 +7,13 @@
  */
 
 import { Buffer } from "node:buffer";
+import { connect as netConnect, isIP } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { compressionsAlgorithms } from "@platformatic/kafka";
 import {
   CompressionCodecs,
   CompressionTypes,
+  type ISocketFactory,
   Kafka,
   type KafkaConfig,
   logLevel,
@@ -22,7 +25,12 @@ import {
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import { silentLogger } from "../../log.ts";
 import type { ProviderRecord } from "../types.ts";
-import type { KafkaClient, KafkaClientSettings } from "./kafka.ts";
+import {
+  type ErrorLink,
+  isTlsFailure,
+  type KafkaClient,
+  type KafkaClientSettings,
+} from "./kafka.ts";
 
 /**
  * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
@@ -104,11 +112,35 @@ function errorType(e: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * kafkajs's own socket factory (`src/network/socketFactory.js`, which it does not export),
+ * plus a report of each TLS failure on a socket. Under Deno, a broker's TLS 1.3 alert about
+ * the client certificate can arrive after kafkajs took the connection as made; kafkajs then
+ * fails its next request with "write after end" or "Not connected", and the alert is lost
+ * (a quarter of the tries here). The report keeps it, so the error can say what happened.
+ */
+function socketFactory(onError: (e: ErrorLink) => void): ISocketFactory {
+  return ({ host, port, ssl, onConnect }) => {
+    const socket = ssl
+      ? tlsConnect({ host, port, ...(isIP(host) ? {} : { servername: host }), ...ssl }, onConnect)
+      : netConnect({ host, port }, onConnect);
+    socket.setKeepAlive(true, 60_000);
+    socket.on("error", (e: Error & { code?: string }) => {
+      if (isTlsFailure(e.code)) {
+        onError({ code: e.code, message: e.message, broker: `${host}:${port}` });
+      }
+    });
+    return socket;
+  };
+}
+
 /** See the module doc. */
 export class KafkajsClient implements KafkaClient {
   readonly #s: KafkaClientSettings;
   readonly #kafka: Kafka;
   #producer: Producer | null = null;
+  /** The last TLS failure a socket reported (see socketFactory). */
+  #socketFailure: ErrorLink | null = null;
 
   constructor(settings: KafkaClientSettings) {
     this.#s = settings;
@@ -123,6 +155,7 @@ export class KafkajsClient implements KafkaClient {
       // kafkajs retries a little by itself (a leader move, a reconnect); longer outages come
       // back to the engine, which keeps the batch on disk and retries with its own backoff.
       retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
+      socketFactory: socketFactory((e) => (this.#socketFailure = e)),
       logLevel: logLevel.INFO,
       logCreator: () => ({ namespace, level, log: entry }) => {
         const { message, ...fields } = entry as { message: string } & Record<string, unknown>;
@@ -188,6 +221,12 @@ export class KafkajsClient implements KafkaClient {
 
   errorType(e: unknown): string | undefined {
     return errorType(e);
+  }
+
+  takeSocketFailure(): ErrorLink | null {
+    const f = this.#socketFailure;
+    this.#socketFailure = null;
+    return f;
   }
 
   async close(): Promise<void> {
