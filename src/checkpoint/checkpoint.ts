@@ -118,11 +118,10 @@ export class CheckpointFile {
 
   /**
    * Opens the S file at `path`, creating it when missing. The caller makes the directory
-   * entry of a new file durable (an fsync of `dir`) after its first commit.
+   * entry of a new file durable (an fsync of its directory) after its first commit.
    */
   static async open(
     fs: FileSystem,
-    dir: string,
     path: string,
     sync: boolean,
   ): Promise<{ file: CheckpointFile; created: boolean }> {

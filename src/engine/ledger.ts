@@ -246,7 +246,7 @@ export class Ledger {
     if (this.#ckpt?.seg !== seg) {
       await this.#closeCheckpointFile();
       const path = `${this.#dir}/${checkpointFileName(seg.name)}`;
-      const opened = await CheckpointFile.open(this.#fs, this.#dir, path, sync);
+      const opened = await CheckpointFile.open(this.#fs, path, sync);
       this.#ckpt = { seg, file: opened.file, entrySynced: false };
     }
     const open = this.#ckpt;

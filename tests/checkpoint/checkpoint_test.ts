@@ -22,7 +22,7 @@ async function fresh(): Promise<MemoryFileSystem> {
 describe("S files", () => {
   it("commit in turn to two slots and read back the newest", async () => {
     const fs = await fresh();
-    const { file, created } = await CheckpointFile.open(fs, DIR, PATH, true);
+    const { file, created } = await CheckpointFile.open(fs, PATH, true);
     assert.ok(created);
     for (let i = 1; i <= 5; i++) {
       await file.commit({ offset: 16 + i * 100, skip: 0, delivered: i * 10 });
@@ -38,7 +38,7 @@ describe("S files", () => {
 
   it("a torn write spoils one slot only: the reader falls back one commit", async () => {
     const fs = await fresh();
-    const { file } = await CheckpointFile.open(fs, DIR, PATH, true);
+    const { file } = await CheckpointFile.open(fs, PATH, true);
     await file.commit({ offset: 100, skip: 0, delivered: 10 }); // slot 0
     await file.commit({ offset: 200, skip: 3, delivered: 23 }); // slot 1
     await file.close();
@@ -46,7 +46,7 @@ describe("S files", () => {
     fs.corrupt(PATH, SLOT_SIZE + 8, new Uint8Array(8).fill(0x5a));
     assert.deepEqual(await loadCheckpoint(fs, PATH), { offset: 100, skip: 0, delivered: 10 });
     // Reopened, the writer writes over the spoiled slot, never the one still good.
-    const again = await CheckpointFile.open(fs, DIR, PATH, true);
+    const again = await CheckpointFile.open(fs, PATH, true);
     assert.equal(again.created, false);
     await again.file.commit({ offset: 300, skip: 0, delivered: 40 });
     await again.file.close();

@@ -292,7 +292,7 @@ describe("status reads a buffer as opening it would", () => {
     await b.close();
     const [seg] = (await fs.list(DIR)).filter((n) => n.endsWith(".seg"));
     // An S file that claims 7 records were delivered, at an offset inside the first frame.
-    const { file } = await CheckpointFile.open(fs, DIR, `${DIR}/${checkpointFileName(seg)}`, true);
+    const { file } = await CheckpointFile.open(fs, `${DIR}/${checkpointFileName(seg)}`, true);
     await file.commit({ offset: 16 + 5, skip: 0, delivered: 7 });
     await file.close();
     const status = await dirStatus(fs, DIR, () => false);
