@@ -125,8 +125,12 @@ describe("settings table", () => {
         /^KafkaProvider option "brokers": "localhost" is not "host:port"$/,
       ],
       [
-        { brokers: ["h:1"], compression: "lz4" },
-        /^KafkaProvider option "compression" must be one of "none", "gzip", got "lz4"$/,
+        { brokers: ["h:1"], compression: "brotli" },
+        /^KafkaProvider option "compression" must be one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"$/,
+      ],
+      [
+        { brokers: ["h:1"], client: "librdkafka" },
+        /^KafkaProvider option "client" must be one of "platformatic", "kafkajs", got "librdkafka"$/,
       ],
       [
         { brokers: ["h:1"], sasl: { mechanism: "md5", username: "u", password: "p" } },
