@@ -8,5 +8,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-dist/messagebuffer}
 mkdir -p "$(dirname "$out")"
-node_modules/.bin/bun build --compile --minify-syntax cli.ts --outfile "$out" >&2
+# scripts/compile.ts is `bun build --compile` with one resolution changed (see there).
+node_modules/.bin/bun scripts/compile.ts "$out" >&2
 "$out" --version >&2

@@ -386,6 +386,31 @@ describe("agent (messagebuffer run)", () => {
   });
 });
 
+describe("agent codecs", () => {
+  it("delivers with every --compression, from source and as the executable (WASM codecs inside)", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    for (const codec of ["gzip", "snappy", "lz4", "zstd"]) {
+      const topic = uniqueTopic(`agent-${codec}`);
+      await createTopics([topic], 1);
+      const dir = `${t.dir}/${codec}`;
+      const a = await agentIn(dir, ["--compression", codec]);
+      const c = await RawClient.connect(`${dir}/messagebuffer.sock`);
+      const lines = Array.from({ length: 50 }, (_, i) => `${topic}\tk${i}\t${codec}-${i}\n`);
+      c.write(`#ack\n${lines.join("")}`);
+      assert.equal((await c.waitAnswers(51)).filter((x) => x === "ok").length, 51);
+      c.socket.end();
+      const got = await consume([topic], 50, { settleMs: 300 });
+      assert.deepEqual(
+        got.map((r) => r.value!.toString()),
+        Array.from({ length: 50 }, (_, i) => `${codec}-${i}`),
+        codec,
+      );
+      assert.equal(await a.stop("SIGTERM"), 0);
+    }
+  });
+});
+
 describe("agent CLI", () => {
   it("explains itself: --help, help run, --version", async () => {
     const help = await runCli(["--help"]);

@@ -1,0 +1,25 @@
+// Builds the agent as one self-contained executable with Bun (offline): see compile.sh.
+// @platformatic/kafka's codecs load a WASM file from next to their module at run time, which
+// a compiled executable does not carry; the package also ships the same code with the WASM
+// inlined (`@platformatic/wasm-utils/bundled`), and the build resolves to that one instead.
+//   bun scripts/compile.ts OUTFILE
+
+const outfile = process.argv[2] ?? "dist/messagebuffer";
+const inlinedWasm: import("bun").BunPlugin = {
+  name: "inline @platformatic/wasm-utils",
+  setup(build) {
+    build.onResolve({ filter: /^@platformatic\/wasm-utils$/ }, () => ({
+      path: Bun.resolveSync("@platformatic/wasm-utils/bundled", import.meta.dir),
+    }));
+  },
+};
+const result = await Bun.build({
+  entrypoints: ["cli.ts"],
+  compile: { outfile },
+  minify: { syntax: true },
+  plugins: [inlinedWasm],
+});
+if (!result.success) {
+  for (const log of result.logs) console.error(log);
+  process.exit(1);
+}
