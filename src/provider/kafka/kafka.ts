@@ -22,8 +22,6 @@ import { connect as tlsConnect } from "node:tls";
 import type { Logger } from "../../log.ts";
 import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
 import type { Provider, ProviderRecord, RecordRejection, SendResult } from "../types.ts";
-import { KafkajsClient } from "./kafkajs.ts";
-import { PlatformaticClient } from "./platformatic.ts";
 
 /** TLS settings; PEM text, not file names (the agent reads the files). */
 export interface KafkaTlsOptions {
@@ -280,7 +278,8 @@ export class KafkaProvider implements Provider {
   readonly name = "kafka";
   readonly retryWaitMs = 250;
   readonly #o: Resolved<typeof KAFKA>;
-  readonly #client: KafkaClient;
+  readonly #settings: KafkaClientSettings;
+  #client: KafkaClient | null = null;
   /** Whether a TLS client certificate is configured (for the wording of TLS errors). */
   readonly #clientCert: boolean;
   readonly #tls: KafkaTlsOptions | undefined;
@@ -304,9 +303,18 @@ export class KafkaProvider implements Provider {
       sasl: options.sasl,
       logger: options.logger,
     };
-    this.#client = this.#o.client === "kafkajs"
-      ? new KafkajsClient(settings)
-      : new PlatformaticClient(settings);
+    this.#settings = settings;
+  }
+
+  /**
+   * The client, built on first use: each library is loaded only when a provider uses it, so
+   * that importing this module (or mod.ts) costs neither its load time nor its memory.
+   */
+  async #connectClient(): Promise<KafkaClient> {
+    this.#client ??= this.#o.client === "kafkajs"
+      ? new (await import("./kafkajs.ts")).KafkajsClient(this.#settings)
+      : new (await import("./platformatic.ts")).PlatformaticClient(this.#settings);
+    return this.#client;
   }
 
   /** The client library in use. */
@@ -316,9 +324,10 @@ export class KafkaProvider implements Provider {
 
   async open(): Promise<void> {
     if (this.#open) return;
-    this.#client.takeSocketFailure?.();
+    const client = await this.#connectClient();
+    client.takeSocketFailure?.();
     try {
-      await this.#client.open();
+      await client.open();
     } catch (e) {
       throw new KafkaSendError(
         `cannot connect to Kafka at ${this.#o.brokers.join(",")}`,
@@ -331,7 +340,7 @@ export class KafkaProvider implements Provider {
 
   /** A TLS failure behind `e`, or else one a socket reported since the last check. */
   #tlsFailure(e: unknown): string | undefined {
-    const socket = this.#client.takeSocketFailure?.() ?? null;
+    const socket = this.#client?.takeSocketFailure?.() ?? null;
     const brokers = this.#o.brokers.join(",");
     return tlsFailure(e, this.#clientCert, brokers) ??
       (socket ? tlsFailure(socket, this.#clientCert, brokers) : undefined);
@@ -392,11 +401,11 @@ export class KafkaProvider implements Provider {
     rejected: RecordRejection[],
   ): Promise<void> {
     try {
-      await this.#client.produce(
+      await this.#client!.produce(
         idx.length === records.length ? records : idx.map((i) => records[i]),
       );
     } catch (e) {
-      const type = this.#client.errorType(e);
+      const type = this.#client!.errorType(e);
       if (type === undefined || !PER_RECORD_ERRORS.has(type)) {
         throw new KafkaSendError(`sending ${idx.length} record(s) failed`, e, this.#tlsFailure(e));
       }
@@ -412,6 +421,6 @@ export class KafkaProvider implements Provider {
 
   async close(): Promise<void> {
     this.#open = false;
-    await this.#client.close();
+    await this.#client?.close();
   }
 }
