@@ -6,6 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DirLock, FileHandle, FileSystem } from "../src/fs/types.ts";
+import { type MessageBufferOptions, silentLogger } from "../mod.ts";
 import type { Provider, ProviderRecord, SendResult } from "../src/provider/types.ts";
 
 /** A copy of a delivered record. */
@@ -230,4 +231,29 @@ export async function waitFor(cond: () => boolean, ms = 10_000, what = "conditio
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/**
+ * Options for a buffer on the in-memory filesystem at "/buf", as the crash and error-path
+ * tests use it: fsync "always", small segments, small batches, fast retries.
+ */
+export function memoryBufferOptions(
+  fs: FileSystem,
+  provider: Provider,
+  extra: Partial<MessageBufferOptions> = {},
+): MessageBufferOptions {
+  return {
+    dir: "/buf",
+    provider,
+    fs,
+    logger: silentLogger,
+    fsync: "always",
+    segmentMaxBytes: 2048,
+    maxBufferBytes: 1 << 20,
+    batchMaxRecords: 4,
+    retryInitialMs: 1,
+    retryMaxMs: 5,
+    closeTimeoutMs: 50,
+    ...extra,
+  };
 }

@@ -18,20 +18,7 @@ class NodeFileHandle implements FileHandle {
     this.#size = size;
   }
   async append(data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.#fh.write(
-        data,
-        done,
-        data.length - done,
-        this.#size + done,
-      );
-      if (bytesWritten <= 0) {
-        throw Object.assign(new Error("write returned 0 bytes"), { code: "EIO" });
-      }
-      done += bytesWritten;
-    }
-    this.#size += done;
+    await this.writeAt(data, this.#size);
   }
   async writeAt(data: Uint8Array, position: number): Promise<void> {
     let done = 0;

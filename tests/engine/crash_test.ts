@@ -3,32 +3,18 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { MessageBuffer, type MessageBufferOptions, silentLogger, StorageError } from "../../mod.ts";
+import { MessageBuffer, StorageError } from "../../mod.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
-import { RecordingFileSystem, RecordingProvider, waitFor } from "../_helpers.ts";
+import {
+  memoryBufferOptions,
+  RecordingFileSystem,
+  RecordingProvider,
+  waitFor,
+} from "../_helpers.ts";
 
 const DIR = "/buf";
 
-function opts(
-  fs: MemoryFileSystem,
-  provider: RecordingProvider,
-  extra: Partial<MessageBufferOptions> = {},
-): MessageBufferOptions {
-  return {
-    dir: DIR,
-    provider,
-    fs,
-    logger: silentLogger,
-    fsync: "always",
-    segmentMaxBytes: 2048,
-    maxBufferBytes: 1 << 20,
-    batchMaxRecords: 4,
-    retryInitialMs: 1,
-    retryMaxMs: 5,
-    closeTimeoutMs: 50,
-    ...extra,
-  };
-}
+const opts = memoryBufferOptions;
 
 /** A deterministic PRNG so that a failing crash point can be replayed. */
 function prng(seed: number): () => number {

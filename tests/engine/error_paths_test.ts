@@ -7,14 +7,13 @@ import {
   type LogLevel,
   MessageBuffer,
   type MessageBufferOptions,
-  silentLogger,
   StorageError,
 } from "../../mod.ts";
 import { CheckpointFile, checkpointFileName } from "../../src/checkpoint/checkpoint.ts";
 import { dirStatus } from "../../src/agent/inspect.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import type { ProviderRecord, SendResult } from "../../src/provider/types.ts";
-import { RecordingProvider, waitFor } from "../_helpers.ts";
+import { memoryBufferOptions, RecordingProvider, waitFor } from "../_helpers.ts";
 
 const DIR = "/buf";
 const dec = new TextDecoder();
@@ -24,20 +23,7 @@ function opts(
   provider: RecordingProvider,
   extra: Partial<MessageBufferOptions> = {},
 ): MessageBufferOptions {
-  return {
-    dir: DIR,
-    provider,
-    fs,
-    logger: silentLogger,
-    fsync: "always",
-    segmentMaxBytes: 2048,
-    maxBufferBytes: 1 << 20,
-    batchMaxRecords: 4,
-    retryInitialMs: 1,
-    retryMaxMs: 5,
-    closeTimeoutMs: 2000,
-    ...extra,
-  };
+  return memoryBufferOptions(fs, provider, { closeTimeoutMs: 2000, ...extra });
 }
 
 /** A logger that keeps every line, to check what was (and was not) reported. */
