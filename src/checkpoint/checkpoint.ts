@@ -139,11 +139,15 @@ export class CheckpointFile {
     return { file: new CheckpointFile(fh, 0, sync), created: true };
   }
 
-  /** Writes `c` to the next slot (and fdatasyncs it with `sync`). */
+  /**
+   * Writes `c` to the next slot (and fdatasyncs it with `sync`). Only a commit that
+   * succeeded moves on to the other slot: after a failure the same slot is written again, so
+   * the last good slot is never written over.
+   */
   async commit(c: Checkpoint): Promise<void> {
     await this.#fh.writeAt(encodeSlot(c), this.#slot * SLOT_SIZE);
-    this.#slot = 1 - this.#slot;
     if (this.#sync) await this.#fh.sync();
+    this.#slot = 1 - this.#slot;
   }
 
   /** fdatasyncs what was committed. */

@@ -41,6 +41,8 @@ export interface Segment {
   checkpointDirty: boolean;
   /** Deleted (delivered, pruned or expired); the sender drops any work on it. */
   gone: boolean;
+  /** The counter retention counted its unsent records in when it deleted it, if it did. */
+  removedAs?: "dropped" | "expired";
 }
 
 /** Counters since the buffer was opened (see README, "Metrics"). */
@@ -127,6 +129,8 @@ export class Ledger {
   #dirDirty = false;
   /** The S file of the segment in delivery, kept open between commits. */
   #ckpt: { seg: Segment; file: CheckpointFile; entrySynced: boolean } | null = null;
+  /** Set by closeFiles(). */
+  #closed = false;
   /** The open S file was written since its last fdatasync (under `interval`). */
   #ckptUnsynced = false;
   readonly #onRoom: Array<() => void> = [];
@@ -241,6 +245,7 @@ export class Ledger {
 
   async #writeCheckpoint(seg: Segment): Promise<void> {
     if (seg.gone || !seg.checkpointDirty) return;
+    if (this.#closed) return; // closed: the batch is sent again after the next open
     const c = seg.checkpoint;
     const sync = this.#durability.syncMetadata;
     if (this.#ckpt?.seg !== seg) {
@@ -250,13 +255,9 @@ export class Ledger {
       this.#ckpt = { seg, file: opened.file, entrySynced: false };
     }
     const open = this.#ckpt;
-    try {
-      await open.file.commit(c);
-    } catch (e) {
-      // The file's state is unknown: open it afresh for the next commit.
-      await this.#closeCheckpointFile();
-      throw e;
-    }
+    // On failure the file stays open and its next commit goes to the same slot again: the
+    // other slot, the last one known good, is never written over after a failed write.
+    await open.file.commit(c);
     // The first good commit on an S file makes its directory entry durable too (it may
     // have been created by this commit, or by one that failed after creating it).
     if (!open.entrySynced) {
@@ -330,11 +331,13 @@ export class Ledger {
    * fails, so that the caller tries again.
    */
   async quarantine(seg: Segment, offset: number, reason: string): Promise<void> {
-    const lostRecords = seg.records - seg.checkpoint.delivered;
     const moved = await this.serial(
       `quarantine of ${seg.name} from offset ${offset}`,
-      () => quarantineTail(this.#fs, this.#dir, seg.name, offset),
+      // Pruned or expired meanwhile: its records were counted there, and its file is going.
+      () => seg.gone ? Promise.resolve(-1) : quarantineTail(this.#fs, this.#dir, seg.name, offset),
     );
+    if (moved < 0) return;
+    const lostRecords = seg.records - seg.checkpoint.delivered;
     this.counters.quarantinedBytes += moved;
     this.counters.quarantinedRecords += lostRecords;
     this.#log.error("corrupt frame in segment; moved the rest of it to quarantine", {
@@ -357,9 +360,12 @@ export class Ledger {
     }
   }
 
-  /** Closes the open S file (at close). */
+  /** Closes the open S file (at close); no S file is written after this. */
   closeFiles(): Promise<void> {
-    return this.serial("close of the S file", () => this.#closeCheckpointFile());
+    return this.serial("close of the S file", () => {
+      this.#closed = true;
+      return this.#closeCheckpointFile();
+    });
   }
 
   /** Under `interval`, makes S file writes, creations and removals since the last call durable. */

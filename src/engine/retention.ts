@@ -50,6 +50,7 @@ export class Retention {
         if (!seg.sealed || seg.gone || seg.newestTimestamp >= limit) continue;
         const lost = seg.records - seg.checkpoint.delivered;
         ledger.counters.expired += lost;
+        seg.removedAs = "expired";
         log.warn("deleted a segment whose records are all past maxRecordAgeMs", {
           segment: seg.name,
           records: lost,
@@ -65,6 +66,7 @@ export class Retention {
       const lostBytes = seg.size - seg.checkpoint.offset;
       ledger.counters.dropped += lost;
       ledger.counters.droppedBytes += lostBytes;
+      seg.removedAs = "dropped";
       log.warn("buffer over maxBufferBytes; dropped the oldest segment", {
         segment: seg.name,
         records: lost,

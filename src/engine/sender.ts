@@ -67,6 +67,8 @@ export class Sender {
   readonly #log: Logger;
   readonly #ledger: Ledger;
   #state: ProviderState = "connecting";
+  /** Set by close(): a send still running then changes nothing when it ends. */
+  #closed = false;
   #lastError: string | null = null;
   #stopping = false;
   #stop: () => void = () => {};
@@ -145,11 +147,13 @@ export class Sender {
 
   /** Releases files and closes the provider (waiting at most `timeoutMs` for it). */
   async close(timeoutMs: number): Promise<void> {
+    this.#closed = true;
     await this.#prefetched?.read;
     this.#prefetched = null;
     await this.#cursor?.cursor.close().catch(() => {});
     this.#cursor = null;
     await this.#dead?.close().catch(() => {});
+    this.#dead = null;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const closed = this.#o.provider.close().catch((e) => {
       this.#log.warn("provider close failed", { provider: this.#o.provider.name, error: e });
@@ -247,6 +251,9 @@ export class Sender {
       const outcome = await sent;
       // Stopping (the batch is sent again after the next open) or the segment is gone.
       if (outcome === false) return;
+      // The buffer closed while this send ran past closeTimeoutMs: it is sent again after
+      // the next open; nothing more is written now.
+      if (this.#closed) return;
       rejected = validRejections(outcome, batch.records.length);
     }
     this.#recordLatency(batch.records);
@@ -256,10 +263,10 @@ export class Sender {
     if (rejected.length > 0 && !(await this.#deadLetter(seg, batch.records, rejected))) return;
     // Counted as the checkpoint moves, so that the counters and the backlog always add up.
     const counters = this.#ledger.counters;
-    if (seg.gone) {
-      // Pruned while this batch was in flight: retention counted its records as dropped,
-      // but they reached Kafka (or dead/, or expired). Count them as what they became.
-      counters.dropped -= batch.records.length + batch.expired;
+    if (seg.gone && seg.removedAs) {
+      // Pruned or expired while this batch was in flight: retention counted its records
+      // there, but they reached Kafka (or dead/, or expired). Count them as what they became.
+      counters[seg.removedAs] -= batch.records.length + batch.expired;
     }
     counters.delivered += batch.records.length - rejected.length;
     counters.deadLettered += rejected.length;

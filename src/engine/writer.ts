@@ -92,6 +92,8 @@ export class SegmentWriter {
   #idleResolve: (() => void) | null = null;
   #rollRequested = false;
   #rollWaiters: Array<() => void> = [];
+  /** A roll is sealing a segment (requestRoll() then waits for it). */
+  #rolling = false;
   #syncRequested = false;
   #file: SegmentFile | null = null;
   #seg: Segment | null = null;
@@ -164,7 +166,7 @@ export class SegmentWriter {
 
   /** Seals the active segment once the frames before this call are written. */
   requestRoll(): Promise<void> {
-    if (!this.#file) return Promise.resolve();
+    if (!this.#file && !this.#rolling) return Promise.resolve();
     return new Promise((resolve) => {
       this.#rollWaiters.push(resolve);
       this.#rollRequested = true;
@@ -315,6 +317,7 @@ export class SegmentWriter {
   /** Seals the active segment (fsynced unless the policy is `never`). */
   async #roll(): Promise<void> {
     this.#rollRequested = false;
+    this.#rolling = true;
     const file = this.#file;
     const seg = this.#seg;
     this.#file = null;
@@ -332,6 +335,7 @@ export class SegmentWriter {
       seg.sealed = true;
       this.#o.onStored();
     }
+    this.#rolling = false;
     for (const w of this.#rollWaiters.splice(0)) w();
     await this.#o.afterWrite();
   }

@@ -55,6 +55,21 @@ describe("S files", () => {
     assert.deepEqual(await loadCheckpoint(fs, PATH), { offset: 300, skip: 0, delivered: 40 });
   });
 
+  it("after a failed commit writes the same slot again, never the last good one", async () => {
+    const fs = await fresh();
+    const { file } = await CheckpointFile.open(fs, PATH, true);
+    await file.commit({ offset: 100, skip: 0, delivered: 10 }); // slot 0, synced
+    await fs.syncDir(DIR); // the new file's entry, as the ledger does after a first commit
+    fs.failNext("sync", "EIO", PATH);
+    await assert.rejects(file.commit({ offset: 200, skip: 0, delivered: 20 })); // slot 1
+    await file.commit({ offset: 300, skip: 0, delivered: 30 }); // slot 1 again
+    await file.close();
+    // A power loss now keeps what was synced: slot 0 must still hold the first position.
+    const slot0 = fs.crash().peek(PATH)!.subarray(0, SLOT_SIZE);
+    assert.deepEqual(slot0, encodeSlot({ offset: 100, skip: 0, delivered: 10 }));
+    assert.deepEqual(await loadCheckpoint(fs, PATH), { offset: 300, skip: 0, delivered: 30 });
+  });
+
   it("reads a one-slot file as written before the two-slot layout, and names what is wrong", async () => {
     const fs = await fresh();
     const fh = await fs.open(PATH, "create");

@@ -280,6 +280,7 @@ export class KafkaProvider implements Provider {
   readonly #o: Resolved<typeof KAFKA>;
   readonly #settings: KafkaClientSettings;
   #client: KafkaClient | null = null;
+  #closed = false;
   /** Whether a TLS client certificate is configured (for the wording of TLS errors). */
   readonly #clientCert: boolean;
   readonly #tls: KafkaTlsOptions | undefined;
@@ -360,6 +361,7 @@ export class KafkaProvider implements Provider {
   }
 
   async send(records: readonly ProviderRecord[]): Promise<SendResult> {
+    if (this.#closed) throw new KafkaSendError("not sent", new Error("the provider is closed"));
     await this.open();
     const rejected: RecordRejection[] = [];
     // Split into requests of at most maxRequestBytes, in order; oversized records are
@@ -400,6 +402,7 @@ export class KafkaProvider implements Provider {
     idx: number[],
     rejected: RecordRejection[],
   ): Promise<void> {
+    if (this.#closed) throw new KafkaSendError("not sent", new Error("the provider is closed"));
     try {
       await this.#client!.produce(
         idx.length === records.length ? records : idx.map((i) => records[i]),
@@ -420,6 +423,7 @@ export class KafkaProvider implements Provider {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     this.#open = false;
     await this.#client?.close();
   }
