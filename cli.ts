@@ -391,12 +391,27 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * Exits once what was written to stdout and stderr has reached them: on a pipe, writes are
+ * asynchronous, and an exit right after them can cut the output short (`send` printing a
+ * thousand refused lines and then its summary).
+ */
+function exitAfterOutput(code: number): void {
+  let pending = 2;
+  const done = () => {
+    if (--pending === 0) process.exit(code);
+  };
+  process.stdout.write("", done);
+  process.stderr.write("", done);
+}
+
 if (import.meta.main) {
   const args = process.argv.slice(2);
   // "help run" and "run --help" mean the same.
   if (args.length >= 2 && (args.includes("--help") || args.includes("-h")) && HELP[args[0]]) {
     process.stdout.write(HELP[args[0]]);
-    process.exit(0);
+    exitAfterOutput(0);
+  } else {
+    main(args).then(exitAfterOutput);
   }
-  main(args).then((code) => process.exit(code));
 }
