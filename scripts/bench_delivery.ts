@@ -10,6 +10,10 @@
 //   scripts/kafka.sh start
 //   npx deno run -A scripts/bench_delivery.ts [--records N] [--brokers HOST:PORT] [--batch N]
 //       [--clients platformatic,kafkajs] [--compression none|gzip|snappy|lz4|zstd] [--no-kcat]
+//       [--value-bytes N] [--rss]
+//
+// --rss samples the drain's resident memory every second and prints it at each tenth of the
+// backlog delivered (with --records 5000000 --value-bytes 1000: a 5 GB backlog).
 //   npx bun scripts/bench_delivery.ts ...
 
 import { Buffer } from "node:buffer";
@@ -34,6 +38,8 @@ const { values } = parseArgs({
     clients: { type: "string", default: "platformatic,kafkajs" },
     compression: { type: "string", default: "none" },
     "no-kcat": { type: "boolean", default: false },
+    "value-bytes": { type: "string", default: "100" },
+    rss: { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -42,7 +48,7 @@ const BATCH = Number(values.batch);
 const brokers = values.brokers.split(",");
 const clients = values.clients.split(",") as Array<"platformatic" | "kafkajs">;
 const compression = values.compression as "none" | "gzip" | "snappy" | "lz4" | "zstd";
-const VALUE = "x".repeat(100);
+const VALUE = "x".repeat(Number(values["value-bytes"]));
 const run = Date.now().toString(36);
 stopIdlePolling();
 registerCodecs();
@@ -89,7 +95,7 @@ console.log(`# messagebuffer delivery benchmark`);
 console.log(`# ${machine()}`);
 console.log(`# command: ${process.argv.join(" ")}`);
 console.log(
-  `# ${N} records of 100 bytes, keys k0..k9, one topic with one partition, local single-node ` +
+  `# ${N} records of ${VALUE.length} bytes, keys k0..k9, one topic with one partition, local single-node ` +
     `broker on the same cores, acks=all, idempotent, compression ${compression}, batch ${BATCH}`,
 );
 
@@ -127,11 +133,32 @@ async function drain(client: "platformatic" | "kafkajs"): Promise<number> {
     if ((i & 4095) === 4095) await p;
   }
   await b.flush();
+  const mib = () => (process.memoryUsage().rss / 2 ** 20).toFixed(0);
+  if (values.rss) {
+    const { bytes } = b.stats().backlog;
+    console.log(
+      `  backlog ${(bytes / 1e9).toFixed(2)} GB on disk; RSS ${mib()} MiB before the drain`,
+    );
+  }
+  let peak = 0;
+  let tenth = 1;
+  const sampler = values.rss
+    ? setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+      const done = N - b.stats().backlog.records;
+      if (done >= (tenth * N) / 10) {
+        console.log(`  ${Math.floor((done * 100) / N)}% delivered: RSS ${mib()} MiB`);
+        while (done >= (tenth * N) / 10) tenth++;
+      }
+    }, 1000)
+    : undefined;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   release();
   await b.drained(3_600_000);
   const s = (performance.now() - t0) / 1000;
+  clearInterval(sampler);
+  if (values.rss) console.log(`  peak RSS during the drain ${(peak / 2 ** 20).toFixed(0)} MiB`);
   const cpu = process.cpuUsage(cpu0);
   await b.close();
   await rm(dir, { recursive: true, force: true });

@@ -22,6 +22,12 @@ export interface SegmentStatus {
   /** Why the S file is not used: delivery would start over at the segment's start. */
   checkpointProblem?: string;
   oldestTimestamp: number | null;
+  /**
+   * `used`: its footer says what it holds, so opening does not walk it; `none`: opening walks
+   * it (the segment being written when the agent stopped, or one from before footers), then
+   * gives it a footer; `invalid`: its footer failed its checks (see `problem`).
+   */
+  footer: "used" | "none" | "invalid";
   /** What is wrong with the file, and what the next open does about it. */
   problem?: string;
 }
@@ -71,6 +77,7 @@ export async function dirStatus(
       checkpoint: r.checkpointFile &&
         { offset: r.checkpointFile.offset, skip: r.checkpointFile.skip },
       oldestTimestamp: r.records > 0 ? r.oldestTimestamp : null,
+      footer: r.footer,
     };
     if (r.checkpointProblem) s.checkpointProblem = r.checkpointProblem;
     if (r.action === "remove-torn-creation") {
@@ -81,6 +88,9 @@ export async function dirStatus(
       s.problem = r.tail.action === "cut"
         ? `torn tail at ${r.tail.offset}: ${r.tail.reason} (${r.tail.bytes} bytes cut at the next open)`
         : `corrupt at ${r.tail.offset}: ${r.tail.reason} (${r.tail.bytes} bytes quarantined at the next open)`;
+    } else if (r.footerProblem) {
+      s.problem =
+        `footer: ${r.footerProblem}; the next open walks the segment and writes a new one`;
     }
     status.segments.push(s);
     const waiting = s.records - s.delivered;
@@ -163,7 +173,9 @@ export async function readSegmentRecords(
   try {
     const scan = await scanSegment(fh, { verify: false });
     if ("badHeader" in scan) return `not a segment file: ${scan.badHeader}`;
-    const size = scan.fileSize;
+    // Frames end where a footer starts (a sealed segment's, valid or not).
+    const footerStop = scan.stop?.kind === "footer" ? scan.stop : null;
+    const size = scan.footer || footerStop ? scan.validSize : scan.fileSize;
     let offset = SEGMENT_HEADER_SIZE;
     while (offset < size) {
       const view = await cursor.frameAt(offset, size);
@@ -174,7 +186,7 @@ export async function readSegmentRecords(
       for (const r of records) each(r, offset);
       offset = view.end;
     }
-    return null;
+    return footerStop ? `bad footer at offset ${footerStop.offset}: ${footerStop.reason}` : null;
   } finally {
     await cursor.close();
   }

@@ -75,6 +75,12 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
       c.tornBytes,
     ],
     [
+      "messagebuffer_footer_errors_total",
+      "counter",
+      "Segment footers that failed their checks at start-up or disagreed with the records read.",
+      c.footerErrors,
+    ],
+    [
       "messagebuffer_write_errors_total",
       "counter",
       "Records whose write failed on a storage error.",

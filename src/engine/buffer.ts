@@ -179,6 +179,7 @@ export class MessageBuffer {
       const counters = newCounters();
       counters.tornBytes = r.tornBytes;
       counters.quarantinedBytes = r.quarantinedBytes;
+      counters.footerErrors = r.footerErrors;
       const segments = r.segments.map((s): Segment => ({
         name: s.name,
         firstSeq: s.firstSeq,
@@ -186,7 +187,7 @@ export class MessageBuffer {
         records: s.records,
         sealed: true,
         oldestTimestamp: s.oldestTimestamp,
-        newestTimestamp: Infinity,
+        newestTimestamp: s.newestTimestamp,
         checkpoint: s.checkpoint,
         checkpointDirty: false,
         gone: false,

@@ -30,9 +30,10 @@ export interface Segment {
   /** Timestamp of its first record (0 while empty). */
   oldestTimestamp: number;
   /**
-   * Largest record timestamp, exact for segments written by this process; Infinity for
-   * segments found at open (only frame base times are known there), which keeps them from
-   * being expired whole; the sender still skips their expired records one by one.
+   * Largest record timestamp: exact for segments written by this process or found at open
+   * with their footer; Infinity where it is not known (a segment walked at open sees frame
+   * base times only), which keeps them from being expired whole; the sender still skips
+   * their expired records one by one.
    */
   newestTimestamp: number;
   /** Acknowledged position (what the S file says, or will say once written). */
@@ -65,6 +66,11 @@ export interface Counters {
   quarantinedBytes: number;
   /** Bytes of torn tails (and interrupted segment creations) removed at open. */
   tornBytes: number;
+  /**
+   * Segment footers that failed their checks at open (the segment was walked instead), or
+   * disagreed with what the sender then read (the sender's reading wins). Each is logged.
+   */
+  footerErrors: number;
   /** Records whose write failed on a storage error (they were not stored). */
   writeErrors: number;
   /** Failed provider sends (each is retried). */
@@ -90,6 +96,7 @@ export function newCounters(): Counters {
     quarantinedRecords: 0,
     quarantinedBytes: 0,
     tornBytes: 0,
+    footerErrors: 0,
     writeErrors: 0,
     sendRetries: 0,
     resentRecords: 0,

@@ -224,6 +224,7 @@ export class Sender {
     if (batch === null) return; // the segment changed under us (quarantined, dropped)
     if (batch.records.length === 0 && batch.expired === 0) {
       if (seg.sealed && batch.next.offset >= seg.size) {
+        if (seg.checkpoint.delivered !== seg.records) this.#countMismatch(seg);
         await this.#ledger.delete(seg);
         this.#notifyProgress();
       } else if (
@@ -280,6 +281,20 @@ export class Sender {
       });
     }
     this.#notifyProgress();
+  }
+
+  /**
+   * A sealed segment read to its end held another number of records than the ledger had
+   * for it (from its footer, or from a walk of its frame headers at open). What was read
+   * was delivered; the difference is logged and counted.
+   */
+  #countMismatch(seg: Segment): void {
+    this.#ledger.counters.footerErrors++;
+    this.#log.warn("a segment held another number of records than its footer said", {
+      segment: seg.name,
+      read: seg.checkpoint.delivered,
+      expected: seg.records,
+    });
   }
 
   /** Starts reading the batch at `from` in `seg` (only good frames; see #takePrefetched). */

@@ -20,6 +20,7 @@ import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import {
   type Bytes,
+  encodeSegmentFooter,
   FrameBuilder,
   type HeadersInit,
   SEGMENT_HEADER_SIZE,
@@ -324,6 +325,23 @@ export class SegmentWriter {
     this.#seg = null;
     if (file && seg) {
       this.#nextSeq = seg.firstSeq + seg.records;
+      if (!file.broken) {
+        // The footer lets the next open learn what the segment holds without walking it.
+        // Without one (a failed append, a broken file) that open walks it instead.
+        await file.appendFooter(encodeSegmentFooter({
+          frames: file.frames,
+          records: seg.records,
+          firstSeq: seg.firstSeq,
+          dataSize: file.size,
+          oldestTimestamp: seg.oldestTimestamp,
+          newestTimestamp: seg.newestTimestamp,
+        })).catch((e) => {
+          this.#log.warn("could not write the footer of a sealed segment; the next open walks it", {
+            segment: file.name,
+            error: e,
+          });
+        });
+      }
       if (this.#o.durability.syncFiles && !file.broken) {
         try {
           await file.sync();

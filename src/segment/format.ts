@@ -22,7 +22,21 @@
  *   varint  key length + 1 (0 means "no key"), then the key bytes
  *   varint  header count H, then H times: name length, name (UTF-8), value length, value
  *   varint  value length V, then V bytes
+ *
+ * Footer (48 bytes, optional: written when the segment is sealed, after its last frame)
+ *   0   4  magic "MBFT" (4D 42 46 54); as a frame's payload length it is over
+ *          MAX_FRAME_PAYLOAD, so no reader mistakes it for a frame
+ *   4   4  CRC32C of bytes [8, 48) of the footer
+ *   8   4  frame count (u32 BE)
+ *  12   4  record count (u32 BE)
+ *  16   8  sequence number of the first record (u64 BE), as in the header
+ *  24   8  data size: the footer's own offset, where the last frame ends (u64 BE)
+ *  32   8  base timestamp of the first frame (u64 BE; 0 when there is none)
+ *  40   8  largest record timestamp (u64 BE; all ones when unknown)
  * ```
+ *
+ * A footer counts only when its CRC matches, its data size plus 48 is the file's size and
+ * its sequence number is the header's; otherwise the segment is walked frame by frame.
  *
  * A varint may be written with redundant continuation bytes (`0x85 0x00` is 5): the writer
  * reserves the widest length a string could need before it knows the exact byte count.
@@ -43,6 +57,11 @@ export const SEGMENT_HEADER_SIZE = 16;
 export const FRAME_HEADER_SIZE = 20;
 /** Largest frame payload a reader accepts: a corrupt length never allocates more than this. */
 export const MAX_FRAME_PAYLOAD = 256 * 1024 * 1024;
+/** "MBFT" as a big-endian u32. */
+export const FOOTER_MAGIC = 0x4d424654;
+/** Bytes of a segment footer. */
+export const SEGMENT_FOOTER_SIZE = 48;
+
 /** File name suffixes. */
 export const SEGMENT_SUFFIX = ".seg";
 
@@ -105,6 +124,69 @@ export function decodeSegmentHeader(b: Uint8Array): { firstSeq: number } | strin
   if (magic !== SEGMENT_MAGIC) return `bad magic 0x${magic.toString(16).padStart(8, "0")}`;
   if (b[4] !== FORMAT_VERSION) return `unsupported format version ${b[4]}`;
   return { firstSeq: readU64(v, 8) };
+}
+
+/** What a segment's footer records (see the module doc). */
+export interface SegmentFooter {
+  frames: number;
+  records: number;
+  firstSeq: number;
+  /** Where the last frame ends (and the footer starts). */
+  dataSize: number;
+  /** Base time of the first frame (0 when the segment holds none). */
+  oldestTimestamp: number;
+  /** Largest record timestamp; Infinity when it was not known as the footer was written. */
+  newestTimestamp: number;
+}
+
+/** Encodes a footer. */
+export function encodeSegmentFooter(f: SegmentFooter): Uint8Array {
+  const b = new Uint8Array(SEGMENT_FOOTER_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, FOOTER_MAGIC);
+  v.setUint32(8, f.frames);
+  v.setUint32(12, f.records);
+  writeU64(v, 16, f.firstSeq);
+  writeU64(v, 24, f.dataSize);
+  writeU64(v, 32, f.oldestTimestamp);
+  if (Number.isFinite(f.newestTimestamp)) writeU64(v, 40, f.newestTimestamp);
+  else {
+    // Not known: all ones.
+    v.setUint32(40, 0xffffffff);
+    v.setUint32(44, 0xffffffff);
+  }
+  v.setUint32(4, crc32c(b, 8, SEGMENT_FOOTER_SIZE));
+  return b;
+}
+
+/** Decodes the footer in `b` (48 bytes), or returns why it is not a valid one. */
+export function decodeSegmentFooter(b: Uint8Array): SegmentFooter | string {
+  if (b.length !== SEGMENT_FOOTER_SIZE) return `short footer (${b.length} bytes)`;
+  const v = new DataView(b.buffer, b.byteOffset, b.length);
+  if (v.getUint32(0) !== FOOTER_MAGIC) return "no footer";
+  if (crc32c(b, 8, SEGMENT_FOOTER_SIZE) !== v.getUint32(4)) return "footer checksum mismatch";
+  const unknown = v.getUint32(40) === 0xffffffff && v.getUint32(44) === 0xffffffff;
+  return {
+    frames: v.getUint32(8),
+    records: v.getUint32(12),
+    firstSeq: readU64(v, 16),
+    dataSize: readU64(v, 24),
+    oldestTimestamp: readU64(v, 32),
+    newestTimestamp: unknown ? Infinity : readU64(v, 40),
+  };
+}
+
+/**
+ * True when the `len` bytes at `b[at..]` could be the start of a footer (they begin with as
+ * much of its magic as they hold) and are no longer than one: what a walk that reaches the
+ * last bytes of a file treats as a footer rather than as a frame.
+ */
+export function looksLikeFooter(b: Uint8Array, at: number, len: number): boolean {
+  if (len <= 0 || len > SEGMENT_FOOTER_SIZE) return false;
+  for (let i = 0; i < Math.min(4, len); i++) {
+    if (b[at + i] !== ((FOOTER_MAGIC >>> (24 - 8 * i)) & 0xff)) return false;
+  }
+  return true;
 }
 
 /** A frame header as read from a file. */

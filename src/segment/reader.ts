@@ -8,13 +8,17 @@
 
 import type { FileHandle } from "../fs/types.ts";
 import {
+  decodeSegmentFooter,
   decodeSegmentHeader,
   FRAME_HEADER_SIZE,
   frameCrcMatches,
   type FrameHeader,
   frameHeaderIsSane,
+  looksLikeFooter,
   readFrameHeader,
+  SEGMENT_FOOTER_SIZE,
   SEGMENT_HEADER_SIZE,
+  type SegmentFooter,
 } from "./format.ts";
 
 /** What a scan learned about a segment. */
@@ -25,16 +29,24 @@ export interface ScanResult {
   validSize: number;
   /** Size of the file as found. */
   fileSize: number;
-  /** Records in the good frames. */
+  /** Good frames, and the records in them. */
+  frames: number;
   records: number;
   /** Base time of the first good frame (0 when there is none). */
   oldestTimestamp: number;
   /**
+   * The segment's footer, when the scan found a valid one right after the last frame (only
+   * a walk to the end of the file looks there).
+   */
+  footer: SegmentFooter | null;
+  /**
    * Why the scan stopped before the end of the file, if it did. `torn` when what follows the
    * last good frame cannot be a complete frame (the tail of an interrupted write): cut it
    * off. `corrupt` when a complete-looking frame failed its checks with data after it.
+   * `footer` when the last bytes are a footer that does not check out (or a torn one): they
+   * hold no records, so they are cut off too.
    */
-  stop: null | { kind: "torn" | "corrupt"; offset: number; reason: string };
+  stop: null | { kind: "torn" | "corrupt" | "footer"; offset: number; reason: string };
   /** When `mark` was given: records before that offset, or -1 if it is not a frame start. */
   recordsBeforeMark: number;
 }
@@ -45,14 +57,19 @@ export interface BadHeader {
   fileSize: number;
 }
 
+/** Bytes read at a time by scans and cursors. */
+const BLOCK_BYTES = 1 << 20;
+
 /**
- * Scans a segment from its header to its end. With `verify`, every frame's CRC is checked
- * (reading all data); without, only frame headers are read (fast, for sealed segments whose
- * data was fsynced before they were sealed; the sender checks CRCs as it reads anyway).
+ * Walks a segment from its header, reading the file in blocks of 1 MiB (a frame larger than
+ * that is read whole). With `verify`, every frame's CRC is checked; without, only frame
+ * headers are looked at (for sealed segments, whose data was fsynced before they were
+ * sealed; the sender checks every CRC as it reads anyway). With `until`, the walk stops
+ * once it reaches that offset (a checkpoint's position), and learns nothing past it.
  */
 export async function scanSegment(
   fh: FileHandle,
-  options: { verify: boolean; mark?: number },
+  options: { verify: boolean; mark?: number; until?: number },
 ): Promise<ScanResult | BadHeader> {
   const fileSize = await fh.size();
   const head = new Uint8Array(SEGMENT_HEADER_SIZE);
@@ -63,24 +80,43 @@ export async function scanSegment(
     firstSeq: decoded.firstSeq,
     validSize: SEGMENT_HEADER_SIZE,
     fileSize,
+    frames: 0,
     records: 0,
     oldestTimestamp: 0,
+    footer: null,
     stop: null,
     recordsBeforeMark: options.mark === SEGMENT_HEADER_SIZE ? 0 : -1,
   };
-  let buf = new Uint8Array(options.verify ? 1 << 20 : FRAME_HEADER_SIZE);
+  const win = new BlockWindow(fh, BLOCK_BYTES, false);
+  const limit = Math.min(fileSize, options.until ?? Infinity);
   let offset = SEGMENT_HEADER_SIZE;
-  while (offset < fileSize) {
-    if (fileSize - offset < FRAME_HEADER_SIZE) {
-      result.stop = {
-        kind: "torn",
-        offset,
-        reason: `${fileSize - offset} bytes after the last frame`,
-      };
+  while (offset < limit) {
+    const left = fileSize - offset;
+    if (left <= SEGMENT_FOOTER_SIZE) {
+      const at = await win.ensure(offset, left, fileSize);
+      if (looksLikeFooter(win.buf, at, left)) {
+        const footer = decodeSegmentFooter(win.buf.subarray(at, at + left));
+        if (
+          typeof footer !== "string" && footer.dataSize === offset &&
+          footer.firstSeq === result.firstSeq
+        ) {
+          result.footer = footer;
+        } else {
+          result.stop = {
+            kind: "footer",
+            offset,
+            reason: typeof footer === "string" ? footer : "footer does not match the segment",
+          };
+        }
+        break;
+      }
+    }
+    if (left < FRAME_HEADER_SIZE) {
+      result.stop = { kind: "torn", offset, reason: `${left} bytes after the last frame` };
       break;
     }
-    await readFully(fh, buf, 0, FRAME_HEADER_SIZE, offset);
-    const h = readFrameHeader(buf, 0);
+    let at = await win.ensure(offset, FRAME_HEADER_SIZE, fileSize);
+    const h = readFrameHeader(win.buf, at);
     const end = offset + FRAME_HEADER_SIZE + h.payloadLength;
     if (!frameHeaderIsSane(h) || end > fileSize) {
       // A frame header that is garbage or runs past the end of the file is what an
@@ -93,10 +129,8 @@ export async function scanSegment(
       break;
     }
     if (options.verify) {
-      const total = FRAME_HEADER_SIZE + h.payloadLength;
-      if (buf.length < total) buf = new Uint8Array(Math.max(total, buf.length * 2));
-      await readFully(fh, buf, 0, total, offset);
-      if (!frameCrcMatches(buf, 0, h)) {
+      at = await win.ensure(offset, FRAME_HEADER_SIZE + h.payloadLength, fileSize);
+      if (!frameCrcMatches(win.buf, at, h)) {
         result.stop = end === fileSize
           ? { kind: "torn", offset, reason: "checksum mismatch in the last frame" }
           : { kind: "corrupt", offset, reason: "checksum mismatch" };
@@ -104,12 +138,29 @@ export async function scanSegment(
       }
     }
     if (result.records === 0) result.oldestTimestamp = h.baseTimestamp;
+    result.frames++;
     result.records += h.count;
     offset = end;
     result.validSize = end;
     if (offset === options.mark) result.recordsBeforeMark = result.records;
   }
   return result;
+}
+
+/** Reads a segment's footer, if its last 48 bytes hold a valid one; else why not. */
+export async function readFooter(
+  fh: FileHandle,
+  fileSize: number,
+): Promise<SegmentFooter | string> {
+  if (fileSize < SEGMENT_HEADER_SIZE + SEGMENT_FOOTER_SIZE) return "no footer";
+  const b = new Uint8Array(SEGMENT_FOOTER_SIZE);
+  const n = await readFully(fh, b, 0, SEGMENT_FOOTER_SIZE, fileSize - SEGMENT_FOOTER_SIZE);
+  const footer = decodeSegmentFooter(b.subarray(0, n));
+  if (typeof footer === "string") return footer;
+  if (footer.dataSize + SEGMENT_FOOTER_SIZE !== fileSize) {
+    return `footer says the data ends at ${footer.dataSize}, the file is ${fileSize} bytes`;
+  }
+  return footer;
 }
 
 function describeBad(h: FrameHeader, end: number, fileSize: number): string {
@@ -169,20 +220,56 @@ export interface FrameView {
 }
 
 /**
+ * A window of a file in memory, refilled a block at a time. With `fresh`, each refill gets a
+ * new buffer, so that views handed out earlier keep the bytes they saw.
+ */
+class BlockWindow {
+  readonly #fh: FileHandle;
+  readonly #blockBytes: number;
+  readonly #fresh: boolean;
+  buf: Uint8Array;
+  #start = 0;
+  #len = 0;
+
+  constructor(fh: FileHandle, blockBytes: number, fresh: boolean) {
+    this.#fh = fh;
+    this.#blockBytes = blockBytes;
+    this.#fresh = fresh;
+    this.buf = new Uint8Array(blockBytes);
+  }
+
+  /**
+   * Makes `length` bytes at `offset` (which the caller knows lie before `limit`) present in
+   * `buf`, and returns where they start in it. A short read throws EIO.
+   */
+  async ensure(offset: number, length: number, limit: number): Promise<number> {
+    if (offset >= this.#start && offset + length <= this.#start + this.#len) {
+      return offset - this.#start;
+    }
+    const want = Math.max(length, Math.min(this.#blockBytes, limit - offset));
+    if (this.buf.length < want) this.buf = new Uint8Array(want);
+    else if (this.#fresh) this.buf = new Uint8Array(this.buf.length);
+    this.#start = offset;
+    this.#len = await readFully(this.#fh, this.buf, 0, want, offset);
+    if (this.#len < length) {
+      this.#len = 0;
+      throw Object.assign(new Error(`short read at ${offset}`), { code: "EIO" });
+    }
+    return 0;
+  }
+}
+
+/**
  * Reads checked frames from one segment, keeping a window of the file in memory so that
  * consecutive frames cost one read per `chunkBytes`.
  */
 export class SegmentCursor {
   readonly fh: FileHandle;
-  #buf: Uint8Array;
-  #start = 0;
-  #len = 0;
-  readonly chunkBytes: number;
+  readonly #win: BlockWindow;
 
-  constructor(fh: FileHandle, chunkBytes = 1 << 20) {
+  constructor(fh: FileHandle, chunkBytes = BLOCK_BYTES) {
     this.fh = fh;
-    this.chunkBytes = chunkBytes;
-    this.#buf = new Uint8Array(chunkBytes);
+    this.#win = new BlockWindow(fh, chunkBytes, true);
   }
 
   /**
@@ -191,8 +278,8 @@ export class SegmentCursor {
    */
   async frameAt(offset: number, limit: number): Promise<FrameView | null | string> {
     if (offset + FRAME_HEADER_SIZE > limit) return null;
-    await this.#ensure(offset, FRAME_HEADER_SIZE, limit);
-    const h = readFrameHeader(this.#buf, offset - this.#start);
+    let at = await this.#win.ensure(offset, FRAME_HEADER_SIZE, limit);
+    const h = readFrameHeader(this.#win.buf, at);
     if (!frameHeaderIsSane(h)) {
       return `implausible frame header (length ${h.payloadLength}, ${h.count} records)`;
     }
@@ -200,23 +287,9 @@ export class SegmentCursor {
     if (offset + total > limit) {
       return `frame of ${total} bytes runs past the end of the segment (${limit})`;
     }
-    await this.#ensure(offset, total, limit);
-    const at = offset - this.#start;
-    if (!frameCrcMatches(this.#buf, at, h)) return "checksum mismatch";
-    return { header: h, buf: this.#buf, at, end: offset + total };
-  }
-
-  async #ensure(offset: number, length: number, limit: number): Promise<void> {
-    if (offset >= this.#start && offset + length <= this.#start + this.#len) return;
-    const want = Math.max(length, Math.min(this.chunkBytes, limit - offset));
-    if (this.#buf.length < want) this.#buf = new Uint8Array(want);
-    // A fresh buffer each refill: records handed out earlier keep viewing the old one.
-    else this.#buf = new Uint8Array(this.#buf.length);
-    this.#start = offset;
-    this.#len = await readFully(this.fh, this.#buf, 0, want, offset);
-    if (this.#len < length) {
-      throw Object.assign(new Error(`short read at ${offset}`), { code: "EIO" });
-    }
+    at = await this.#win.ensure(offset, total, limit);
+    if (!frameCrcMatches(this.#win.buf, at, h)) return "checksum mismatch";
+    return { header: h, buf: this.#win.buf, at, end: offset + total };
   }
 
   close(): Promise<void> {

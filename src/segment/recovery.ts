@@ -16,10 +16,15 @@ import {
   checkpointFileName,
   loadCheckpoint,
 } from "../checkpoint/checkpoint.ts";
-import type { FileSystem } from "../fs/types.ts";
+import type { FileHandle, FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
-import { parseSegmentFileName, SEGMENT_HEADER_SIZE } from "./format.ts";
-import { readFully, scanSegment } from "./reader.ts";
+import {
+  decodeSegmentHeader,
+  encodeSegmentFooter,
+  parseSegmentFileName,
+  SEGMENT_HEADER_SIZE,
+} from "./format.ts";
+import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
 
 /** Sub-directory of the buffer directory for records the provider refused for good. */
 export const DEAD_DIR = "dead";
@@ -47,10 +52,21 @@ export interface SegmentReport {
   fileSize: number;
   /** End of its last good frame: what stays after recovery. */
   validSize: number;
-  /** Records in its good frames. */
+  /** Its good frames, and the records in them. */
+  frames: number;
   records: number;
   /** Base time of its first frame (0 when it has none). */
   oldestTimestamp: number;
+  /** Largest record timestamp, from its footer; Infinity when that is not known. */
+  newestTimestamp: number;
+  /**
+   * How its summary was learned: `used` (from its footer, without walking it), `none`
+   * (walked; it has no footer: the segment being written when the process stopped, or one
+   * from before footers existed), `invalid` (walked, because its footer failed its checks:
+   * `footerProblem` says why). Opening the buffer gives a walked segment a footer.
+   */
+  footer: "used" | "none" | "invalid";
+  footerProblem: string | null;
   /** Where delivery resumes after recovery. */
   checkpoint: Checkpoint;
   /** The S file as found (null when there is none or it is unreadable). */
@@ -93,12 +109,19 @@ export async function inspectBuffer(fs: FileSystem, dir: string): Promise<Buffer
   };
   for (let i = 0; i < segNames.length; i++) {
     const { name, firstSeq } = segNames[i];
-    checkpoints.delete(checkpointFileName(name));
     const newest = i === segNames.length - 1;
-    const s = await inspectSegment(fs, dir, name, firstSeq, newest);
+    const s = await inspectSegment(
+      fs,
+      dir,
+      name,
+      firstSeq,
+      newest,
+      checkpoints.has(checkpointFileName(name)),
+    );
     report.segments.push(s);
     report.nextSeq = Math.max(report.nextSeq, s.firstSeq + s.records);
   }
+  for (const s of report.segments) checkpoints.delete(checkpointFileName(s.name));
   report.orphanCheckpoints = [...checkpoints];
   return report;
 }
@@ -109,18 +132,17 @@ async function inspectSegment(
   name: string,
   nameSeq: number,
   newest: boolean,
+  hasCheckpoint: boolean,
 ): Promise<SegmentReport> {
-  const found = await loadCheckpoint(fs, `${dir}/${checkpointFileName(name)}`);
+  const found = hasCheckpoint
+    ? await loadCheckpoint(fs, `${dir}/${checkpointFileName(name)}`)
+    : null;
+  const mark = found !== null && typeof found !== "string" ? found.offset : undefined;
   const fh = await fs.open(`${dir}/${name}`, "read");
-  let scan;
+  let scan: ScanResult | BadHeader;
+  let footerProblem: string | null = null;
   try {
-    // The newest segment may end in an interrupted write, so every frame's CRC is checked;
-    // sealed ones were fsynced whole before the next was started, so their frame headers
-    // suffice here (the sender checks every CRC as it reads).
-    scan = await scanSegment(fh, {
-      verify: newest,
-      mark: found !== null && typeof found !== "string" ? found.offset : undefined,
-    });
+    scan = await summarize(fh, newest, mark, (why) => (footerProblem = why));
   } finally {
     await fh.close();
   }
@@ -136,6 +158,10 @@ async function inspectSegment(
       validSize: 0,
       records: 0,
       oldestTimestamp: 0,
+      newestTimestamp: Infinity,
+      frames: 0,
+      footer: "none",
+      footerProblem: null,
       checkpoint: start,
       checkpointFile: null,
       checkpointProblem: null,
@@ -147,7 +173,9 @@ async function inspectSegment(
   let tail: SegmentReport["tail"] = null;
   if (scan.stop) {
     tail = {
-      action: scan.stop.kind === "torn" && newest ? "cut" : "quarantine",
+      action: scan.stop.kind === "corrupt" || (scan.stop.kind === "torn" && !newest)
+        ? "quarantine"
+        : "cut",
       offset: scan.stop.offset,
       bytes: scan.fileSize - scan.stop.offset,
       reason: scan.stop.reason,
@@ -178,6 +206,14 @@ async function inspectSegment(
     validSize: scan.validSize,
     records: scan.records,
     oldestTimestamp: scan.oldestTimestamp,
+    newestTimestamp: scan.footer?.newestTimestamp ?? Infinity,
+    frames: scan.footer?.frames ?? scan.frames,
+    footer: footerProblem !== null || scan.stop?.kind === "footer"
+      ? "invalid"
+      : scan.frames === -1
+      ? "used"
+      : "none",
+    footerProblem: footerProblem ?? (scan.stop?.kind === "footer" ? scan.stop.reason : null),
     checkpoint,
     checkpointFile,
     checkpointProblem,
@@ -185,6 +221,54 @@ async function inspectSegment(
     tail,
     action: checkpoint.delivered >= scan.records ? "remove-delivered" : "keep",
   };
+}
+
+/**
+ * What recovery needs of a segment. A valid footer answers it with two small reads (and,
+ * when an S file points inside the segment, a walk of the frame headers before that point);
+ * otherwise the segment is walked: the newest one checking every CRC, sealed ones their frame
+ * headers only. `frames` is -1 when the footer was used without a walk.
+ */
+async function summarize(
+  fh: FileHandle,
+  newest: boolean,
+  mark: number | undefined,
+  footerFailed: (why: string) => void,
+): Promise<ScanResult | BadHeader> {
+  const fileSize = await fh.size();
+  const footer = await readFooter(fh, fileSize);
+  if (typeof footer !== "string") {
+    const head = new Uint8Array(SEGMENT_HEADER_SIZE);
+    const got = await readFully(fh, head, 0, SEGMENT_HEADER_SIZE, 0);
+    const decoded = decodeSegmentHeader(head.subarray(0, got));
+    if (typeof decoded === "string") return { badHeader: decoded, fileSize };
+    if (decoded.firstSeq === footer.firstSeq) {
+      const result: ScanResult = {
+        firstSeq: footer.firstSeq,
+        validSize: footer.dataSize,
+        fileSize,
+        frames: -1,
+        records: footer.records,
+        oldestTimestamp: footer.oldestTimestamp,
+        footer,
+        stop: null,
+        recordsBeforeMark: -1,
+      };
+      if (mark === SEGMENT_HEADER_SIZE) result.recordsBeforeMark = 0;
+      else if (mark === footer.dataSize) result.recordsBeforeMark = footer.records;
+      else if (mark !== undefined && mark < footer.dataSize) {
+        const walk = await scanSegment(fh, { verify: false, mark, until: mark });
+        if (!("badHeader" in walk)) result.recordsBeforeMark = walk.recordsBeforeMark;
+      }
+      return result;
+    }
+    footerFailed(
+      `footer names sequence number ${footer.firstSeq}, the header ${decoded.firstSeq}`,
+    );
+  } else if (footer !== "no footer") {
+    footerFailed(footer);
+  }
+  return await scanSegment(fh, { verify: newest, mark });
 }
 
 /** What {@link recover} changed, for the counters. */
@@ -196,6 +280,8 @@ export interface RecoveryOutcome {
   tornBytes: number;
   /** Bytes moved to `quarantine/`. */
   quarantinedBytes: number;
+  /** Segments whose footer failed its checks (each was walked instead). */
+  footerErrors: number;
 }
 
 /** Repairs `dir` as {@link inspectBuffer} decides; the caller holds the directory's lock. */
@@ -211,6 +297,7 @@ export async function recover(
     nextSeq: report.nextSeq,
     tornBytes: 0,
     quarantinedBytes: 0,
+    footerErrors: 0,
   };
   let dirty = false;
   for (const n of [...report.tempFiles, ...report.orphanCheckpoints]) {
@@ -242,7 +329,7 @@ export async function recover(
       continue;
     }
     if (s.tail?.action === "cut") {
-      logger.warn("cut a torn tail off the newest segment (an interrupted write)", {
+      logger.warn("cut a torn tail off a segment (an interrupted write or footer)", {
         segment: s.name,
         offset: s.tail.offset,
         bytes: s.tail.bytes,
@@ -265,6 +352,13 @@ export async function recover(
       });
       out.quarantinedBytes += await quarantineTail(fs, dir, s.name, s.tail.offset);
     }
+    if (s.footerProblem !== null) {
+      logger.warn("segment footer failed its checks; walked the segment instead", {
+        segment: s.name,
+        reason: s.footerProblem,
+      });
+      out.footerErrors++;
+    }
     if (s.checkpointProblem !== null) {
       logger.warn(
         `${s.checkpointProblem}; delivering the segment from its start (records may repeat)`,
@@ -281,6 +375,7 @@ export async function recover(
       dirty = true;
       continue;
     }
+    if (s.footer !== "used") await addFooter(fs, path, s, logger);
     out.segments.push(s);
   }
   if (dirty) await fs.syncDir(dir);
@@ -288,11 +383,50 @@ export async function recover(
     logger.info("recovered buffer", {
       dir,
       segments: out.segments.length,
+      walked: out.segments.filter((s) => s.footer !== "used").length,
       backlogRecords: out.segments.reduce((n, s) => n + s.records - s.checkpoint.delivered, 0),
       ms: Date.now() - started,
     });
   }
   return out;
+}
+
+/**
+ * Appends a footer to a segment recovery walked (what remains of it after a cut or a
+ * quarantine: its good frames), so that the next open need not walk it again. The writer
+ * never appends to a segment found at open. Its newest timestamp is written as unknown (a
+ * walk reads frame base times only). A failure only costs the next open a walk: it is
+ * logged, and what was appended is cut off again.
+ */
+async function addFooter(
+  fs: FileSystem,
+  path: string,
+  s: SegmentReport,
+  logger: Logger,
+): Promise<void> {
+  const footer = encodeSegmentFooter({
+    frames: s.frames,
+    records: s.records,
+    firstSeq: s.firstSeq,
+    dataSize: s.validSize,
+    oldestTimestamp: s.oldestTimestamp,
+    newestTimestamp: Infinity,
+  });
+  let fh: FileHandle | null = null;
+  try {
+    fh = await fs.open(path, "append");
+    if ((await fh.size()) !== s.validSize) return;
+    await fh.append(footer);
+    await fh.sync();
+  } catch (e) {
+    logger.warn("could not add a footer to a segment; the next open walks it again", {
+      segment: s.name,
+      error: e,
+    });
+    await fh?.truncate(s.validSize).catch(() => {});
+  } finally {
+    await fh?.close().catch(() => {});
+  }
 }
 
 /**

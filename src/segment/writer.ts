@@ -18,6 +18,8 @@ export class SegmentFile {
   size = SEGMENT_HEADER_SIZE;
   /** Size covered by the last fsync. */
   syncedSize = 0;
+  /** Frames appended. */
+  frames = 0;
   #fh: FileHandle;
 
   private constructor(dir: string, name: string, firstSeq: number, fh: FileHandle) {
@@ -73,6 +75,19 @@ export class SegmentFile {
    * the pages that did not reach the disk.
    */
   async append(frame: Uint8Array, sync = false): Promise<void> {
+    await this.#append(frame, sync);
+    this.frames++;
+  }
+
+  /**
+   * Appends the footer that ends a sealed segment (see `format.ts`); the caller fsyncs. On
+   * failure it is cut off again, as a frame would be, and the error is rethrown.
+   */
+  appendFooter(footer: Uint8Array): Promise<void> {
+    return this.#append(footer, false);
+  }
+
+  async #append(frame: Uint8Array, sync: boolean): Promise<void> {
     const before = this.size;
     try {
       await this.#fh.append(frame);

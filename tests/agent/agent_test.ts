@@ -7,6 +7,7 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import process from "node:process";
 import { spawn } from "node:child_process";
 import { escapeField } from "../../src/ingest/protocol.ts";
+import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 import {
   type Agent,
   agentCommand,
@@ -535,9 +536,16 @@ describe("agent CLI", () => {
     assert.equal(await b.stop("SIGTERM"), 0);
     const segs = (await readdir(t.dir)).filter((n) => n.endsWith(".seg")).sort();
     assert.ok(segs.length >= 2);
-    // Corrupt the last segment's first frame: status reports it, the next open quarantines it.
+    // A clean stop sealed every segment with a footer: the next open walks none of them.
+    const sealed = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
+    assert.deepEqual(
+      sealed.segments.map((g: { footer: string }) => g.footer),
+      segs.map(() => "used"),
+    );
+    // Make the last segment what a SIGKILL leaves (no footer), and corrupt its first frame:
+    // status reports it, and the next open quarantines it.
     const last = `${t.dir}/${segs.at(-1)}`;
-    const bytes = await readFile(last);
+    const bytes = (await readFile(last)).subarray(0, -SEGMENT_FOOTER_SIZE);
     bytes[16 + 25] ^= 0xff;
     await writeFile(last, bytes);
 

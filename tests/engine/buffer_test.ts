@@ -10,6 +10,7 @@ import {
   silentLogger,
 } from "../../mod.ts";
 import { RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -396,8 +397,10 @@ describe("MessageBuffer", () => {
     for (let i = 0; i < 5; i++) await b1.write("t", `r${i}`);
     await closeBuffer(b1);
     const [seg] = await segmentFiles();
-    const bytes = await readFile(`${dir}/${seg}`);
-    await writeFile(`${dir}/${seg}`, Buffer.concat([bytes, bytes.subarray(16, 40)])); // half a frame
+    // As a crash while writing leaves it: no footer (the segment was never sealed), and half
+    // a frame after the last whole one.
+    const bytes = (await readFile(`${dir}/${seg}`)).subarray(0, -SEGMENT_FOOTER_SIZE);
+    await writeFile(`${dir}/${seg}`, Buffer.concat([bytes, bytes.subarray(16, 40)]));
     const p2 = new RecordingProvider();
     const b2 = await openBuffer(p2);
     await b2.drained(5000);
