@@ -147,6 +147,7 @@ export function formatStatus(s: DirStatus): string {
       : " no S file";
     lines.push(
       `  ${seg.name}  ${seg.bytes} bytes  ${seg.records} records  ${seg.delivered} delivered ${cp}` +
+        (seg.footer === "none" ? "  (no footer: walked at the next open)" : "") +
         (seg.problem ? `  [${seg.problem}]` : "") +
         (seg.checkpointProblem ? `  [S file: ${seg.checkpointProblem}]` : ""),
     );
