@@ -59,6 +59,8 @@ export interface BadHeader {
 
 /** Bytes read at a time by scans and cursors. */
 const BLOCK_BYTES = 1 << 20;
+/** Frames below this size are walked a block at a time; larger ones a header at a time. */
+const SMALL_FRAME_BYTES = 1 << 16;
 
 /**
  * Walks a segment from its header, reading the file in blocks of 1 MiB (a frame larger than
@@ -88,6 +90,9 @@ export async function scanSegment(
     recordsBeforeMark: options.mark === SEGMENT_HEADER_SIZE ? 0 : -1,
   };
   const win = new BlockWindow(fh, BLOCK_BYTES, false);
+  // A walk of frame headers reads blocks while frames are small (many headers per read), and
+  // only the header once they are large (reading their data would cost more than the seek).
+  let headerRead = BLOCK_BYTES;
   const limit = Math.min(fileSize, options.until ?? Infinity);
   let offset = SEGMENT_HEADER_SIZE;
   while (offset < limit) {
@@ -115,9 +120,12 @@ export async function scanSegment(
       result.stop = { kind: "torn", offset, reason: `${left} bytes after the last frame` };
       break;
     }
-    let at = await win.ensure(offset, FRAME_HEADER_SIZE, fileSize);
+    let at = await win.ensure(offset, FRAME_HEADER_SIZE, fileSize, headerRead);
     const h = readFrameHeader(win.buf, at);
     const end = offset + FRAME_HEADER_SIZE + h.payloadLength;
+    if (!options.verify) {
+      headerRead = h.payloadLength >= SMALL_FRAME_BYTES ? FRAME_HEADER_SIZE : BLOCK_BYTES;
+    }
     if (!frameHeaderIsSane(h) || end > fileSize) {
       // A frame header that is garbage or runs past the end of the file is what an
       // interrupted append leaves; corruption inside data that was complete shows as a CRC
@@ -240,13 +248,19 @@ class BlockWindow {
 
   /**
    * Makes `length` bytes at `offset` (which the caller knows lie before `limit`) present in
-   * `buf`, and returns where they start in it. A short read throws EIO.
+   * `buf`, reading `block` bytes from there when they are not, and returns where they start
+   * in it. A short read throws EIO.
    */
-  async ensure(offset: number, length: number, limit: number): Promise<number> {
+  async ensure(
+    offset: number,
+    length: number,
+    limit: number,
+    block = this.#blockBytes,
+  ): Promise<number> {
     if (offset >= this.#start && offset + length <= this.#start + this.#len) {
       return offset - this.#start;
     }
-    const want = Math.max(length, Math.min(this.#blockBytes, limit - offset));
+    const want = Math.max(length, Math.min(block, limit - offset));
     if (this.buf.length < want) this.buf = new Uint8Array(want);
     else if (this.#fresh) this.buf = new Uint8Array(this.buf.length);
     this.#start = offset;
