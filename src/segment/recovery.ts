@@ -18,11 +18,7 @@ import {
 } from "../checkpoint/checkpoint.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
-import {
-  encodeSegmentFooter,
-  parseSegmentFileName,
-  SEGMENT_HEADER_SIZE,
-} from "./format.ts";
+import { encodeSegmentFooter, parseSegmentFileName, SEGMENT_HEADER_SIZE } from "./format.ts";
 import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
 
 /** Sub-directory of the buffer directory for records the provider refused for good. */

@@ -9,14 +9,24 @@
 
 import { Buffer } from "node:buffer";
 import {
+  type Broker,
+  type CallbackWithPromise,
   compatibilityPartitioner,
+  compressionsAlgorithms,
+  type Connection,
+  createAPI,
   findErrorBy,
-  type MessageToProduce,
+  kGetConnection,
+  NetworkError,
   Producer,
   type ProducerOptions,
+  produceV9,
+  Writer,
 } from "@platformatic/kafka";
 import type { ProviderRecord } from "../types.ts";
 import { type KafkaClient, type KafkaClientSettings, PER_RECORD_ERRORS } from "./kafka.ts";
+import { partitionForKey } from "./murmur2.ts";
+import { encodeRecords, finishBatch } from "./produce.ts";
 
 const SASL_MECHANISMS = {
   "plain": "PLAIN",
@@ -24,25 +34,62 @@ const SASL_MECHANISMS = {
   "scram-sha-512": "SCRAM-SHA-512",
 } as const;
 
-type Message = MessageToProduce<Buffer, Buffer, Buffer, Buffer>;
+/** Quick retries inside one send, before the engine's own backoff takes over. */
+const RETRIES = 3;
+const RETRY_DELAY_MS = 200;
+
+/** One partition's records in a Produce request, as a finished record batch. */
+interface PartitionBatch {
+  partition: number;
+  batch: Uint8Array;
+}
+
+/** One topic's partitions in a Produce request. */
+interface TopicBatches {
+  topic: string;
+  partitions: PartitionBatch[];
+}
+
+/**
+ * Produce v9 (flexible), with record batches encoded by `produce.ts`; the response is parsed
+ * by the library, so that errors carry its protocol error types.
+ */
+const produceApi = createAPI<[number, number, TopicBatches[]], unknown>(
+  0,
+  9,
+  (acks: number, timeout: number, topics: TopicBatches[]) =>
+    Writer.create()
+      .appendString(null) // transactional id
+      .appendInt16(acks)
+      .appendInt32(timeout)
+      .appendArray(topics, (w, t) => {
+        w.appendString(t.topic).appendArray(t.partitions, (w, p) => {
+          w.appendInt32(p.partition)
+            .appendUnsignedVarInt(p.batch.length + 1)
+            .append(toBuffer(p.batch));
+        });
+      })
+      .appendTaggedFields(),
+  produceV9.parseResponse,
+);
 
 function toBuffer(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-function toMessage(r: ProviderRecord): Message {
-  const m: Message = {
-    topic: r.topic,
-    value: toBuffer(r.value),
-    timestamp: BigInt(r.timestamp),
-  };
-  if (r.key !== null) m.key = toBuffer(r.key);
-  if (r.headers && r.headers.length > 0) {
-    // Keys are distinct Buffer objects, so a name that repeats keeps every value, in order.
-    m.headers = new Map(r.headers.map(([k, v]) => [Buffer.from(k), toBuffer(v)]));
-  }
-  return m;
+/** A codec of the library's (gzip has an asynchronous form too). */
+interface Codec {
+  bitmask: number;
+  compressSync(data: Buffer): Buffer;
+  compress?(data: Buffer): Promise<Buffer>;
 }
+
+/** Errors after which the producer id and its sequence numbers no longer hold. */
+const PRODUCER_STATE_ERRORS = [
+  "OUT_OF_ORDER_SEQUENCE_NUMBER",
+  "UNKNOWN_PRODUCER_ID",
+  "INVALID_PRODUCER_EPOCH",
+];
 
 /** A topic Kafka has no producible metadata for (an internal topic). */
 class RefusedTopicError extends Error {
@@ -56,11 +103,21 @@ class RefusedTopicError extends Error {
 /** See the module doc. */
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
+  readonly #timeout: number;
+  readonly #codec: Codec | null;
+  /** The idempotent producer's id, from the broker; null until the first send (or after a failure). */
+  #producerId: { producerId: bigint; producerEpoch: number } | null = null;
+  /** Next sequence number per `topic:partition` under that id. */
+  readonly #sequences = new Map<string, number>();
   #producer: Producer<Buffer, Buffer, Buffer, Buffer> | null = null;
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
 
   constructor(s: KafkaClientSettings) {
+    this.#timeout = s.requestTimeoutMs;
+    this.#codec = s.compression === "none"
+      ? null
+      : compressionsAlgorithms[s.compression] as unknown as Codec;
     this.#options = {
       clientId: s.clientId,
       bootstrapBrokers: s.brokers,
@@ -74,8 +131,8 @@ export class PlatformaticClient implements KafkaClient {
       // The library retries a little by itself (a leader move, a reconnect); longer outages
       // come back to the engine, which keeps the batch on disk and retries with its backoff.
       // (With the idempotent producer, 0 or 1 here would mean "retry forever".)
-      retries: 3,
-      retryDelay: 200,
+      retries: RETRIES,
+      retryDelay: RETRY_DELAY_MS,
       tls: s.tls && {
         ca: s.tls.ca,
         cert: s.tls.cert,
@@ -104,10 +161,100 @@ export class PlatformaticClient implements KafkaClient {
     this.#producer = producer;
   }
 
+  /**
+   * Sends `records` in one Produce request per leader broker, each partition's records as one
+   * record batch under the idempotent producer's id and the partition's next sequence number.
+   * A failure that may be passing (a lost connection, a leader move, a timeout) is tried again
+   * up to `retries` times, after 200 ms, from a fresh producer id: the library's own producer
+   * does the same. Then the error goes back to the engine, which keeps the batch and retries.
+   */
   async produce(records: readonly ProviderRecord[]): Promise<void> {
     if (!this.#producer) await this.open();
     await this.#checkTopics(records);
-    await this.#producer!.send({ messages: records.map(toMessage) });
+    for (let attempt = 0;; attempt++) {
+      try {
+        await this.#produceOnce(records);
+        return;
+      } catch (e) {
+        // The sequence numbers handed out may not have been used: start over with a new id.
+        this.#producerId = null;
+        this.#sequences.clear();
+        const stale = findErrorBy(e as Error, "hasStaleMetadata", true);
+        if (stale || e instanceof NetworkError) this.#producer?.clearMetadata();
+        const again = stale || e instanceof NetworkError ||
+          PRODUCER_STATE_ERRORS.some((id) => findErrorBy(e as Error, "apiId", id)) ||
+          findErrorBy(e as Error, "canRetry", true);
+        if (!again || attempt >= RETRIES || !this.#producer) throw e;
+        await new Promise((r) => setTimeout(r, RETRY_DELAY_MS));
+      }
+    }
+  }
+
+  async #produceOnce(records: readonly ProviderRecord[]): Promise<void> {
+    const producer = this.#producer!;
+    const topics = new Set<string>();
+    for (const r of records) topics.add(r.topic);
+    const metadata = await producer.metadata({ topics: [...topics], autocreateTopics: true });
+    // leader -> topic -> partition -> indexes of its records, in order.
+    const plan = new Map<number, Map<string, Map<number, number[]>>>();
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i];
+      const t = metadata.topics.get(r.topic)!;
+      const partition = r.key === null ? 0 : partitionForKey(r.key, t.partitionsCount);
+      const leader = t.partitions[partition].leader;
+      let byTopic = plan.get(leader);
+      if (!byTopic) plan.set(leader, byTopic = new Map());
+      let byPartition = byTopic.get(r.topic);
+      if (!byPartition) byTopic.set(r.topic, byPartition = new Map());
+      let idx = byPartition.get(partition);
+      if (!idx) byPartition.set(partition, idx = []);
+      idx.push(i);
+    }
+    this.#producerId ??= await producer.initIdempotentProducer({});
+    const id = this.#producerId;
+    const codec = this.#codec;
+    const requests: Array<{ broker: Broker; topics: TopicBatches[] }> = [];
+    for (const [leader, byTopic] of plan) {
+      const topicBatches: TopicBatches[] = [];
+      for (const [topic, byPartition] of byTopic) {
+        const partitions: PartitionBatch[] = [];
+        for (const [partition, idx] of byPartition) {
+          const encoded = encodeRecords(records, idx);
+          const payload = codec
+            ? new Uint8Array(
+              codec.compress
+                ? await codec.compress(toBuffer(encoded.bytes))
+                : codec.compressSync(toBuffer(encoded.bytes)),
+            )
+            : encoded.bytes;
+          const key = `${topic}:${partition}`;
+          const baseSequence = this.#sequences.get(key) ?? 0;
+          this.#sequences.set(key, (baseSequence + encoded.count) | 0);
+          partitions.push({
+            partition,
+            batch: finishBatch(encoded, payload, codec?.bitmask ?? 0, {
+              producerId: id.producerId,
+              producerEpoch: id.producerEpoch,
+              baseSequence,
+            }),
+          });
+        }
+        topicBatches.push({ topic, partitions });
+      }
+      const broker = metadata.brokers.get(leader);
+      if (!broker) {
+        throw new NetworkError(`no address for broker ${leader} in the cluster metadata`);
+      }
+      requests.push({ broker, topics: topicBatches });
+    }
+    await Promise.all(requests.map(async ({ broker, topics }) => {
+      const connection = await new Promise<Connection>((resolve, reject) =>
+        (producer as unknown as {
+          [kGetConnection]: (b: Broker, cb: CallbackWithPromise<Connection>) => void;
+        })[kGetConnection](broker, (e, c) => (e ? reject(e) : resolve(c!)))
+      );
+      await produceApi.async(connection, -1, this.#timeout, topics);
+    }));
   }
 
   /**
@@ -143,6 +290,8 @@ export class PlatformaticClient implements KafkaClient {
   async close(): Promise<void> {
     const p = this.#producer;
     this.#producer = null;
+    this.#producerId = null;
+    this.#sequences.clear();
     await p?.close(true);
   }
 }

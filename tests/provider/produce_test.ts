@@ -1,0 +1,95 @@
+// The record batches the Kafka client sends, checked against @platformatic/kafka's own
+// decoder and Kafka's murmur2 (the real broker and a Java consumer check them end to end in
+// kafka_test.ts).
+
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { murmur2 as libraryMurmur2, Reader, readRecordsBatch } from "@platformatic/kafka";
+import { crc32c } from "../../src/binary/crc32c.ts";
+import { murmur2, partitionForKey } from "../../src/provider/kafka/murmur2.ts";
+import { encodeRecords, finishBatch } from "../../src/provider/kafka/produce.ts";
+import type { ProviderRecord } from "../../src/provider/types.ts";
+
+const enc = new TextEncoder();
+
+describe("Kafka record batches", () => {
+  it("decode with the library's reader: keys, no keys, empty values, headers, timestamps, sequence", () => {
+    const t0 = 1_790_000_000_000;
+    const records: ProviderRecord[] = [
+      { topic: "t", key: enc.encode("k1"), value: enc.encode("v1"), headers: null, timestamp: t0 },
+      { topic: "t", key: null, value: new Uint8Array(0), headers: null, timestamp: t0 - 5 },
+      {
+        topic: "t",
+        key: new Uint8Array([0, 255]),
+        value: new Uint8Array(300).fill(7),
+        headers: [["h", enc.encode("x")], ["h", enc.encode("y")], ["é", new Uint8Array(0)]],
+        timestamp: t0 + 70_000,
+      },
+    ];
+    const e = encodeRecords(records, [0, 1, 2]);
+    const batch = finishBatch(e, e.bytes, 0, {
+      producerId: 4242n,
+      producerEpoch: 3,
+      baseSequence: 17,
+    });
+    const got = readRecordsBatch(Reader.from(Buffer.from(batch)));
+    assert.equal(got.magic, 2);
+    assert.equal(got.producerId, 4242n);
+    assert.equal(got.producerEpoch, 3);
+    assert.equal(got.firstSequence, 17);
+    assert.equal(got.firstTimestamp, BigInt(t0));
+    assert.equal(got.maxTimestamp, BigInt(t0 + 70_000));
+    assert.equal(got.lastOffsetDelta, 2);
+    assert.equal(got.crc, crc32c(batch, 21));
+    assert.equal(got.records.length, 3);
+    const [a, b, c] = got.records;
+    assert.equal(a.key?.toString(), "k1");
+    assert.equal(a.value?.toString(), "v1");
+    assert.equal(b.key, null);
+    assert.equal(b.value?.length, 0);
+    assert.equal(b.timestampDelta, -5n);
+    assert.equal(b.offsetDelta, 1);
+    assert.deepEqual([...(c.key ?? [])], [0, 255]);
+    assert.equal(c.value?.length, 300);
+    assert.equal(c.timestampDelta, 70_000n);
+    assert.deepEqual(
+      c.headers.map(([k, v]) => [k?.toString(), v?.toString()]),
+      [["h", "x"], ["h", "y"], ["é", ""]],
+    );
+  });
+
+  it("encode only the records asked for, in the order asked", () => {
+    const records: ProviderRecord[] = ["a", "b", "c", "d"].map((v, i) => ({
+      topic: "t",
+      key: null,
+      value: enc.encode(v),
+      headers: null,
+      timestamp: 1000 + i,
+    }));
+    const e = encodeRecords(records, [1, 3]);
+    const got = readRecordsBatch(
+      Reader.from(Buffer.from(finishBatch(e, e.bytes, 0, {
+        producerId: 1n,
+        producerEpoch: 0,
+        baseSequence: 0,
+      }))),
+    );
+    assert.deepEqual(got.records.map((r) => r.value?.toString()), ["b", "d"]);
+    assert.deepEqual(got.records.map((r) => r.offsetDelta), [0, 1]);
+  });
+
+  it("pick the partition the Java client picks (murmur2, as the library computes it)", () => {
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000;
+    for (let n = 0; n < 5000; n++) {
+      const key = new Uint8Array(n % 41).map(() => Math.floor(random() * 256));
+      assert.equal(murmur2(key), libraryMurmur2(Buffer.from(key)), `key of ${key.length} bytes`);
+    }
+    // Known values from Kafka's own tests (Utils.murmur2 of these strings).
+    assert.equal(murmur2(enc.encode("21")), -973932308);
+    assert.equal(murmur2(enc.encode("foobar")), -790332482);
+    assert.equal(murmur2(enc.encode("a-little-bit-long-string")), -985981536);
+    assert.equal(partitionForKey(enc.encode("k0"), 1), 0);
+  });
+});
