@@ -111,7 +111,7 @@ export const ENGINE = {
   fsync: { type: "choice", choices: ["always", "interval", "never"], default: "interval" },
   fsyncIntervalMs: { type: "integer", min: 1, default: 1000 },
   maxRecordBytes: { type: "integer", min: 64, max: 256 * MiB, default: 4 * MiB },
-  batchMaxRecords: { type: "integer", min: 1, default: 1000 },
+  batchMaxRecords: { type: "integer", min: 1, default: 5000 },
   batchMaxBytes: { type: "integer", min: 1, default: 4 * MiB },
   /** Its default is the provider's `retryWaitMs`, else {@link RETRY_INITIAL_MS}. */
   retryInitialMs: { type: "integer", min: 1 },
