@@ -505,7 +505,8 @@ export function decodeFrame(
       lastTopicStart = p;
       lastTopicLen = tlen;
     }
-    take(tlen);
+    if (p + tlen > end) throw new PayloadError("record runs past the end of its frame");
+    p += tlen;
     const klen = varint();
     const key = klen === 0 ? null : take(klen - 1);
     const hcount = varint();
