@@ -229,7 +229,8 @@ export class PlatformaticClient implements KafkaClient {
             : encoded.bytes;
           const key = `${topic}:${partition}`;
           const baseSequence = this.#sequences.get(key) ?? 0;
-          this.#sequences.set(key, (baseSequence + encoded.count) | 0);
+          // Sequence numbers wrap to 0 after 2^31 - 1, as the broker counts them.
+          this.#sequences.set(key, (baseSequence + encoded.count) % 0x80000000);
           partitions.push({
             partition,
             batch: finishBatch(encoded, payload, codec?.bitmask ?? 0, {
