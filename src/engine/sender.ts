@@ -290,11 +290,14 @@ export class Sender {
    */
   #countMismatch(seg: Segment): void {
     this.#ledger.counters.footerErrors++;
-    this.#log.warn("a segment held another number of records than its footer said", {
-      segment: seg.name,
-      read: seg.checkpoint.delivered,
-      expected: seg.records,
-    });
+    this.#log.warn(
+      "a segment held another number of records than recorded at open (its footer, or the walk)",
+      {
+        segment: seg.name,
+        read: seg.checkpoint.delivered,
+        expected: seg.records,
+      },
+    );
   }
 
   /** Starts reading the batch at `from` in `seg` (only good frames; see #takePrefetched). */

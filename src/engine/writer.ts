@@ -21,6 +21,7 @@ import type { Logger } from "../log.ts";
 import {
   type Bytes,
   encodeSegmentFooter,
+  footerFits,
   FrameBuilder,
   type HeadersInit,
   SEGMENT_HEADER_SIZE,
@@ -325,7 +326,9 @@ export class SegmentWriter {
     this.#seg = null;
     if (file && seg) {
       this.#nextSeq = seg.firstSeq + seg.records;
-      if (!file.broken) {
+      const broken = file.broken;
+      const counts = { frames: file.frames, records: seg.records };
+      if (!broken && footerFits(counts)) {
         // The footer lets the next open learn what the segment holds without walking it.
         // Without one (a failed append, a broken file) that open walks it instead.
         await file.appendFooter(encodeSegmentFooter({
@@ -342,7 +345,9 @@ export class SegmentWriter {
           });
         });
       }
-      if (this.#o.durability.syncFiles && !file.broken) {
+      // A footer that could not be written (or cut off again) does not spare the records
+      // their seal fsync.
+      if (this.#o.durability.syncFiles && !broken) {
         try {
           await file.sync();
         } catch (e) {

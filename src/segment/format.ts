@@ -139,7 +139,12 @@ export interface SegmentFooter {
   newestTimestamp: number;
 }
 
-/** Encodes a footer. */
+/** True when the footer's 32-bit counts can hold `f`'s (a segment of over 2^32 records cannot have one). */
+export function footerFits(f: { frames: number; records: number }): boolean {
+  return f.frames <= 0xffffffff && f.records <= 0xffffffff;
+}
+
+/** Encodes a footer (see {@link footerFits}). */
 export function encodeSegmentFooter(f: SegmentFooter): Uint8Array {
   const b = new Uint8Array(SEGMENT_FOOTER_SIZE);
   const v = new DataView(b.buffer);

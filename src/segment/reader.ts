@@ -99,6 +99,12 @@ export async function scanSegment(
     const left = fileSize - offset;
     if (left <= SEGMENT_FOOTER_SIZE) {
       const at = await win.ensure(offset, left, fileSize);
+      if (!options.verify && isZero(win.buf, at, left)) {
+        // What a power loss leaves of a sealed segment's footer whose write did not reach
+        // the disk. (In the newest segment, walked with `verify`, zeros are a torn write.)
+        result.stop = { kind: "footer", offset, reason: `${left} zero bytes where a footer goes` };
+        break;
+      }
       if (looksLikeFooter(win.buf, at, left)) {
         const footer = decodeSegmentFooter(win.buf.subarray(at, at + left));
         if (
@@ -169,6 +175,11 @@ export async function readFooter(
     return `footer says the data ends at ${footer.dataSize}, the file is ${fileSize} bytes`;
   }
   return footer;
+}
+
+function isZero(b: Uint8Array, at: number, len: number): boolean {
+  for (let i = 0; i < len; i++) if (b[at + i] !== 0) return false;
+  return true;
 }
 
 function describeBad(h: FrameHeader, end: number, fileSize: number): string {

@@ -18,7 +18,13 @@ import {
 } from "../checkpoint/checkpoint.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
-import { encodeSegmentFooter, parseSegmentFileName, SEGMENT_HEADER_SIZE } from "./format.ts";
+import {
+  encodeSegmentFooter,
+  footerFits,
+  parseSegmentFileName,
+  SEGMENT_FOOTER_SIZE,
+  SEGMENT_HEADER_SIZE,
+} from "./format.ts";
 import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
 
 /** Sub-directory of the buffer directory for records the provider refused for good. */
@@ -403,6 +409,7 @@ async function addFooter(
   s: SegmentReport,
   logger: Logger,
 ): Promise<void> {
+  if (!footerFits(s)) return;
   const footer = encodeSegmentFooter({
     frames: s.frames,
     records: s.records,
@@ -414,7 +421,10 @@ async function addFooter(
   let fh: FileHandle | null = null;
   try {
     fh = await fs.open(path, "append");
-    if ((await fh.size()) !== s.validSize) return;
+    const size = await fh.size();
+    // A valid footer that the walk accepted but the file name contradicts: replace it.
+    if (size === s.validSize + SEGMENT_FOOTER_SIZE) await fh.truncate(s.validSize);
+    else if (size !== s.validSize) return;
     await fh.append(footer);
     await fh.sync();
   } catch (e) {

@@ -4,6 +4,7 @@
 
 import { afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
 import { NodeFileSystem } from "../../src/fs/node.ts";
@@ -149,6 +150,24 @@ describe("segment footers", () => {
     assert.equal(counters.tornBytes, 28);
     assert.equal(counters.quarantinedBytes, 0);
     assert.equal(counters.footerErrors, 1);
+  });
+
+  it("cut a zero-filled footer (a power loss before its write reached the disk) off any segment, not quarantine it", async () => {
+    for (const zeros of [SEGMENT_FOOTER_SIZE, 30, 10]) {
+      await cleanup();
+      ({ dir, cleanup } = await tempDir());
+      const vs = await backlog(200);
+      const segs = await segmentFiles();
+      assert.ok(segs.length >= 3);
+      // Not the newest segment: an older one, as an interrupted seal leaves it.
+      const first = `${dir}/${segs[0]}`;
+      const bytes = (await readFile(first)).subarray(0, -SEGMENT_FOOTER_SIZE);
+      await writeFile(first, Buffer.concat([bytes, new Uint8Array(zeros)]));
+      const { got, counters } = await deliverAll();
+      assert.deepEqual(got, vs, `${zeros} zero bytes`);
+      assert.equal(counters.quarantinedBytes, 0, `${zeros} zero bytes`);
+      assert.equal(counters.tornBytes, zeros);
+    }
   });
 
   it("walk a segment whose footer fails its checksum, count it, and lose nothing", async () => {

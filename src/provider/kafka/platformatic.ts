@@ -44,6 +44,12 @@ interface PartitionBatch {
   batch: Uint8Array;
 }
 
+/** A send's records, encoded: one batch per partition, with the partition counts used. */
+interface PartitionBatches {
+  partitionCounts: Map<string, number>;
+  batches: Array<PartitionBatch & { topic: string; acknowledged?: boolean }>;
+}
+
 /** One topic's partitions in a Produce request. */
 interface TopicBatches {
   topic: string;
@@ -163,49 +169,59 @@ export class PlatformaticClient implements KafkaClient {
 
   /**
    * Sends `records` in one Produce request per leader broker, each partition's records as one
-   * record batch under the idempotent producer's id and the partition's next sequence number.
-   * A failure that may be passing (a lost connection, a leader move, a timeout) is tried again
-   * up to `retries` times, after 200 ms, from a fresh producer id: the library's own producer
-   * does the same. Then the error goes back to the engine, which keeps the batch and retries.
+   * record batch under the idempotent producer's id and the partition's next sequence numbers.
+   * A failure that may pass (a lost connection, a leader move, too few replicas) is tried
+   * again up to `retries` times, 200 ms apart, with the same batches under the same id and
+   * sequence numbers, so that the broker drops any copy it already holds: no duplicates. Any
+   * other failure, or the last, gives the id up (the next send gets a new one) and goes back
+   * to the engine, which keeps the batch, retries it, and counts what it sends again.
    */
   async produce(records: readonly ProviderRecord[]): Promise<void> {
     if (!this.#producer) await this.open();
     await this.#checkTopics(records);
-    for (let attempt = 0;; attempt++) {
-      try {
-        await this.#produceOnce(records);
-        return;
-      } catch (e) {
-        // The sequence numbers handed out may not have been used: start over with a new id.
-        this.#producerId = null;
-        this.#sequences.clear();
-        const stale = findErrorBy(e as Error, "hasStaleMetadata", true);
+    let batches: PartitionBatches | null = null;
+    try {
+      batches = await this.#encode(records);
+      for (let attempt = 0;; attempt++) {
+        const failure = await this.#sendBatches(batches);
+        if (failure === null) return;
+        const e = failure as Error;
+        const stale = findErrorBy(e, "hasStaleMetadata", true);
         if (stale || e instanceof NetworkError) this.#producer?.clearMetadata();
-        const again = stale || e instanceof NetworkError ||
-          PRODUCER_STATE_ERRORS.some((id) => findErrorBy(e as Error, "apiId", id)) ||
-          findErrorBy(e as Error, "canRetry", true);
-        if (!again || attempt >= RETRIES || !this.#producer) throw e;
+        const passing = (stale || e instanceof NetworkError || findErrorBy(e, "canRetry", true)) &&
+          !findErrorBy(e, "canRetry", false) &&
+          !PRODUCER_STATE_ERRORS.some((id) => findErrorBy(e, "apiId", id));
+        if (!passing || attempt >= RETRIES || !this.#producer) throw e;
         await new Promise((r) => setTimeout(r, RETRY_DELAY_MS));
+        // The same batches only fit the same partitions: a topic that gained partitions
+        // would place records elsewhere, so give up and let the engine send them afresh.
+        if (!(await this.#samePartitions(batches))) throw e;
       }
+    } catch (e) {
+      // Sequence numbers were handed out that the broker may not have seen: a later batch
+      // under this id would be refused as out of order. Start the next send with a new id.
+      this.#producerId = null;
+      this.#sequences.clear();
+      throw e;
     }
   }
 
-  async #produceOnce(records: readonly ProviderRecord[]): Promise<void> {
+  /** Encodes each partition's records as one batch, under this id's next sequence numbers. */
+  async #encode(records: readonly ProviderRecord[]): Promise<PartitionBatches> {
     const producer = this.#producer!;
     const topics = new Set<string>();
     for (const r of records) topics.add(r.topic);
     const metadata = await producer.metadata({ topics: [...topics], autocreateTopics: true });
-    // leader -> topic -> partition -> indexes of its records, in order.
-    const plan = new Map<number, Map<string, Map<number, number[]>>>();
+    // topic -> partition -> indexes of its records, in order.
+    const plan = new Map<string, Map<number, number[]>>();
+    const partitionCounts = new Map<string, number>();
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
-      const t = metadata.topics.get(r.topic)!;
-      const partition = r.key === null ? 0 : partitionForKey(r.key, t.partitionsCount);
-      const leader = t.partitions[partition].leader;
-      let byTopic = plan.get(leader);
-      if (!byTopic) plan.set(leader, byTopic = new Map());
-      let byPartition = byTopic.get(r.topic);
-      if (!byPartition) byTopic.set(r.topic, byPartition = new Map());
+      const count = metadata.topics.get(r.topic)!.partitionsCount;
+      partitionCounts.set(r.topic, count);
+      const partition = r.key === null ? 0 : partitionForKey(r.key, count);
+      let byPartition = plan.get(r.topic);
+      if (!byPartition) plan.set(r.topic, byPartition = new Map());
       let idx = byPartition.get(partition);
       if (!idx) byPartition.set(partition, idx = []);
       idx.push(i);
@@ -213,49 +229,86 @@ export class PlatformaticClient implements KafkaClient {
     this.#producerId ??= await producer.initIdempotentProducer({});
     const id = this.#producerId;
     const codec = this.#codec;
-    const requests: Array<{ broker: Broker; topics: TopicBatches[] }> = [];
-    for (const [leader, byTopic] of plan) {
-      const topicBatches: TopicBatches[] = [];
-      for (const [topic, byPartition] of byTopic) {
-        const partitions: PartitionBatch[] = [];
-        for (const [partition, idx] of byPartition) {
-          const encoded = encodeRecords(records, idx);
-          const payload = codec
-            ? new Uint8Array(
-              codec.compress
-                ? await codec.compress(toBuffer(encoded.bytes))
-                : codec.compressSync(toBuffer(encoded.bytes)),
-            )
-            : encoded.bytes;
-          const key = `${topic}:${partition}`;
-          const baseSequence = this.#sequences.get(key) ?? 0;
-          // Sequence numbers wrap to 0 after 2^31 - 1, as the broker counts them.
-          this.#sequences.set(key, (baseSequence + encoded.count) % 0x80000000);
-          partitions.push({
-            partition,
-            batch: finishBatch(encoded, payload, codec?.bitmask ?? 0, {
-              producerId: id.producerId,
-              producerEpoch: id.producerEpoch,
-              baseSequence,
-            }),
-          });
-        }
-        topicBatches.push({ topic, partitions });
+    const out: PartitionBatches = { partitionCounts, batches: [] };
+    for (const [topic, byPartition] of plan) {
+      for (const [partition, idx] of byPartition) {
+        const encoded = encodeRecords(records, idx);
+        const payload = codec
+          ? new Uint8Array(
+            codec.compress
+              ? await codec.compress(toBuffer(encoded.bytes))
+              : codec.compressSync(toBuffer(encoded.bytes)),
+          )
+          : encoded.bytes;
+        const key = `${topic}:${partition}`;
+        const baseSequence = this.#sequences.get(key) ?? 0;
+        // Sequence numbers wrap to 0 after 2^31 - 1, as the broker counts them.
+        this.#sequences.set(key, (baseSequence + encoded.count) % 0x80000000);
+        out.batches.push({
+          topic,
+          partition,
+          batch: finishBatch(encoded, payload, codec?.bitmask ?? 0, {
+            producerId: id.producerId,
+            producerEpoch: id.producerEpoch,
+            baseSequence,
+          }),
+        });
       }
+    }
+    return out;
+  }
+
+  /** True when every topic of `b` still has the partition count it was encoded for. */
+  async #samePartitions(b: PartitionBatches): Promise<boolean> {
+    const metadata = await this.#producer!.metadata({
+      topics: [...b.partitionCounts.keys()],
+      autocreateTopics: true,
+    });
+    for (const [topic, count] of b.partitionCounts) {
+      if (metadata.topics.get(topic)?.partitionsCount !== count) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Sends the batches, one request per partition leader, all at once; waits for every
+   * request to settle (so that no retry overlaps a request still in flight). Returns the
+   * first failure, or null when every request was acknowledged.
+   */
+  async #sendBatches(b: PartitionBatches): Promise<unknown> {
+    const producer = this.#producer!;
+    const metadata = await producer.metadata({
+      topics: [...b.partitionCounts.keys()],
+      autocreateTopics: true,
+    }).catch((e) => e as Error);
+    if (metadata instanceof Error) return metadata;
+    // Batches a broker acknowledged in an earlier attempt are not sent again.
+    const byLeader = new Map<number, Map<string, Array<PartitionBatches["batches"][number]>>>();
+    for (const pb of b.batches) {
+      if (pb.acknowledged) continue;
+      const leader = metadata.topics.get(pb.topic)!.partitions[pb.partition].leader;
+      let byTopic = byLeader.get(leader);
+      if (!byTopic) byLeader.set(leader, byTopic = new Map());
+      let list = byTopic.get(pb.topic);
+      if (!list) byTopic.set(pb.topic, list = []);
+      list.push(pb);
+    }
+    const outcomes = await Promise.allSettled([...byLeader].map(async ([leader, byTopic]) => {
       const broker = metadata.brokers.get(leader);
       if (!broker) {
         throw new NetworkError(`no address for broker ${leader} in the cluster metadata`);
       }
-      requests.push({ broker, topics: topicBatches });
-    }
-    await Promise.all(requests.map(async ({ broker, topics }) => {
       const connection = await new Promise<Connection>((resolve, reject) =>
         (producer as unknown as {
           [kGetConnection]: (b: Broker, cb: CallbackWithPromise<Connection>) => void;
         })[kGetConnection](broker, (e, c) => (e ? reject(e) : resolve(c!)))
       );
+      const topics = [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
       await produceApi.async(connection, -1, this.#timeout, topics);
+      for (const list of byTopic.values()) for (const pb of list) pb.acknowledged = true;
     }));
+    for (const o of outcomes) if (o.status === "rejected") return o.reason;
+    return null;
   }
 
   /**
