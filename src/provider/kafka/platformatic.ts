@@ -1,8 +1,12 @@
 /**
- * The @platformatic/kafka client behind {@link KafkaProvider}: the only file that produces
- * with it. Keyed records use its `compatibilityPartitioner` (murmur2 with the sign bit
- * masked, as kafka-clients does); the library's default partitioner keeps the sign bit and
- * so would pick other partitions than the Java client.
+ * The `platformatic` client behind {@link KafkaProvider}: the only file that uses
+ * @platformatic/kafka. The library connects (TLS, SASL), keeps the cluster metadata, gets the
+ * idempotent producer's id and parses responses into its error types; the records go out as
+ * record batches that `produce.ts` encodes, in a Produce request built here, because the
+ * library's own `Producer.send` spends several times more CPU per record than everything
+ * else in delivery. Keyed records go to the partition kafka-clients picks (`murmur2.ts`:
+ * murmur2 with the sign bit masked); records without a key go to partition 0, as the
+ * library's `compatibilityPartitioner` sent them.
  *
  * @module
  */
