@@ -71,6 +71,42 @@ describe(`Kafka provider (${KAFKA_CLIENT}), real broker`, () => {
     });
   });
 
+  it("spreads records without a key over the partitions, each send's in order", async () => {
+    const topic = uniqueTopic("unkeyed");
+    await createTopics([topic], 3);
+    const p = kafkaProvider();
+    try {
+      for (let s = 0; s < 6; s++) {
+        await p.send(Array.from({ length: 20 }, (_, i) => ({
+          topic,
+          key: null,
+          value: enc.encode(`s${s}-${String(i).padStart(2, "0")}`),
+          headers: null,
+          timestamp: Date.now(),
+        })));
+      }
+    } finally {
+      await p.close();
+    }
+    const got = byPartition(await consume([topic], 120));
+    assert.equal([...got.values()].reduce((n, v) => n + v.length, 0), 120);
+    assert.equal(got.size, 3, `partitions used: ${[...got.keys()].join(", ")}`);
+    for (const [partition, values] of got) {
+      // Within a partition, each send's records keep their order.
+      for (let s = 0; s < 6; s++) {
+        const mine = values.filter((v) => v.startsWith(`s${s}-`));
+        assert.deepEqual(mine, [...mine].sort(), `${partition}, send ${s}`);
+      }
+      if (KAFKA_CLIENT === "platformatic") {
+        // One partition per send (sticky): a send's 20 records are all here or none are.
+        for (let s = 0; s < 6; s++) {
+          const n = values.filter((v) => v.startsWith(`s${s}-`)).length;
+          assert.ok(n === 0 || n === 20, `${partition} holds ${n} of send ${s}`);
+        }
+      }
+    }
+  });
+
   it("delivers 100K adversarial records over several topics exactly once, in order, with keys, headers and timestamps", async () => {
     ({ dir, cleanup } = await tempDir());
     const topics = [uniqueTopic("e2e-a"), uniqueTopic("e2e-b"), uniqueTopic("e2e-c")];

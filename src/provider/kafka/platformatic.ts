@@ -5,8 +5,8 @@
  * record batches that `produce.ts` encodes, in a Produce request built here, because the
  * library's own `Producer.send` spends several times more CPU per record than everything
  * else in delivery. Keyed records go to the partition kafka-clients picks (`murmur2.ts`:
- * murmur2 with the sign bit masked); records without a key go to partition 0, as the
- * library's `compatibilityPartitioner` sent them.
+ * murmur2 with the sign bit masked); records without a key go to one partition per send, the
+ * next partition for the next send, as the Java client's sticky partitioner does per batch.
  *
  * @module
  */
@@ -119,6 +119,10 @@ export class PlatformaticClient implements KafkaClient {
   #producerId: { producerId: bigint; producerEpoch: number } | null = null;
   /** Next sequence number per `topic:partition` under that id. */
   readonly #sequences = new Map<string, number>();
+  /** The partition of each topic's unkeyed records in the send being encoded. */
+  readonly #sticky = new Map<string, number>();
+  /** Per topic, a counter that picks the next send's partition for unkeyed records. */
+  readonly #nextSticky = new Map<string, number>();
   #producer: Producer<Buffer, Buffer, Buffer, Buffer> | null = null;
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
@@ -218,12 +222,15 @@ export class PlatformaticClient implements KafkaClient {
     const metadata = await producer.metadata({ topics: [...topics], autocreateTopics: true });
     // topic -> partition -> indexes of its records, in order.
     const plan = new Map<string, Map<number, number[]>>();
+    this.#sticky.clear();
     const partitionCounts = new Map<string, number>();
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
       const count = metadata.topics.get(r.topic)!.partitionsCount;
       partitionCounts.set(r.topic, count);
-      const partition = r.key === null ? 0 : partitionForKey(r.key, count);
+      const partition = r.key === null
+        ? this.#stickyPartition(r.topic, count)
+        : partitionForKey(r.key, count);
       let byPartition = plan.get(r.topic);
       if (!byPartition) plan.set(r.topic, byPartition = new Map());
       let idx = byPartition.get(partition);
@@ -260,6 +267,22 @@ export class PlatformaticClient implements KafkaClient {
       }
     }
     return out;
+  }
+
+  /**
+   * The partition for `topic`'s records without a key in this send: the same one for the
+   * whole send, the next one for the next send (the Java client's sticky partitioner does the
+   * same per batch), so that they spread over the partitions and each send's stay in order.
+   */
+  #stickyPartition(topic: string, partitions: number): number {
+    let p = this.#sticky.get(topic);
+    if (p === undefined) {
+      const next = this.#nextSticky.get(topic) ?? 0;
+      p = next % partitions;
+      this.#nextSticky.set(topic, (next + 1) % 0x40000000);
+      this.#sticky.set(topic, p);
+    }
+    return p;
   }
 
   /** True when every topic of `b` still has the partition count it was encoded for. */
