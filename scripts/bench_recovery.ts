@@ -28,6 +28,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { machine } from "./_bench_util.ts";
 import { NodeFileSystem } from "../src/fs/node.ts";
+import { FOOTER_MAGIC, SEGMENT_FOOTER_SIZE } from "../src/segment/format.ts";
 import { inspectBuffer } from "../src/segment/recovery.ts";
 
 const DEFAULT_ENGINE = new URL("../mod.ts", import.meta.url).pathname;
@@ -41,8 +42,6 @@ const { values } = parseArgs({
   },
   strict: true,
 });
-
-const FOOTER = 48;
 
 if (values.child) {
   // The measured process: open, wait for the first send, print, exit without closing.
@@ -139,8 +138,9 @@ async function stripFooters(dir: string): Promise<void> {
     try {
       const { size } = await fh.stat();
       const b = Buffer.alloc(4);
-      if (size >= FOOTER) await fh.read(b, 0, 4, size - FOOTER);
-      if (size >= FOOTER && b.readUInt32BE(0) === 0x4d424654) await fh.truncate(size - FOOTER);
+      if (size < SEGMENT_FOOTER_SIZE) continue;
+      await fh.read(b, 0, 4, size - SEGMENT_FOOTER_SIZE);
+      if (b.readUInt32BE(0) === FOOTER_MAGIC) await fh.truncate(size - SEGMENT_FOOTER_SIZE);
     } finally {
       await fh.close();
     }

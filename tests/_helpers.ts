@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DirLock, FileHandle, FileSystem } from "../src/fs/types.ts";
-import { type MessageBufferOptions, silentLogger } from "../mod.ts";
+import { MessageBuffer, type MessageBufferOptions, silentLogger } from "../mod.ts";
 import type { Provider, ProviderRecord, SendResult } from "../src/provider/types.ts";
 
 /** A copy of a delivered record. */
@@ -256,4 +256,34 @@ export function memoryBufferOptions(
     closeTimeoutMs: 50,
     ...extra,
   };
+}
+
+/**
+ * The buffers a test file has open. `closeAll()` in `afterEach` closes what a test left open,
+ * so that a failing test does not leave its directory locked.
+ */
+export class OpenBuffers {
+  #open: MessageBuffer[] = [];
+
+  /** Opens a buffer, to be closed by `closeAll()` unless closed first with `close()`. */
+  async open(options: MessageBufferOptions): Promise<MessageBuffer> {
+    return this.keep(await MessageBuffer.open(options));
+  }
+
+  /** Takes a buffer opened elsewhere into the set `closeAll()` closes. */
+  keep(b: MessageBuffer): MessageBuffer {
+    this.#open.push(b);
+    return b;
+  }
+
+  /** Closes `b` now. */
+  async close(b: MessageBuffer): Promise<void> {
+    this.#open = this.#open.filter((x) => x !== b);
+    await b.close();
+  }
+
+  /** Closes every buffer still open. */
+  async closeAll(): Promise<void> {
+    for (const b of this.#open.splice(0)) await b.close();
+  }
 }

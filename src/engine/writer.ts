@@ -327,18 +327,18 @@ export class SegmentWriter {
     if (file && seg) {
       this.#nextSeq = seg.firstSeq + seg.records;
       const broken = file.broken;
-      const counts = { frames: file.frames, records: seg.records };
-      if (!broken && footerFits(counts)) {
+      const footer = {
+        frames: file.frames,
+        records: seg.records,
+        firstSeq: seg.firstSeq,
+        dataSize: file.size,
+        oldestTimestamp: seg.oldestTimestamp,
+        newestTimestamp: seg.newestTimestamp,
+      };
+      if (!broken && footerFits(footer)) {
         // The footer lets the next open learn what the segment holds without walking it.
         // Without one (a failed append, a broken file) that open walks it instead.
-        await file.appendFooter(encodeSegmentFooter({
-          frames: file.frames,
-          records: seg.records,
-          firstSeq: seg.firstSeq,
-          dataSize: file.size,
-          oldestTimestamp: seg.oldestTimestamp,
-          newestTimestamp: seg.newestTimestamp,
-        })).catch((e) => {
+        await file.appendFooter(encodeSegmentFooter(footer)).catch((e) => {
           this.#log.warn("could not write the footer of a sealed segment; the next open walks it", {
             segment: file.name,
             error: e,

@@ -9,7 +9,7 @@ import {
   type MessageBufferOptions,
   silentLogger,
 } from "../../mod.ts";
-import { RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { OpenBuffers, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
 import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 
 const enc = new TextEncoder();
@@ -17,36 +17,24 @@ const dec = new TextDecoder();
 
 let dir = "";
 let cleanup = async () => {};
-let open: MessageBuffer[] = [];
+const buffers = new OpenBuffers();
 
 beforeEach(async () => {
   ({ dir, cleanup } = await tempDir());
-  open = [];
 });
 afterEach(async () => {
-  for (const b of open) await b.close();
+  await buffers.closeAll();
   await cleanup();
 });
 
-async function openBuffer(
+function openBuffer(
   provider: RecordingProvider,
   extra: Partial<MessageBufferOptions> = {},
 ): Promise<MessageBuffer> {
-  const b = await MessageBuffer.open({
-    dir,
-    provider,
-    logger: silentLogger,
-    closeTimeoutMs: 2000,
-    ...extra,
-  });
-  open.push(b);
-  return b;
+  return buffers.open({ dir, provider, logger: silentLogger, closeTimeoutMs: 2000, ...extra });
 }
 
-async function closeBuffer(b: MessageBuffer): Promise<void> {
-  await b.close();
-  open = open.filter((x) => x !== b);
-}
+const closeBuffer = (b: MessageBuffer) => buffers.close(b);
 
 const segmentFiles = async () => (await readdir(dir)).filter((n) => n.endsWith(".seg")).sort();
 
@@ -384,7 +372,7 @@ describe("MessageBuffer", () => {
       provider: p2,
       logger: { ...silentLogger, warn: (m: string) => lines.push(m) },
     });
-    open.push(b2);
+    buffers.keep(b2);
     await b2.drained(5000);
     assert.deepEqual(p2.values(), Array.from({ length: 10 }, (_, i) => `r${i}`));
     assert.ok(lines.some((l) => /unreadable S file/.test(l)), lines.join("\n"));

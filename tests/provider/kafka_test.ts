@@ -7,8 +7,8 @@ import { spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
 import process from "node:process";
 import { Buffer } from "node:buffer";
-import { DEFAULTS, MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
-import { tempDir, waitFor } from "../_helpers.ts";
+import { DEFAULTS, type MessageBufferOptions, silentLogger } from "../../mod.ts";
+import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 import {
   BROKERS,
   consume,
@@ -23,13 +23,10 @@ import {
 
 let dir = "";
 let cleanup = async () => {};
-const opened: MessageBuffer[] = [];
+const buffers = new OpenBuffers();
 
-async function openBuffer(
-  extra: Partial<MessageBufferOptions> = {},
-  provider = kafkaProvider(),
-) {
-  const b = await MessageBuffer.open({
+function openBuffer(extra: Partial<MessageBufferOptions> = {}, provider = kafkaProvider()) {
+  return buffers.open({
     dir,
     provider,
     logger: silentLogger,
@@ -37,12 +34,10 @@ async function openBuffer(
     retryMaxMs: 1000,
     ...extra,
   });
-  opened.push(b);
-  return b;
 }
 
 afterEach(async () => {
-  for (const b of opened.splice(0)) await b.close();
+  await buffers.closeAll();
   await cleanup();
 });
 
@@ -238,8 +233,7 @@ describe(`Kafka provider (${KAFKA_CLIENT}), real broker`, () => {
     for (let i = 0; i < 20_000; i++) ws.push(b1.write(topic, `r-${i}`));
     await Promise.all(ws);
     await waitFor(() => b1.stats().counters.delivered > 0, 30_000);
-    await b1.close();
-    opened.splice(opened.indexOf(b1), 1);
+    await buffers.close(b1);
     const deliveredBefore = b1.stats().counters.delivered;
     const b2 = await openBuffer();
     await b2.drained(60_000);
@@ -358,8 +352,7 @@ describe(`Kafka provider (${KAFKA_CLIENT}), real broker`, () => {
         "the password is not in the error",
       );
       assert.equal(wrong.stats().backlog.records, 100, "records wait on disk");
-      await wrong.close();
-      opened.splice(opened.indexOf(wrong), 1);
+      await buffers.close(wrong);
       const right = await openBuffer({}, sasl("alice-secret"));
       await right.drained(60_000);
       const got = await consume([topic], 100);

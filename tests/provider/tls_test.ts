@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { MessageBuffer, type Provider, silentLogger } from "../../mod.ts";
-import { tempDir, waitFor } from "../_helpers.ts";
+import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 import { consume, createTopics, KAFKA_CLIENT, kafkaProvider, uniqueTopic } from "../_kafka.ts";
 
 const TLS_BROKERS = process.env.MB_TEST_TLS_BROKERS?.split(",");
@@ -40,27 +40,22 @@ function makeProvider(opts: TlsProviderOptions): Provider {
 }
 
 let cleanup = async () => {};
-const opened: MessageBuffer[] = [];
+const buffers = new OpenBuffers();
 
-async function openBuffer(dir: string, provider: Provider): Promise<MessageBuffer> {
-  const b = await MessageBuffer.open({
+function openBuffer(dir: string, provider: Provider): Promise<MessageBuffer> {
+  return buffers.open({
     dir,
     provider,
     logger: silentLogger,
     retryInitialMs: 100,
     retryMaxMs: 1000,
   });
-  opened.push(b);
-  return b;
 }
 
-async function closeBuffer(b: MessageBuffer): Promise<void> {
-  opened.splice(opened.indexOf(b), 1);
-  await b.close();
-}
+const closeBuffer = (b: MessageBuffer) => buffers.close(b);
 
 afterEach(async () => {
-  for (const b of opened.splice(0)) await b.close();
+  await buffers.closeAll();
   await cleanup();
 });
 

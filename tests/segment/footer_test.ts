@@ -16,26 +16,32 @@ import {
 } from "../../src/segment/format.ts";
 import { inspectBuffer } from "../../src/segment/recovery.ts";
 import { CheckpointFile, checkpointFileName } from "../../src/checkpoint/checkpoint.ts";
-import { RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { MemoryFileSystem } from "../../src/fs/memory.ts";
+import {
+  memoryBufferOptions,
+  OpenBuffers,
+  RecordingProvider,
+  tempDir,
+  waitFor,
+} from "../_helpers.ts";
 
 let dir = "";
 let cleanup = async () => {};
-let open: MessageBuffer[] = [];
+const buffers = new OpenBuffers();
 
 beforeEach(async () => {
   ({ dir, cleanup } = await tempDir());
-  open = [];
 });
 afterEach(async () => {
-  for (const b of open) await b.close();
+  await buffers.closeAll();
   await cleanup();
 });
 
-async function openBuffer(
+function openBuffer(
   provider: RecordingProvider,
   extra: Partial<MessageBufferOptions> = {},
 ): Promise<MessageBuffer> {
-  const b = await MessageBuffer.open({
+  return buffers.open({
     dir,
     provider,
     logger: silentLogger,
@@ -43,14 +49,9 @@ async function openBuffer(
     segmentMaxBytes: 1024,
     ...extra,
   });
-  open.push(b);
-  return b;
 }
 
-async function closeBuffer(b: MessageBuffer): Promise<void> {
-  await b.close();
-  open = open.filter((x) => x !== b);
-}
+const closeBuffer = (b: MessageBuffer) => buffers.close(b);
 
 const segmentFiles = async () => (await readdir(dir)).filter((n) => n.endsWith(".seg")).sort();
 const inspect = () => inspectBuffer(new NodeFileSystem(), dir);
@@ -260,8 +261,6 @@ describe("segment footers", () => {
 
 describe("sealing, interrupted", () => {
   it("leaves a buffer that opens to exactly the acknowledged records, whichever operation of the seal a crash stops at", async () => {
-    const { MemoryFileSystem } = await import("../../src/fs/memory.ts");
-    const { memoryBufferOptions } = await import("../_helpers.ts");
     let points = 0, tornFooters = 0;
     for (const policy of ["always", "interval"] as const) {
       for (let crashAt = 1;; crashAt++) {
