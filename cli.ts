@@ -7,7 +7,8 @@
  */
 
 import { createReadStream } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import process from "node:process";
 import pkg from "./package.json" with { type: "json" };
 import {
@@ -23,6 +24,8 @@ import {
 import { FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
 import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
+import { formatTop, ratesOf, StatsClient } from "./src/agent/top.ts";
+import { formatSources, replay, REPLAY_JOURNAL, replaySources } from "./src/agent/replay.ts";
 import { MessageBuffer } from "./src/engine/buffer.ts";
 import { defaultFileSystem } from "./src/fs/default.ts";
 import { pidIsAlive } from "./src/process.ts";
@@ -41,6 +44,8 @@ Usage:
   messagebuffer send [--socket PATH] [FILE]         send lines (stdin or FILE) to a running agent
   messagebuffer status [--buffer-dir DIR] [--json]  what is buffered, delivered, dead-lettered
   messagebuffer dump SEGMENT                        print a segment's records as JSON lines
+  messagebuffer top [--socket PATH] [--once|--json] a running agent's rates, backlog, drops, live
+  messagebuffer replay [--dry-run] [--quarantine]   send dead letters again through the agent
   messagebuffer help [COMMAND]                      details of a command
   messagebuffer --version
 
@@ -74,8 +79,8 @@ Usage: messagebuffer send [--socket PATH | --buffer-dir DIR] [FILE]
 
 Reads lines from FILE (or stdin), already in the ingest format, and sends them pipelined in
 acknowledged mode. Every line the agent refuses is printed to stderr with its line number
-and reason. Exits 0 when every line was stored, 1 if any was refused, 2 on usage errors or
-when no agent answers.
+and reason. Exits 0 when every line was accepted (stored; in a direct mode, acknowledged by
+Kafka), 1 if any was refused, 2 on usage errors or when no agent answers.
 
   --socket <path>       The agent's socket [default: <buffer-dir>/messagebuffer.sock]
   --buffer-dir <dir>    Where to find the socket [default: ./messagebuffer-data]
@@ -90,6 +95,46 @@ Usage: messagebuffer status [--buffer-dir DIR | --config FILE] [--json]
 
 Shows whether an agent holds the directory, each segment with its records and checkpoint,
 the backlog (records, bytes, age of the oldest record), dead letters and quarantined files.
+`,
+  top: `messagebuffer top: a running agent's state, refreshed every second.
+
+Usage: messagebuffer top [--socket PATH | --buffer-dir DIR] [--once | --json] [--interval S]
+
+Asks the agent over its socket (the control line #stats) and shows: the mode and where
+writes go, the provider's and the storage's state, lines in, records stored and delivered
+per second, the backlog in records and bytes with the age of its oldest record, delivery
+latency, connections, and every drop and error counter. Rates need two answers, so the
+first screen shows "-" for them. q or Ctrl-C quits.
+
+  --socket <path>       The agent's socket [default: <buffer-dir>/messagebuffer.sock]
+  --buffer-dir <dir>    Where to find the socket [default: ./messagebuffer-data]
+  --once                Print one view (rates over --interval) and exit, for scripts
+  --json                Print one snapshot as JSON, with the rates over --interval, and exit
+  --interval <s>        Seconds between answers [default: 1]
+
+Exits 1 when no agent answers on the socket.
+`,
+  replay: `messagebuffer replay: send dead-lettered records again, once their cause is fixed.
+
+Usage: messagebuffer replay [--buffer-dir DIR | --config FILE] [--socket PATH] [--dry-run]
+                            [--quarantine]
+
+Reads the records in <buffer-dir>/dead/ (and with --quarantine, the records in quarantine/
+whose frames still pass their checksum) and sends them through the running agent's socket,
+acknowledged, with their original key, headers and timestamp. They are then stored and
+delivered in order like any other write, and dead-lettered again if Kafka still refuses
+them. The journal dead/replay.log records which records of which file the agent accepted;
+a later replay skips them, so nothing is replayed twice by accident.
+
+  --dry-run             List what would be sent (files, records, topics, Kafka's reasons), send nothing
+  --quarantine          Also replay the readable records of quarantined data
+  --socket <path>       The agent's socket [default: <buffer-dir>/messagebuffer.sock]
+  --buffer-dir <dir>    The buffer directory [default: ./messagebuffer-data]
+  --config <file>       Take buffer_dir and socket from the agent's config file
+
+Exits 0 when every record was accepted (or there was nothing to do), 1 if the agent refused
+some (each is printed; they stay in dead/ and are offered again next time), 2 on usage
+errors or when no agent answers.
 `,
   dump: `messagebuffer dump: print the records of a segment file as JSON lines.
 
@@ -187,6 +232,8 @@ async function run(args: string[]): Promise<number> {
   let open = true;
   let ingest: IngestServer | null = null;
   try {
+    // The modes without disk do not create the buffer directory, where the socket may be.
+    await mkdir(dirname(socketPath(config)), { recursive: true, mode: 0o700 });
     ingest = await IngestServer.listen({
       path: socketPath(config),
       mode: Number.parseInt(config.values.socket_mode, 8),
@@ -207,6 +254,7 @@ async function run(args: string[]): Promise<number> {
   logger.info("agent ready", {
     socket: ingest.path,
     brokers: config.values.brokers?.join(","),
+    mode: config.values.mode,
     fsync: config.values.fsync,
     metrics: config.values.metrics,
     backlogRecords: buffer.stats().backlog.records,
@@ -288,10 +336,121 @@ async function send(args: string[]): Promise<number> {
   }
   if (!values.quiet) {
     process.stderr.write(
-      `sent ${summary.lines} line(s): ${summary.ok} stored, ${summary.errors.length} refused\n`,
+      `sent ${summary.lines} line(s): ${summary.ok} accepted, ${summary.errors.length} refused\n`,
     );
   }
   return summary.errors.length > 0 ? 1 : 0;
+}
+
+async function top(args: string[]): Promise<number> {
+  const { values } = parse("top", args, {
+    socket: "value",
+    "buffer-dir": "value",
+    once: "boolean",
+    json: "boolean",
+    interval: "value",
+  });
+  const interval = values.interval === undefined ? 1 : Number(values.interval);
+  if (!Number.isFinite(interval) || interval < 0.1 || interval > 3600) {
+    throw new UsageError(
+      `--interval: expected seconds from 0.1 to 3600, got ${JSON.stringify(values.interval)}`,
+    );
+  }
+  const dir = values["buffer-dir"] ?? AGENT.buffer_dir.default;
+  const path = values.socket ?? `${dir}/messagebuffer.sock`;
+  let client: StatsClient;
+  try {
+    client = await StatsClient.connect(path);
+  } catch (e) {
+    process.stderr.write(`messagebuffer top: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const sleep = () => new Promise((r) => setTimeout(r, interval * 1000));
+  try {
+    if (values.once || values.json) {
+      const first = await client.get();
+      await sleep();
+      const cur = await client.get();
+      process.stdout.write(
+        values.json
+          ? JSON.stringify({ ...cur, rates: ratesOf(first, cur) }, null, 2) + "\n"
+          : formatTop(first, cur),
+      );
+      return 0;
+    }
+    // The live view: redraw in place; q or Ctrl-C quits.
+    let quit = false;
+    const stdin = process.stdin as typeof process.stdin & { setRawMode?: (on: boolean) => void };
+    if (stdin.isTTY && stdin.setRawMode) {
+      stdin.setRawMode(true);
+      stdin.on("data", (d: Uint8Array) => {
+        if (d[0] === 0x71 /* q */ || d[0] === 3 /* Ctrl-C */) quit = true;
+      });
+    }
+    process.on("SIGINT", () => (quit = true));
+    let prev = null;
+    while (!quit) {
+      const cur = await client.get();
+      process.stdout.write("\x1b[H\x1b[2J" + formatTop(prev, cur) + "\n(q to quit)\n");
+      prev = cur;
+      for (let waited = 0; waited < interval * 1000 && !quit; waited += 100) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    if (stdin.isTTY && stdin.setRawMode) stdin.setRawMode(false);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`messagebuffer top: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    client.close();
+    process.stdin.pause();
+  }
+}
+
+async function replayCommand(args: string[]): Promise<number> {
+  const { values } = parse("replay", args, {
+    "buffer-dir": "value",
+    config: "value",
+    socket: "value",
+    "dry-run": "boolean",
+    quarantine: "boolean",
+  });
+  const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
+  const dir = config.values.buffer_dir;
+  const socket = values.socket ?? config.values.socket ?? `${dir}/messagebuffer.sock`;
+  const fs = defaultFileSystem();
+  if ((await fs.stat(dir)) === null) {
+    process.stderr.write(`messagebuffer replay: no buffer directory "${dir}"\n`);
+    return 2;
+  }
+  const sources = await replaySources(fs, dir, { quarantine: values.quarantine ?? false });
+  process.stdout.write(formatSources(sources) + "\n");
+  if (values["dry-run"]) {
+    process.stdout.write("dry run: nothing sent\n");
+    return 0;
+  }
+  let accepted = 0, refused = 0;
+  try {
+    await replay(fs, dir, socket, sources, (o) => {
+      accepted += o.accepted;
+      refused += o.refused.length;
+      process.stdout.write(
+        `${o.file}: ${o.accepted} of ${o.sent} accepted by the agent` +
+          (o.refused.length > 0 ? `, ${o.refused.length} refused` : "") + "\n",
+      );
+      for (const r of o.refused) {
+        process.stderr.write(`refused: ${o.file} record ${r.index}: ${r.reason}\n`);
+      }
+    });
+  } catch (e) {
+    process.stderr.write(`messagebuffer replay: ${(e as Error).message}\n`);
+    return 2;
+  }
+  process.stdout.write(
+    `replayed ${accepted} records (${refused} refused); journal: ${dir}/${REPLAY_JOURNAL}\n`,
+  );
+  return refused > 0 ? 1 : 0;
 }
 
 async function status(args: string[]): Promise<number> {
@@ -358,12 +517,18 @@ export async function main(argv: string[]): Promise<number> {
         return await send(rest);
       case "status":
         return await status(rest);
+      case "top":
+        return await top(rest);
+      case "replay":
+        return await replayCommand(rest);
       case "dump":
         return await dump(rest);
       case "help":
         if (rest[0] && HELP[rest[0]]) process.stdout.write(HELP[rest[0]]);
         else if (rest[0]) {
-          throw new UsageError(`no command "${rest[0]}" (commands: run, send, status, dump)`);
+          throw new UsageError(
+            `no command "${rest[0]}" (commands: run, send, status, dump, top, replay)`,
+          );
         } else process.stdout.write(USAGE);
         return 0;
       case "--help":
@@ -377,7 +542,7 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       default:
         throw new UsageError(
-          `unknown command "${command}" (commands: run, send, status, dump, help)`,
+          `unknown command "${command}" (commands: run, send, status, dump, top, replay, help)`,
         );
     }
   } catch (e) {

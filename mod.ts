@@ -71,6 +71,7 @@ export {
   DEFAULTS,
   type FsyncPolicy,
   type MessageBufferOptions,
+  type Mode,
   type WhenFull,
 } from "./src/engine/options.ts";
 export type {
@@ -84,10 +85,13 @@ export { KafkaProvider, type KafkaProviderOptions } from "./src/provider/kafka/k
 export {
   BufferClosedError,
   BufferFullError,
+  DeliveryError,
+  DeliveryTimeoutError,
   type ErrorCode,
   ErrorCodes,
   LockedError,
   MessageBufferError,
+  RecordRejectedError,
   StorageError,
 } from "./src/errors.ts";
 export type { Bytes, HeadersInit } from "./src/segment/format.ts";

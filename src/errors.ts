@@ -15,6 +15,12 @@ export const ErrorCodes = {
   STORAGE: "MB_STORAGE",
   /** Another live process holds the buffer directory's lock. */
   LOCKED: "MB_LOCKED",
+  /** A mode without disk (`error-on-error`): Kafka did not take the record; it was not kept. */
+  DELIVERY: "MB_DELIVERY",
+  /** A mode without disk (`block-on-error`): Kafka did not take the record in time; it was not kept. */
+  TIMEOUT: "MB_TIMEOUT",
+  /** A mode without disk: Kafka refused the record for good (too large, not authorized). */
+  REJECTED: "MB_REJECTED",
 } as const;
 
 /** One of the values of {@link ErrorCodes}. */
@@ -46,12 +52,15 @@ export class BufferClosedError extends MessageBufferError {
   }
 }
 
-/** The buffer reached `maxBufferBytes` and its `whenFull` policy is `"reject"`. */
+/**
+ * The buffer reached `maxBufferBytes` and its `whenFull` policy is `"reject"`, or, in a mode
+ * without disk, `directMaxRecords` records wait for Kafka.
+ */
 export class BufferFullError extends MessageBufferError {
-  constructor(dir: string, usedBytes: number, capBytes: number) {
+  constructor(dir: string, used: number, cap: number, unit = "bytes") {
     super(
       ErrorCodes.FULL,
-      `Buffer "${dir}" is full (${usedBytes} of ${capBytes} bytes); the record was not stored`,
+      `Buffer "${dir}" is full (${used} of ${cap} ${unit}); the record was not stored`,
       { retriable: true },
     );
   }
@@ -84,4 +93,47 @@ export class LockedError extends MessageBufferError {
     );
     this.holderPid = holderPid;
   }
+}
+
+/**
+ * Mode `error-on-error`: the send that held the record failed; Kafka may or may not have it
+ * (a failed send can have reached the broker). `cause` is the provider's error.
+ */
+export class DeliveryError extends MessageBufferError {
+  constructor(topic: string, cause: unknown) {
+    super(
+      ErrorCodes.DELIVERY,
+      `Kafka did not acknowledge a record for topic "${topic}": ${describeCause(cause)}`,
+      { cause, retriable: true },
+    );
+  }
+}
+
+/**
+ * Mode `block-on-error`: Kafka had not acknowledged the record after `directTimeoutMs`; it is
+ * not sent again. `cause` is the last send error, if a send failed.
+ */
+export class DeliveryTimeoutError extends MessageBufferError {
+  constructor(topic: string, timeoutMs: number, cause: unknown) {
+    super(
+      ErrorCodes.TIMEOUT,
+      `Kafka did not acknowledge a record for topic "${topic}" within ${timeoutMs} ms` +
+        (cause === undefined ? "" : `; last error: ${describeCause(cause)}`),
+      { cause, retriable: true },
+    );
+  }
+}
+
+/** A mode without disk: Kafka refused the record for good; `reason` is the broker's. */
+export class RecordRejectedError extends MessageBufferError {
+  /** Why, as the provider gave it, e.g. `"MESSAGE_TOO_LARGE: ..."`. */
+  readonly reason: string;
+  constructor(topic: string, reason: string) {
+    super(ErrorCodes.REJECTED, `Kafka refused a record for topic "${topic}": ${reason}`);
+    this.reason = reason;
+  }
+}
+
+function describeCause(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }

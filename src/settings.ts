@@ -102,6 +102,13 @@ const NON_EMPTY: Format = { pattern: /./s, name: "a non-empty string" };
 /** Options of `MessageBuffer.open` (documented on `MessageBufferOptions`), in ms and bytes. */
 export const ENGINE = {
   dir: { type: "text", format: NON_EMPTY, required: true },
+  mode: {
+    type: "choice",
+    choices: ["buffer", "direct-until-error", "block-on-error", "error-on-error"],
+    default: "buffer",
+  },
+  directMaxRecords: { type: "integer", min: 1, default: 10_000 },
+  directTimeoutMs: { type: "integer", min: 1, default: 2_000 },
   segmentMaxAgeMs: { type: "integer", min: 1, default: 10_000 },
   segmentMaxBytes: { type: "integer", min: 1024, default: 16 * MiB },
   maxBufferBytes: { type: "integer", min: 2048, default: 1024 * MiB },
@@ -200,6 +207,22 @@ export const AGENT = {
     engine: "dir",
     default: "./messagebuffer-data",
     help: "Directory for segments, S files, dead letters, quarantine",
+  },
+  mode: {
+    engine: "mode",
+    help:
+      "buffer: every record through the disk; direct-until-error: straight to Kafka, on disk while Kafka fails; block-on-error / error-on-error: no disk, a write waits for Kafka / gets Kafka's error",
+  },
+  direct_max_records: {
+    engine: "directMaxRecords",
+    help:
+      "Direct modes: records waiting for Kafka in memory before buffering (direct-until-error) or refusing lines",
+  },
+  direct_timeout: {
+    engine: "directTimeoutMs",
+    unit: "ms",
+    help:
+      "Direct modes: how long a record may wait for Kafka before it is buffered on disk (direct-until-error) or fails",
   },
   socket: {
     type: "text",

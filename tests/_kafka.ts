@@ -4,7 +4,7 @@
 import { Buffer } from "node:buffer";
 import { execFile } from "node:child_process";
 import process from "node:process";
-import { Kafka, logLevel } from "kafkajs";
+import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
 import { KafkaProvider, type KafkaProviderOptions } from "../mod.ts";
 import { registerCodecs, stopIdlePolling } from "../src/provider/kafka/kafkajs.ts";
 
@@ -51,6 +51,24 @@ export async function createTopics(
         replicationFactor: 1,
         configEntries: Object.entries(configs).map(([name, value]) => ({ name, value })),
       })),
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Sets topic configs (e.g. raises `max.message.bytes`, as an operator fixing a cause would). */
+export async function alterTopic(topic: string, configs: Record<string, string>): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.alterConfigs({
+      validateOnly: false,
+      resources: [{
+        type: ConfigResourceTypes.TOPIC,
+        name: topic,
+        configEntries: Object.entries(configs).map(([name, value]) => ({ name, value })),
+      }],
     });
   } finally {
     await admin.disconnect();

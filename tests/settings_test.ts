@@ -21,6 +21,9 @@ function resolve(o: Record<string, unknown>) {
 describe("settings table", () => {
   it("gives the engine's defaults (batches of 5000 records since delivery got faster)", () => {
     assert.deepEqual({ ...DEFAULTS }, {
+      mode: "buffer",
+      directMaxRecords: 10_000,
+      directTimeoutMs: 2000,
       segmentMaxAgeMs: 10_000,
       segmentMaxBytes: 16 * MiB,
       maxBufferBytes: 1024 * MiB,

@@ -105,6 +105,42 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
       c.storageErrors,
     ],
     [
+      "messagebuffer_records_sent_direct_total",
+      "counter",
+      "Records Kafka acknowledged without going through the disk (direct modes; in delivered too).",
+      c.sentDirect,
+    ],
+    [
+      "messagebuffer_failed_writes_total",
+      "counter",
+      "Writes failed because Kafka did not take their record (block-on-error, error-on-error).",
+      c.failedWrites,
+    ],
+    [
+      "messagebuffer_records_spilled_total",
+      "counter",
+      "Records direct-until-error moved from the direct path to the disk.",
+      c.spilledRecords,
+    ],
+    [
+      "messagebuffer_switches_to_buffer_total",
+      "counter",
+      "direct-until-error: switches from sending directly to buffering on disk.",
+      c.switchesToBuffer,
+    ],
+    [
+      "messagebuffer_switches_to_direct_total",
+      "counter",
+      "direct-until-error: switches back to sending directly, the disk backlog delivered.",
+      c.switchesToDirect,
+    ],
+    [
+      "messagebuffer_direct",
+      "gauge",
+      "1 while writes go straight to Kafka (direct modes), 0 while they go to the disk.",
+      s.path === "direct" ? 1 : 0,
+    ],
+    [
       "messagebuffer_storage_up",
       "gauge",
       "0 after an fsync failed, until a fresh segment and a write fsync cleanly again.",

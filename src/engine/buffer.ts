@@ -1,23 +1,17 @@
 /**
- * The buffer: the facade that wires the engine's parts and owns its lifecycle.
+ * The buffer: the public facade. It chooses the path a record takes by the `mode` option
+ * and keeps the counters, the state and the lifecycle in one place:
  *
  * ```
- *   write() ──► admission (cap: drop-oldest / block / reject)
- *                  │
- *                  ▼
- *             SegmentWriter ──frames──► active segment file
- *                  │ appended, sealed            ▲ roll
- *                  ▼                             │
- *               Ledger ◄── delete / quarantine ──┤
- *   (segments, counters, bytes, metadata queue:  │
- *    S files, deletions, quarantine, in order)   │
- *                  ▲                             │
- *      Retention ──┘ (cap, age)        Sender ───┘ (read, send, retry, dead letters,
- *                                                   checkpoint)
+ *   mode buffer                write() ──► DiskPath (segments, sender) ──► provider
+ *   mode direct-until-error    write() ──► DirectPath ─────────────────► provider
+ *                                            │ error, slow, too many        ▲
+ *                                            ▼ (spill, in order)            │ one send
+ *                                          DiskPath ── delivered all ───────┘ at a time
+ *                                            └──► back to DirectPath
+ *   modes block-on-error,      write() ──► DirectPath ─────────────────► provider
+ *         error-on-error
  * ```
- *
- * The parts talk through the ledger's and each other's named methods, never through shared
- * fields. Recovery (`src/segment/recovery.ts`) runs before any of them, under the lock.
  *
  * @module
  */
@@ -25,14 +19,19 @@
 import { BufferClosedError, BufferFullError } from "../errors.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
-import type { Bytes } from "../segment/format.ts";
-import { DEAD_DIR, QUARANTINE_DIR, recover } from "../segment/recovery.ts";
-import { type Durability, durabilityOf } from "./durability.ts";
-import { type Counters, Ledger, newCounters, type Segment } from "./ledger.ts";
-import { type MessageBufferOptions, type ResolvedOptions, resolveOptions } from "./options.ts";
-import { Retention } from "./retention.ts";
-import { type LatencyStats, type ProviderState, Sender } from "./sender.ts";
-import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
+import type { Provider } from "../provider/types.ts";
+import { type Bytes, parseSegmentFileName } from "../segment/format.ts";
+import { DirectPath, type DirectWrite, oneSendAtATime } from "./direct.ts";
+import { DiskPath } from "./disk.ts";
+import { type Counters, newCounters } from "./ledger.ts";
+import {
+  type MessageBufferOptions,
+  type Mode,
+  type ResolvedOptions,
+  resolveOptions,
+} from "./options.ts";
+import type { LatencyStats, ProviderState } from "./sender.ts";
+import type { StorageHealth, WriteOptions } from "./writer.ts";
 
 export type { ProviderState, StorageHealth, WriteOptions };
 
@@ -41,9 +40,19 @@ export type EngineOptions = MessageBufferOptions & { fs: FileSystem; logger: Log
 
 /** A snapshot of the buffer's state, from {@link MessageBuffer.stats}. */
 export interface BufferStats {
+  /** The `mode` option. */
+  mode: Mode;
+  /**
+   * Where writes go now: `"disk"` (mode `buffer`, or `direct-until-error` while it
+   * buffers) or `"direct"`.
+   */
+  path: "disk" | "direct";
   /** Counters since open. */
   counters: Counters;
-  /** Records and bytes stored but not yet acknowledged, and segment files on disk. */
+  /**
+   * Records and bytes stored or waiting for Kafka, not yet acknowledged, and segment files
+   * on disk. Records waiting on the direct path count in `records`, not in `bytes`.
+   */
   backlog: { records: number; bytes: number; segments: number };
   /** Age of the oldest unacknowledged record's frame, ms; null when nothing is waiting. */
   oldestRecordAgeMs: number | null;
@@ -57,17 +66,10 @@ export interface BufferStats {
   storage: StorageHealth;
   /**
    * Time from a record's timestamp to the provider's acknowledgement, over the last 8192
-   * records delivered: quantiles in ms, plus the sum and count since open.
+   * records delivered (by the path writes take now): quantiles in ms, plus the sum and
+   * count since open.
    */
   deliveryLatencyMs: LatencyStats;
-}
-
-interface BlockedWrite {
-  topic: string;
-  value: Bytes;
-  options: WriteOptions;
-  resolve: () => void;
-  reject: (e: unknown) => void;
 }
 
 /**
@@ -86,78 +88,30 @@ interface BlockedWrite {
  */
 export class MessageBuffer {
   readonly #o: ResolvedOptions;
-  readonly #durability: Durability;
-  readonly #releaseLock: () => Promise<void>;
-  readonly #ledger: Ledger;
-  readonly #writer: SegmentWriter;
-  readonly #retention: Retention;
-  readonly #sender: Sender;
-  #blocked: BlockedWrite[] = [];
+  readonly #disk: DiskPath | null;
+  readonly #direct: DirectPath | null;
+  readonly #counters: Counters;
+  /** `direct-until-error`: writes go to the direct path (else to the disk). */
+  #directOn = false;
   #closing = false;
   #closed: Promise<void> | null = null;
-  #timers: Array<ReturnType<typeof setInterval>> = [];
 
   protected constructor(
     o: ResolvedOptions,
-    releaseLock: () => Promise<void>,
-    recovered: { segments: Segment[]; nextSeq: number; counters: Counters },
+    disk: DiskPath | null,
+    direct: DirectPath | null,
+    counters: Counters,
   ) {
     this.#o = o;
-    this.#releaseLock = releaseLock;
-    const d = this.#durability = durabilityOf(o.fsync, o.fsyncIntervalMs);
-    const ledger = this.#ledger = new Ledger(
-      o.fs,
-      o.dir,
-      d,
-      o.logger,
-      recovered.segments,
-      recovered.counters,
-    );
-    const usedBytes = () => this.#usedBytes();
-    this.#retention = new Retention({
-      ledger,
-      logger: o.logger,
-      whenFull: o.whenFull,
-      maxBufferBytes: o.maxBufferBytes,
-      maxRecordAgeMs: o.maxRecordAgeMs,
-      usedBytes,
-    });
-    this.#writer = new SegmentWriter({
-      fs: o.fs,
-      dir: o.dir,
-      logger: o.logger,
-      durability: d,
-      ledger,
-      segmentMaxBytes: o.segmentMaxBytes,
-      segmentMaxAgeMs: o.segmentMaxAgeMs,
-      maxRecordBytes: o.maxRecordBytes,
-      nextSeq: recovered.nextSeq,
-      onStored: () => this.#sender.wake(),
-      afterWrite: () => this.#retention.pruneIfOverCap(),
-    });
-    this.#sender = new Sender({
-      fs: o.fs,
-      dir: o.dir,
-      logger: o.logger,
-      ledger,
-      provider: o.provider,
-      batchMaxRecords: o.batchMaxRecords,
-      batchMaxBytes: o.batchMaxBytes,
-      maxRecordAgeMs: o.maxRecordAgeMs,
-      retryInitialMs: o.retryInitialMs,
-      retryMaxMs: o.retryMaxMs,
-      requestRoll: () => this.#writer.requestRoll(),
-      writesWaiting: () => this.#blocked.length > 0,
-    });
-    ledger.onRoom(() => {
-      this.#admitBlocked();
-      this.#sender.wake();
-    });
+    this.#disk = disk;
+    this.#direct = direct;
+    this.#counters = counters;
   }
 
   /**
    * Opens (creating if needed) a buffer directory: takes its lock, recovers what a previous
-   * run left, and starts delivering in the background.
+   * run left, and starts delivering in the background. In the modes without disk, only
+   * checks the options: the provider connects with the first write.
    *
    * @throws {TypeError | RangeError} an option is invalid (the message names it)
    * @throws {LockedError} another live process has the directory open
@@ -169,128 +123,130 @@ export class MessageBuffer {
       );
     }
     const o = resolveOptions(options, options?.fs, options?.logger);
-    const fs = o.fs;
-    await fs.mkdirp(o.dir);
-    await fs.mkdirp(`${o.dir}/${DEAD_DIR}`);
-    await fs.mkdirp(`${o.dir}/${QUARANTINE_DIR}`);
-    const lock = await fs.lock(o.dir);
-    try {
-      const r = await recover(fs, o.dir, o.logger);
-      const counters = newCounters();
-      counters.tornBytes = r.tornBytes;
-      counters.quarantinedBytes = r.quarantinedBytes;
-      counters.footerErrors = r.footerErrors;
-      const segments = r.segments.map((s): Segment => ({
-        name: s.name,
-        firstSeq: s.firstSeq,
-        size: s.validSize,
-        records: s.records,
-        sealed: true,
-        oldestTimestamp: s.oldestTimestamp,
-        newestTimestamp: s.newestTimestamp,
-        checkpoint: s.checkpoint,
-        checkpointDirty: false,
-        gone: false,
-      }));
-      const buffer = new this(o, () => lock.release(), {
-        segments,
-        nextSeq: r.nextSeq,
-        counters,
-      });
-      buffer.#start();
-      return buffer;
-    } catch (e) {
-      await lock.release();
-      throw e;
+    if (o.mode === "buffer") {
+      const disk = await DiskPath.open(o, o.provider);
+      return new this(o, disk, null, disk.counters);
     }
+    if (o.mode === "direct-until-error") {
+      const provider = oneSendAtATime(o.provider);
+      const disk = await DiskPath.open(o, provider);
+      const late: { buffer: MessageBuffer | null } = { buffer: null };
+      const direct = newDirect(o, provider, disk.counters, "spill", (reason, error) => {
+        if (late.buffer) late.buffer.#toDisk(reason, error);
+      });
+      return late.buffer = new this(o, disk, direct, disk.counters);
+    }
+    if (options.dir !== undefined) await warnOfBacklog(o);
+    const policy = o.mode === "block-on-error" ? "block" : "error";
+    const counters = newCounters();
+    return new this(o, null, newDirect(o, o.provider, counters, policy), counters);
   }
 
-  /** The buffer directory. */
+  /** The buffer directory (`"(no disk)"` in the modes without disk, unless one was given). */
   get dir(): string {
     return this.#o.dir;
   }
 
-  /** True when a write now would be refused (`"reject"`) or would wait (`"block"`). */
+  /** The `mode` option. */
+  get mode(): Mode {
+    return this.#o.mode;
+  }
+
+  /** True when a write now would be refused (`"reject"`, modes without disk) or would wait (`"block"`). */
   get full(): boolean {
-    return this.#o.whenFull !== "drop-oldest" &&
-      (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes);
+    if (this.#disk === null) return this.#direct!.pending >= this.#o.directMaxRecords;
+    return this.#disk.full;
   }
 
   /** True when a write now would wait for room (`whenFull: "block"`): time to stop reading input. */
   get wouldBlock(): boolean {
-    return this.#o.whenFull === "block" && this.full;
-  }
-
-  #usedBytes(): number {
-    return this.#ledger.bytes + this.#writer.pendingBytes;
-  }
-
-  #start(): void {
-    const d = this.#durability;
-    if (d.syncIntervalMs > 0) {
-      this.#every(d.syncIntervalMs, () => {
-        this.#writer.requestSync();
-        void this.#ledger.syncMetadata();
-      });
-    }
-    this.#every(this.#o.pruneIntervalMs, () => void this.#retention.prune("interval"));
-    this.#sender.start();
-  }
-
-  #every(ms: number, fn: () => void): void {
-    const t = setInterval(fn, ms);
-    (t as { unref?: () => void }).unref?.();
-    this.#timers.push(t);
+    if (this.#disk === null) return this.full;
+    return this.#o.whenFull === "block" && this.#disk.full;
   }
 
   /**
-   * Stores one record. Resolves when the record is durable under the `fsync` policy; it will
-   * be delivered in write order. Concurrent writes share one file write (and one fsync).
+   * Accepts one record; it will be delivered in write order. When the promise resolves
+   * depends on the mode: once stored under the `fsync` policy (`buffer`, and
+   * `direct-until-error` while it buffers), or once Kafka acknowledged it (the direct paths).
    *
    * @throws {TypeError | RangeError} (as a rejection) the topic, value, key or headers are invalid
    * @throws {BufferClosedError} the buffer is closing or closed
-   * @throws {BufferFullError} at the cap with `whenFull: "reject"`
+   * @throws {BufferFullError} at the cap with `whenFull: "reject"`, or, without disk, with
+   *   `directMaxRecords` records waiting
    * @throws {StorageError} the filesystem refused the write (ENOSPC, EIO), or fsync has
    *   failed and the write could not be made durable; nothing was stored
+   * @throws {DeliveryError | DeliveryTimeoutError | RecordRejectedError} modes without disk:
+   *   Kafka did not take the record
    */
   write(topic: string, value: Bytes, options?: WriteOptions): Promise<void> {
     if (this.#closing) return Promise.reject(new BufferClosedError(this.#o.dir));
+    const direct = this.#direct;
+    if (direct === null) return this.#disk!.write(topic, value, options);
     try {
-      if (!this.full) return this.#writer.append(topic, value, options);
-      if (this.#o.whenFull === "reject") {
-        return Promise.reject(
-          new BufferFullError(this.#o.dir, this.#usedBytes(), this.#o.maxBufferBytes),
-        );
+      if (this.#disk === null) {
+        if (direct.pending >= this.#o.directMaxRecords) {
+          throw new BufferFullError(
+            this.#o.dir,
+            direct.pending,
+            this.#o.directMaxRecords,
+            "records waiting for Kafka",
+          );
+        }
+        return direct.write(topic, value, options);
       }
-      // Encode once into a scratch frame so that bad input fails now, not when room appears.
-      this.#writer.validate(topic, value, options);
-      const stamped = { ...options, timestamp: timestampOf(options) };
-      // The sender may be idle on a fully delivered active segment: wake it so that it
-      // seals that segment and deletes it to make room.
-      if (this.#blocked.length === 0) this.#sender.wake();
-      return new Promise((resolve, reject) =>
-        this.#blocked.push({ topic, value, options: stamped, resolve, reject })
-      );
+      if (!this.#directOn && this.#canGoDirect()) this.#toDirect();
+      if (this.#directOn) {
+        if (direct.pending < this.#o.directMaxRecords) return direct.write(topic, value, options);
+        this.#toDisk(`${direct.pending} records wait for Kafka (directMaxRecords)`);
+      }
+      return this.#disk.write(topic, value, options);
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
-  /** Moves writes that waited for room into frames while there is room. */
-  #admitBlocked(): void {
-    while (this.#blocked.length > 0 && this.#usedBytes() < this.#o.maxBufferBytes) {
-      const w = this.#blocked.shift()!;
-      try {
-        this.#writer.append(w.topic, w.value, w.options).then(w.resolve, w.reject);
-      } catch (e) {
-        w.reject(e);
-      }
+  /** `direct-until-error`: the disk holds nothing undelivered and the sender's sends succeed. */
+  #canGoDirect(): boolean {
+    const disk = this.#disk!;
+    return disk.backlogRecords() === 0 && disk.provider.state === "ready" &&
+      disk.storage.state === "ok" && this.#direct!.pending === 0;
+  }
+
+  #toDirect(): void {
+    this.#directOn = true;
+    this.#direct!.resume();
+    this.#counters.switchesToDirect++;
+    this.#o.logger.info("direct-until-error: the disk backlog is delivered; sending directly");
+  }
+
+  /**
+   * `direct-until-error`: from now on writes go to the disk, and the direct path's waiting
+   * writes go there first, in order. Each such write resolves once stored.
+   */
+  #toDisk(reason: string, error?: unknown): void {
+    const direct = this.#direct!;
+    const disk = this.#disk!;
+    const taken: DirectWrite[] = direct.takeAll();
+    if (this.#directOn) {
+      this.#directOn = false;
+      this.#counters.switchesToBuffer++;
+      this.#o.logger.warn("direct-until-error: buffering on disk", {
+        reason,
+        error: error === undefined ? undefined : error,
+        records: taken.length,
+      });
+    }
+    this.#counters.spilledRecords += taken.length;
+    for (const w of taken) {
+      const r = w.record;
+      disk.write(r.topic, r.value, { key: r.key, headers: r.headers, timestamp: r.timestamp })
+        .then(w.resolve, w.reject);
     }
   }
 
   /** Resolves when every write made so far is durable under the `fsync` policy (or failed). */
   flush(): Promise<void> {
-    return this.#writer.flush();
+    return this.#disk?.flush() ?? Promise.resolve();
   }
 
   /**
@@ -309,40 +265,51 @@ export class MessageBuffer {
         e.name = "TimeoutError";
         throw e;
       }
-      await this.#sender.progress(Math.min(left, 200));
+      const wait = Math.min(left, 200);
+      await Promise.race([
+        this.#disk?.progress(wait) ?? new Promise(() => {}),
+        this.#direct?.progress(wait) ?? new Promise(() => {}),
+      ]);
     }
   }
 
-  /** Records stored or waiting to be stored, not yet acknowledged (or dropped). */
+  /** Records stored or waiting, not yet acknowledged (or dropped, or failed). */
   #backlogRecords(): number {
-    return this.#writer.pendingRecords + this.#blocked.length + this.#ledger.backlogRecords();
+    return (this.#disk?.backlogRecords() ?? 0) + (this.#direct?.pending ?? 0);
   }
 
   /** Counters, backlog, provider and storage state. */
   stats(): BufferStats {
-    const { bytes, oldestTimestamp } = this.#ledger.backlog();
+    const direct = this.#direct;
+    const path = this.#disk === null || this.#directOn ? "direct" : "disk";
+    const d = this.#disk?.stats();
+    const oldest = [d?.oldestTimestamp, direct?.oldestTimestamp()].filter((t) =>
+      typeof t === "number"
+    ) as number[];
     return {
-      counters: { ...this.#ledger.counters },
+      mode: this.#o.mode,
+      path,
+      counters: { ...this.#counters },
       backlog: {
         records: this.#backlogRecords(),
-        bytes: bytes + this.#writer.pendingBytes,
-        segments: this.#ledger.segments.length,
+        bytes: d?.backlog.bytes ?? 0,
+        segments: d?.backlog.segments ?? 0,
       },
-      oldestRecordAgeMs: oldestTimestamp === null
-        ? null
-        : Math.max(0, Date.now() - oldestTimestamp),
-      usedBytes: this.#usedBytes(),
-      blockedWrites: this.#blocked.length,
-      provider: this.#sender.provider,
-      storage: this.#writer.health,
-      deliveryLatencyMs: this.#sender.latency(),
+      oldestRecordAgeMs: oldest.length === 0 ? null : Math.max(0, Date.now() - Math.min(...oldest)),
+      usedBytes: d?.usedBytes ?? 0,
+      blockedWrites: d?.blockedWrites ?? 0,
+      provider: d?.provider ?? direct!.provider,
+      storage: d?.storage ?? { state: "ok", lastError: null },
+      deliveryLatencyMs: path === "direct" ? direct!.latency() : d!.deliveryLatencyMs,
     };
   }
 
   /**
    * Stops accepting writes, writes and fsyncs what was accepted, lets the sender finish the
    * batch in flight (up to `closeTimeoutMs`), writes the checkpoint, closes the provider and
-   * releases the directory. Safe to call twice.
+   * releases the directory. In `direct-until-error`, records still waiting on the direct
+   * path after `closeTimeoutMs` are stored on disk first; without disk, they fail with
+   * {@link BufferClosedError}. Safe to call twice.
    *
    * @throws {StorageError} (after closing all the same) the fsync that sealed the last
    *   segment failed, so what it held is not known to be on stable storage
@@ -354,27 +321,47 @@ export class MessageBuffer {
 
   async #close(): Promise<void> {
     this.#closing = true;
-    for (const w of this.#blocked.splice(0)) w.reject(new BufferClosedError(this.#o.dir));
-    for (const t of this.#timers) clearInterval(t);
-    // A failed fsync of the last seal is reported once everything else is closed.
-    const sealed = await this.#writer.close().then(() => null, (e: unknown) => e);
-    if (!(await this.#sender.stop(this.#o.closeTimeoutMs))) {
-      this.#o.logger.warn(
-        "close: the batch in flight was not acknowledged in time; it will be sent again on the next open",
-        { closeTimeoutMs: this.#o.closeTimeoutMs },
-      );
+    const direct = this.#direct;
+    if (direct) {
+      await direct.close(this.#o.closeTimeoutMs, this.#disk === null);
+      this.#directOn = false;
+      if (this.#disk) this.#toDisk("closing");
     }
-    // A fully delivered segment need not wait for the next open to be deleted.
-    for (const seg of [...this.#ledger.segments]) {
-      if (seg.sealed && seg.checkpoint.delivered >= seg.records) await this.#ledger.delete(seg);
-    }
-    await this.#ledger.retryLeftovers();
-    // An S file write that failed is tried once more, so that a clean restart resends nothing.
-    await this.#ledger.commitPending();
-    if (this.#durability.syncIntervalMs > 0) await this.#ledger.syncMetadata();
-    await this.#ledger.closeFiles().catch(() => {});
-    await this.#sender.close(this.#o.closeTimeoutMs);
-    await this.#releaseLock();
-    if (sealed) throw sealed;
+    await this.#disk?.close();
+  }
+}
+
+function newDirect(
+  o: ResolvedOptions,
+  provider: Provider,
+  counters: Counters,
+  policy: "spill" | "block" | "error",
+  onTrouble?: (reason: string, error?: unknown) => void,
+): DirectPath {
+  return new DirectPath({
+    provider,
+    logger: o.logger,
+    counters,
+    policy,
+    maxRecordBytes: o.maxRecordBytes,
+    batchMaxRecords: o.batchMaxRecords,
+    batchMaxBytes: o.batchMaxBytes,
+    timeoutMs: o.directTimeoutMs,
+    retryInitialMs: o.retryInitialMs,
+    retryMaxMs: o.retryMaxMs,
+    ownsProvider: policy !== "spill",
+    onTrouble,
+  });
+}
+
+/** Modes without disk: a directory given that still holds segments is worth a warning. */
+async function warnOfBacklog(o: ResolvedOptions): Promise<void> {
+  const names = await o.fs.list(o.dir).catch(() => [] as string[]);
+  const segments = names.filter((n) => parseSegmentFileName(n) !== null).length;
+  if (segments > 0) {
+    o.logger.warn(
+      `mode ${o.mode} does not use the disk, but "${o.dir}" holds ${segments} segment files; open it in mode buffer or direct-until-error to deliver them`,
+      { dir: o.dir, segments },
+    );
   }
 }

@@ -82,6 +82,19 @@ export interface Counters {
    * quarantine, dead-letter writes. Each is logged with the file it concerns.
    */
   storageErrors: number;
+  /** Records acknowledged without going through the disk (the direct modes); in `delivered` too. */
+  sentDirect: number;
+  /**
+   * Writes that failed because Kafka did not take their record (`block-on-error`,
+   * `error-on-error`: refused, failed or timed out); the writer was told, nothing was kept.
+   */
+  failedWrites: number;
+  /** Records `direct-until-error` moved from the direct path to the segment files. */
+  spilledRecords: number;
+  /** `direct-until-error`: switches from sending directly to buffering on disk. */
+  switchesToBuffer: number;
+  /** `direct-until-error`: switches back, once the disk backlog was delivered. */
+  switchesToDirect: number;
 }
 
 /** Counters, all zero. */
@@ -101,6 +114,11 @@ export function newCounters(): Counters {
     sendRetries: 0,
     resentRecords: 0,
     storageErrors: 0,
+    sentDirect: 0,
+    failedWrites: 0,
+    spilledRecords: 0,
+    switchesToBuffer: 0,
+    switchesToDirect: 0,
   };
 }
 

@@ -25,13 +25,47 @@ import {
 /** When a write's promise resolves, and how often data is flushed to stable storage. */
 export type FsyncPolicy = ValueOf<typeof ENGINE.fsync>;
 
+/** How records reach the provider: through the disk, directly, or directly with a fallback. */
+export type Mode = ValueOf<typeof ENGINE.mode>;
+
 /** What a write does when the buffer holds `maxBufferBytes`. */
 export type WhenFull = ValueOf<typeof ENGINE.whenFull>;
 
 /** Options of {@link MessageBuffer.open}. Sizes are bytes, times are milliseconds. */
 export interface MessageBufferOptions {
-  /** Buffer directory; created if missing. Holds segments, S files, `dead/`, `quarantine/`. */
-  dir: string;
+  /**
+   * Buffer directory; created if missing. Holds segments, S files, `dead/`, `quarantine/`.
+   * Not used (and may be left out) in the modes without disk.
+   */
+  dir?: string;
+  /**
+   * How records reach the provider (README, "Delivery modes"):
+   * - `"buffer"`: every record is stored in the segment files first; a write resolves once
+   *   stored (under the `fsync` policy), and the sender delivers in the background.
+   * - `"direct-until-error"`: records go straight to the provider, and a write resolves once
+   *   Kafka acknowledged it. At the first error, refusal, a send slower than
+   *   `directTimeoutMs`, or `directMaxRecords` records waiting, the waiting records and every
+   *   later write go to the segment files (a write then resolves once stored), until that
+   *   backlog is delivered; then writes go direct again. Order holds across both switches.
+   * - `"block-on-error"`: no disk. A write resolves once Kafka acknowledged it; failed sends
+   *   are retried until `directTimeoutMs` after the write, which then fails with
+   *   `DeliveryTimeoutError`.
+   * - `"error-on-error"`: no disk. A failed send fails its writes with `DeliveryError`.
+   * @default "buffer"
+   */
+  mode?: Mode;
+  /**
+   * Direct modes: records waiting for Kafka in memory. Past it, `direct-until-error`
+   * buffers on disk and the modes without disk refuse writes with `BufferFullError`.
+   * @default 10_000
+   */
+  directMaxRecords?: number;
+  /**
+   * Direct modes: how long a write waits for Kafka's acknowledgement before
+   * `direct-until-error` buffers it on disk, or the modes without disk fail it with
+   * `DeliveryTimeoutError`. @default 2000
+   */
+  directTimeoutMs?: number;
   /** Where records are delivered. */
   provider: Provider;
   /** Filesystem adapter. @default the node:fs one (Deno, Bun, Node) */
@@ -103,7 +137,8 @@ export function resolveOptions(
     throw new TypeError("MessageBuffer.open() needs an options object");
   }
   const option = (name: string) => `Option "${name}"`;
-  checkOption(option("dir"), ENGINE.dir, o.dir);
+  const noDisk = o.mode === "block-on-error" || o.mode === "error-on-error";
+  if (!noDisk || o.dir !== undefined) checkOption(option("dir"), ENGINE.dir, o.dir);
   const p = o.provider as Partial<Provider> | undefined;
   if (
     !p || typeof p.open !== "function" || typeof p.send !== "function" ||
@@ -118,6 +153,7 @@ export function resolveOptions(
   }
   const v = resolveTable(ENGINE, {
     ...o,
+    dir: o.dir ?? (noDisk ? "(no disk)" : undefined),
     retryInitialMs: o.retryInitialMs ?? p.retryWaitMs ?? RETRY_INITIAL_MS,
   }, option);
   const r: ResolvedOptions = {

@@ -76,7 +76,7 @@ export class Sender {
   #wake: () => void = () => {};
   #wakeSignal: Promise<void> = Promise.resolve();
   #done: Promise<void> = Promise.resolve();
-  #progress: Array<() => void> = [];
+  readonly #progress = new ProgressSignal();
   #cursor: { seg: Segment; cursor: SegmentCursor } | null = null;
   /** The last frame decoded, kept while a batch boundary falls inside it. */
   #frameCache: { seg: Segment; offset: number; end: number; records: StoredRecord[] } | null = null;
@@ -89,9 +89,7 @@ export class Sender {
     read: Promise<Batch | null>;
   } | null = null;
   readonly #deadBuilder = new FrameBuilder(1 << 16);
-  readonly #latency = new Float64Array(8192);
-  #latencyCount = 0;
-  #latencySum = 0;
+  readonly #latency = new LatencyWindow();
 
   constructor(o: SenderOptions) {
     this.#o = o;
@@ -119,13 +117,7 @@ export class Sender {
 
   /** Resolves at the next progress (a batch acknowledged, a segment deleted) or after `ms`. */
   progress(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.#progress.push(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    return this.#progress.wait(ms);
   }
 
   /**
@@ -165,17 +157,7 @@ export class Sender {
 
   /** Delivery latency quantiles. */
   latency(): LatencyStats {
-    const n = Math.min(this.#latencyCount, this.#latency.length);
-    if (n === 0) return { p50: null, p99: null, max: null, sum: 0, count: 0 };
-    const sorted = this.#latency.slice(0, n).sort();
-    const q = (p: number) => sorted[Math.min(n - 1, Math.floor(p * n))];
-    return {
-      p50: q(0.5),
-      p99: q(0.99),
-      max: sorted[n - 1],
-      sum: this.#latencySum,
-      count: this.#latencyCount,
-    };
+    return this.#latency.stats();
   }
 
   #resetWake(): void {
@@ -189,7 +171,7 @@ export class Sender {
   }
 
   #notifyProgress(): void {
-    for (const w of this.#progress.splice(0)) w();
+    this.#progress.notify();
   }
 
   async #loop(): Promise<void> {
@@ -257,7 +239,7 @@ export class Sender {
       if (this.#closed) return;
       rejected = validRejections(outcome, batch.records.length);
     }
-    this.#recordLatency(batch.records);
+    this.#latency.add(batch.records);
     // Refused records must be in dead/ before the checkpoint passes them; when that cannot
     // be done (the disk fails, or the buffer closes first), the checkpoint stays and the
     // batch is sent again after the next open.
@@ -529,21 +511,65 @@ export class Sender {
       });
     });
   }
+}
 
-  #recordLatency(records: readonly ProviderRecord[]): void {
+/** Waiters for the next progress (a batch settled), each with a timeout. */
+export class ProgressSignal {
+  #waiters: Array<() => void> = [];
+
+  /** Resolves at the next `notify()`, or after `ms`. */
+  wait(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.#waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  /** Wakes every waiter. */
+  notify(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+}
+
+/**
+ * Time from a record's timestamp to its acknowledgement, over the last 8192 records: a ring
+ * of samples, and the sum and count since it was made.
+ */
+export class LatencyWindow {
+  readonly #ring = new Float64Array(8192);
+  #count = 0;
+  #sum = 0;
+
+  /** Adds the records just acknowledged. */
+  add(records: readonly { timestamp: number }[]): void {
     const now = Date.now();
-    const ring = this.#latency;
+    const ring = this.#ring;
     for (const r of records) {
       const ms = Math.max(0, now - r.timestamp);
-      ring[this.#latencyCount % ring.length] = ms;
-      this.#latencyCount++;
-      this.#latencySum += ms;
+      ring[this.#count % ring.length] = ms;
+      this.#count++;
+      this.#sum += ms;
     }
+  }
+
+  /** Quantiles over the ring; sum and count since creation. */
+  stats(): LatencyStats {
+    const n = Math.min(this.#count, this.#ring.length);
+    if (n === 0) return { p50: null, p99: null, max: null, sum: 0, count: 0 };
+    const sorted = this.#ring.slice(0, n).sort();
+    const q = (p: number) => sorted[Math.min(n - 1, Math.floor(p * n))];
+    return { p50: q(0.5), p99: q(0.99), max: sorted[n - 1], sum: this.#sum, count: this.#count };
   }
 }
 
 /** The provider's rejections with an index inside the batch, each index once. */
-function validRejections(outcome: unknown, size: number): { index: number; reason: string }[] {
+export function validRejections(
+  outcome: unknown,
+  size: number,
+): { index: number; reason: string }[] {
   const list = (outcome as { rejected?: unknown } | undefined)?.rejected;
   if (!Array.isArray(list)) return [];
   const seen = new Set<number>();

@@ -6,8 +6,11 @@
  *   backslash sequence, or a raw tab inside VALUE, is an error.
  * - JSON form, a line starting with `{`:
  *   `{"topic": "t", "key": "k", "value": "v", "headers": {"h": "v"}}`, with `key_base64` /
- *   `value_base64` instead of `key` / `value` for binary data.
- * - Control lines start with `#`: `#ack` switches the connection to acknowledged mode.
+ *   `value_base64` instead of `key` / `value` for binary data, `headers_base64` (a list of
+ *   `[name, base64 value]` pairs, names may repeat) instead of `headers` for binary header
+ *   values, and `timestamp` (ms since the epoch) for the record's event time.
+ * - Control lines start with `#`: `#ack` switches the connection to acknowledged mode;
+ *   `#stats` is answered with `stats <JSON>`, the agent's state (`messagebuffer top`).
  *
  * A trailing CR (from CRLF clients) is dropped before parsing.
  *
@@ -23,9 +26,11 @@ export type ParsedLine =
     topic: string;
     key: string | Uint8Array | null;
     value: string | Uint8Array;
-    headers: Array<[string, string]> | null;
+    headers: Array<[string, string | Uint8Array]> | null;
+    /** Event time in ms since the epoch, when the line gives one. */
+    timestamp?: number;
   }
-  | { kind: "control"; command: "ack" }
+  | { kind: "control"; command: "ack" | "stats" }
   | { kind: "error"; reason: string };
 
 function unescape(s: string, field: string): string | { error: string } {
@@ -48,7 +53,16 @@ function unescape(s: string, field: string): string | { error: string } {
   return out + s.slice(from);
 }
 
-const JSON_KEYS = new Set(["topic", "key", "key_base64", "value", "value_base64", "headers"]);
+const JSON_KEYS = new Set([
+  "topic",
+  "key",
+  "key_base64",
+  "value",
+  "value_base64",
+  "headers",
+  "headers_base64",
+  "timestamp",
+]);
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
 function base64(v: unknown, field: string): Uint8Array | { error: string } {
@@ -106,7 +120,41 @@ function parseJson(line: string): ParsedLine {
     if ("error" in b) return { kind: "error", reason: b.error };
     key = b;
   } else if (r.key != null) return { kind: "error", reason: `"key" must be a string or null` };
-  let headers: Array<[string, string]> | null = null;
+  let headers: Array<[string, string | Uint8Array]> | null = null;
+  if (r.headers != null && r.headers_base64 != null) {
+    return { kind: "error", reason: `give "headers" or "headers_base64", not both` };
+  }
+  if (r.headers_base64 != null) {
+    const list = r.headers_base64;
+    const shape = `"headers_base64" must be a list of [name, base64 value] pairs`;
+    if (!Array.isArray(list)) return { kind: "error", reason: shape };
+    headers = [];
+    for (const pair of list) {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string") {
+        return { kind: "error", reason: shape };
+      }
+      const b = base64(pair[1], "headers_base64");
+      if ("error" in b) {
+        return {
+          kind: "error",
+          reason: `header "${pair[0]}" in "headers_base64" must be a base64 string`,
+        };
+      }
+      headers.push([pair[0], b]);
+    }
+  }
+  let timestamp: number | undefined;
+  if (r.timestamp != null) {
+    if (!Number.isSafeInteger(r.timestamp) || (r.timestamp as number) < 0) {
+      return {
+        kind: "error",
+        reason: `"timestamp" must be a whole number of ms since the epoch, got ${
+          JSON.stringify(r.timestamp)
+        }`,
+      };
+    }
+    timestamp = r.timestamp as number;
+  }
   if (r.headers != null) {
     if (typeof r.headers !== "object" || Array.isArray(r.headers)) {
       return { kind: "error", reason: `"headers" must be an object of strings` };
@@ -117,7 +165,9 @@ function parseJson(line: string): ParsedLine {
       headers.push([k, v]);
     }
   }
-  return { kind: "record", topic: r.topic, key, value, headers };
+  return timestamp === undefined
+    ? { kind: "record", topic: r.topic, key, value, headers }
+    : { kind: "record", topic: r.topic, key, value, headers, timestamp };
 }
 
 /** Parses one line (without its LF). */
@@ -127,9 +177,10 @@ export function parseLine(line: string): ParsedLine {
   if (c === 123 /* { */) return parseJson(line);
   if (c === 35 /* # */) {
     if (line === "#ack") return { kind: "control", command: "ack" };
+    if (line === "#stats") return { kind: "control", command: "stats" };
     return {
       kind: "error",
-      reason: `unknown control line ${JSON.stringify(line.slice(0, 40))} (known: #ack)`,
+      reason: `unknown control line ${JSON.stringify(line.slice(0, 40))} (known: #ack, #stats)`,
     };
   }
   if (line.length === 0) return { kind: "error", reason: "empty line" };

@@ -12,7 +12,8 @@
 import { Buffer } from "node:buffer";
 import { chmod, lstat, rm } from "node:fs/promises";
 import net from "node:net";
-import type { MessageBuffer } from "../engine/buffer.ts";
+import process from "node:process";
+import type { BufferStats, MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
 import { parseLine } from "./protocol.ts";
 
@@ -32,12 +33,23 @@ export interface IngestServerOptions {
 export interface IngestStats {
   connections: number;
   connectionsTotal: number;
-  /** Lines read (control lines included). */
+  /** Lines read (control lines included, but not `#stats`). */
   linesReceived: number;
   /** Lines refused: unparsable, invalid, or not stored (full, storage error). */
   linesRejected: number;
   /** Lines a client started but did not finish before disconnecting. */
   partialLinesDropped: number;
+}
+
+/** The answer to `#stats`, as JSON after `stats `. */
+export interface AgentSnapshot {
+  /** ms since the epoch when it was taken. */
+  time: number;
+  pid: number;
+  uptimeMs: number;
+  socket: string;
+  buffer: BufferStats;
+  ingest: IngestStats;
 }
 
 interface AckEntry {
@@ -51,6 +63,8 @@ interface AckEntry {
   answer: boolean;
   /** Why the line was refused before reaching the buffer. */
   error: string | null;
+  /** A control line's answer, made when its turn comes (after the lines before it). */
+  reply?: () => string;
 }
 
 const NL = 10;
@@ -131,8 +145,12 @@ class Connection {
     if (line !== null) {
       const parsed = parseLine(line);
       if (parsed.kind === "control") {
-        this.#ack = true;
-        this.#queue.push({ p: null, n: 1, first: 0, answer: true, error: null });
+        const reply = parsed.command === "stats"
+          ? () => `stats ${JSON.stringify(this.#server.snapshot())}\n`
+          : undefined;
+        if (parsed.command === "ack") this.#ack = true;
+        else this.#server.stats.linesReceived--; // a query, not input
+        this.#queue.push({ p: null, n: 1, first: 0, answer: true, error: null, reply });
         if (!this.#draining) void this.#drain();
         return;
       }
@@ -141,6 +159,7 @@ class Connection {
         const p = this.#server.buffer.write(parsed.topic, parsed.value, {
           key: parsed.key,
           headers: parsed.headers,
+          timestamp: parsed.timestamp,
         });
         const last = this.#queue.at(-1);
         if (last && last.p === p && last.answer === this.#ack) {
@@ -177,7 +196,9 @@ class Connection {
       }
       this.#queue.shift();
       let out = "";
-      if (reason === null) {
+      if (e.reply) {
+        out = e.reply();
+      } else if (reason === null) {
         if (e.answer) out = e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
       } else {
         this.#server.stats.linesRejected += e.n;
@@ -275,6 +296,7 @@ export class IngestServer {
     partialLinesDropped: 0,
   };
   readonly #server: net.Server;
+  readonly #started = Date.now();
   readonly #connections = new Set<Connection>();
   #lastRejectLog = 0;
   #rejectsSinceLog = 0;
@@ -285,6 +307,18 @@ export class IngestServer {
     this.maxLineBytes = o.maxLineBytes ?? 1 << 20;
     this.path = o.path;
     this.#server = server;
+  }
+
+  /** What `#stats` answers: the buffer's stats, the ingest counters, the process. */
+  snapshot(): AgentSnapshot {
+    return {
+      time: Date.now(),
+      pid: process.pid,
+      uptimeMs: Date.now() - this.#started,
+      socket: this.path,
+      buffer: this.buffer.stats(),
+      ingest: { ...this.stats },
+    };
   }
 
   /**

@@ -5,6 +5,7 @@ import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import process from "node:process";
+import type { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import { escapeField } from "../../src/ingest/protocol.ts";
 import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
@@ -19,7 +20,7 @@ import {
   waitForMetrics,
 } from "../_agent.ts";
 import { tempDir, waitFor } from "../_helpers.ts";
-import { BROKERS, consume, createTopics, uniqueTopic } from "../_kafka.ts";
+import { alterTopic, BROKERS, consume, createTopics, uniqueTopic } from "../_kafka.ts";
 
 let cleanup = async () => {};
 const agents: Agent[] = [];
@@ -311,9 +312,149 @@ describe("agent (messagebuffer run)", () => {
       r.stderr,
       /refused: line \d+: Buffer ".*" is full \(\d+ of 52429 bytes\); the record was not stored/,
     );
-    const summary = /sent 1000 line\(s\): (\d+) stored, (\d+) refused/.exec(r.stderr);
+    const summary = /sent 1000 line\(s\): (\d+) accepted, (\d+) refused/.exec(r.stderr);
     assert.ok(summary, r.stderr);
     assert.ok(Number(summary[1]) > 100 && Number(summary[2]) > 100, summary[0]);
+  });
+
+  it("--mode direct-until-error acknowledges lines once Kafka has them, with no segment written", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-direct");
+    await createTopics([topic], 1);
+    const port = await freePort();
+    await agentIn(t.dir, ["--mode", "direct-until-error", "--metrics", `127.0.0.1:${port}`]);
+    await waitForMetrics(
+      `127.0.0.1:${port}`,
+      (m) => m.messagebuffer_provider_up === 1,
+      "the provider to connect",
+    );
+    const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
+    let text = "#ack\n";
+    for (let i = 0; i < 3000; i++) text += `${topic}\t\td-${i}\n`;
+    c.write(text);
+    const answers = await c.waitAnswers(3001, 60_000);
+    assert.deepEqual(new Set(answers), new Set(["ok"]));
+    const m = await scrapeMetrics(`127.0.0.1:${port}`);
+    assert.equal(m.messagebuffer_direct, 1, "writes go straight to Kafka");
+    assert.equal(m.messagebuffer_records_sent_direct_total, 3000);
+    assert.equal(m.messagebuffer_records_written_total, 0, "no line went through a segment");
+    c.end();
+    const got = await consume([topic], 3000);
+    assert.deepEqual(
+      got.sort((a, b) => a.offset - b.offset).map((r) => r.value!.toString()),
+      Array.from({ length: 3000 }, (_, i) => `d-${i}`),
+    );
+  });
+
+  it("--mode error-on-error answers each line Kafka did not take with Kafka's error, and stores nothing", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = `${t.dir}/sock/mb.sock`;
+    await offlineAgent(`${t.dir}/buffer`, [
+      "--mode",
+      "error-on-error",
+      "--socket",
+      sock,
+      "--direct-timeout",
+      "20000",
+    ]);
+    const r = await runCli(["send", "--socket", sock], "t\t\tone\nt\t\ttwo\n");
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /refused: line 1: Kafka did not acknowledge a record for topic "t": /);
+    assert.match(r.stderr, /sent 2 line\(s\): 0 accepted, 2 refused/);
+    assert.deepEqual(
+      await readdir(`${t.dir}/buffer`).catch(() => []),
+      [],
+      "the buffer directory is not used",
+    );
+  });
+
+  it("top shows a running agent's backlog, rates and counters, once as text and as JSON", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = `${t.dir}/messagebuffer.sock`;
+    await offlineAgent(t.dir);
+    const lines = Array.from({ length: 500 }, (_, i) => `t\t\tr-${i}`).join("\n") +
+      "\nbad topic!\t\tx\n";
+    const sent = await runCli(["send", "--socket", sock], lines);
+    assert.equal(sent.code, 1, sent.stderr);
+    const once = await runCli(["top", "--socket", sock, "--once", "--interval", "0.2"]);
+    assert.equal(once.code, 0, once.stderr);
+    assert.match(once.stdout, /^mode +buffer, writes go through the disk$/m);
+    assert.match(once.stdout, /^provider +kafka (connecting|retrying)/m);
+    assert.match(once.stdout, /^backlog +500 records, [\d.]+ KiB, 1 segments, oldest /m);
+    // 500 records, the bad line and send's #ack (top's own #stats lines are not counted).
+    assert.match(once.stdout, /^totals +500 stored, 0 delivered \(0 direct\), 502 lines read$/m);
+    assert.match(once.stdout, /0 write errors, 0 failed writes, 1 lines refused, 0 partial lines/);
+    const json = await runCli(["top", "--socket", sock, "--json", "--interval", "0.2"]);
+    assert.equal(json.code, 0, json.stderr);
+    const snap = JSON.parse(json.stdout);
+    assert.equal(snap.buffer.backlog.records, 500);
+    assert.equal(snap.buffer.counters.written, 500);
+    assert.equal(snap.ingest.linesRejected, 1);
+    assert.equal(snap.rates.delivered, 0);
+    const none = await runCli(["top", "--socket", `${t.dir}/nothing.sock`, "--once"]);
+    assert.equal(none.code, 1);
+    assert.match(none.stderr, /cannot reach an agent at .*nothing\.sock: ENOENT/);
+  });
+
+  it("replay sends dead letters again once the cause is fixed, with key, headers and timestamp, and never twice", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = `${t.dir}/messagebuffer.sock`;
+    const topic = uniqueTopic("agent-replay");
+    await createTopics([topic], 1, { "max.message.bytes": "20000" });
+    await agentIn(t.dir);
+    const big = (i: number) => `big-${i}-${"z".repeat(50_000)}`;
+    const lines = [
+      JSON.stringify({ topic, value: "small-0" }),
+      JSON.stringify({
+        topic,
+        key: "k1",
+        value: big(1),
+        headers_base64: [["bin", "AAEC/w=="], ["bin", "Aw=="]],
+        timestamp: 1_700_000_000_000,
+      }),
+      JSON.stringify({ topic, value: "small-2" }),
+      JSON.stringify({ topic, value: big(3), timestamp: 1_700_000_000_003 }),
+    ].join("\n") + "\n";
+    assert.equal((await runCli(["send", "--socket", sock], lines)).code, 0);
+    const deadCount = async () =>
+      JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout).deadLetters
+        .records;
+    for (const deadline = Date.now() + 60_000; (await deadCount()) < 2;) {
+      assert.ok(Date.now() < deadline, "the two large records reach dead/");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const dry = await runCli(["replay", "--buffer-dir", t.dir, "--dry-run"]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /dead\/\S+\.seg: 2 records, 0 replayed before, 2 to replay/);
+    assert.match(dry.stdout, /refused by Kafka for: .*TOO_LARGE/);
+    assert.match(dry.stdout, /dry run: nothing sent/);
+    await alterTopic(topic, { "max.message.bytes": "1000000" }); // the operator fixes the cause
+    const first = await runCli(["replay", "--buffer-dir", t.dir]);
+    assert.equal(first.code, 0, first.stderr + first.stdout);
+    assert.match(first.stdout, /replayed 2 records \(0 refused\)/);
+    const again = await runCli(["replay", "--buffer-dir", t.dir]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /2 records, 2 replayed before, 0 to replay/);
+    assert.match(again.stdout, /replayed 0 records/);
+    const got = await consume([topic], 4);
+    assert.equal(got.length, 4, "each record once: two delivered, two replayed");
+    const byValue = new Map(got.map((r) => [r.value!.toString(), r]));
+    const r1 = byValue.get(big(1))!;
+    assert.equal(r1.key!.toString(), "k1");
+    assert.deepEqual(
+      (r1.headers.bin as Buffer[]).map((b) => [...b]),
+      [[0, 1, 2, 255], [3]],
+      "headers as they were written, without the dead-letter headers",
+    );
+    assert.equal(r1.headers["messagebuffer-error"], undefined);
+    assert.equal(r1.timestamp, 1_700_000_000_000, "the original timestamp");
+    assert.equal(byValue.get(big(3))!.timestamp, 1_700_000_000_003);
+    const journal = await readFile(`${t.dir}/dead/replay.log`, "utf8");
+    assert.match(journal, /"accepted":\[\[0,1\]\]/);
   });
 
   it("replaces a stale socket file and refuses to start on a live one", async () => {

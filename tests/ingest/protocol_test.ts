@@ -41,10 +41,16 @@ describe("ingest line protocol", () => {
     };
     assert.deepEqual([...bin.value], [0, 255, 10]);
     assert.deepEqual([...bin.key], [1]);
+    const full = parseLine(
+      '{"topic":"t","value":"v","headers_base64":[["h","AP8="],["h","AQ=="]],"timestamp":1700000000000}',
+    ) as { headers: Array<[string, Uint8Array]>; timestamp: number };
+    assert.deepEqual(full.headers.map(([k, v]) => [k, [...v]]), [["h", [0, 255]], ["h", [1]]]);
+    assert.equal(full.timestamp, 1_700_000_000_000);
   });
 
-  it("recognises #ack and refuses unknown control lines", () => {
+  it("recognises #ack and #stats, and refuses unknown control lines", () => {
     assert.deepEqual(parseLine("#ack"), { kind: "control", command: "ack" });
+    assert.deepEqual(parseLine("#stats"), { kind: "control", command: "stats" });
     assert.match((parseLine("#nope") as { reason: string }).reason, /unknown control line "#nope"/);
   });
 
@@ -66,6 +72,14 @@ describe("ingest line protocol", () => {
     ['{"topic":"t","value":"v","headers":{"h":1}}', /header "h" must be a string/],
     ['{"topic":"t","value":"v","value_base64":"AA=="}', /not both/],
     ["[1,2]", /expected TOPIC/],
+    ['{"topic":"t","value":"v","timestamp":-1}', /"timestamp" must be a whole number of ms/],
+    ['{"topic":"t","value":"v","timestamp":"now"}', /"timestamp" must be a whole number of ms/],
+    ['{"topic":"t","value":"v","headers_base64":{"h":"AA=="}}', /list of \[name, base64 value\]/],
+    [
+      '{"topic":"t","value":"v","headers_base64":[["h","!"]]}',
+      /header "h" in "headers_base64" must be a base64 string/,
+    ],
+    ['{"topic":"t","value":"v","headers":{},"headers_base64":[]}', /"headers" or "headers_base64"/],
   ];
   for (const [line, reason] of bad) {
     it(`refuses ${JSON.stringify(line)} naming the problem`, () => {

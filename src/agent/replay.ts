@@ -1,0 +1,303 @@
+/**
+ * `messagebuffer replay`: sends dead-lettered records (and, on request, the readable records
+ * of quarantined data) again, through the running agent's socket, so that they take the
+ * path of any other write: stored, delivered in order, counted, dead-lettered again if
+ * Kafka still refuses them.
+ *
+ * Nothing is replayed twice by accident: every record has a place, its file and its index
+ * in that file (dead-letter files only grow; quarantined files never change), and the
+ * journal `dead/replay.log` records, per file, which indexes the agent accepted. A replay
+ * skips what the journal holds. The journal is written once the agent has acknowledged a
+ * file's records; a replay killed before that sends them again the next time (at least
+ * once, as everywhere else).
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { Readable } from "node:stream";
+import type { FileSystem } from "../fs/types.ts";
+import { sendLines } from "../ingest/client.ts";
+import {
+  decodeFrame,
+  FRAME_HEADER_SIZE,
+  frameCrcMatches,
+  frameHeaderIsSane,
+  looksLikeFooter,
+  PayloadError,
+  readFrameHeader,
+  SEGMENT_HEADER_SIZE,
+  SEGMENT_MAGIC,
+  type StoredRecord,
+} from "../segment/format.ts";
+import { DEAD_DIR, QUARANTINE_DIR } from "../segment/recovery.ts";
+import { readSegmentRecords } from "./inspect.ts";
+
+/** The journal of what was replayed, in the dead-letter folder. */
+export const REPLAY_JOURNAL = `${DEAD_DIR}/replay.log`;
+
+/** Headers the sender adds to a dead letter; a replay takes them off again. */
+const DEAD_LETTER_HEADERS = new Set(["messagebuffer-error", "messagebuffer-segment"]);
+
+/** A file whose records may be replayed. */
+export interface ReplaySource {
+  /** Path relative to the buffer directory: `dead/<name>.seg` or `quarantine/<name>@<offset>`. */
+  file: string;
+  kind: "dead" | "quarantine";
+  /** Every readable record, by index. */
+  records: StoredRecord[];
+  /** Dead letters: why Kafka refused each record (its `messagebuffer-error` header). */
+  reasons: (string | null)[];
+  /** Indexes the journal says were replayed already. */
+  replayed: Set<number>;
+  /** Regions that could not be read (corrupt or torn), with why. */
+  unreadable: Array<{ offset: number; bytes: number; reason: string }>;
+}
+
+/** What a replay did to one file. */
+export interface ReplayOutcome {
+  file: string;
+  sent: number;
+  accepted: number;
+  refused: Array<{ index: number; reason: string }>;
+}
+
+/** Reads the dead-letter files and, with `quarantine`, the quarantined data of `dir`. */
+export async function replaySources(
+  fs: FileSystem,
+  dir: string,
+  options: { quarantine: boolean },
+): Promise<ReplaySource[]> {
+  const journal = await readJournal(fs, dir);
+  const out: ReplaySource[] = [];
+  const dead = (await fs.list(`${dir}/${DEAD_DIR}`).catch(() => [] as string[]))
+    .filter((n) => n.endsWith(".seg")).sort();
+  for (const name of dead) {
+    const file = `${DEAD_DIR}/${name}`;
+    const records: StoredRecord[] = [];
+    const offsets: number[] = [];
+    const problem = await readSegmentRecords(fs, `${dir}/${file}`, (r, offset) => {
+      records.push(copy(r));
+      offsets.push(offset);
+    });
+    const unreadable = problem === null ? [] : [{ offset: -1, bytes: 0, reason: problem }];
+    out.push({
+      file,
+      kind: "dead",
+      records: records.map(stripDeadLetterHeaders),
+      reasons: records.map((r) => headerText(r, "messagebuffer-error")),
+      replayed: journal.get(file) ?? new Set(),
+      unreadable,
+    });
+  }
+  if (options.quarantine) {
+    const names = (await fs.list(`${dir}/${QUARANTINE_DIR}`).catch(() => [] as string[])).sort();
+    for (const name of names) {
+      const file = `${QUARANTINE_DIR}/${name}`;
+      const bytes = await fs.readFile(`${dir}/${file}`);
+      if (bytes === null) continue;
+      const { records, unreadable } = readQuarantined(bytes);
+      out.push({
+        file,
+        kind: "quarantine",
+        records,
+        reasons: records.map(() => null),
+        replayed: journal.get(file) ?? new Set(),
+        unreadable,
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * The records in the frames of quarantined bytes whose checksum still matches. After a bad
+ * frame its length cannot be trusted, so the next good frame is searched for byte by byte:
+ * a frame header that is sane, fits, and whose CRC32C matches its payload.
+ */
+export function readQuarantined(
+  b: Uint8Array,
+): { records: StoredRecord[]; unreadable: ReplaySource["unreadable"] } {
+  const records: StoredRecord[] = [];
+  const unreadable: ReplaySource["unreadable"] = [];
+  const magic = b.length >= 4 && new DataView(b.buffer, b.byteOffset, 4).getUint32(0);
+  let p = magic === SEGMENT_MAGIC ? SEGMENT_HEADER_SIZE : 0;
+  const frameAt = (at: number): StoredRecord[] | null => {
+    if (at + FRAME_HEADER_SIZE > b.length) return null;
+    const h = readFrameHeader(b, at);
+    if (!frameHeaderIsSane(h) || at + FRAME_HEADER_SIZE + h.payloadLength > b.length) return null;
+    if (!frameCrcMatches(b, at, h)) return null;
+    const out: StoredRecord[] = [];
+    try {
+      decodeFrame(b, at, h, out);
+    } catch (e) {
+      if (e instanceof PayloadError) return null;
+      throw e;
+    }
+    return out;
+  };
+  while (p < b.length) {
+    if (looksLikeFooter(b, p, b.length - p)) break;
+    const got = frameAt(p);
+    if (got) {
+      for (const r of got) records.push(copy(r));
+      p += FRAME_HEADER_SIZE + readFrameHeader(b, p).payloadLength;
+      continue;
+    }
+    const from = p;
+    for (p++; p < b.length && frameAt(p) === null; p++);
+    unreadable.push({
+      offset: from,
+      bytes: p - from,
+      reason: p < b.length ? "corrupt frame" : "corrupt or torn end",
+    });
+  }
+  return { records, unreadable };
+}
+
+/** Journal entries by file: the indexes already replayed. */
+export async function readJournal(fs: FileSystem, dir: string): Promise<Map<string, Set<number>>> {
+  const text = await fs.readFile(`${dir}/${REPLAY_JOURNAL}`);
+  const out = new Map<string, Set<number>>();
+  if (text === null) return out;
+  for (const line of new TextDecoder().decode(text).split("\n")) {
+    if (!line.trim()) continue;
+    let e: { file?: unknown; accepted?: unknown };
+    try {
+      e = JSON.parse(line);
+    } catch {
+      continue; // a line torn by a crash while it was appended
+    }
+    if (typeof e.file !== "string" || !Array.isArray(e.accepted)) continue;
+    const set = out.get(e.file) ?? new Set<number>();
+    for (const range of e.accepted) {
+      if (!Array.isArray(range) || range.length !== 2) continue;
+      for (let i = Number(range[0]); i <= Number(range[1]); i++) set.add(i);
+    }
+    out.set(e.file, set);
+  }
+  return out;
+}
+
+/** Sends every record not replayed before to the agent at `socket`, file by file. */
+export async function replay(
+  fs: FileSystem,
+  dir: string,
+  socket: string,
+  sources: ReplaySource[],
+  onFile: (o: ReplayOutcome) => void,
+): Promise<ReplayOutcome[]> {
+  const outcomes: ReplayOutcome[] = [];
+  for (const s of sources) {
+    const indexes = s.records.map((_, i) => i).filter((i) => !s.replayed.has(i));
+    if (indexes.length === 0) continue;
+    const text = indexes.map((i) => JSON.stringify(toLine(s.records[i])) + "\n").join("");
+    const refusedLines = new Map<number, string>();
+    const summary = await sendLines(socket, Readable.from([text]), (e) => {
+      const m = /^line (\d+): (.*)$/s.exec(e);
+      if (m) refusedLines.set(Number(m[1]), m[2]);
+    });
+    const refused = [...refusedLines].map(([line, reason]) => ({
+      index: indexes[line - 1],
+      reason,
+    }));
+    const accepted = indexes.filter((_, k) => !refusedLines.has(k + 1));
+    await appendJournal(fs, dir, {
+      time: new Date().toISOString(),
+      file: s.file,
+      accepted: ranges(accepted),
+      refused,
+    });
+    const o = { file: s.file, sent: summary.lines, accepted: accepted.length, refused };
+    outcomes.push(o);
+    onFile(o);
+  }
+  return outcomes;
+}
+
+async function appendJournal(fs: FileSystem, dir: string, entry: unknown): Promise<void> {
+  const path = `${dir}/${REPLAY_JOURNAL}`;
+  const exists = (await fs.stat(path)) !== null;
+  const fh = await fs.open(path, exists ? "append" : "create");
+  try {
+    await fh.append(new TextEncoder().encode(JSON.stringify(entry) + "\n"));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  if (!exists) await fs.syncDir(`${dir}/${DEAD_DIR}`);
+}
+
+/** `[from, to]` runs of consecutive indexes. */
+function ranges(xs: number[]): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const x of xs) {
+    const last = out.at(-1);
+    if (last && last[1] === x - 1) last[1] = x;
+    else out.push([x, x]);
+  }
+  return out;
+}
+
+/** The ingest protocol's JSON form of a record, everything in base64, with its timestamp. */
+function toLine(r: StoredRecord): Record<string, unknown> {
+  const b64 = (u: Uint8Array) =>
+    Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString("base64");
+  const o: Record<string, unknown> = { topic: r.topic, value_base64: b64(r.value) };
+  if (r.key !== null) o.key_base64 = b64(r.key);
+  if (r.headers && r.headers.length > 0) o.headers_base64 = r.headers.map(([k, v]) => [k, b64(v)]);
+  o.timestamp = r.timestamp;
+  return o;
+}
+
+function copy(r: StoredRecord): StoredRecord {
+  return {
+    topic: r.topic,
+    key: r.key === null ? null : r.key.slice(),
+    value: r.value.slice(),
+    headers: r.headers === null ? null : r.headers.map(([k, v]) => [k, v.slice()]),
+    timestamp: r.timestamp,
+  };
+}
+
+function stripDeadLetterHeaders(r: StoredRecord): StoredRecord {
+  if (!r.headers) return r;
+  const kept = r.headers.filter(([k]) => !DEAD_LETTER_HEADERS.has(k));
+  return { ...r, headers: kept.length > 0 ? kept : null };
+}
+
+function headerText(r: StoredRecord, name: string): string | null {
+  const h = r.headers?.find(([k]) => k === name);
+  return h ? new TextDecoder().decode(h[1]) : null;
+}
+
+/** The dry run's (and the summary's) description of the sources. */
+export function formatSources(sources: ReplaySource[]): string {
+  const lines: string[] = [];
+  let total = 0;
+  for (const s of sources) {
+    const todo = s.records.filter((_, i) => !s.replayed.has(i));
+    total += todo.length;
+    lines.push(
+      `${s.file}: ${s.records.length} records, ${s.replayed.size} replayed before, ${todo.length} to replay`,
+    );
+    const count = (xs: string[]) => {
+      const m = new Map<string, number>();
+      for (const x of xs) m.set(x, (m.get(x) ?? 0) + 1);
+      return [...m].map(([k, n]) => `${k} (${n})`).join(", ");
+    };
+    if (todo.length > 0) lines.push(`  topics: ${count(todo.map((r) => r.topic))}`);
+    const reasons = s.records.map((_, i) => i).filter((i) => !s.replayed.has(i))
+      .map((i) => s.reasons[i]).filter((r): r is string => r !== null);
+    if (reasons.length > 0) lines.push(`  refused by Kafka for: ${count(reasons)}`);
+    for (const u of s.unreadable) {
+      lines.push(
+        u.offset < 0
+          ? `  stopped early: ${u.reason}`
+          : `  unreadable: ${u.bytes} bytes at offset ${u.offset} (${u.reason}), not replayed`,
+      );
+    }
+  }
+  lines.push(`${total} records to replay from ${sources.length} file(s)`);
+  return lines.join("\n");
+}

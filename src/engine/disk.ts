@@ -1,0 +1,317 @@
+/**
+ * The disk path: every record goes through the segment files (mode `buffer`, and
+ * `direct-until-error` while it buffers). It wires the engine's parts and owns their lifecycle.
+ *
+ * ```
+ *   write() ──► admission (cap: drop-oldest / block / reject)
+ *                  │
+ *                  ▼
+ *             SegmentWriter ──frames──► active segment file
+ *                  │ appended, sealed            ▲ roll
+ *                  ▼                             │
+ *               Ledger ◄── delete / quarantine ──┤
+ *   (segments, counters, bytes, metadata queue:  │
+ *    S files, deletions, quarantine, in order)   │
+ *                  ▲                             │
+ *      Retention ──┘ (cap, age)        Sender ───┘ (read, send, retry, dead letters,
+ *                                                   checkpoint)
+ * ```
+ *
+ * The parts talk through the ledger's and each other's named methods, never through shared
+ * fields. Recovery (`src/segment/recovery.ts`) runs before any of them, under the lock.
+ *
+ * @module
+ */
+
+import { BufferClosedError, BufferFullError } from "../errors.ts";
+import type { Provider } from "../provider/types.ts";
+import type { Bytes } from "../segment/format.ts";
+import { DEAD_DIR, QUARANTINE_DIR, recover } from "../segment/recovery.ts";
+import { type Durability, durabilityOf } from "./durability.ts";
+import { type Counters, Ledger, newCounters, type Segment } from "./ledger.ts";
+import type { ResolvedOptions } from "./options.ts";
+import { Retention } from "./retention.ts";
+import { type LatencyStats, type ProviderState, Sender } from "./sender.ts";
+import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
+
+interface BlockedWrite {
+  topic: string;
+  value: Bytes;
+  options: WriteOptions;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+/** What the disk path reports for {@link MessageBuffer.stats}. */
+export interface DiskStats {
+  backlog: { records: number; bytes: number; segments: number };
+  oldestTimestamp: number | null;
+  usedBytes: number;
+  blockedWrites: number;
+  provider: { name: string; state: ProviderState; lastError: string | null };
+  storage: StorageHealth;
+  deliveryLatencyMs: LatencyStats;
+}
+
+/** See the module doc. */
+export class DiskPath {
+  readonly #o: ResolvedOptions;
+  readonly #durability: Durability;
+  readonly #releaseLock: () => Promise<void>;
+  readonly #ledger: Ledger;
+  readonly #writer: SegmentWriter;
+  readonly #retention: Retention;
+  readonly #sender: Sender;
+  #blocked: BlockedWrite[] = [];
+  #timers: Array<ReturnType<typeof setInterval>> = [];
+
+  private constructor(
+    o: ResolvedOptions,
+    provider: Provider,
+    releaseLock: () => Promise<void>,
+    recovered: { segments: Segment[]; nextSeq: number; counters: Counters },
+  ) {
+    this.#o = o;
+    this.#releaseLock = releaseLock;
+    const d = this.#durability = durabilityOf(o.fsync, o.fsyncIntervalMs);
+    const ledger = this.#ledger = new Ledger(
+      o.fs,
+      o.dir,
+      d,
+      o.logger,
+      recovered.segments,
+      recovered.counters,
+    );
+    const usedBytes = () => this.#usedBytes();
+    this.#retention = new Retention({
+      ledger,
+      logger: o.logger,
+      whenFull: o.whenFull,
+      maxBufferBytes: o.maxBufferBytes,
+      maxRecordAgeMs: o.maxRecordAgeMs,
+      usedBytes,
+    });
+    this.#writer = new SegmentWriter({
+      fs: o.fs,
+      dir: o.dir,
+      logger: o.logger,
+      durability: d,
+      ledger,
+      segmentMaxBytes: o.segmentMaxBytes,
+      segmentMaxAgeMs: o.segmentMaxAgeMs,
+      maxRecordBytes: o.maxRecordBytes,
+      nextSeq: recovered.nextSeq,
+      onStored: () => this.#sender.wake(),
+      afterWrite: () => this.#retention.pruneIfOverCap(),
+    });
+    this.#sender = new Sender({
+      fs: o.fs,
+      dir: o.dir,
+      logger: o.logger,
+      ledger,
+      provider,
+      batchMaxRecords: o.batchMaxRecords,
+      batchMaxBytes: o.batchMaxBytes,
+      maxRecordAgeMs: o.maxRecordAgeMs,
+      retryInitialMs: o.retryInitialMs,
+      retryMaxMs: o.retryMaxMs,
+      requestRoll: () => this.#writer.requestRoll(),
+      writesWaiting: () => this.#blocked.length > 0,
+    });
+    ledger.onRoom(() => {
+      this.#admitBlocked();
+      this.#sender.wake();
+    });
+  }
+
+  /**
+   * Opens (creating if needed) the buffer directory: takes its lock, recovers what a previous
+   * run left, and starts delivering through `provider` in the background.
+   *
+   * @throws {LockedError} another live process has the directory open
+   */
+  static async open(o: ResolvedOptions, provider: Provider): Promise<DiskPath> {
+    const fs = o.fs;
+    await fs.mkdirp(o.dir);
+    await fs.mkdirp(`${o.dir}/${DEAD_DIR}`);
+    await fs.mkdirp(`${o.dir}/${QUARANTINE_DIR}`);
+    const lock = await fs.lock(o.dir);
+    try {
+      const r = await recover(fs, o.dir, o.logger);
+      const counters = newCounters();
+      counters.tornBytes = r.tornBytes;
+      counters.quarantinedBytes = r.quarantinedBytes;
+      counters.footerErrors = r.footerErrors;
+      const segments = r.segments.map((s): Segment => ({
+        name: s.name,
+        firstSeq: s.firstSeq,
+        size: s.validSize,
+        records: s.records,
+        sealed: true,
+        oldestTimestamp: s.oldestTimestamp,
+        newestTimestamp: s.newestTimestamp,
+        checkpoint: s.checkpoint,
+        checkpointDirty: false,
+        gone: false,
+      }));
+      const disk = new DiskPath(o, provider, () => lock.release(), {
+        segments,
+        nextSeq: r.nextSeq,
+        counters,
+      });
+      disk.#start();
+      return disk;
+    } catch (e) {
+      await lock.release();
+      throw e;
+    }
+  }
+
+  /** The counters the parts share (the facade adds the direct path's to them). */
+  get counters(): Counters {
+    return this.#ledger.counters;
+  }
+
+  /** True when a write now would be refused (`"reject"`) or would wait (`"block"`). */
+  get full(): boolean {
+    return this.#o.whenFull !== "drop-oldest" &&
+      (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes);
+  }
+
+  /** The provider as the sender sees it. */
+  get provider(): { name: string; state: ProviderState; lastError: string | null } {
+    return this.#sender.provider;
+  }
+
+  /** The writer's storage state. */
+  get storage(): StorageHealth {
+    return this.#writer.health;
+  }
+
+  #usedBytes(): number {
+    return this.#ledger.bytes + this.#writer.pendingBytes;
+  }
+
+  #start(): void {
+    const d = this.#durability;
+    if (d.syncIntervalMs > 0) {
+      this.#every(d.syncIntervalMs, () => {
+        this.#writer.requestSync();
+        void this.#ledger.syncMetadata();
+      });
+    }
+    this.#every(this.#o.pruneIntervalMs, () => void this.#retention.prune("interval"));
+    this.#sender.start();
+  }
+
+  #every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms);
+    (t as { unref?: () => void }).unref?.();
+    this.#timers.push(t);
+  }
+
+  /** Stores one record (see {@link MessageBuffer.write}). */
+  write(topic: string, value: Bytes, options?: WriteOptions): Promise<void> {
+    try {
+      if (!this.full) return this.#writer.append(topic, value, options);
+      if (this.#o.whenFull === "reject") {
+        return Promise.reject(
+          new BufferFullError(this.#o.dir, this.#usedBytes(), this.#o.maxBufferBytes),
+        );
+      }
+      // Encode once into a scratch frame so that bad input fails now, not when room appears.
+      this.#writer.validate(topic, value, options);
+      const stamped = { ...options, timestamp: timestampOf(options) };
+      // The sender may be idle on a fully delivered active segment: wake it so that it
+      // seals that segment and deletes it to make room.
+      if (this.#blocked.length === 0) this.#sender.wake();
+      return new Promise((resolve, reject) =>
+        this.#blocked.push({ topic, value, options: stamped, resolve, reject })
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Checks a record as `write` would, storing nothing; throws TypeError/RangeError. */
+  validate(topic: string, value: Bytes, options?: WriteOptions): void {
+    this.#writer.validate(topic, value, options);
+  }
+
+  /** Moves writes that waited for room into frames while there is room. */
+  #admitBlocked(): void {
+    while (this.#blocked.length > 0 && this.#usedBytes() < this.#o.maxBufferBytes) {
+      const w = this.#blocked.shift()!;
+      try {
+        this.#writer.append(w.topic, w.value, w.options).then(w.resolve, w.reject);
+      } catch (e) {
+        w.reject(e);
+      }
+    }
+  }
+
+  /** Resolves when every write made so far is durable under the `fsync` policy (or failed). */
+  flush(): Promise<void> {
+    return this.#writer.flush();
+  }
+
+  /** Resolves at the next delivery progress, or after `ms`. */
+  progress(ms: number): Promise<void> {
+    return this.#sender.progress(ms);
+  }
+
+  /** Records stored or waiting to be stored, not yet acknowledged (or dropped). */
+  backlogRecords(): number {
+    return this.#writer.pendingRecords + this.#blocked.length + this.#ledger.backlogRecords();
+  }
+
+  /** Backlog, room, provider and storage state. */
+  stats(): DiskStats {
+    const { bytes, oldestTimestamp } = this.#ledger.backlog();
+    return {
+      backlog: {
+        records: this.backlogRecords(),
+        bytes: bytes + this.#writer.pendingBytes,
+        segments: this.#ledger.segments.length,
+      },
+      oldestTimestamp,
+      usedBytes: this.#usedBytes(),
+      blockedWrites: this.#blocked.length,
+      provider: this.#sender.provider,
+      storage: this.#writer.health,
+      deliveryLatencyMs: this.#sender.latency(),
+    };
+  }
+
+  /**
+   * Writes and fsyncs what was accepted, lets the sender finish the batch in flight (up to
+   * `closeTimeoutMs`), writes the checkpoint, closes the provider and releases the directory.
+   *
+   * @throws {StorageError} (after closing all the same) the fsync that sealed the last
+   *   segment failed, so what it held is not known to be on stable storage
+   */
+  async close(): Promise<void> {
+    for (const w of this.#blocked.splice(0)) w.reject(new BufferClosedError(this.#o.dir));
+    for (const t of this.#timers) clearInterval(t);
+    // A failed fsync of the last seal is reported once everything else is closed.
+    const sealed = await this.#writer.close().then(() => null, (e: unknown) => e);
+    if (!(await this.#sender.stop(this.#o.closeTimeoutMs))) {
+      this.#o.logger.warn(
+        "close: the batch in flight was not acknowledged in time; it will be sent again on the next open",
+        { closeTimeoutMs: this.#o.closeTimeoutMs },
+      );
+    }
+    // A fully delivered segment need not wait for the next open to be deleted.
+    for (const seg of [...this.#ledger.segments]) {
+      if (seg.sealed && seg.checkpoint.delivered >= seg.records) await this.#ledger.delete(seg);
+    }
+    await this.#ledger.retryLeftovers();
+    // An S file write that failed is tried once more, so that a clean restart resends nothing.
+    await this.#ledger.commitPending();
+    if (this.#durability.syncIntervalMs > 0) await this.#ledger.syncMetadata();
+    await this.#ledger.closeFiles().catch(() => {});
+    await this.#sender.close(this.#o.closeTimeoutMs);
+    await this.#releaseLock();
+    if (sealed) throw sealed;
+  }
+}
