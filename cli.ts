@@ -34,6 +34,7 @@ import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
 import { AGENT } from "./src/settings.ts";
+import { DEAD_DIR } from "./src/segment/recovery.ts";
 
 const VERSION = pkg.version;
 
@@ -117,17 +118,23 @@ Exits 1 when no agent answers on the socket.
   replay: `messagebuffer replay: send dead-lettered records again, once their cause is fixed.
 
 Usage: messagebuffer replay [--buffer-dir DIR | --config FILE] [--socket PATH] [--dry-run]
-                            [--quarantine]
+                            [--quarantine] [--restamp]
 
 Reads the records in <buffer-dir>/dead/ (and with --quarantine, the records in quarantine/
 whose frames still pass their checksum) and sends them through the running agent's socket,
 acknowledged, with their original key, headers and timestamp. They are then stored and
 delivered in order like any other write, and dead-lettered again if Kafka still refuses
 them. The journal dead/replay.log records which records of which file the agent accepted;
-a later replay skips them, so nothing is replayed twice by accident.
+a later replay skips them, so nothing is replayed twice by accident. Values and keys go as
+text when they are valid UTF-8, else in base64: a record whose line is longer than the
+agent's --max-line-bytes is refused (raise it on the agent to replay such records). With
+lanes, every lane's dead/ (and quarantine/) is read.
 
   --dry-run             List what would be sent (files, records, topics, Kafka's reasons), send nothing
-  --quarantine          Also replay the readable records of quarantined data
+  --quarantine          Also replay the readable records of quarantined data (which may hold
+                        records delivered before the damage was found: they arrive again)
+  --restamp             Give the records the current time instead of their original timestamp
+                        (when max_record_age or the topic's retention would drop them)
   --socket <path>       The agent's socket [default: <buffer-dir>/messagebuffer.sock]
   --buffer-dir <dir>    The buffer directory [default: ./messagebuffer-data]
   --config <file>       Take buffer_dir and socket from the agent's config file
@@ -415,6 +422,7 @@ async function replayCommand(args: string[]): Promise<number> {
     socket: "value",
     "dry-run": "boolean",
     quarantine: "boolean",
+    restamp: "boolean",
   });
   const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
   const dir = config.values.buffer_dir;
@@ -424,6 +432,30 @@ async function replayCommand(args: string[]): Promise<number> {
     process.stderr.write(`messagebuffer replay: no buffer directory "${dir}"\n`);
     return 2;
   }
+  // One replay at a time: the journal is read before sending and written after.
+  await fs.mkdirp(`${dir}/${DEAD_DIR}`);
+  let lock;
+  try {
+    lock = await fs.lock(`${dir}/${DEAD_DIR}`);
+  } catch (e) {
+    process.stderr.write(
+      `messagebuffer replay: another replay is running: ${(e as Error).message}\n`,
+    );
+    return 2;
+  }
+  try {
+    return await replayLocked(fs, dir, socket, values);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function replayLocked(
+  fs: ReturnType<typeof defaultFileSystem>,
+  dir: string,
+  socket: string,
+  values: { "dry-run"?: boolean; quarantine?: boolean; restamp?: boolean },
+): Promise<number> {
   const sources = await replaySources(fs, dir, { quarantine: values.quarantine ?? false });
   process.stdout.write(formatSources(sources) + "\n");
   if (values["dry-run"]) {
@@ -432,7 +464,7 @@ async function replayCommand(args: string[]): Promise<number> {
   }
   let accepted = 0, refused = 0;
   try {
-    await replay(fs, dir, socket, sources, (o) => {
+    await replay(fs, dir, socket, sources, { restamp: values.restamp ?? false }, (o) => {
       accepted += o.accepted;
       refused += o.refused.length;
       process.stdout.write(

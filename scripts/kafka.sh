@@ -16,6 +16,9 @@
 #   KAFKA_PORT+2   SASL_PLAINTEXT, SCRAM-SHA-256, user "alice", password "alice-secret"
 #   KAFKA_PORT+3   SSL, one-way: clients check the broker against tls/ca.pem
 #   KAFKA_PORT+4   SSL, mutual: clients must also present a certificate signed by tls/ca.pem
+# ACLs are enforced (StandardAuthorizer): ANONYMOUS (the PLAINTEXT and one-way SSL clients)
+# is a super user, and a resource without ACLs is open to everyone, so nothing is refused
+# until a test adds an ACL (the lanes test denies "alice" writes to one topic).
 # Test TLS material, made with keytool (and openssl for the client key) on the first start
 # in a data directory, in $KAFKA_DATA_DIR/tls/ (store password "messagebuffer-test"):
 #   ca.pem           the test CA's certificate: what a client trusts
@@ -149,6 +152,9 @@ ssl.truststore.location=$tls/truststore.p12
 ssl.truststore.password=$storepass
 ssl.client.auth=none
 listener.name.mtls.ssl.client.auth=required
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 log.dirs=$data/logs
 num.partitions=1
 auto.create.topics.enable=true

@@ -17,7 +17,10 @@ export const ErrorCodes = {
   LOCKED: "MB_LOCKED",
   /** A mode without disk (`error-on-error`): Kafka did not take the record; it was not kept. */
   DELIVERY: "MB_DELIVERY",
-  /** A mode without disk (`block-on-error`): Kafka did not take the record in time; it was not kept. */
+  /**
+   * A mode without disk: Kafka had not acknowledged the record in time; it is not kept or sent
+   * again by messagebuffer (a send in flight may still have delivered it).
+   */
   TIMEOUT: "MB_TIMEOUT",
   /** A mode without disk: Kafka refused the record for good (too large, not authorized). */
   REJECTED: "MB_REJECTED",
@@ -110,8 +113,9 @@ export class DeliveryError extends MessageBufferError {
 }
 
 /**
- * Mode `block-on-error`: Kafka had not acknowledged the record after `directTimeoutMs`; it is
- * not sent again. `cause` is the last send error, if a send failed.
+ * Modes without disk: Kafka had not acknowledged the record `directTimeoutMs` after the write
+ * (`block-on-error`: after retries; `error-on-error`: a send that did not answer). It is not
+ * sent again; a send still in flight may deliver it. `cause` is the last send error, if any.
  */
 export class DeliveryTimeoutError extends MessageBufferError {
   constructor(topic: string, timeoutMs: number, cause: unknown) {

@@ -108,6 +108,8 @@ export const ENGINE = {
     default: "buffer",
   },
   directMaxRecords: { type: "integer", min: 1, default: 10_000 },
+  lanes: { type: "integer", min: 1, max: 256, default: 1 },
+  maxSendsInFlight: { type: "integer", min: 1, max: 256, default: 4 },
   directTimeoutMs: { type: "integer", min: 1, default: 2_000 },
   segmentMaxAgeMs: { type: "integer", min: 1, default: 10_000 },
   segmentMaxBytes: { type: "integer", min: 1024, default: 16 * MiB },
@@ -223,6 +225,15 @@ export const AGENT = {
     unit: "ms",
     help:
       "Direct modes: how long a record may wait for Kafka before it is buffered on disk (direct-until-error) or fails",
+  },
+  lanes: {
+    engine: "lanes",
+    help:
+      "Delivery lanes: topics are spread over this many, each with its own segments and checkpoints, delivered side by side",
+  },
+  max_sends_in_flight: {
+    engine: "maxSendsInFlight",
+    help: "With lanes: Kafka sends in flight at once, across lanes",
   },
   socket: {
     type: "text",
@@ -461,6 +472,11 @@ export function breaks<N extends string>(
   const a = values[r.option];
   const b = values[r.other];
   return typeof a === "number" && typeof b === "number" && a < r.factor * b;
+}
+
+/** The message when the cap cannot hold two segments per lane. */
+export function lanesRelationMessage(cap: string, segment: string, lanes: string): string {
+  return `${cap} must be at least 2 × ${segment} × ${lanes}, so that each lane can prune a sealed segment to make room`;
 }
 
 /** The message for a broken relation, given how to name each side (with its value). */

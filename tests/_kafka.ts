@@ -4,7 +4,15 @@
 import { Buffer } from "node:buffer";
 import { execFile } from "node:child_process";
 import process from "node:process";
-import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
+import {
+  AclOperationTypes,
+  AclPermissionTypes,
+  AclResourceTypes,
+  ConfigResourceTypes,
+  Kafka,
+  logLevel,
+  ResourcePatternTypes,
+} from "kafkajs";
 import { KafkaProvider, type KafkaProviderOptions } from "../mod.ts";
 import { registerCodecs, stopIdlePolling } from "../src/provider/kafka/kafkajs.ts";
 
@@ -68,6 +76,27 @@ export async function alterTopic(topic: string, configs: Record<string, string>)
         type: ConfigResourceTypes.TOPIC,
         name: topic,
         configEntries: Object.entries(configs).map(([name, value]) => ({ name, value })),
+      }],
+    });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Denies `principal` (e.g. `User:alice`) writes to `topic` with an ACL. */
+export async function denyWrites(topic: string, principal: string): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createAcls({
+      acl: [{
+        resourceType: AclResourceTypes.TOPIC,
+        resourceName: topic,
+        resourcePatternType: ResourcePatternTypes.LITERAL,
+        principal,
+        host: "*",
+        operation: AclOperationTypes.WRITE,
+        permissionType: AclPermissionTypes.DENY,
       }],
     });
   } finally {

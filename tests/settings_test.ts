@@ -24,6 +24,8 @@ describe("settings table", () => {
       mode: "buffer",
       directMaxRecords: 10_000,
       directTimeoutMs: 2000,
+      lanes: 1,
+      maxSendsInFlight: 4,
       segmentMaxAgeMs: 10_000,
       segmentMaxBytes: 16 * MiB,
       maxBufferBytes: 1024 * MiB,

@@ -20,6 +20,7 @@ import {
   ENGINE,
   ENGINE_RELATIONS,
   KAFKA,
+  lanesRelationMessage,
   relationMessage,
   type Spec,
   type Unit,
@@ -218,6 +219,18 @@ function validate(c: AgentConfig): void {
     if (breaks(r, { [r.option]: inEngineUnits(a, c), [r.other]: inEngineUnits(b, c) })) {
       throw new ConfigError(relationMessage(r, shown(a), shown(b)));
     }
+  }
+  const setting = (option: string) =>
+    SETTINGS.find((s) => s.sets?.section === "engine" && s.sets.option === option)!;
+  const [cap, seg, lanes] = [
+    setting("maxBufferBytes"),
+    setting("segmentMaxBytes"),
+    setting("lanes"),
+  ];
+  const shown = (s: Setting) => `--${s.flag} (${c.values[s.key]}${s.unit ? ` ${s.unit}` : ""})`;
+  const n = inEngineUnits(lanes, c) as number;
+  if (n > 1 && (inEngineUnits(cap, c) as number) < 2 * (inEngineUnits(seg, c) as number) * n) {
+    throw new ConfigError(lanesRelationMessage(shown(cap), shown(seg), shown(lanes)));
   }
   saslLogin(c);
 }

@@ -9,6 +9,7 @@ import type { FileSystem } from "../fs/types.ts";
 import { decodeFrame, SEGMENT_HEADER_SIZE, type StoredRecord } from "../segment/format.ts";
 import { scanSegment, SegmentCursor } from "../segment/reader.ts";
 import { DEAD_DIR, inspectBuffer, QUARANTINE_DIR } from "../segment/recovery.ts";
+import { laneNumbers, LANES_DIR } from "../engine/lanes.ts";
 
 /** One segment as `status` shows it: what opening the buffer would resume from. */
 export interface SegmentStatus {
@@ -35,6 +36,8 @@ export interface SegmentStatus {
 /** What `status` reports. */
 export interface DirStatus {
   dir: string;
+  /** Delivery lanes found (lane 0 is the directory itself; lane i is `lanes/<i>/`). */
+  lanes: number;
   agent: { pid: number; running: boolean } | null;
   segments: SegmentStatus[];
   backlog: { records: number; bytes: number; segments: number; oldestRecordAgeMs: number | null };
@@ -51,6 +54,36 @@ export async function dirStatus(
   dir: string,
   pidAlive: (pid: number) => boolean,
 ): Promise<DirStatus> {
+  const status = await laneStatus(fs, dir, "", pidAlive);
+  // Lanes 1 and up, each a buffer directory of its own under lanes/: their segments,
+  // dead letters and quarantine are listed with the lane's path.
+  const lanes = await laneNumbers(fs, dir);
+  const oldest: number[] = [];
+  if (status.backlog.oldestRecordAgeMs !== null) oldest.push(status.backlog.oldestRecordAgeMs);
+  for (const i of lanes) {
+    const prefix = `${LANES_DIR}/${i}/`;
+    const l = await laneStatus(fs, `${dir}/${prefix.slice(0, -1)}`, prefix, pidAlive);
+    status.segments.push(...l.segments);
+    status.backlog.records += l.backlog.records;
+    status.backlog.bytes += l.backlog.bytes;
+    status.backlog.segments += l.backlog.segments;
+    if (l.backlog.oldestRecordAgeMs !== null) oldest.push(l.backlog.oldestRecordAgeMs);
+    status.deadLetters.files += l.deadLetters.files;
+    status.deadLetters.records += l.deadLetters.records;
+    status.deadLetters.bytes += l.deadLetters.bytes;
+    status.quarantine.push(...l.quarantine);
+  }
+  status.backlog.oldestRecordAgeMs = oldest.length ? Math.max(...oldest) : null;
+  status.lanes = 1 + lanes.length;
+  return status;
+}
+
+async function laneStatus(
+  fs: FileSystem,
+  dir: string,
+  prefix: string,
+  pidAlive: (pid: number) => boolean,
+): Promise<DirStatus> {
   let report;
   try {
     report = await inspectBuffer(fs, dir);
@@ -61,6 +94,7 @@ export async function dirStatus(
   const pid = lock ? Number.parseInt(new TextDecoder().decode(lock), 10) : NaN;
   const status: DirStatus = {
     dir,
+    lanes: 1,
     agent: Number.isInteger(pid) ? { pid, running: pidAlive(pid) } : null,
     segments: [],
     backlog: { records: 0, bytes: 0, segments: 0, oldestRecordAgeMs: null },
@@ -70,7 +104,7 @@ export async function dirStatus(
   let oldest = Infinity;
   for (const r of report.segments) {
     const s: SegmentStatus = {
-      name: r.name,
+      name: prefix + r.name,
       bytes: r.fileSize,
       records: r.records,
       delivered: r.checkpoint.delivered,
@@ -118,7 +152,7 @@ export async function dirStatus(
     const name of (await fs.list(`${dir}/${QUARANTINE_DIR}`).catch(() => [] as string[])).sort()
   ) {
     status.quarantine.push({
-      name,
+      name: prefix + name,
       bytes: (await fs.stat(`${dir}/${QUARANTINE_DIR}/${name}`))?.size ?? 0,
     });
   }
@@ -128,7 +162,7 @@ export async function dirStatus(
 /** Human-readable `status` output. */
 export function formatStatus(s: DirStatus): string {
   const lines: string[] = [];
-  lines.push(`buffer directory: ${s.dir}`);
+  lines.push(`buffer directory: ${s.dir}` + (s.lanes > 1 ? ` (${s.lanes} lanes)` : ""));
   lines.push(
     `agent: ${
       s.agent

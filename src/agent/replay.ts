@@ -9,7 +9,7 @@
  * journal `dead/replay.log` records, per file, which indexes the agent accepted. A replay
  * skips what the journal holds. The journal is written once the agent has acknowledged a
  * file's records; a replay killed before that sends them again the next time (at least
- * once, as everywhere else).
+ * once, as everywhere else). A lock (`dead/LOCK`) keeps two replays from running at once.
  *
  * @module
  */
@@ -31,6 +31,7 @@ import {
   type StoredRecord,
 } from "../segment/format.ts";
 import { DEAD_DIR, QUARANTINE_DIR } from "../segment/recovery.ts";
+import { laneNumbers, LANES_DIR } from "../engine/lanes.ts";
 import { readSegmentRecords } from "./inspect.ts";
 
 /** The journal of what was replayed, in the dead-letter folder. */
@@ -70,10 +71,26 @@ export async function replaySources(
 ): Promise<ReplaySource[]> {
   const journal = await readJournal(fs, dir);
   const out: ReplaySource[] = [];
-  const dead = (await fs.list(`${dir}/${DEAD_DIR}`).catch(() => [] as string[]))
+  // Lane 0 is the directory itself; lane i is lanes/<i>/, each with its dead/ and quarantine/.
+  const lanes = ["", ...(await laneNumbers(fs, dir)).map((i) => `${LANES_DIR}/${i}/`)];
+  for (const lane of lanes) {
+    out.push(...await laneSources(fs, dir, lane, journal, options));
+  }
+  return out;
+}
+
+async function laneSources(
+  fs: FileSystem,
+  dir: string,
+  lane: string,
+  journal: Map<string, Set<number>>,
+  options: { quarantine: boolean },
+): Promise<ReplaySource[]> {
+  const out: ReplaySource[] = [];
+  const dead = (await fs.list(`${dir}/${lane}${DEAD_DIR}`).catch(() => [] as string[]))
     .filter((n) => n.endsWith(".seg")).sort();
   for (const name of dead) {
-    const file = `${DEAD_DIR}/${name}`;
+    const file = `${lane}${DEAD_DIR}/${name}`;
     const records: StoredRecord[] = [];
     const offsets: number[] = [];
     const problem = await readSegmentRecords(fs, `${dir}/${file}`, (r, offset) => {
@@ -91,9 +108,10 @@ export async function replaySources(
     });
   }
   if (options.quarantine) {
-    const names = (await fs.list(`${dir}/${QUARANTINE_DIR}`).catch(() => [] as string[])).sort();
+    const names = (await fs.list(`${dir}/${lane}${QUARANTINE_DIR}`).catch(() => [] as string[]))
+      .sort();
     for (const name of names) {
-      const file = `${QUARANTINE_DIR}/${name}`;
+      const file = `${lane}${QUARANTINE_DIR}/${name}`;
       const bytes = await fs.readFile(`${dir}/${file}`);
       if (bytes === null) continue;
       const { records, unreadable } = readQuarantined(bytes);
@@ -185,13 +203,15 @@ export async function replay(
   dir: string,
   socket: string,
   sources: ReplaySource[],
+  options: { restamp: boolean },
   onFile: (o: ReplayOutcome) => void,
 ): Promise<ReplayOutcome[]> {
   const outcomes: ReplayOutcome[] = [];
   for (const s of sources) {
     const indexes = s.records.map((_, i) => i).filter((i) => !s.replayed.has(i));
     if (indexes.length === 0) continue;
-    const text = indexes.map((i) => JSON.stringify(toLine(s.records[i])) + "\n").join("");
+    const text = indexes.map((i) => JSON.stringify(toLine(s.records[i], options.restamp)) + "\n")
+      .join("");
     const refusedLines = new Map<number, string>();
     const summary = await sendLines(socket, Readable.from([text]), (e) => {
       const m = /^line (\d+): (.*)$/s.exec(e);
@@ -239,14 +259,35 @@ function ranges(xs: number[]): Array<[number, number]> {
   return out;
 }
 
-/** The ingest protocol's JSON form of a record, everything in base64, with its timestamp. */
-function toLine(r: StoredRecord): Record<string, unknown> {
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The text of `u` when it is valid UTF-8 (so it goes as text, a third shorter), else null. */
+function asText(u: Uint8Array): string | null {
+  try {
+    return strictUtf8.decode(u);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The ingest protocol's JSON form of a record: value and key as text when they are valid
+ * UTF-8, else in base64; headers in base64; the original timestamp unless `restamp`.
+ */
+function toLine(r: StoredRecord, restamp: boolean): Record<string, unknown> {
   const b64 = (u: Uint8Array) =>
     Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString("base64");
-  const o: Record<string, unknown> = { topic: r.topic, value_base64: b64(r.value) };
-  if (r.key !== null) o.key_base64 = b64(r.key);
+  const o: Record<string, unknown> = { topic: r.topic };
+  const value = asText(r.value);
+  if (value !== null) o.value = value;
+  else o.value_base64 = b64(r.value);
+  if (r.key !== null) {
+    const key = asText(r.key);
+    if (key !== null) o.key = key;
+    else o.key_base64 = b64(r.key);
+  }
   if (r.headers && r.headers.length > 0) o.headers_base64 = r.headers.map(([k, v]) => [k, b64(v)]);
-  o.timestamp = r.timestamp;
+  if (!restamp) o.timestamp = r.timestamp;
   return o;
 }
 
@@ -299,5 +340,10 @@ export function formatSources(sources: ReplaySource[]): string {
     }
   }
   lines.push(`${total} records to replay from ${sources.length} file(s)`);
+  if (sources.some((s) => s.kind === "quarantine" && s.records.length > s.replayed.size)) {
+    lines.push(
+      "note: quarantined data can hold records delivered before the damage was found; those reach Kafka again",
+    );
+  }
   return lines.join("\n");
 }

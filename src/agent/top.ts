@@ -192,6 +192,27 @@ export function formatTop(prev: AgentSnapshot | null, cur: AgentSnapshot): strin
       `${c.sendRetries} failed sends, ${c.resentRecords} records resent, ${c.storageErrors} storage errors, ${c.footerErrors} footer errors`,
     ),
   ];
+  if (b.lanes.length > 1) {
+    const secs = prev && cur.time > prev.time ? (cur.time - prev.time) / 1000 : null;
+    for (const l of b.lanes) {
+      const before = prev?.buffer.lanes.find((p) => p.lane === l.lane);
+      const out = secs !== null && before ? (l.delivered - before.delivered) / secs : null;
+      const topics = l.topics.length === 0
+        ? "no topics"
+        : `${l.topics.length} topic${l.topics.length > 1 ? "s" : ""} (${
+          l.topics.slice(0, 3).join(", ")
+        }${l.topics.length > 3 ? ", ..." : ""})`;
+      lines.push(row(
+        `lane ${l.lane}`,
+        `${l.provider.state}, ${rate(out)} out, ${count(l.backlog.records)} waiting, oldest ${
+          l.oldestRecordAgeMs === null ? "-" : duration(l.oldestRecordAgeMs)
+        }; ${topics}` +
+          (l.provider.lastError && l.provider.state !== "ready"
+            ? `; ${l.provider.lastError.replace(/\s+/g, " ").slice(0, 80)}`
+            : ""),
+      ));
+    }
+  }
   if (b.mode === "direct-until-error") {
     lines.push(row(
       "switches",

@@ -21,8 +21,9 @@ import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import type { Provider } from "../provider/types.ts";
 import { type Bytes, parseSegmentFileName } from "../segment/format.ts";
-import { DirectPath, type DirectWrite, oneSendAtATime } from "./direct.ts";
-import { DiskPath } from "./disk.ts";
+import { DirectPath, type DirectWrite } from "./direct.ts";
+import { ProviderGate } from "./gate.ts";
+import { Lanes, type LaneStats } from "./lanes.ts";
 import { type Counters, newCounters } from "./ledger.ts";
 import {
   type MessageBufferOptions,
@@ -33,7 +34,7 @@ import {
 import type { LatencyStats, ProviderState } from "./sender.ts";
 import type { StorageHealth, WriteOptions } from "./writer.ts";
 
-export type { ProviderState, StorageHealth, WriteOptions };
+export type { LaneStats, ProviderState, StorageHealth, WriteOptions };
 
 /** Options of the engine: {@link MessageBufferOptions} with the runtime adapters chosen. */
 export type EngineOptions = MessageBufferOptions & { fs: FileSystem; logger: Logger };
@@ -70,6 +71,8 @@ export interface BufferStats {
    * count since open.
    */
   deliveryLatencyMs: LatencyStats;
+  /** Each delivery lane: its topics, backlog and provider state (one entry without lanes). */
+  lanes: LaneStats[];
 }
 
 /**
@@ -88,24 +91,31 @@ export interface BufferStats {
  */
 export class MessageBuffer {
   readonly #o: ResolvedOptions;
-  readonly #disk: DiskPath | null;
+  readonly #disk: Lanes | null;
   readonly #direct: DirectPath | null;
+  /** The direct path's counters (the lanes keep their own; stats() adds them up). */
   readonly #counters: Counters;
+  /** Closes the provider once every sender has stopped (null without disk). */
+  readonly #gate: ProviderGate | null;
   /** `direct-until-error`: writes go to the direct path (else to the disk). */
   #directOn = false;
+  /** `direct-until-error`: writes handed from the direct path to the disk, not yet stored. */
+  #spilling = 0;
   #closing = false;
   #closed: Promise<void> | null = null;
 
   protected constructor(
     o: ResolvedOptions,
-    disk: DiskPath | null,
+    disk: Lanes | null,
     direct: DirectPath | null,
     counters: Counters,
+    gate: ProviderGate | null,
   ) {
     this.#o = o;
     this.#disk = disk;
     this.#direct = direct;
     this.#counters = counters;
+    this.#gate = gate;
   }
 
   /**
@@ -123,23 +133,22 @@ export class MessageBuffer {
       );
     }
     const o = resolveOptions(options, options?.fs, options?.logger);
-    if (o.mode === "buffer") {
-      const disk = await DiskPath.open(o, o.provider);
-      return new this(o, disk, null, disk.counters);
+    if (o.mode === "block-on-error" || o.mode === "error-on-error") {
+      if (options.dir !== undefined) await warnOfBacklog(o);
+      const policy = o.mode === "block-on-error" ? "block" : "error";
+      const counters = newCounters();
+      return new this(o, null, newDirect(o, o.provider, counters, policy), counters, null);
     }
-    if (o.mode === "direct-until-error") {
-      const provider = oneSendAtATime(o.provider);
-      const disk = await DiskPath.open(o, provider);
-      const late: { buffer: MessageBuffer | null } = { buffer: null };
-      const direct = newDirect(o, provider, disk.counters, "spill", (reason, error) => {
-        if (late.buffer) late.buffer.#toDisk(reason, error);
-      });
-      return late.buffer = new this(o, disk, direct, disk.counters);
-    }
-    if (options.dir !== undefined) await warnOfBacklog(o);
-    const policy = o.mode === "block-on-error" ? "block" : "error";
+    const gate = new ProviderGate(o.provider, o.maxSendsInFlight);
+    const lanes = await Lanes.open(o, gate);
     const counters = newCounters();
-    return new this(o, null, newDirect(o, o.provider, counters, policy), counters);
+    if (o.mode === "buffer") return new this(o, lanes, null, counters, gate);
+    // direct-until-error: the direct path's sends run alone, so that none overtakes it.
+    const late: { buffer: MessageBuffer | null } = { buffer: null };
+    const direct = newDirect(o, gate.exclusive(), counters, "spill", (reason, error) => {
+      if (late.buffer) late.buffer.#toDisk(reason, error);
+    });
+    return late.buffer = new this(o, lanes, direct, counters, gate);
   }
 
   /** The buffer directory (`"(no disk)"` in the modes without disk, unless one was given). */
@@ -208,8 +217,9 @@ export class MessageBuffer {
   /** `direct-until-error`: the disk holds nothing undelivered and the sender's sends succeed. */
   #canGoDirect(): boolean {
     const disk = this.#disk!;
-    return disk.backlogRecords() === 0 && disk.provider.state === "ready" &&
-      disk.storage.state === "ok" && this.#direct!.pending === 0;
+    return this.#spilling === 0 && disk.backlogRecords() === 0 &&
+      disk.provider.state === "ready" && disk.storage.state === "ok" &&
+      this.#direct!.pending === 0;
   }
 
   #toDirect(): void {
@@ -239,7 +249,9 @@ export class MessageBuffer {
     this.#counters.spilledRecords += taken.length;
     for (const w of taken) {
       const r = w.record;
+      this.#spilling++;
       disk.write(r.topic, r.value, { key: r.key, headers: r.headers, timestamp: r.timestamp })
+        .finally(() => this.#spilling--)
         .then(w.resolve, w.reject);
     }
   }
@@ -289,7 +301,7 @@ export class MessageBuffer {
     return {
       mode: this.#o.mode,
       path,
-      counters: { ...this.#counters },
+      counters: this.#allCounters(),
       backlog: {
         records: this.#backlogRecords(),
         bytes: d?.backlog.bytes ?? 0,
@@ -301,7 +313,15 @@ export class MessageBuffer {
       provider: d?.provider ?? direct!.provider,
       storage: d?.storage ?? { state: "ok", lastError: null },
       deliveryLatencyMs: path === "direct" ? direct!.latency() : d!.deliveryLatencyMs,
+      lanes: d?.lanes ?? [],
     };
+  }
+
+  /** The lanes' counters and the direct path's, added up. */
+  #allCounters(): Counters {
+    const sum = this.#disk?.counters() ?? newCounters();
+    for (const k of Object.keys(sum) as Array<keyof Counters>) sum[k] += this.#counters[k];
+    return sum;
   }
 
   /**
@@ -327,8 +347,23 @@ export class MessageBuffer {
       this.#directOn = false;
       if (this.#disk) this.#toDisk("closing");
     }
-    await this.#disk?.close();
+    if (!this.#disk) return;
+    try {
+      await this.#disk.close();
+    } finally {
+      await closeWithin(this.#gate!, this.#o);
+    }
   }
+}
+
+/** Closes the provider, waiting at most `closeTimeoutMs`; a failure is logged. */
+async function closeWithin(gate: ProviderGate, o: ResolvedOptions): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const closed = gate.close().catch((e) => {
+    o.logger.warn("provider close failed", { provider: o.provider.name, error: e });
+  });
+  await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, o.closeTimeoutMs)))]);
+  clearTimeout(timer);
 }
 
 function newDirect(

@@ -195,7 +195,10 @@ export class DirectPath {
       await this.progress(Math.min(200, deadline - Date.now()));
     }
     if (rejectRest) {
-      for (const w of this.takeAll()) w.reject(new BufferClosedError("direct"));
+      for (const w of this.takeAll()) {
+        this.#o.counters.failedWrites++;
+        w.reject(new BufferClosedError("direct"));
+      }
     }
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
@@ -285,8 +288,8 @@ export class DirectPath {
         error = e ?? new Error("send failed");
       }
       if (flight.abandoned) {
-        // Taken by the owner while in flight: it stores and sends them again.
-        if (error === null) c.resentRecords += records.length;
+        // Taken by the owner while in flight: under spill, it stores and sends them again.
+        if (error === null && o.policy === "spill") c.resentRecords += records.length;
         return;
       }
       if (error === null) {
@@ -332,9 +335,14 @@ export class DirectPath {
         for (const w of writes) this.#fail(w, new DeliveryError(w.record.topic, error));
         return;
       }
-      // block: try again after a backoff, while some write's deadline allows it.
+      // block: try again after a backoff, while some write's deadline allows it; never
+      // sleep past the first deadline, so that a provider back before it is not missed.
       this.#state = this.#opened ? "retrying" : "connecting";
-      const wait = this.#backoff(attempt);
+      const front = writes.find((w) => !w.settled);
+      const wait = Math.max(
+        0,
+        Math.min(this.#backoff(attempt), (front?.deadline ?? Infinity) - Date.now()),
+      );
       const log = attempt === 1 || attempt % 10 === 0 ? o.logger.warn : o.logger.debug;
       log("direct send failed; retrying until the writes' deadline", {
         provider: o.provider.name,
@@ -346,6 +354,27 @@ export class DirectPath {
       this.#expire();
       const left = flight.writes.filter((w) => !w.settled).length;
       if (left > 0) c.resentRecords += left;
+      this.#topUp(flight);
+    }
+  }
+
+  /** Adds writes that waited behind a retried batch to it, up to the batch limits. */
+  #topUp(flight: { writes: DirectWrite[] }): void {
+    this.#takeBuilding();
+    flight.writes = flight.writes.filter((w) => !w.settled);
+    let n = flight.writes.length;
+    let bytes = 0;
+    for (const w of flight.writes) {
+      bytes += w.record.value.length + (w.record.key?.length ?? 0) + 64;
+    }
+    while (
+      this.#ready.length > 0 && n < this.#o.batchMaxRecords && bytes < this.#o.batchMaxBytes
+    ) {
+      const w = this.#ready.shift()!;
+      if (w.settled) continue;
+      flight.writes.push(w);
+      n++;
+      bytes += w.record.value.length + (w.record.key?.length ?? 0) + 64;
     }
   }
 
@@ -421,23 +450,4 @@ export class DirectPath {
   #notifyProgress(): void {
     this.#progress.notify();
   }
-}
-
-/**
- * The provider with its sends one at a time, in call order: the direct path and the
- * sender share it in `direct-until-error`, and a send must not overtake one still in flight.
- */
-export function oneSendAtATime(provider: Provider): Provider {
-  let last: Promise<unknown> = Promise.resolve();
-  return {
-    name: provider.name,
-    retryWaitMs: provider.retryWaitMs,
-    open: () => provider.open(),
-    close: () => provider.close(),
-    send(records) {
-      const run = last.then(() => provider.send(records), () => provider.send(records));
-      last = run.catch(() => {});
-      return run;
-    },
-  };
 }

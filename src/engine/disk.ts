@@ -31,7 +31,7 @@ import { type Durability, durabilityOf } from "./durability.ts";
 import { type Counters, Ledger, newCounters, type Segment } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { Retention } from "./retention.ts";
-import { type LatencyStats, type ProviderState, Sender } from "./sender.ts";
+import { type LatencyStats, LatencyWindow, type ProviderState, Sender } from "./sender.ts";
 import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
 
 interface BlockedWrite {
@@ -64,15 +64,19 @@ export class DiskPath {
   readonly #sender: Sender;
   #blocked: BlockedWrite[] = [];
   #timers: Array<ReturnType<typeof setInterval>> = [];
+  /** Sequence number of the first record written by this process (recovered ones are below). */
+  readonly #firstNewSeq: number;
 
   private constructor(
     o: ResolvedOptions,
     provider: Provider,
     releaseLock: () => Promise<void>,
     recovered: { segments: Segment[]; nextSeq: number; counters: Counters },
+    latency: LatencyWindow,
   ) {
     this.#o = o;
     this.#releaseLock = releaseLock;
+    this.#firstNewSeq = recovered.nextSeq;
     const d = this.#durability = durabilityOf(o.fsync, o.fsyncIntervalMs);
     const ledger = this.#ledger = new Ledger(
       o.fs,
@@ -117,6 +121,7 @@ export class DiskPath {
       retryMaxMs: o.retryMaxMs,
       requestRoll: () => this.#writer.requestRoll(),
       writesWaiting: () => this.#blocked.length > 0,
+      latency,
     });
     ledger.onRoom(() => {
       this.#admitBlocked();
@@ -126,11 +131,16 @@ export class DiskPath {
 
   /**
    * Opens (creating if needed) the buffer directory: takes its lock, recovers what a previous
-   * run left, and starts delivering through `provider` in the background.
+   * run left, and starts delivering through `provider` in the background. Delivery latency
+   * is noted in `latency` (lanes share one).
    *
    * @throws {LockedError} another live process has the directory open
    */
-  static async open(o: ResolvedOptions, provider: Provider): Promise<DiskPath> {
+  static async open(
+    o: ResolvedOptions,
+    provider: Provider,
+    latency: LatencyWindow = new LatencyWindow(),
+  ): Promise<DiskPath> {
     const fs = o.fs;
     await fs.mkdirp(o.dir);
     await fs.mkdirp(`${o.dir}/${DEAD_DIR}`);
@@ -158,7 +168,7 @@ export class DiskPath {
         segments,
         nextSeq: r.nextSeq,
         counters,
-      });
+      }, latency);
       disk.#start();
       return disk;
     } catch (e) {
@@ -176,6 +186,17 @@ export class DiskPath {
   get full(): boolean {
     return this.#o.whenFull !== "drop-oldest" &&
       (this.#blocked.length > 0 || this.#usedBytes() >= this.#o.maxBufferBytes);
+  }
+
+  /** True while a segment recovered at open is still on disk (not yet delivered). */
+  get holdsRecoveredSegments(): boolean {
+    const first = this.#ledger.segments[0];
+    return first !== undefined && first.firstSeq < this.#firstNewSeq;
+  }
+
+  /** The buffer directory of this path (a lane's directory, with lanes). */
+  get dir(): string {
+    return this.#o.dir;
   }
 
   /** The provider as the sender sees it. */

@@ -15,6 +15,7 @@ import {
   defaultsOf,
   ENGINE,
   ENGINE_RELATIONS,
+  lanesRelationMessage,
   relationMessage,
   resolveTable,
   RETRY_INITIAL_MS,
@@ -54,6 +55,15 @@ export interface MessageBufferOptions {
    * @default "buffer"
    */
   mode?: Mode;
+  /**
+   * Delivery lanes: topics are spread over this many lanes, each with its own segments,
+   * checkpoints and sender, delivered side by side, so that a topic whose sends fail or are
+   * slow holds up only the topics of its lane. A topic stays in its lane for good (README,
+   * "Lanes"). Each lane may hold `maxBufferBytes / lanes`. @default 1
+   */
+  lanes?: number;
+  /** With lanes: sends in flight at once, across lanes. @default 4 */
+  maxSendsInFlight?: number;
   /**
    * Direct modes: records waiting for Kafka in memory. Past it, `direct-until-error`
    * buffers on disk and the modes without disk refuse writes with `BufferFullError`.
@@ -172,6 +182,13 @@ export function resolveOptions(
         `"${rel.other}" (${r[rel.other]})`,
       ));
     }
+  }
+  if (r.lanes > 1 && r.maxBufferBytes < 2 * r.segmentMaxBytes * r.lanes) {
+    throw new RangeError(lanesRelationMessage(
+      `Option "maxBufferBytes" (${r.maxBufferBytes})`,
+      `"segmentMaxBytes" (${r.segmentMaxBytes})`,
+      `"lanes" (${r.lanes})`,
+    ));
   }
   return r;
 }

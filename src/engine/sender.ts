@@ -53,6 +53,8 @@ export interface SenderOptions {
   requestRoll: () => Promise<void>;
   /** True while writes wait for room (`whenFull: "block"`). */
   writesWaiting: () => boolean;
+  /** Where delivery latency is noted (lanes share one). @default its own */
+  latency?: LatencyWindow;
 }
 
 interface Batch {
@@ -89,12 +91,13 @@ export class Sender {
     read: Promise<Batch | null>;
   } | null = null;
   readonly #deadBuilder = new FrameBuilder(1 << 16);
-  readonly #latency = new LatencyWindow();
+  readonly #latency: LatencyWindow;
 
   constructor(o: SenderOptions) {
     this.#o = o;
     this.#log = o.logger;
     this.#ledger = o.ledger;
+    this.#latency = o.latency ?? new LatencyWindow();
     this.#resetWake();
   }
 

@@ -234,8 +234,6 @@ export class SegmentWriter {
         this.#seal();
         const next = this.#queue.shift();
         if (next) {
-          this.#pendingBytes -= next.builder.size;
-          this.#pendingRecords -= next.builder.count;
           await this.#writeFrame(next);
           this.#spare.push(next.builder);
           continue;
@@ -261,6 +259,12 @@ export class SegmentWriter {
     const b = frame.builder;
     const bytes = b.finish();
     const count = b.count;
+    // Pending until the ledger has the frame (or it failed): a frame being written is still
+    // part of the backlog, and its bytes count against the cap exactly once.
+    const settle = () => {
+      this.#pendingBytes -= b.size;
+      this.#pendingRecords -= count;
+    };
     let file: SegmentFile | null = null;
     try {
       const full = this.#file !== null && this.#file.size > SEGMENT_HEADER_SIZE &&
@@ -281,10 +285,12 @@ export class SegmentWriter {
         this.#failure = null;
       }
       // Visible to the sender only now that it is durable under the policy.
+      settle();
       this.#ledger.appended(seg, file.size - before, count, b.baseTimestamp, b.maxTimestamp);
       frame.resolve();
       this.#o.onStored();
     } catch (e) {
+      settle();
       if (file?.broken) this.#fail("fsync of a frame", file.name, e);
       this.#ledger.counters.writeErrors += count;
       const err = new StorageError(`write ${count} record(s) to`, file?.path ?? this.#o.dir, e);

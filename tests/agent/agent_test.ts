@@ -457,6 +457,40 @@ describe("agent (messagebuffer run)", () => {
     assert.match(journal, /"accepted":\[\[0,1\]\]/);
   });
 
+  it("--lanes 3 spreads topics over lanes, delivers each in order, and status and top show the lanes", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = `${t.dir}/messagebuffer.sock`;
+    const topics = [uniqueTopic("lane-a"), uniqueTopic("lane-b"), uniqueTopic("lane-c")];
+    await createTopics(topics, 1);
+    const agent = await agentIn(t.dir, ["--lanes", "3"]);
+    let lines = "";
+    for (let i = 0; i < 2000; i++) {
+      for (const topic of topics) lines += `${topic}\t\t${topic}-${i}\n`;
+    }
+    assert.equal((await runCli(["send", "--socket", sock], lines)).code, 0);
+    const got = await consume(topics, 6000);
+    for (const topic of topics) {
+      assert.deepEqual(
+        got.filter((r) => r.topic === topic).sort((a, b) => a.offset - b.offset)
+          .map((r) => r.value!.toString()),
+        Array.from({ length: 2000 }, (_, i) => `${topic}-${i}`),
+        `${topic}: every line once, in order`,
+      );
+    }
+    const top = await runCli(["top", "--socket", sock, "--once", "--interval", "0.2"]);
+    assert.equal(top.code, 0, top.stderr);
+    for (let lane = 0; lane < 3; lane++) {
+      assert.match(top.stdout, new RegExp(`^lane ${lane} +ready, .* 1 topic \\(lane-`, "m"));
+    }
+    await agent.stop("SIGTERM");
+    const status = await runCli(["status", "--buffer-dir", t.dir]);
+    assert.match(status.stdout, /\(3 lanes\)/);
+    assert.match(status.stdout, /backlog: 0 records/);
+    const map = await readFile(`${t.dir}/lanes/topics`, "utf8");
+    assert.equal(map.trim().split("\n").length, 3, "one assignment per topic, kept for restarts");
+  });
+
   it("replaces a stale socket file and refuses to start on a live one", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;

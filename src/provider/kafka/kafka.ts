@@ -93,6 +93,12 @@ export const PER_RECORD_ERRORS: ReadonlySet<string> = new Set([
   "INVALID_TIMESTAMP",
 ]);
 
+/** Of those, the errors that concern a whole topic: every record of it is refused. */
+const TOPIC_ERRORS: ReadonlySet<string> = new Set([
+  "INVALID_TOPIC_EXCEPTION",
+  "TOPIC_AUTHORIZATION_FAILED",
+]);
+
 /** What {@link KafkaProvider} needs of a client library. */
 export interface KafkaClient {
   /** Connects the producer; throws when the brokers cannot be reached. */
@@ -395,7 +401,9 @@ export class KafkaProvider implements Provider {
 
   /**
    * Sends `records[idx]` in one request. On a per-record permanent error, splits the request
-   * in halves (sent in order) until the records that fail are alone; those are rejected.
+   * in halves (sent in order) until the records that fail are alone; those are rejected. On a
+   * topic-wide one (not authorized, invalid topic), splits it by topic instead, and rejects
+   * all the records of the refused topic at once.
    */
   async #sendIndexes(
     records: readonly ProviderRecord[],
@@ -414,6 +422,22 @@ export class KafkaProvider implements Provider {
       }
       if (idx.length === 1) {
         rejected.push({ index: idx[0], reason: `${type}: ${describeError(e)}` });
+        return;
+      }
+      if (TOPIC_ERRORS.has(type)) {
+        // A topic-wide refusal: send each topic's records apart; the refused topic's are
+        // refused together, without halving them one by one.
+        const byTopic = new Map<string, number[]>();
+        for (const i of idx) {
+          const list = byTopic.get(records[i].topic);
+          if (list) list.push(i);
+          else byTopic.set(records[i].topic, [i]);
+        }
+        if (byTopic.size === 1) {
+          for (const i of idx) rejected.push({ index: i, reason: `${type}: ${describeError(e)}` });
+          return;
+        }
+        for (const sub of byTopic.values()) await this.#sendIndexes(records, sub, rejected);
         return;
       }
       const half = Math.ceil(idx.length / 2);

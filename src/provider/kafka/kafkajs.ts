@@ -139,6 +139,7 @@ export class KafkajsClient implements KafkaClient {
   readonly #s: KafkaClientSettings;
   readonly #kafka: Kafka;
   #producer: Producer | null = null;
+  #last: Promise<unknown> = Promise.resolve();
   /** The last TLS failure a socket reported (see socketFactory). */
   #socketFailure: ErrorLink | null = null;
 
@@ -203,7 +204,18 @@ export class KafkajsClient implements KafkaClient {
     this.#producer = producer;
   }
 
-  async produce(records: readonly ProviderRecord[]): Promise<void> {
+  /**
+   * One send at a time: kafkajs refreshes the metadata of every topic it has seen with each
+   * send, so a concurrent send (another lane's) of a topic the broker refuses would fail this
+   * one with that topic's error, and its records would be taken for refused.
+   */
+  produce(records: readonly ProviderRecord[]): Promise<void> {
+    const run = this.#last.then(() => this.#produce(records));
+    this.#last = run.catch(() => {});
+    return run;
+  }
+
+  async #produce(records: readonly ProviderRecord[]): Promise<void> {
     if (!this.#producer) await this.open();
     const byTopic = new Map<string, Message[]>();
     for (const r of records) {

@@ -110,15 +110,23 @@ class RefusedTopicError extends Error {
   }
 }
 
+interface ProducerSession {
+  id: Promise<{ producerId: bigint; producerEpoch: number }>;
+  sequences: Map<string, number>;
+}
+
 /** See the module doc. */
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
   readonly #timeout: number;
   readonly #codec: Codec | null;
-  /** The idempotent producer's id, from the broker; null until the first send (or after a failure). */
-  #producerId: { producerId: bigint; producerEpoch: number } | null = null;
-  /** Next sequence number per `topic:partition` under that id. */
-  readonly #sequences = new Map<string, number>();
+  /**
+   * The idempotent producer's id (asked for once, shared by concurrent sends) and the next
+   * sequence number per `topic:partition` under it; null until the first send, and after a
+   * failure. A send keeps the session it started with, so that a failure of one send (of
+   * another lane) that drops the session never mixes ids and sequence numbers in the other.
+   */
+  #session: ProducerSession | null = null;
   /** The partition of each topic's unkeyed records in the send being encoded. */
   readonly #sticky = new Map<string, number>();
   /** Per topic, a counter that picks the next send's partition for unkeyed records. */
@@ -188,8 +196,9 @@ export class PlatformaticClient implements KafkaClient {
     if (!this.#producer) await this.open();
     await this.#checkTopics(records);
     let batches: PartitionBatches | null = null;
+    const session = this.#session ??= this.#newSession();
     try {
-      batches = await this.#encode(records);
+      batches = await this.#encode(records, session);
       for (let attempt = 0;; attempt++) {
         const failure = await this.#sendBatches(batches);
         if (failure === null) return;
@@ -208,14 +217,22 @@ export class PlatformaticClient implements KafkaClient {
     } catch (e) {
       // Sequence numbers were handed out that the broker may not have seen: a later batch
       // under this id would be refused as out of order. Start the next send with a new id.
-      this.#producerId = null;
-      this.#sequences.clear();
+      if (this.#session === session) this.#session = null;
       throw e;
     }
   }
 
+  #newSession(): ProducerSession {
+    const id = this.#producer!.initIdempotentProducer({});
+    id.catch(() => {}); // the send awaiting it reports the failure
+    return { id, sequences: new Map() };
+  }
+
   /** Encodes each partition's records as one batch, under this id's next sequence numbers. */
-  async #encode(records: readonly ProviderRecord[]): Promise<PartitionBatches> {
+  async #encode(
+    records: readonly ProviderRecord[],
+    session: ProducerSession,
+  ): Promise<PartitionBatches> {
     const producer = this.#producer!;
     const topics = new Set<string>();
     for (const r of records) topics.add(r.topic);
@@ -237,8 +254,7 @@ export class PlatformaticClient implements KafkaClient {
       if (!idx) byPartition.set(partition, idx = []);
       idx.push(i);
     }
-    this.#producerId ??= await producer.initIdempotentProducer({});
-    const id = this.#producerId;
+    const id = await session.id;
     const codec = this.#codec;
     const out: PartitionBatches = { partitionCounts, batches: [] };
     for (const [topic, byPartition] of plan) {
@@ -252,9 +268,9 @@ export class PlatformaticClient implements KafkaClient {
           )
           : encoded.bytes;
         const key = `${topic}:${partition}`;
-        const baseSequence = this.#sequences.get(key) ?? 0;
+        const baseSequence = session.sequences.get(key) ?? 0;
         // Sequence numbers wrap to 0 after 2^31 - 1, as the broker counts them.
-        this.#sequences.set(key, (baseSequence + encoded.count) % 0x80000000);
+        session.sequences.set(key, (baseSequence + encoded.count) % 0x80000000);
         out.batches.push({
           topic,
           partition,
@@ -371,8 +387,7 @@ export class PlatformaticClient implements KafkaClient {
   async close(): Promise<void> {
     const p = this.#producer;
     this.#producer = null;
-    this.#producerId = null;
-    this.#sequences.clear();
+    this.#session = null;
     await p?.close(true);
   }
 }

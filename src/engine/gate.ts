@@ -1,0 +1,111 @@
+/**
+ * The provider as the engine's senders share it: several lanes, and in
+ * `direct-until-error` the direct path, send through one {@link Provider}.
+ *
+ * - `open()` runs once at a time: concurrent callers share the attempt in progress, and once
+ *   it succeeded, later calls resolve at once.
+ * - Sends take permits from a first-come, first-served semaphore of `maxInFlight`: a lane's
+ *   send takes one; an exclusive send (the direct path's) takes them all, so it never runs
+ *   beside another send and none that came after it overtakes it.
+ * - `close()` does nothing: the buffer closes the provider itself, once, after every sender
+ *   has stopped.
+ *
+ * @module
+ */
+
+import type { Provider, ProviderRecord, SendResult } from "../provider/types.ts";
+
+interface Waiter {
+  permits: number;
+  go: () => void;
+}
+
+/** See the module doc. */
+export class ProviderGate {
+  readonly #inner: Provider;
+  readonly #max: number;
+  #free: number;
+  #queue: Waiter[] = [];
+  #opening: Promise<void> | null = null;
+  #opened = false;
+
+  constructor(inner: Provider, maxInFlight: number) {
+    this.#inner = inner;
+    this.#max = maxInFlight;
+    this.#free = maxInFlight;
+  }
+
+  /** The provider every lane sends through (sends take one permit). */
+  shared(): Provider {
+    return this.#view(1);
+  }
+
+  /** The provider for sends that must run alone and in order with all others. */
+  exclusive(): Provider {
+    return this.#view(this.#max);
+  }
+
+  /** Sends in flight now. */
+  get inFlight(): number {
+    return this.#max - this.#free;
+  }
+
+  /** Closes the provider itself. */
+  close(): Promise<void> {
+    this.#opened = false;
+    return this.#inner.close();
+  }
+
+  #view(permits: number): Provider {
+    const inner = this.#inner;
+    return {
+      name: inner.name,
+      retryWaitMs: inner.retryWaitMs,
+      open: () => this.#open(),
+      close: () => Promise.resolve(),
+      send: (records) => this.#send(records, permits),
+    };
+  }
+
+  #open(): Promise<void> {
+    if (this.#opened) return Promise.resolve();
+    this.#opening ??= this.#inner.open().then(
+      () => {
+        this.#opened = true;
+        this.#opening = null;
+      },
+      (e) => {
+        this.#opening = null;
+        throw e;
+      },
+    );
+    return this.#opening;
+  }
+
+  async #send(records: readonly ProviderRecord[], permits: number): Promise<SendResult | void> {
+    await this.#acquire(permits);
+    try {
+      return await this.#inner.send(records);
+    } finally {
+      this.#free += permits;
+      this.#grant();
+    }
+  }
+
+  #acquire(permits: number): Promise<void> {
+    if (this.#queue.length === 0 && this.#free >= permits) {
+      this.#free -= permits;
+      return Promise.resolve();
+    }
+    return new Promise((go) => this.#queue.push({ permits, go }));
+  }
+
+  /** Lets waiters go in arrival order while their permits are free. */
+  #grant(): void {
+    while (this.#queue.length > 0 && this.#free >= this.#queue[0].permits) {
+      const w = this.#queue.shift()!;
+      this.#free -= w.permits;
+      w.go();
+    }
+  }
+}

@@ -1,0 +1,159 @@
+// Delivery lanes with a fake provider that fails one topic's sends on demand: a failing topic
+// holds up only its lane, topics keep their lane across restarts and changes of `lanes`, the
+// backlog from before lanes keeps its order, and the sends in flight stay within the bound.
+// Against the real broker (an ACL refusing one topic): tests/provider/lanes_test.ts.
+
+import { afterEach, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import type { MessageBufferOptions } from "../../mod.ts";
+import { MemoryFileSystem } from "../../src/fs/memory.ts";
+import type { ProviderRecord, SendResult } from "../../src/provider/types.ts";
+import { memoryBufferOptions, OpenBuffers, RecordingProvider, waitFor } from "../_helpers.ts";
+
+const buffers = new OpenBuffers();
+afterEach(() => buffers.closeAll());
+
+/** Fails every send that holds a record of a topic in `failing`; counts sends in flight. */
+class TopicFailingProvider extends RecordingProvider {
+  failing = new Set<string>();
+  inFlight = 0;
+  maxInFlight = 0;
+  hold: Promise<void> | null = null;
+  override async send(records: readonly ProviderRecord[]): Promise<SendResult | void> {
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      if (this.hold) await this.hold;
+      if (records.some((r) => this.failing.has(r.topic))) {
+        this.sends++;
+        throw new Error(`topic down: ${[...this.failing].join(",")}`);
+      }
+      return await super.send(records);
+    } finally {
+      this.inFlight--;
+    }
+  }
+  valuesOf(topic: string): string[] {
+    return this.received.filter((r) => r.topic === topic).map((r) =>
+      new TextDecoder().decode(r.value)
+    );
+  }
+}
+
+function open(
+  p: RecordingProvider,
+  extra: Partial<MessageBufferOptions>,
+  fs = new MemoryFileSystem(),
+) {
+  return buffers.open(memoryBufferOptions(fs, p, {
+    closeTimeoutMs: 2000,
+    batchMaxRecords: 10,
+    maxBufferBytes: 1 << 22,
+    ...extra,
+  }));
+}
+
+const values = (topic: string, n: number) => Array.from({ length: n }, (_, i) => `${topic}-${i}`);
+
+async function writeBoth(b: Awaited<ReturnType<typeof open>>, n: number) {
+  const ws: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    ws.push(b.write("slow", `slow-${i}`), b.write("fast", `fast-${i}`));
+  }
+  await Promise.all(ws);
+}
+
+describe("lanes", () => {
+  it("a topic whose sends fail holds up only its own lane", async () => {
+    const p = new TopicFailingProvider();
+    p.failing.add("slow");
+    const b = await open(p, { lanes: 2 });
+    await writeBoth(b, 100);
+    await waitFor(() => p.valuesOf("fast").length === 100, 10_000, "the other lane to deliver");
+    assert.deepEqual(p.valuesOf("fast"), values("fast", 100), "in order");
+    assert.equal(p.valuesOf("slow").length, 0);
+    const lanes = b.stats().lanes;
+    assert.deepEqual(lanes.map((l) => l.topics), [["slow"], ["fast"]]);
+    assert.equal(lanes[0].provider.state, "retrying");
+    assert.equal(lanes[1].provider.state, "ready");
+    assert.equal(lanes[0].backlog.records, 100);
+    assert.equal(b.stats().provider.state, "retrying", "overall: not every lane delivers");
+    p.failing.clear();
+    await b.drained(10_000);
+    assert.deepEqual(p.valuesOf("slow"), values("slow", 100), "then the slow topic, in order");
+  });
+
+  it("with one lane, the failing topic holds up every topic (what lanes are for)", async () => {
+    const p = new TopicFailingProvider();
+    p.failing.add("slow");
+    const b = await open(p, { lanes: 1 });
+    await writeBoth(b, 100);
+    await waitFor(() => p.sends >= 5, 10_000, "five failed sends");
+    assert.equal(p.valuesOf("fast").length, 0, "fast waits behind slow's first batch");
+    assert.deepEqual(b.stats().lanes.map((l) => l.topics), [["*"]]);
+  });
+
+  it("keeps each topic in its lane across restarts and a change of lanes", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new TopicFailingProvider();
+    p.failing = new Set(["a", "b", "c"]); // keep everything on disk
+    const b1 = await open(p, { lanes: 3 }, fs);
+    for (const t of ["a", "b", "c"]) await b1.write(t, `${t}-0`);
+    assert.deepEqual(b1.stats().lanes.map((l) => l.topics), [["a"], ["b"], ["c"]]);
+    await buffers.close(b1);
+    assert.ok((await fs.list("/buf/lanes/1")).some((n) => n.endsWith(".seg")));
+    assert.ok((await fs.list("/buf/lanes/2")).some((n) => n.endsWith(".seg")));
+    // Fewer lanes: lane 2 stays open for c (and its backlog); new topics use lanes 0 and 1.
+    const b2 = await open(p, { lanes: 2 }, fs);
+    await b2.write("c", "c-1");
+    await b2.write("d", "d-0");
+    const lanes = b2.stats().lanes;
+    assert.equal(lanes.length, 3);
+    assert.deepEqual(lanes[2].topics, ["c"]);
+    assert.ok(lanes[0].topics.includes("d") || lanes[1].topics.includes("d"));
+    assert.equal(b2.stats().backlog.records, 5);
+    p.failing.clear();
+    await b2.drained(10_000);
+    assert.deepEqual(p.valuesOf("c"), ["c-0", "c-1"], "c in order across the restart");
+  });
+
+  it("keeps new topics in lane 0 while the backlog from before lanes is delivered", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new TopicFailingProvider();
+    p.failing = new Set(["old", "new"]);
+    const b1 = await open(p, { lanes: 1 }, fs);
+    await b1.write("old", "old-0");
+    await b1.write("new", "new-0"); // "new" is in the backlog too, but nothing says so
+    await buffers.close(b1);
+    const b2 = await open(p, { lanes: 2 }, fs);
+    await b2.write("new", "new-1");
+    assert.deepEqual(b2.stats().lanes[0].topics, ["new"], "pinned to lane 0, behind new-0");
+    p.failing.clear();
+    await b2.drained(10_000);
+    assert.deepEqual(p.valuesOf("new"), ["new-0", "new-1"]);
+    await b2.write("later", "later-0");
+    assert.deepEqual(b2.stats().lanes[1].topics, ["later"], "spread again once delivered");
+  });
+
+  it("keeps at most maxSendsInFlight sends in flight across lanes", async () => {
+    const p = new TopicFailingProvider();
+    let release = () => {};
+    p.hold = new Promise((r) => (release = r));
+    const b = await open(p, { lanes: 4, maxSendsInFlight: 2 });
+    const ws = ["t0", "t1", "t2", "t3"].map((t) => b.write(t, "x"));
+    await Promise.all(ws);
+    await waitFor(() => p.inFlight === 2, 10_000, "two sends in flight");
+    release();
+    p.hold = null;
+    await b.drained(10_000);
+    assert.equal(p.maxInFlight, 2);
+    assert.equal(p.received.length, 4);
+  });
+
+  it("refuses a cap too small for two segments per lane, naming the options", async () => {
+    await assert.rejects(
+      open(new RecordingProvider(), { lanes: 4, segmentMaxBytes: 2048, maxBufferBytes: 8192 }),
+      /Option "maxBufferBytes" \(8192\) must be at least 2 × "segmentMaxBytes" \(2048\) × "lanes" \(4\)/,
+    );
+  });
+});
