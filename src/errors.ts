@@ -122,7 +122,9 @@ export class DeliveryTimeoutError extends MessageBufferError {
     super(
       ErrorCodes.TIMEOUT,
       `Kafka did not acknowledge a record for topic "${topic}" within ${timeoutMs} ms` +
-        (cause === undefined ? "" : `; last error: ${describeCause(cause)}`),
+        (cause === undefined
+          ? "; no send had failed yet (Kafka slow to answer, or still connecting)"
+          : `; last error: ${describeCause(cause)}`),
       { cause, retriable: true },
     );
   }

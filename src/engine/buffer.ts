@@ -101,6 +101,7 @@ export class MessageBuffer {
   #directOn = false;
   /** `direct-until-error`: writes handed from the direct path to the disk, not yet stored. */
   #spilling = 0;
+  #lastBacklogCheck = 0;
   #closing = false;
   #closed: Promise<void> | null = null;
 
@@ -214,12 +215,21 @@ export class MessageBuffer {
     }
   }
 
-  /** `direct-until-error`: the disk holds nothing undelivered and the sender's sends succeed. */
+  /**
+   * `direct-until-error`: the disk holds nothing undelivered and the senders' sends succeed.
+   * Adding up the backlog walks every lane's segments, so while buffering it is done at most
+   * once a millisecond (a switch back comes at most that much later).
+   */
   #canGoDirect(): boolean {
     const disk = this.#disk!;
-    return this.#spilling === 0 && disk.backlogRecords() === 0 &&
-      disk.provider.state === "ready" && disk.storage.state === "ok" &&
-      this.#direct!.pending === 0;
+    if (
+      this.#spilling > 0 || this.#direct!.pending > 0 || disk.provider.state !== "ready" ||
+      disk.storage.state !== "ok"
+    ) return false;
+    const now = Date.now();
+    if (now === this.#lastBacklogCheck) return false;
+    this.#lastBacklogCheck = now;
+    return disk.backlogRecords() === 0;
   }
 
   #toDirect(): void {

@@ -10,6 +10,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import { setImmediate } from "node:timers";
 import { chmod, lstat, rm } from "node:fs/promises";
 import net from "node:net";
 import process from "node:process";
@@ -65,6 +66,9 @@ interface AckEntry {
   error: string | null;
   /** A control line's answer, made when its turn comes (after the lines before it). */
   reply?: () => string;
+  /** The write's promise has settled; `failure` is its error message, if it failed. */
+  settled?: boolean;
+  failure?: string | null;
 }
 
 const NL = 10;
@@ -80,7 +84,9 @@ class Connection {
   #lineNo = 0;
   #partial: Buffer | null = null;
   #skipping = false;
+  /** Lines waiting for their answer, from `#head` on (answered entries are dropped in bulk). */
   #queue: AckEntry[] = [];
+  #head = 0;
   #draining = false;
   #paused = false;
   #ended = false;
@@ -161,15 +167,31 @@ class Connection {
           headers: parsed.headers,
           timestamp: parsed.timestamp,
         });
-        const last = this.#queue.at(-1);
+        // (Only an entry not answered yet can take more lines.)
+        const last = this.#queue.length > this.#head ? this.#queue.at(-1) : undefined;
         if (last && last.p === p && last.answer === this.#ack) {
           last.n++;
           return;
         }
         // One entry and one handler per distinct promise (lines in one frame share it); the
-        // handler only marks a rejection as seen, the answer loop reads the outcome.
-        p.catch(() => {});
-        this.#queue.push({ p, n: 1, first: this.#lineNo, answer: this.#ack, error: null });
+        // handler notes the outcome, the answer loop reads it.
+        const entry: AckEntry = {
+          p,
+          n: 1,
+          first: this.#lineNo,
+          answer: this.#ack,
+          error: null,
+          settled: false,
+          failure: null,
+        };
+        p.then(
+          () => (entry.settled = true),
+          (err) => {
+            entry.settled = true;
+            entry.failure = String((err as Error)?.message ?? err).replace(/\n/g, " ");
+          },
+        );
+        this.#queue.push(entry);
         if (!this.#draining) void this.#drain();
         return;
       }
@@ -182,38 +204,60 @@ class Connection {
   }
 
   /** Answers (or, without #ack, counts and logs) each line's outcome, in order. */
+  /**
+   * Answers (or, without #ack, counts and logs) each line's outcome, in order. The answers of
+   * lines already settled go out together in one socket write, and the loop gives the event
+   * loop a turn after each 64 KiB of them, so that a flood of small writes (lines of several
+   * lanes each have their own promise) neither costs a system call per line nor starves the
+   * sender's network I/O.
+   */
   async #drain(): Promise<void> {
     this.#draining = true;
-    while (this.#queue.length > 0) {
-      const e = this.#queue[0];
-      let reason = e.error;
-      if (e.p !== null) {
-        try {
-          await e.p;
-        } catch (err) {
-          reason = (err as Error).message.replace(/\n/g, " ");
-        }
+    let out = "";
+    while (this.#head < this.#queue.length) {
+      const e = this.#queue[this.#head];
+      if (e.p !== null && !e.settled) {
+        if (out) this.#send(out);
+        out = "";
+        await e.p.then(() => {}, () => {}); // its own handler (registered first) has run
+        continue;
       }
-      this.#queue.shift();
-      let out = "";
+      this.#head++;
+      const reason = e.p !== null ? e.failure ?? null : e.error;
       if (e.reply) {
-        out = e.reply();
+        out += e.reply();
       } else if (reason === null) {
-        if (e.answer) out = e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
+        if (e.answer) out += e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
       } else {
         this.#server.stats.linesRejected += e.n;
         if (e.answer) {
           for (let i = 0; i < e.n; i++) out += `error line ${e.first + i}: ${reason}\n`;
         } else this.#server.rejected(reason, e.first);
       }
-      if (out && !this.#socket.destroyed) this.#socket.write(out);
+      if (out.length >= 65536) {
+        this.#send(out);
+        out = "";
+        if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
+          this.#queue = this.#queue.slice(this.#head);
+          this.#head = 0;
+        }
+        await new Promise((r) => setImmediate(r));
+      }
     }
+    if (out) this.#send(out);
+    this.#queue = [];
+    this.#head = 0;
     this.#draining = false;
     this.#idle?.();
   }
 
+  #send(text: string): void {
+    if (!this.#socket.destroyed) this.#socket.write(text);
+  }
+
   #shouldPause(): boolean {
-    return this.#server.buffer.wouldBlock || this.#queue.length > MAX_PENDING_ENTRIES ||
+    return this.#server.buffer.wouldBlock ||
+      this.#queue.length - this.#head > MAX_PENDING_ENTRIES ||
       this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
   }
 
@@ -253,7 +297,7 @@ class Connection {
 
   /** Resolves once every line read so far has been answered. */
   whenAnswered(): Promise<void> {
-    if (!this.#draining && this.#queue.length === 0) return Promise.resolve();
+    if (!this.#draining && this.#queue.length === this.#head) return Promise.resolve();
     return new Promise((r) => {
       const prev = this.#idle;
       this.#idle = () => {

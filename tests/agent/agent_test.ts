@@ -370,6 +370,28 @@ describe("agent (messagebuffer run)", () => {
     );
   });
 
+  it("--mode block-on-error answers a line Kafka does not take within --direct-timeout with an error", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = `${t.dir}/mb.sock`;
+    await offlineAgent(`${t.dir}/buffer`, [
+      "--mode",
+      "block-on-error",
+      "--socket",
+      sock,
+      "--direct-timeout",
+      "700",
+    ]);
+    const started = Date.now();
+    const r = await runCli(["send", "--socket", sock], "t\t\tone\n");
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /refused: line 1: Kafka did not acknowledge a record for topic "t" within 700 ms; (last error: |no send had failed yet)/,
+    );
+    assert.ok(Date.now() - started >= 650, "the line waited for its bound");
+  });
+
   it("top shows a running agent's backlog, rates and counters, once as text and as JSON", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;

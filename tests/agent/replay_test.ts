@@ -4,7 +4,14 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readJournal, readQuarantined, REPLAY_JOURNAL } from "../../src/agent/replay.ts";
+import {
+  formatSources,
+  readJournal,
+  readQuarantined,
+  REPLAY_JOURNAL,
+  replaySources,
+} from "../../src/agent/replay.ts";
+import { SegmentFile } from "../../src/segment/writer.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import { encodeSegmentHeader, FrameBuilder } from "../../src/segment/format.ts";
 
@@ -56,6 +63,33 @@ describe("replay: quarantined data", () => {
     const { records, unreadable } = readQuarantined(junk);
     assert.equal(records.length, 0);
     assert.equal(unreadable.reduce((n, u) => n + u.bytes, 0), 4096);
+  });
+});
+
+describe("replay: sources", () => {
+  it("reads the dead letters of every lane, without the dead-letter headers", async () => {
+    const fs = new MemoryFileSystem();
+    for (const lane of ["/b", "/b/lanes/2"]) {
+      await fs.mkdirp(`${lane}/dead`);
+      const f = await SegmentFile.create(fs, `${lane}/dead`, 0, true);
+      const b = new FrameBuilder(1024);
+      b.append(lane.endsWith("2") ? "t2" : "t0", "v", "k", [
+        ["app", "x"],
+        ["messagebuffer-error", "TOPIC_AUTHORIZATION_FAILED: no"],
+        ["messagebuffer-segment", "s"],
+      ], 5);
+      await f.append(b.finish(), true);
+      await f.close();
+    }
+    const sources = await replaySources(fs, "/b", { quarantine: false });
+    assert.deepEqual(sources.map((s) => s.file.replace(/[^/]+\.seg$/, "*.seg")), [
+      "dead/*.seg",
+      "lanes/2/dead/*.seg",
+    ]);
+    assert.deepEqual(sources.map((s) => s.records[0].topic), ["t0", "t2"]);
+    assert.deepEqual(sources[1].records[0].headers?.map(([k]) => k), ["app"]);
+    assert.equal(sources[1].reasons[0], "TOPIC_AUTHORIZATION_FAILED: no");
+    assert.match(formatSources(sources), /2 records to replay from 2 file\(s\)/);
   });
 });
 
