@@ -171,6 +171,7 @@ export const KAFKA = {
   connectionTimeoutMs: { type: "integer", min: 1, default: 3_000 },
   maxRequestBytes: { type: "integer", min: 1, default: 900_000 },
   maxMessageBytes: { type: "integer", min: 64, default: 1_048_576 },
+  autoCreateTopics: { type: "boolean", default: true },
   "sasl.mechanism": { type: "choice", choices: ["plain", "scram-sha-256", "scram-sha-512"] },
 } as const satisfies Record<string, Spec>;
 

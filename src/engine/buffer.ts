@@ -141,7 +141,14 @@ export class MessageBuffer {
       return new this(o, null, newDirect(o, o.provider, counters, policy), counters, null);
     }
     const gate = new ProviderGate(o.provider, o.maxSendsInFlight);
-    const lanes = await Lanes.open(o, gate);
+    let lanes: Lanes;
+    try {
+      lanes = await Lanes.open(o, gate);
+    } catch (e) {
+      // A lane that did open may have opened the provider already.
+      await closeWithin(gate, o);
+      throw e;
+    }
     const counters = newCounters();
     if (o.mode === "buffer") return new this(o, lanes, null, counters, gate);
     // direct-until-error: the direct path's sends run alone, so that none overtakes it.

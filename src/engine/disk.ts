@@ -63,6 +63,7 @@ export class DiskPath {
   readonly #retention: Retention;
   readonly #sender: Sender;
   #blocked: BlockedWrite[] = [];
+  #closing = false;
   #timers: Array<ReturnType<typeof setInterval>> = [];
   /** Sequence number of the first record written by this process (recovered ones are below). */
   readonly #firstNewSeq: number;
@@ -194,6 +195,16 @@ export class DiskPath {
     return first !== undefined && first.firstSeq < this.#firstNewSeq;
   }
 
+  /** Sequence number of the first record written by this process. */
+  get firstNewSeq(): number {
+    return this.#firstNewSeq;
+  }
+
+  /** First sequence number of the oldest segment on disk, or null when there is none. */
+  get oldestSegmentSeq(): number | null {
+    return this.#ledger.segments[0]?.firstSeq ?? null;
+  }
+
   /** The buffer directory of this path (a lane's directory, with lanes). */
   get dir(): string {
     return this.#o.dir;
@@ -233,6 +244,7 @@ export class DiskPath {
 
   /** Stores one record (see {@link MessageBuffer.write}). */
   write(topic: string, value: Bytes, options?: WriteOptions): Promise<void> {
+    if (this.#closing) return Promise.reject(new BufferClosedError(this.#o.dir));
     try {
       if (!this.full) return this.#writer.append(topic, value, options);
       if (this.#o.whenFull === "reject") {
@@ -312,6 +324,7 @@ export class DiskPath {
    *   segment failed, so what it held is not known to be on stable storage
    */
   async close(): Promise<void> {
+    this.#closing = true;
     for (const w of this.#blocked.splice(0)) w.reject(new BufferClosedError(this.#o.dir));
     for (const t of this.#timers) clearInterval(t);
     // A failed fsync of the last seal is reported once everything else is closed.

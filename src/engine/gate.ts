@@ -18,6 +18,7 @@ import type { Provider, ProviderRecord, SendResult } from "../provider/types.ts"
 interface Waiter {
   permits: number;
   go: () => void;
+  fail: (e: Error) => void;
 }
 
 /** See the module doc. */
@@ -28,6 +29,7 @@ export class ProviderGate {
   #queue: Waiter[] = [];
   #opening: Promise<void> | null = null;
   #opened = false;
+  #closed = false;
 
   constructor(inner: Provider, maxInFlight: number) {
     this.#inner = inner;
@@ -50,9 +52,14 @@ export class ProviderGate {
     return this.#max - this.#free;
   }
 
-  /** Closes the provider itself. */
+  /**
+   * Closes the provider itself. Sends still waiting for a permit then fail (their senders
+   * have stopped; the batch is sent again after the next open), and none starts after it.
+   */
   close(): Promise<void> {
+    this.#closed = true;
     this.#opened = false;
+    for (const w of this.#queue.splice(0)) w.fail(closedError());
     return this.#inner.close();
   }
 
@@ -83,6 +90,7 @@ export class ProviderGate {
   }
 
   async #send(records: readonly ProviderRecord[], permits: number): Promise<SendResult | void> {
+    if (this.#closed) throw closedError();
     await this.#acquire(permits);
     try {
       return await this.#inner.send(records);
@@ -97,7 +105,7 @@ export class ProviderGate {
       this.#free -= permits;
       return Promise.resolve();
     }
-    return new Promise((go) => this.#queue.push({ permits, go }));
+    return new Promise((go, fail) => this.#queue.push({ permits, go, fail }));
   }
 
   /** Lets waiters go in arrival order while their permits are free. */
@@ -108,4 +116,8 @@ export class ProviderGate {
       w.go();
     }
   }
+}
+
+function closedError(): Error {
+  return new Error("the provider is closed; the batch is sent again after the next open");
 }

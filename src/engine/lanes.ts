@@ -14,7 +14,13 @@
  *
  * On the first open with more than one lane of a directory that holds a backlog, the topics
  * of that backlog are not known without reading it: until it is delivered, new topics are
- * assigned to lane 0, where it is, so that their order holds.
+ * assigned to lane 0, where it is, so that their order holds. The file's first line then
+ * records the sequence number below which lane 0's segments are that backlog
+ * (`{"legacyBelow": n}`), so that a restart before it is delivered keeps the rule.
+ *
+ * Every line is appended with a newline before it, so that a line torn by a crash or a full
+ * disk stays alone on its line (it does not parse, and its topic's record was never stored)
+ * and never swallows the next one.
  *
  * @module
  */
@@ -51,32 +57,62 @@ export function laneDir(dir: string, i: number): string {
   return i === 0 ? dir : `${dir}/${LANES_DIR}/${i}`;
 }
 
-/** Reads `lanes/topics`: topic to lane (a torn last line, from a crash, is skipped). */
+/** The highest lane number a directory may have. */
+export const MAX_LANE = 9999;
+
+/** What `lanes/topics` holds. */
+export interface TopicLanes {
+  topics: Map<string, number>;
+  /** Lane 0's segments below this sequence number are the backlog from before lanes. */
+  legacyBelow: number | null;
+  /** Lines that could not be used, with why (logged at open). */
+  skipped: string[];
+}
+
+/** Reads `lanes/topics` (null when there is none). A torn or foreign line is skipped. */
 export async function readTopicLanes(
   fs: ResolvedOptions["fs"],
   dir: string,
-): Promise<Map<string, number> | null> {
+): Promise<TopicLanes | null> {
   const bytes = await fs.readFile(`${dir}/${TOPICS_FILE}`);
   if (bytes === null) return null;
-  const map = new Map<string, number>();
-  for (const line of new TextDecoder().decode(bytes).split("\n")) {
-    if (!line.trim()) continue;
+  const out: TopicLanes = { topics: new Map(), legacyBelow: null, skipped: [] };
+  const lines = new TextDecoder().decode(bytes).split("\n");
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    let e: { topic?: unknown; lane?: unknown; legacyBelow?: unknown };
     try {
-      const e = JSON.parse(line) as { topic?: unknown; lane?: unknown };
-      if (typeof e.topic === "string" && Number.isSafeInteger(e.lane) && (e.lane as number) >= 0) {
-        map.set(e.topic, e.lane as number);
-      }
+      e = JSON.parse(line);
     } catch {
-      // a line torn by a crash while it was appended: its record was never stored
+      // torn by a crash or a full disk while appended: its topic's record was never stored
+      out.skipped.push(`line ${i + 1}: unreadable (torn?)`);
+      return;
     }
-  }
-  return map;
+    if (Number.isSafeInteger(e.legacyBelow) && (e.legacyBelow as number) >= 0) {
+      out.legacyBelow = e.legacyBelow as number;
+    } else if (
+      typeof e.topic === "string" && Number.isSafeInteger(e.lane) &&
+      (e.lane as number) >= 0 && (e.lane as number) <= MAX_LANE
+    ) {
+      out.topics.set(e.topic, e.lane as number);
+    } else {
+      out.skipped.push(`line ${i + 1}: not a topic assignment (lanes 0 to ${MAX_LANE})`);
+    }
+  });
+  return out;
 }
 
 /** The numbers of the lane directories under `lanes/`. */
 export async function laneNumbers(fs: ResolvedOptions["fs"], dir: string): Promise<number[]> {
   const names = await fs.list(`${dir}/${LANES_DIR}`).catch(() => [] as string[]);
   return names.filter((n) => /^[1-9][0-9]{0,3}$/.test(n)).map(Number).sort((a, b) => a - b);
+}
+
+interface WaitingWrite {
+  value: Bytes;
+  options: WriteOptions;
+  resolve: () => void;
+  reject: (e: unknown) => void;
 }
 
 /** See the module doc. */
@@ -87,27 +123,35 @@ export class Lanes {
   readonly #topics: Map<string, number> | null;
   /** Topics per lane, to pick the least used. */
   readonly #load: number[];
-  /** Topics whose assignment is being made durable: their writes wait for it, in order. */
-  readonly #assigning = new Map<string, Promise<number>>();
+  /**
+   * Topics whose assignment is being made durable, with their writes in order: all of them
+   * go to the lane at once when it is durable (so that no later write overtakes them).
+   */
+  readonly #assigning = new Map<string, WaitingWrite[]>();
   /** Writes waiting for their topic's assignment (part of the backlog). */
   #waiting = 0;
   /** Appends to the topics file, one at a time. */
   #appending: Promise<void> = Promise.resolve();
-  /** New topics go to lane 0 while lane 0 holds a backlog from before the first lanes. */
-  #pinned: boolean;
+  /** Lane 0's segments below this seq are the backlog from before lanes (see the module doc). */
+  #legacyBelow: number | null;
+  /** The marker of `#legacyBelow` is not in the topics file yet. */
+  #legacyUnwritten: boolean;
+  /** Failures of the topics file (their writes failed): counted as storage errors. */
+  readonly #own = newCounters();
   readonly #latency: LatencyWindow;
 
   private constructor(
     o: ResolvedOptions,
     lanes: DiskPath[],
     topics: Map<string, number> | null,
-    pinned: boolean,
+    legacy: { below: number | null; unwritten: boolean },
     latency: LatencyWindow,
   ) {
     this.#o = o;
     this.#lanes = lanes;
     this.#topics = topics;
-    this.#pinned = pinned;
+    this.#legacyBelow = legacy.below;
+    this.#legacyUnwritten = legacy.unwritten;
     this.#latency = latency;
     this.#load = lanes.map(() => 0);
     for (const lane of topics?.values() ?? []) this.#load[lane]++;
@@ -118,9 +162,12 @@ export class Lanes {
     const fs = o.fs;
     await fs.mkdirp(o.dir);
     const found = await readTopicLanes(fs, o.dir);
+    for (const why of found?.skipped ?? []) {
+      o.logger.error(`${o.dir}/${TOPICS_FILE}: skipped ${why}`, {});
+    }
     const dirs = await laneNumbers(fs, o.dir);
     let count = Math.max(o.lanes, (dirs.at(-1) ?? 0) + 1);
-    for (const lane of found?.values() ?? []) count = Math.max(count, lane + 1);
+    for (const lane of found?.topics.values() ?? []) count = Math.max(count, lane + 1);
     const perLane = Math.max(
       Math.floor(o.maxBufferBytes / count),
       2 * o.segmentMaxBytes,
@@ -144,16 +191,19 @@ export class Lanes {
       throw failed.reason;
     }
     const lanes = opened.map((r) => (r as PromiseFulfilledResult<DiskPath>).value);
-    const topics = found ?? (count > 1 ? new Map<string, number>() : null);
+    const topics = found?.topics ?? (count > 1 ? new Map<string, number>() : null);
     // The first open with lanes of a directory with a backlog: its topics are unknown.
-    const pinned = found === null && count > 1 && lanes[0].holdsRecoveredSegments;
-    if (pinned) {
+    let legacy = { below: found?.legacyBelow ?? null, unwritten: false };
+    if (found === null && count > 1 && lanes[0].holdsRecoveredSegments) {
+      legacy = { below: lanes[0].firstNewSeq, unwritten: true };
+    }
+    if (legacy.below !== null && (lanes[0].oldestSegmentSeq ?? Infinity) < legacy.below) {
       o.logger.info(
         "lanes: the backlog from before lanes is in lane 0; topics first seen until it is delivered stay in lane 0",
         { lanes: count },
       );
     }
-    return new Lanes(o, lanes, topics, pinned, latency);
+    return new Lanes(o, lanes, topics, legacy, latency);
   }
 
   /** The number of lanes open. */
@@ -168,7 +218,7 @@ export class Lanes {
 
   /** The lanes' counters, added up. */
   counters(): Counters {
-    const sum = newCounters();
+    const sum = { ...this.#own };
     for (const l of this.#lanes) {
       const c = l.counters;
       for (const k of Object.keys(sum) as Array<keyof Counters>) sum[k] += c[k];
@@ -193,60 +243,71 @@ export class Lanes {
     const topics = this.#topics;
     if (topics === null) return this.#lanes[0].write(topic, value, options);
     const lane = topics.get(topic);
-    const assigning = this.#assigning.get(topic);
-    if (lane !== undefined && assigning === undefined) {
+    const waiting = this.#assigning.get(topic);
+    if (lane !== undefined && waiting === undefined) {
       return this.#lanes[lane].write(topic, value, options);
     }
     try {
       // Bad input fails now, not after the assignment; the time is taken now.
       this.#lanes[0].validate(topic, value, options);
       const stamped = { ...options, timestamp: timestampOf(options) };
-      const p = assigning ?? this.#assign(topic);
-      this.#waiting++;
-      return p.then(
-        (l) => {
-          this.#waiting--;
-          return this.#lanes[l].write(topic, value, stamped);
-        },
-        (e) => {
-          this.#waiting--;
-          throw e;
-        },
-      );
+      return new Promise<void>((resolve, reject) => {
+        const w = { value, options: stamped, resolve, reject };
+        if (waiting) waiting.push(w);
+        else this.#assign(topic, [w]);
+        this.#waiting++;
+      });
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
-  /** Picks a lane for a new topic and makes the choice durable. */
-  #assign(topic: string): Promise<number> {
-    if (this.#pinned && !this.#lanes[0].holdsRecoveredSegments) this.#pinned = false;
+  /**
+   * Picks a lane for a new topic and makes the choice durable; then hands the topic's
+   * waiting writes to the lane, all at once and in order, or fails them.
+   */
+  #assign(topic: string, waiting: WaitingWrite[]): void {
+    const pinned = this.#legacyBelow !== null &&
+      (this.#lanes[0].oldestSegmentSeq ?? Infinity) < this.#legacyBelow;
     let lane = 0;
-    if (!this.#pinned) {
+    if (!pinned) {
       for (let i = 1; i < Math.min(this.#o.lanes, this.#lanes.length); i++) {
         if (this.#load[i] < this.#load[lane]) lane = i;
       }
     }
-    this.#topics!.set(topic, lane);
-    this.#load[lane]++;
-    const line = new TextEncoder().encode(JSON.stringify({ topic, lane }) + "\n");
-    const done = this.#appending.then(() => this.#appendTopics(line));
+    this.#assigning.set(topic, waiting);
+    this.#load[lane]++; // now, so that topics assigned meanwhile spread
+    let text = "";
+    if (this.#legacyUnwritten) text += "\n" + JSON.stringify({ legacyBelow: this.#legacyBelow });
+    text += "\n" + JSON.stringify({ topic, lane });
+    const done = this.#appending.then(() => this.#appendTopics(new TextEncoder().encode(text)));
     this.#appending = done.catch(() => {});
-    const p = done.then(
+    done.then(
       () => {
+        this.#legacyUnwritten = false;
+        this.#topics!.set(topic, lane);
         this.#assigning.delete(topic);
-        return lane;
+        this.#waiting -= waiting.length;
+        for (const w of waiting) {
+          this.#lanes[lane].write(topic, w.value, w.options).then(w.resolve, w.reject);
+        }
       },
       (e) => {
-        // Not durable: forget it, so that the next write of the topic tries again.
+        // Not durable: nothing of the topic was stored; its next write tries again.
         this.#assigning.delete(topic);
-        this.#topics!.delete(topic);
         this.#load[lane]--;
-        throw new StorageError("append to", `${this.#o.dir}/${TOPICS_FILE}`, e);
+        this.#waiting -= waiting.length;
+        this.#own.storageErrors++;
+        this.#own.writeErrors += waiting.length;
+        const err = new StorageError("append to", `${this.#o.dir}/${TOPICS_FILE}`, e);
+        this.#o.logger.error("cannot record a new topic's lane; its records were not stored", {
+          topic,
+          records: waiting.length,
+          error: err.message,
+        });
+        for (const w of waiting) w.reject(err);
       },
     );
-    this.#assigning.set(topic, p);
-    return p;
   }
 
   async #appendTopics(line: Uint8Array): Promise<void> {
@@ -271,7 +332,7 @@ export class Lanes {
 
   /** Resolves when every write made so far is durable (or failed), in every lane. */
   async flush(): Promise<void> {
-    await Promise.all([...this.#assigning.values()].map((p) => p.catch(() => {})));
+    await this.#appending; // the assignments made so far, and their writes handed on
     await Promise.all(this.#lanes.map((l) => l.flush()));
   }
 
@@ -326,6 +387,7 @@ export class Lanes {
    * checkpoint); throws the first lane's error after closing all.
    */
   async close(): Promise<void> {
+    // Writes waiting for an assignment reach their lane (or fail) before the lanes close.
     await this.#appending;
     const results = await Promise.allSettled(this.#lanes.map((l) => l.close()));
     const failed = results.find((r) => r.status === "rejected") as

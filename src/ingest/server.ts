@@ -234,13 +234,14 @@ class Connection {
           for (let i = 0; i < e.n; i++) out += `error line ${e.first + i}: ${reason}\n`;
         } else this.#server.rejected(reason, e.first);
       }
+      if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
+        // Drop the answered entries (the loop may not empty the queue under steady load).
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
       if (out.length >= 65536) {
         this.#send(out);
         out = "";
-        if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
-          this.#queue = this.#queue.slice(this.#head);
-          this.#head = 0;
-        }
         await new Promise((r) => setImmediate(r));
       }
     }

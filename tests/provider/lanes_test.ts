@@ -1,12 +1,13 @@
-// Delivery lanes against the real broker: a topic the broker refuses (an ACL denies the SASL
-// user writes to it) goes to dead letters while the other topics, in their own lanes, are
-// delivered whole and in order; and lanes deliver side by side through one provider.
+// Delivery lanes against the real broker: a topic whose sends keep failing (it does not exist,
+// and topic creation is left to the operator) holds up only its own lane, and follows in order once fixed; a topic the broker
+// refuses (an ACL denies the SASL user writes to it) goes to dead letters while the other
+// topics, in their own lanes, are delivered whole and in order.
 
 import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
 import { silentLogger } from "../../mod.ts";
-import { OpenBuffers, tempDir } from "../_helpers.ts";
+import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 import {
   consume,
   createTopics,
@@ -26,6 +27,51 @@ afterEach(async () => {
 const saslBrokers = process.env.MB_TEST_SASL_BROKERS?.split(",");
 
 describe(`lanes (${KAFKA_CLIENT}), real broker`, () => {
+  it("a topic whose sends keep failing holds up only its lane; it follows, in order, once fixed", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    // A topic that does not exist yet, with topic creation left to the operator: a failure
+    // that may pass, so its sends are retried until the topic is created.
+    const stuck = uniqueTopic("lanes-stuck");
+    const flowing = uniqueTopic("lanes-flowing");
+    await createTopics([flowing], 1);
+    const b = await buffers.open({
+      dir: t.dir,
+      lanes: 2,
+      logger: silentLogger,
+      retryInitialMs: 100,
+      retryMaxMs: 500,
+      provider: kafkaProvider({ autoCreateTopics: false }),
+    });
+    const N = 2000;
+    const ws: Promise<void>[] = [];
+    for (let i = 0; i < N; i++) {
+      ws.push(b.write(stuck, `${stuck}-${i}`), b.write(flowing, `${flowing}-${i}`));
+    }
+    await Promise.all(ws);
+    const laneOf = (topic: string) => b.stats().lanes.find((l) => l.topics.includes(topic))!;
+    await waitFor(
+      () => laneOf(flowing).backlog.records === 0 && laneOf(stuck).provider.state === "retrying",
+      60_000,
+      "the flowing topic's lane to deliver everything while the other retries",
+    );
+    assert.notEqual(laneOf(stuck).lane, laneOf(flowing).lane);
+    assert.equal(laneOf(stuck).backlog.records, N, "the stuck topic waits on disk");
+    assert.match(laneOf(stuck).provider.lastError ?? "", /Unknown topic|does not host this topic/);
+    await createTopics([stuck], 1); // the operator creates it
+    await b.drained(120_000);
+    const got = await consume([stuck, flowing], 2 * N, { timeoutMs: 90_000 });
+    for (const topic of [stuck, flowing]) {
+      const values = got.filter((r) => r.topic === topic).sort((a, c) => a.offset - c.offset)
+        .map((r) => r.value!.toString());
+      assert.deepEqual(
+        [...new Set(values)],
+        Array.from({ length: N }, (_, i) => `${topic}-${i}`),
+        `${topic}: all, in order`,
+      );
+    }
+  });
+
   it(
     "a topic refused by an ACL goes to dead letters; the other lanes deliver every record in order",
     {

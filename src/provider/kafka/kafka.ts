@@ -66,6 +66,12 @@ export interface KafkaProviderOptions {
    * `message.max.bytes` is 1048588). @default 1_048_576
    */
   maxMessageBytes?: number;
+  /**
+   * Ask the broker to create a topic that does not exist (if the broker allows it:
+   * `auto.create.topics.enable`). When false, records of a topic that does not exist wait,
+   * retried, until it is created. @default true
+   */
+  autoCreateTopics?: boolean;
   /** TLS; `true` for TLS with default settings. @default off */
   tls?: KafkaTlsOptions | boolean;
   /** SASL authentication. @default none */

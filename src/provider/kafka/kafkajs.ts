@@ -193,7 +193,7 @@ export class KafkajsClient implements KafkaClient {
       maxInFlightRequests: 1,
       createPartitioner: Partitioners.DefaultPartitioner,
       retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
-      allowAutoTopicCreation: true,
+      allowAutoTopicCreation: this.#s.autoCreateTopics,
     });
     try {
       await producer.connect();

@@ -119,6 +119,7 @@ interface ProducerSession {
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
   readonly #timeout: number;
+  readonly #autoCreate: boolean;
   readonly #codec: Codec | null;
   /**
    * The idempotent producer's id (asked for once, shared by concurrent sends) and the next
@@ -137,6 +138,7 @@ export class PlatformaticClient implements KafkaClient {
 
   constructor(s: KafkaClientSettings) {
     this.#timeout = s.requestTimeoutMs;
+    this.#autoCreate = s.autoCreateTopics;
     this.#codec = s.compression === "none"
       ? null
       : compressionsAlgorithms[s.compression] as unknown as Codec;
@@ -147,7 +149,7 @@ export class PlatformaticClient implements KafkaClient {
       acks: -1,
       compression: s.compression,
       partitioner: compatibilityPartitioner,
-      autocreateTopics: true,
+      autocreateTopics: this.#autoCreate,
       timeout: s.requestTimeoutMs,
       connectTimeout: s.connectionTimeoutMs,
       // The library retries a little by itself (a leader move, a reconnect); longer outages
@@ -236,7 +238,10 @@ export class PlatformaticClient implements KafkaClient {
     const producer = this.#producer!;
     const topics = new Set<string>();
     for (const r of records) topics.add(r.topic);
-    const metadata = await producer.metadata({ topics: [...topics], autocreateTopics: true });
+    const metadata = await producer.metadata({
+      topics: [...topics],
+      autocreateTopics: this.#autoCreate,
+    });
     // topic -> partition -> indexes of its records, in order.
     const plan = new Map<string, Map<number, number[]>>();
     this.#sticky.clear();
@@ -305,7 +310,7 @@ export class PlatformaticClient implements KafkaClient {
   async #samePartitions(b: PartitionBatches): Promise<boolean> {
     const metadata = await this.#producer!.metadata({
       topics: [...b.partitionCounts.keys()],
-      autocreateTopics: true,
+      autocreateTopics: this.#autoCreate,
     });
     for (const [topic, count] of b.partitionCounts) {
       if (metadata.topics.get(topic)?.partitionsCount !== count) return false;
@@ -322,7 +327,7 @@ export class PlatformaticClient implements KafkaClient {
     const producer = this.#producer!;
     const metadata = await producer.metadata({
       topics: [...b.partitionCounts.keys()],
-      autocreateTopics: true,
+      autocreateTopics: this.#autoCreate,
     }).catch((e) => e as Error);
     if (metadata instanceof Error) return metadata;
     // Batches a broker acknowledged in an earlier attempt are not sent again.
@@ -368,7 +373,7 @@ export class PlatformaticClient implements KafkaClient {
     if (!unknown) return;
     const metadata = await this.#producer!.metadata({
       topics: [...unknown],
-      autocreateTopics: true,
+      autocreateTopics: this.#autoCreate,
     });
     for (const t of unknown) {
       if (metadata.topics.get(t) === undefined) {
