@@ -38,6 +38,22 @@ import { DEAD_DIR } from "./src/segment/recovery.ts";
 
 const VERSION = pkg.version;
 
+/** Set by scripts/compile.ts in the executable: JSON of the commit, runtime and build date. */
+declare const MB_BUILD_INFO: string | undefined;
+
+/** What `--version` prints: the version, and how this program was built (or run). */
+function versionLine(): string {
+  const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
+  const running = g.Deno ? `Deno ${g.Deno.version.deno}` : g.Bun ? `Bun ${g.Bun.version}` : "Node";
+  if (typeof MB_BUILD_INFO === "string") {
+    const b = JSON.parse(MB_BUILD_INFO) as { commit?: string; runtime?: string; date?: string };
+    return `messagebuffer ${VERSION} (commit ${b.commit ?? "unknown"}, built with ${
+      b.runtime ?? running
+    } on ${b.date ?? "an unknown date"}, single executable)`;
+  }
+  return `messagebuffer ${VERSION} (from source, running on ${running})`;
+}
+
 const USAGE = `messagebuffer ${VERSION}: a local store-and-forward agent for Kafka
 
 Usage:
@@ -570,7 +586,7 @@ export async function main(argv: string[]): Promise<number> {
         return command === undefined ? 2 : 0;
       case "--version":
       case "-V":
-        process.stdout.write(`messagebuffer ${VERSION}\n`);
+        process.stdout.write(versionLine() + "\n");
         return 0;
       default:
         throw new UsageError(

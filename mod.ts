@@ -62,13 +62,21 @@ export class MessageBuffer extends Engine {
 
 export type {
   BufferStats,
+  LaneStats,
   ProviderState,
   StorageHealth,
   WriteOptions,
 } from "./src/engine/buffer.ts";
+export type { LatencyStats } from "./src/engine/sender.ts";
+/**
+ * The engine without this runtime's defaults: {@link MessageBuffer.open} with `fs` and
+ * `logger` required, for another filesystem adapter (a test's in-memory one, say).
+ */
+export { MessageBuffer as MessageBufferCore } from "./src/engine/buffer.ts";
 export type { Counters } from "./src/engine/ledger.ts";
 export {
   DEFAULTS,
+  type EngineDefaults,
   type FsyncPolicy,
   type MessageBufferOptions,
   type Mode,
@@ -81,7 +89,15 @@ export type {
   RecordRejection,
   SendResult,
 } from "./src/provider/types.ts";
-export { KafkaProvider, type KafkaProviderOptions } from "./src/provider/kafka/kafka.ts";
+export {
+  type KafkaClientName,
+  type KafkaCompression,
+  KafkaProvider,
+  type KafkaProviderOptions,
+  type KafkaSaslMechanism,
+  type KafkaSaslOptions,
+  type KafkaTlsOptions,
+} from "./src/provider/kafka/kafka.ts";
 export {
   BufferClosedError,
   BufferFullError,
@@ -99,6 +115,7 @@ export type { DirLock, FileHandle, FileSystem } from "./src/fs/types.ts";
 export { NodeFileSystem } from "./src/fs/node.ts";
 export {
   createLogger,
+  type LogFields,
   type Logger,
   type LoggerOptions,
   type LogLevel,

@@ -13,11 +13,21 @@ const inlinedWasm: import("bun").BunPlugin = {
     }));
   },
 };
+// What `--version` names: scripts/release.sh passes the version, commit, runtime and date
+// as JSON in MB_BUILD_INFO; a plain build gets the runtime and date, and the commit if git
+// can tell it.
+const git = Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"], { stderr: "ignore" });
+const buildInfo = process.env.MB_BUILD_INFO ?? JSON.stringify({
+  commit: git.success ? git.stdout.toString().trim() : "unknown",
+  runtime: `Bun ${Bun.version}`,
+  date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+});
 const result = await Bun.build({
   entrypoints: ["cli.ts"],
   compile: { outfile },
   minify: { syntax: true },
   plugins: [inlinedWasm],
+  define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);

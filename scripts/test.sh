@@ -3,7 +3,8 @@
 # test file under Deno and then under Bun, builds the single-file executable and runs the
 # agent tests against it, and stops the broker it started. `npm test` and .ci/run call this.
 #
-#   scripts/test.sh            everything
+#   scripts/test.sh            everything (with MB_TEST_PACKAGE=1 also the release build and
+#                              the .deb installed, run and removed: root, as .ci/run does)
 #   scripts/test.sh FILES...   only these test files (both runtimes)
 # Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one. The
 # SASL test then needs MB_TEST_SASL_BROKERS, a SCRAM-SHA-256 listener with user "alice",
@@ -72,5 +73,16 @@ if [[ $# -eq 0 ]]; then
   scripts/compile.sh "$exe" || status=1
   MB_AGENT_BIN=$exe $bin/deno test -A --no-check tests/agent/ || status=1
   rm -rf "$(dirname "$exe")"
+  # The release (tarball and .deb) and the package installed as a host would (root only).
+  if [[ ${MB_TEST_PACKAGE:-} == 1 ]]; then
+    echo "== release build + Debian package install test" >&2
+    rel=$(mktemp -d)
+    if scripts/release.sh "$rel"; then
+      scripts/test_package.sh "$rel"/messagebuffer_*.deb || status=1
+    else
+      status=1
+    fi
+    rm -rf "$rel"
+  fi
 fi
 exit $status

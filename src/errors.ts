@@ -5,7 +5,17 @@
  * @module
  */
 
-/** Every code a {@link MessageBufferError} can carry. */
+/**
+ * Every code a {@link MessageBufferError} can carry.
+ *
+ * @example Compare codes without importing every class
+ * ```ts
+ * import { ErrorCodes, MessageBufferError } from "./mod.ts";
+ * await buffer.write("t", "v").catch((e) => {
+ *   if (e instanceof MessageBufferError && e.code === ErrorCodes.STORAGE) console.error("disk");
+ * });
+ * ```
+ */
 export const ErrorCodes = {
   /** The buffer was closed (or is closing); the write was not stored. */
   CLOSED: "MB_CLOSED",
@@ -26,16 +36,38 @@ export const ErrorCodes = {
   REJECTED: "MB_REJECTED",
 } as const;
 
-/** One of the values of {@link ErrorCodes}. */
+/**
+ * One of the values of {@link ErrorCodes}.
+ *
+ * @example Switch on the code
+ * ```ts
+ * import type { ErrorCode } from "./mod.ts";
+ * function describe(code: ErrorCode): string {
+ *   return code === "MB_FULL" ? "buffer full" : code === "MB_STORAGE" ? "disk error" : code;
+ * }
+ * ```
+ */
 export type ErrorCode = typeof ErrorCodes[keyof typeof ErrorCodes];
 
-/** Base class: `code`, `retriable` and (when there is one) `cause`. */
+/**
+ * Base class: `code`, `retriable` and (when there is one) `cause`.
+ *
+ * @example Retry what may pass
+ * ```ts
+ * import { MessageBufferError } from "./mod.ts";
+ * await buffer.write("t", "v").catch((e) => {
+ *   if (e instanceof MessageBufferError && e.retriable) return retryLater();
+ *   throw e;
+ * });
+ * ```
+ */
 export class MessageBufferError extends Error {
   /** Stable machine-readable code, one of {@link ErrorCodes}. */
   readonly code: ErrorCode;
   /** True when the same call may succeed later without any change by the caller. */
   readonly retriable: boolean;
 
+  /** An error with `code`, `message`, and optionally a `cause` and whether it is retriable. */
   constructor(
     code: ErrorCode,
     message: string,
@@ -48,8 +80,18 @@ export class MessageBufferError extends Error {
   }
 }
 
-/** The buffer is closed; nothing more is accepted. */
+/**
+ * The buffer is closed; nothing more is accepted.
+ *
+ * @example A write after close
+ * ```ts
+ * import { BufferClosedError } from "./mod.ts";
+ * await buffer.close();
+ * await buffer.write("t", "late").catch((e) => console.assert(e instanceof BufferClosedError));
+ * ```
+ */
 export class BufferClosedError extends MessageBufferError {
+  /** The buffer at `dir` is closed. */
   constructor(dir: string) {
     super(ErrorCodes.CLOSED, `Buffer "${dir}" is closed; the record was not stored`);
   }
@@ -58,8 +100,20 @@ export class BufferClosedError extends MessageBufferError {
 /**
  * The buffer reached `maxBufferBytes` and its `whenFull` policy is `"reject"`, or, in a mode
  * without disk, `directMaxRecords` records wait for Kafka.
+ *
+ * @example Back off at the cap
+ * ```ts
+ * import { BufferFullError } from "./mod.ts";
+ * try {
+ *   await buffer.write("events", line);
+ * } catch (e) {
+ *   if (e instanceof BufferFullError) await new Promise((r) => setTimeout(r, 1000)); // and retry
+ *   else throw e;
+ * }
+ * ```
  */
 export class BufferFullError extends MessageBufferError {
+  /** `used` of `cap` (in `unit`) are taken at `dir`. */
   constructor(dir: string, used: number, cap: number, unit = "bytes") {
     super(
       ErrorCodes.FULL,
@@ -69,10 +123,21 @@ export class BufferFullError extends MessageBufferError {
   }
 }
 
-/** A filesystem operation failed; the records of the failed write were not stored. */
+/**
+ * A filesystem operation failed; the records of the failed write were not stored.
+ *
+ * @example Tell a full disk from other errors
+ * ```ts
+ * import { StorageError } from "./mod.ts";
+ * await buffer.write("t", "v").catch((e) => {
+ *   if (e instanceof StorageError && e.errno === "ENOSPC") console.error("the buffer's disk is full");
+ * });
+ * ```
+ */
 export class StorageError extends MessageBufferError {
   /** The underlying errno code, such as `"ENOSPC"` or `"EIO"`, when known. */
   readonly errno: string | undefined;
+  /** `operation` on `path` failed with `cause` (its `code` becomes `errno`). */
   constructor(operation: string, path: string, cause: unknown) {
     const errno = (cause as { code?: unknown })?.code;
     const errnoText = typeof errno === "string" ? errno : undefined;
@@ -85,10 +150,24 @@ export class StorageError extends MessageBufferError {
   }
 }
 
-/** The buffer directory is locked by another live process. */
+/**
+ * The buffer directory is locked by another live process.
+ *
+ * @example Say who holds the directory
+ * ```ts
+ * import { LockedError, MessageBuffer } from "./mod.ts";
+ * try {
+ *   await MessageBuffer.open(options);
+ * } catch (e) {
+ *   if (e instanceof LockedError) console.error(`in use by pid ${e.holderPid}`);
+ *   throw e;
+ * }
+ * ```
+ */
 export class LockedError extends MessageBufferError {
   /** The pid written in the lock file by the holder. */
   readonly holderPid: number;
+  /** `dir` is locked by the live process `holderPid`. */
   constructor(dir: string, holderPid: number) {
     super(
       ErrorCodes.LOCKED,
@@ -101,8 +180,18 @@ export class LockedError extends MessageBufferError {
 /**
  * Mode `error-on-error`: the send that held the record failed; Kafka may or may not have it
  * (a failed send can have reached the broker). `cause` is the provider's error.
+ *
+ * @example Fall back when Kafka fails (mode error-on-error)
+ * ```ts
+ * import { DeliveryError } from "./mod.ts";
+ * await buffer.write("events", line).catch((e) => {
+ *   if (e instanceof DeliveryError) return writeToFallback(line);
+ *   throw e;
+ * });
+ * ```
  */
 export class DeliveryError extends MessageBufferError {
+  /** A record of `topic` failed with the provider's error `cause`. */
   constructor(topic: string, cause: unknown) {
     super(
       ErrorCodes.DELIVERY,
@@ -116,8 +205,18 @@ export class DeliveryError extends MessageBufferError {
  * Modes without disk: Kafka had not acknowledged the record `directTimeoutMs` after the write
  * (`block-on-error`: after retries; `error-on-error`: a send that did not answer). It is not
  * sent again; a send still in flight may deliver it. `cause` is the last send error, if any.
+ *
+ * @example Tell the caller Kafka was too slow (mode block-on-error)
+ * ```ts
+ * import { DeliveryTimeoutError } from "./mod.ts";
+ * await buffer.write("events", line).catch((e) => {
+ *   if (e instanceof DeliveryTimeoutError) console.warn(e.message);
+ *   else throw e;
+ * });
+ * ```
  */
 export class DeliveryTimeoutError extends MessageBufferError {
+  /** A record of `topic` was not acknowledged within `timeoutMs`; `cause`: the last error. */
   constructor(topic: string, timeoutMs: number, cause: unknown) {
     super(
       ErrorCodes.TIMEOUT,
@@ -130,10 +229,21 @@ export class DeliveryTimeoutError extends MessageBufferError {
   }
 }
 
-/** A mode without disk: Kafka refused the record for good; `reason` is the broker's. */
+/**
+ * A mode without disk: Kafka refused the record for good; `reason` is the broker's.
+ *
+ * @example Log Kafka's reason
+ * ```ts
+ * import { RecordRejectedError } from "./mod.ts";
+ * await buffer.write("t", huge).catch((e) => {
+ *   if (e instanceof RecordRejectedError) console.error(`refused: ${e.reason}`);
+ * });
+ * ```
+ */
 export class RecordRejectedError extends MessageBufferError {
   /** Why, as the provider gave it, e.g. `"MESSAGE_TOO_LARGE: ..."`. */
   readonly reason: string;
+  /** A record of `topic` was refused for `reason`. */
   constructor(topic: string, reason: string) {
     super(ErrorCodes.REJECTED, `Kafka refused a record for topic "${topic}": ${reason}`);
     this.reason = reason;

@@ -5,23 +5,64 @@
  * @module
  */
 
-/** Severity, lowest first. */
+/**
+ * Severity, lowest first.
+ *
+ * @example Only errors
+ * ```ts
+ * import { createLogger, type LogLevel } from "./mod.ts";
+ * const level: LogLevel = "error";
+ * const logger = createLogger({ level });
+ * ```
+ */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-/** Fields attached to an event. */
+/**
+ * Fields attached to an event.
+ *
+ * @example Fields of a log line
+ * ```ts
+ * logger.warn("backlog growing", { records: 120_000, topic: "orders" });
+ * ```
+ */
 export type LogFields = Record<string, unknown>;
 
-/** Where events go. */
+/**
+ * Where events go.
+ *
+ * @example Send the engine's events to your logger
+ * ```ts
+ * import type { Logger } from "./mod.ts";
+ * const logger: Logger = {
+ *   debug: () => {},
+ *   info: (m, f) => console.info(m, f),
+ *   warn: (m, f) => console.warn(m, f),
+ *   error: (m, f) => console.error(m, f),
+ * };
+ * ```
+ */
 export interface Logger {
+  /** Detail for troubleshooting (every retry, every connection). */
   debug(message: string, fields?: LogFields): void;
+  /** Normal events (start, stop, roll, recovery). */
   info(message: string, fields?: LogFields): void;
+  /** Something was dropped, expired, dead-lettered, or is being retried. */
   warn(message: string, fields?: LogFields): void;
+  /** Something failed: storage, corruption, a stopped sender. */
   error(message: string, fields?: LogFields): void;
 }
 
-/** Options of {@link createLogger}. */
+/**
+ * Options of {@link createLogger}.
+ *
+ * @example JSON lines from info up
+ * ```ts
+ * import { createLogger } from "./mod.ts";
+ * const logger = createLogger({ level: "info", format: "json" });
+ * ```
+ */
 export interface LoggerOptions {
   /** Lowest level written. @default "info" */
   level?: LogLevel;
@@ -81,7 +122,19 @@ function jsonSafe(_key: string, value: unknown): unknown {
   return value;
 }
 
-/** A logger that drops everything. */
+/**
+ * A logger that drops everything.
+ *
+ * @example A quiet buffer in tests
+ * ```ts
+ * import { KafkaProvider, MessageBuffer, silentLogger } from "./mod.ts";
+ * const buffer = await MessageBuffer.open({
+ *   dir: "./buffer",
+ *   provider: new KafkaProvider({ brokers: ["127.0.0.1:9092"] }),
+ *   logger: silentLogger,
+ * });
+ * ```
+ */
 export const silentLogger: Logger = {
   debug() {},
   info() {},

@@ -29,7 +29,7 @@ export interface ParsedFlags<S extends FlagSpec> {
  * Throws {@link FlagError} for an unknown flag, a missing value, a value given to a boolean
  * flag, or a positional argument when `allowPositionals` is false.
  *
- * @example
+ * @example Parse a command line
  * ```ts
  * import { parseFlags } from "./flags.ts";
  * const { values } = parseFlags(["--fsync", "always", "--tls"], { fsync: "value", tls: "boolean" });

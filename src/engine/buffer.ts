@@ -39,7 +39,15 @@ export type { LaneStats, ProviderState, StorageHealth, WriteOptions };
 /** Options of the engine: {@link MessageBufferOptions} with the runtime adapters chosen. */
 export type EngineOptions = MessageBufferOptions & { fs: FileSystem; logger: Logger };
 
-/** A snapshot of the buffer's state, from {@link MessageBuffer.stats}. */
+/**
+ * A snapshot of the buffer's state, from {@link MessageBuffer.stats}.
+ *
+ * @example Watch the backlog
+ * ```ts
+ * const s = buffer.stats();
+ * if (s.backlog.records > 100_000) console.warn(`${s.backlog.records} records wait for Kafka`);
+ * ```
+ */
 export interface BufferStats {
   /** The `mode` option. */
   mode: Mode;
@@ -105,6 +113,7 @@ export class MessageBuffer {
   #closing = false;
   #closed: Promise<void> | null = null;
 
+  /** Use {@link MessageBuffer.open}, which recovers the directory first. */
   protected constructor(
     o: ResolvedOptions,
     disk: Lanes | null,

@@ -39,16 +39,29 @@ export const LANES_DIR = "lanes";
 /** The topic assignments, one JSON object per line: `{"topic": "t", "lane": 2}`. */
 export const TOPICS_FILE = `${LANES_DIR}/topics`;
 
-/** One lane as {@link MessageBuffer.stats} reports it. */
+/**
+ * One lane as {@link MessageBuffer.stats} reports it.
+ *
+ * @example Find the lane that is stuck
+ * ```ts
+ * const stuck = buffer.stats().lanes.filter((l) => l.provider.state !== "ready");
+ * for (const l of stuck) console.warn(`lane ${l.lane} (${l.topics.join(", ")}): ${l.provider.lastError}`);
+ * ```
+ */
 export interface LaneStats {
+  /** The lane's number. */
   lane: number;
   /** The lane's directory, relative to the buffer directory (`""` for lane 0). */
   dir: string;
   /** Topics assigned to it (all of them with one lane: reported as `["*"]`). */
   topics: string[];
+  /** Records and bytes not yet acknowledged, and the lane's segment files. */
   backlog: { records: number; bytes: number; segments: number };
+  /** Age of the lane's oldest unacknowledged record's frame, ms; null when none waits. */
   oldestRecordAgeMs: number | null;
+  /** The provider as the lane's sender sees it, with its last send error. */
   provider: { state: ProviderState; lastError: string | null };
+  /** Records the lane delivered since open. */
   delivered: number;
 }
 

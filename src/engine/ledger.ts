@@ -46,7 +46,15 @@ export interface Segment {
   removedAs?: "dropped" | "expired";
 }
 
-/** Counters since the buffer was opened (see README, "Metrics"). */
+/**
+ * Counters since the buffer was opened (see README, "Metrics").
+ *
+ * @example Count what was lost on purpose
+ * ```ts
+ * const c = buffer.stats().counters;
+ * console.log(`dropped ${c.dropped}, expired ${c.expired}, dead-lettered ${c.deadLettered}`);
+ * ```
+ */
 export interface Counters {
   /** Records stored (their write resolved). */
   written: number;

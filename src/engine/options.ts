@@ -23,16 +23,66 @@ import {
   type ValueOf,
 } from "../settings.ts";
 
-/** When a write's promise resolves, and how often data is flushed to stable storage. */
-export type FsyncPolicy = ValueOf<typeof ENGINE.fsync>;
+/**
+ * When a write's promise resolves, and how often data is flushed to stable storage.
+ *
+ * @example Durable acknowledgements
+ * ```ts
+ * import type { FsyncPolicy } from "./mod.ts";
+ * const fsync: FsyncPolicy = "always"; // a write resolves after the fsync that covers it
+ * ```
+ */
+export type FsyncPolicy = "always" | "interval" | "never";
 
-/** How records reach the provider: through the disk, directly, or directly with a fallback. */
-export type Mode = ValueOf<typeof ENGINE.mode>;
+/**
+ * How records reach the provider: through the disk, directly, or directly with a fallback.
+ *
+ * @example Straight to Kafka, with the disk as a safety net
+ * ```ts
+ * import { KafkaProvider, MessageBuffer } from "./mod.ts";
+ * const buffer = await MessageBuffer.open({
+ *   dir: "./buffer",
+ *   mode: "direct-until-error",
+ *   provider: new KafkaProvider({ brokers: ["127.0.0.1:9092"] }),
+ * });
+ * ```
+ */
+export type Mode = "buffer" | "direct-until-error" | "block-on-error" | "error-on-error";
 
-/** What a write does when the buffer holds `maxBufferBytes`. */
-export type WhenFull = ValueOf<typeof ENGINE.whenFull>;
+/**
+ * What a write does when the buffer holds `maxBufferBytes`.
+ *
+ * @example Refuse writes at the cap
+ * ```ts
+ * import type { WhenFull } from "./mod.ts";
+ * const whenFull: WhenFull = "reject"; // writes past the cap fail with BufferFullError
+ * ```
+ */
+export type WhenFull = "drop-oldest" | "block" | "reject";
 
-/** Options of {@link MessageBuffer.open}. Sizes are bytes, times are milliseconds. */
+// The names above are those of the settings table.
+const _sameNames: [
+  Same<FsyncPolicy, ValueOf<typeof ENGINE.fsync>>,
+  Same<Mode, ValueOf<typeof ENGINE.mode>>,
+  Same<WhenFull, ValueOf<typeof ENGINE.whenFull>>,
+] = [true, true, true];
+void _sameNames;
+
+/**
+ * Options of {@link MessageBuffer.open}. Sizes are bytes, times are milliseconds.
+ *
+ * @example A buffer with a 10 GiB cap that waits when full
+ * ```ts
+ * import { KafkaProvider, MessageBuffer, type MessageBufferOptions } from "./mod.ts";
+ * const options: MessageBufferOptions = {
+ *   dir: "/var/lib/myapp/buffer",
+ *   provider: new KafkaProvider({ brokers: ["kafka-1:9092", "kafka-2:9092"] }),
+ *   maxBufferBytes: 10 * 2 ** 30,
+ *   whenFull: "block",
+ * };
+ * const buffer = await MessageBuffer.open(options);
+ * ```
+ */
 export interface MessageBufferOptions {
   /**
    * Buffer directory; created if missing. Holds segments, S files, `dead/`, `quarantine/`.
@@ -126,13 +176,29 @@ export type ResolvedOptions = Required<Omit<MessageBufferOptions, "fs" | "logger
 /**
  * The default of every option that has one (from the table in `src/settings.ts`).
  *
- * @example
+ * @example Read a default
  * ```ts
  * import { DEFAULTS } from "./options.ts";
  * console.log(DEFAULTS.segmentMaxBytes); // 16777216
  * ```
  */
-export const DEFAULTS: Defaults<typeof ENGINE> = defaultsOf(ENGINE);
+export const DEFAULTS: EngineDefaults = defaultsOf(ENGINE);
+
+/**
+ * The type of {@link DEFAULTS}: every option that has a default, with it.
+ *
+ * @example Half the default cap
+ * ```ts
+ * import { DEFAULTS } from "./mod.ts";
+ * const maxBufferBytes = DEFAULTS.maxBufferBytes / 2;
+ * ```
+ */
+export type EngineDefaults = Readonly<
+  Required<Omit<MessageBufferOptions, "dir" | "provider" | "fs" | "logger" | "retryInitialMs">>
+>;
+
+const _sameDefaults: Same<EngineDefaults, Defaults<typeof ENGINE>> = true;
+void _sameDefaults;
 
 /**
  * Fills in defaults and checks every option, throwing TypeError/RangeError naming the option.

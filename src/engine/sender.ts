@@ -24,16 +24,35 @@ import { DEAD_DIR } from "../segment/recovery.ts";
 import { SegmentFile } from "../segment/writer.ts";
 import type { Ledger, Segment } from "./ledger.ts";
 
-/** `connecting` until `open()` succeeds; `retrying` while sends fail; `closed` after close. */
+/**
+ * `connecting` until `open()` succeeds; `retrying` while sends fail; `closed` after close.
+ *
+ * @example Alert while Kafka is unreachable
+ * ```ts
+ * if (buffer.stats().provider.state === "retrying") console.warn("Kafka is not accepting sends");
+ * ```
+ */
 export type ProviderState = "connecting" | "ready" | "retrying" | "closed";
 
-/** Delivery latency over the last records delivered, in ms. */
+/**
+ * Delivery latency over the last records delivered, in ms.
+ *
+ * @example Print the delivery latency
+ * ```ts
+ * const { p50, p99 } = buffer.stats().deliveryLatencyMs;
+ * console.log(`to Kafka: p50 ${p50} ms, p99 ${p99} ms`);
+ * ```
+ */
 export interface LatencyStats {
+  /** Median, ms; null before the first delivery. */
   p50: number | null;
+  /** 99th percentile, ms; null before the first delivery. */
   p99: number | null;
+  /** Largest, ms; null before the first delivery. */
   max: number | null;
   /** Sum and count since open. */
   sum: number;
+  /** Records delivered since open. */
   count: number;
 }
 

@@ -30,7 +30,18 @@ import { SegmentFile } from "../segment/writer.ts";
 import type { Durability } from "./durability.ts";
 import { type Ledger, newSegment, type Segment } from "./ledger.ts";
 
-/** Per-record options of a write. */
+/**
+ * Per-record options of a write.
+ *
+ * @example A keyed record with headers and an event time
+ * ```ts
+ * await buffer.write("orders", JSON.stringify(order), {
+ *   key: order.customerId,
+ *   headers: { source: "web" },
+ *   timestamp: order.createdAt,
+ * });
+ * ```
+ */
 export interface WriteOptions {
   /** Kafka record key; records with the same key go to the same partition. */
   key?: Bytes | null;
@@ -40,8 +51,17 @@ export interface WriteOptions {
   timestamp?: number;
 }
 
-/** Whether the buffer directory takes writes durably (see the module doc). */
+/**
+ * Whether the buffer directory takes writes durably (see the module doc).
+ *
+ * @example Report a failing disk
+ * ```ts
+ * const { storage } = buffer.stats();
+ * if (storage.state === "failed") console.error(`buffer storage failed: ${storage.lastError}`);
+ * ```
+ */
 export interface StorageHealth {
+  /** `failed` after an fsync failed, until a fresh segment and a write fsync cleanly again. */
   state: "ok" | "failed";
   /** The error that put the writer in the failed state, while it lasts. */
   lastError: string | null;

@@ -58,7 +58,16 @@ class NodeFileHandle implements FileHandle {
 /** Directories this process holds the lock of (a pid in LOCK equal to ours is otherwise stale). */
 const heldLocks = new Set<string>();
 
-/** The real filesystem. */
+/**
+ * The real filesystem.
+ *
+ * @example Pass it explicitly
+ * ```ts
+ * import { NodeFileSystem } from "./mod.ts";
+ * const fs = new NodeFileSystem();
+ * console.log(await fs.list("."));
+ * ```
+ */
 export class NodeFileSystem implements FileSystem {
   async mkdirp(path: string): Promise<void> {
     await fsp.mkdir(path, { recursive: true });

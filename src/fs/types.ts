@@ -6,7 +6,17 @@
  * @module
  */
 
-/** An open file. Writes go to the end (append) unless a position is given. */
+/**
+ * An open file. Writes go to the end (append) unless a position is given.
+ *
+ * @example Append and make it durable
+ * ```ts
+ * const fh = await fs.open("/tmp/x", "create");
+ * await fh.append(new TextEncoder().encode("hello\\n"));
+ * await fh.sync();
+ * await fh.close();
+ * ```
+ */
 export interface FileHandle {
   /** Writes all of `data` at the end of the file; may perform several system writes. */
   append(data: Uint8Array): Promise<void>;
@@ -20,15 +30,42 @@ export interface FileHandle {
   truncate(size: number): Promise<void>;
   /** Current size in bytes. */
   size(): Promise<number>;
+  /** Closes the file. */
   close(): Promise<void>;
 }
 
-/** What a held lock lets its owner do. */
+/**
+ * What a held lock lets its owner do.
+ *
+ * @example Hold a directory
+ * ```ts
+ * const lock = await fs.lock("/var/lib/myapp/buffer");
+ * try {
+ *   // ... the directory is this process's
+ * } finally {
+ *   await lock.release();
+ * }
+ * ```
+ */
 export interface DirLock {
+  /** Releases the lock (removes the lock file). */
   release(): Promise<void>;
 }
 
-/** The operations the buffer needs, and nothing more. */
+/**
+ * The operations the buffer needs, and nothing more.
+ *
+ * @example The engine on the default filesystem, explicitly
+ * ```ts
+ * import { MessageBufferCore, NodeFileSystem, silentLogger } from "./mod.ts";
+ * const buffer = await MessageBufferCore.open({
+ *   dir: "./buffer",
+ *   provider,
+ *   fs: new NodeFileSystem(),
+ *   logger: silentLogger,
+ * });
+ * ```
+ */
 export interface FileSystem {
   /** Creates a directory and its parents; fine if it exists. */
   mkdirp(path: string): Promise<void>;

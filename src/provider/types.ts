@@ -5,17 +5,31 @@
  * @module
  */
 
-/** A record header as `[name, value]`; Kafka allows repeated names, so headers are a list. */
+/**
+ * A record header as `[name, value]`; Kafka allows repeated names, so headers are a list.
+ *
+ * @example Read a header of a record
+ * ```ts
+ * const trace = record.headers?.find(([name]) => name === "trace-id")?.[1];
+ * ```
+ */
 export type ProviderHeader = readonly [name: string, value: Uint8Array];
 
 /**
  * A record handed to a provider: what a writer stored, as it reads back. `value`, `key` and
  * header values may view memory the engine reuses after `send` settles: copy to keep them.
+ *
+ * @example The value as text
+ * ```ts
+ * const text = new TextDecoder().decode(record.value);
+ * ```
  */
 export interface ProviderRecord {
+  /** The Kafka topic. */
   readonly topic: string;
   /** Null when the record was written without a key. */
   readonly key: Uint8Array | null;
+  /** The record's value, byte for byte as written. */
   readonly value: Uint8Array;
   /** Null when the record has no headers. */
   readonly headers: readonly ProviderHeader[] | null;
@@ -23,7 +37,18 @@ export interface ProviderRecord {
   readonly timestamp: number;
 }
 
-/** A record the provider will never accept (too large, invalid topic, not authorized). */
+/**
+ * A record the provider will never accept (too large, invalid topic, not authorized).
+ *
+ * @example Refuse records that are too large
+ * ```ts
+ * const rejected = records
+ *   .map((r, index) => ({ r, index }))
+ *   .filter(({ r }) => r.value.length > 1_000_000)
+ *   .map(({ index }) => ({ index, reason: "MESSAGE_TOO_LARGE: over 1 MB" }));
+ * return { rejected };
+ * ```
+ */
 export interface RecordRejection {
   /** Index of the record in the batch passed to `send`. */
   index: number;
@@ -31,8 +56,16 @@ export interface RecordRejection {
   reason: string;
 }
 
-/** What `send` resolves with. Absent or empty `rejected`: every record was acknowledged. */
+/**
+ * What `send` resolves with. Absent or empty `rejected`: every record was acknowledged.
+ *
+ * @example Every record acknowledged
+ * ```ts
+ * return { rejected: [] };
+ * ```
+ */
 export interface SendResult {
+  /** The records that will never be accepted; the others were acknowledged. */
   rejected?: RecordRejection[];
 }
 
@@ -44,6 +77,20 @@ export interface SendResult {
  *   to the dead-letter folder.
  * - `send` throwing means "not delivered, try again": the engine waits (backoff with jitter)
  *   and sends the same batch again, never skipping it. Any record may then arrive twice.
+ *
+ * @example A provider that prints records (for a dry run)
+ * ```ts
+ * import type { Provider } from "./mod.ts";
+ * const printer: Provider = {
+ *   name: "stdout",
+ *   open: () => Promise.resolve(),
+ *   send: (records) => {
+ *     for (const r of records) console.log(r.topic, new TextDecoder().decode(r.value));
+ *     return Promise.resolve();
+ *   },
+ *   close: () => Promise.resolve(),
+ * };
+ * ```
  */
 export interface Provider {
   /** Short name for logs and metrics, e.g. `"kafka"`. */

@@ -244,10 +244,25 @@ export function validateTopic(topic: unknown): asserts topic is string {
   }
 }
 
-/** Bytes or text; text is stored as UTF-8. */
+/**
+ * Bytes or text; text is stored as UTF-8.
+ *
+ * @example Text or bytes
+ * ```ts
+ * await buffer.write("t", "text is stored as UTF-8");
+ * await buffer.write("t", new Uint8Array([0, 1, 2]));
+ * ```
+ */
 export type Bytes = string | Uint8Array;
 
-/** Headers given by a caller: a map, or a list when a name repeats. */
+/**
+ * Headers given by a caller: a map, or a list when a name repeats.
+ *
+ * @example Repeated header names
+ * ```ts
+ * await buffer.write("t", "v", { headers: [["tag", "a"], ["tag", "b"]] });
+ * ```
+ */
 export type HeadersInit = Record<string, Bytes> | Array<[string, Bytes]>;
 
 /**

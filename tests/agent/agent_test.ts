@@ -618,7 +618,12 @@ describe("agent CLI", () => {
     assert.match(run.stdout, /--file-max-time <n>/);
     assert.match(run.stdout, /config key: file_max_time/);
     const v = await runCli(["--version"]);
-    assert.match(v.stdout, /^messagebuffer \d+\.\d+\.\d+/);
+    assert.match(
+      v.stdout,
+      process.env.MB_AGENT_BIN
+        ? /^messagebuffer \d+\.\d+\.\d+ \(commit [0-9a-f]{7,}\S*, built with Bun \d\S* on \d{4}-\d\d-\d\dT[\d:]+Z, single executable\)$/m
+        : /^messagebuffer \d+\.\d+\.\d+ \(from source, running on (Deno|Bun) \d/,
+    );
   });
 
   it("refuses bad flags and values with an error naming them (exit 2)", async () => {

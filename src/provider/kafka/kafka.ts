@@ -23,7 +23,22 @@ import type { Logger } from "../../log.ts";
 import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
 import type { Provider, ProviderRecord, RecordRejection, SendResult } from "../types.ts";
 
-/** TLS settings; PEM text, not file names (the agent reads the files). */
+/**
+ * TLS settings; PEM text, not file names (the agent reads the files).
+ *
+ * @example Mutual TLS
+ * ```ts
+ * import { KafkaProvider } from "./mod.ts";
+ * const provider = new KafkaProvider({
+ *   brokers: ["kafka.example.com:9093"],
+ *   tls: {
+ *     ca: await Deno.readTextFile("ca.pem"),
+ *     cert: await Deno.readTextFile("client-cert.pem"),
+ *     key: await Deno.readTextFile("client-key.pem"),
+ *   },
+ * });
+ * ```
+ */
 export interface KafkaTlsOptions {
   /** CA certificate(s) to trust. @default the runtime's CA store */
   ca?: string;
@@ -35,14 +50,80 @@ export interface KafkaTlsOptions {
   insecureSkipVerify?: boolean;
 }
 
-/** SASL settings. */
+/**
+ * A Kafka client library {@link KafkaProvider} can produce through.
+ *
+ * @example Produce with kafkajs
+ * ```ts
+ * import { KafkaProvider } from "./mod.ts";
+ * const provider = new KafkaProvider({ brokers: ["127.0.0.1:9092"], client: "kafkajs" });
+ * ```
+ */
+export type KafkaClientName = "platformatic" | "kafkajs";
+
+/**
+ * Compression of the record batches sent to Kafka.
+ *
+ * @example Compressed batches
+ * ```ts
+ * import { KafkaProvider } from "./mod.ts";
+ * const provider = new KafkaProvider({ brokers: ["127.0.0.1:9092"], compression: "zstd" });
+ * ```
+ */
+export type KafkaCompression = "none" | "gzip" | "snappy" | "lz4" | "zstd";
+
+/**
+ * A SASL mechanism.
+ *
+ * @example SASL/PLAIN
+ * ```ts
+ * const sasl = { mechanism: "plain" as const, username: "app", password: "secret" };
+ * ```
+ */
+export type KafkaSaslMechanism = "plain" | "scram-sha-256" | "scram-sha-512";
+
+// The names above are those of the settings table.
+const _sameNames: [
+  Same<KafkaClientName, ValueOf<typeof KAFKA.client>>,
+  Same<KafkaCompression, ValueOf<typeof KAFKA.compression>>,
+  Same<KafkaSaslMechanism, ValueOf<(typeof KAFKA)["sasl.mechanism"]>>,
+] = [true, true, true];
+void _sameNames;
+
+/**
+ * SASL settings.
+ *
+ * @example SCRAM-SHA-256
+ * ```ts
+ * import { KafkaProvider } from "./mod.ts";
+ * const provider = new KafkaProvider({
+ *   brokers: ["127.0.0.1:9094"],
+ *   sasl: { mechanism: "scram-sha-256", username: "alice", password: "alice-secret" },
+ * });
+ * ```
+ */
 export interface KafkaSaslOptions {
-  mechanism: ValueOf<(typeof KAFKA)["sasl.mechanism"]>;
+  /** The mechanism the broker's listener offers. */
+  mechanism: KafkaSaslMechanism;
+  /** The user name. */
   username: string;
+  /** The password (the agent reads it from a file or the environment, never a flag). */
   password: string;
 }
 
-/** Options of {@link KafkaProvider}. */
+/**
+ * Options of {@link KafkaProvider}.
+ *
+ * @example TLS and SASL/SCRAM
+ * ```ts
+ * import { KafkaProvider } from "./mod.ts";
+ * const provider = new KafkaProvider({
+ *   brokers: ["kafka.example.com:9093"],
+ *   tls: { ca: await Deno.readTextFile("/etc/ssl/kafka-ca.pem") },
+ *   sasl: { mechanism: "scram-sha-512", username: "app", password: Deno.env.get("KAFKA_PASSWORD")! },
+ * });
+ * ```
+ */
 export interface KafkaProviderOptions {
   /** Bootstrap brokers, `host:port`. */
   brokers: string[];
@@ -50,11 +131,11 @@ export interface KafkaProviderOptions {
    * The Kafka client library: `"platformatic"` (@platformatic/kafka, the faster) or
    * `"kafkajs"`. Both produce the same way (see the module doc). @default "platformatic"
    */
-  client?: ValueOf<typeof KAFKA.client>;
+  client?: KafkaClientName;
   /** Client id the brokers see. @default "messagebuffer" */
   clientId?: string;
   /** Compression of record batches. @default "none" */
-  compression?: ValueOf<typeof KAFKA.compression>;
+  compression?: KafkaCompression;
   /** How long a broker may take to answer a request. @default 30_000 */
   requestTimeoutMs?: number;
   /** How long to wait for a TCP (and TLS) connection. @default 3_000 */
@@ -98,6 +179,9 @@ export const PER_RECORD_ERRORS: ReadonlySet<string> = new Set([
   "POLICY_VIOLATION",
   "INVALID_TIMESTAMP",
 ]);
+
+/** The client libraries' versions, as in package.json and deno.json (checked by a test). */
+export const LIBRARY_VERSIONS = { "@platformatic/kafka": "2.12.1", kafkajs: "2.2.4" } as const;
 
 /** Of those, the errors that concern a whole topic: every record of it is refused. */
 const TOPIC_ERRORS: ReadonlySet<string> = new Set([
@@ -298,6 +382,10 @@ export class KafkaProvider implements Provider {
   readonly #tls: KafkaTlsOptions | undefined;
   #open = false;
 
+  /**
+   * Checks the options (a bad one throws a TypeError or RangeError naming it); connects on
+   * `open()`.
+   */
   constructor(options: KafkaProviderOptions) {
     if (options === null || typeof options !== "object") {
       throw new TypeError("KafkaProvider needs an options object");
@@ -324,14 +412,31 @@ export class KafkaProvider implements Provider {
    * that importing this module (or mod.ts) costs neither its load time nor its memory.
    */
   async #connectClient(): Promise<KafkaClient> {
-    this.#client ??= this.#o.client === "kafkajs"
-      ? new (await import("./kafkajs.ts")).KafkajsClient(this.#settings)
-      : new (await import("./platformatic.ts")).PlatformaticClient(this.#settings);
+    if (this.#client) return this.#client;
+    const library = this.#o.client === "kafkajs" ? "kafkajs" : "@platformatic/kafka";
+    let client: KafkaClient;
+    try {
+      client = this.#o.client === "kafkajs"
+        ? new (await import("./kafkajs.ts")).KafkajsClient(this.#settings)
+        : new (await import("./platformatic.ts")).PlatformaticClient(this.#settings);
+    } catch (e) {
+      // A Deno app that imports messagebuffer by path resolves bare specifiers with its own
+      // import map: say what to add (README, "Using it from another Deno app").
+      const version = LIBRARY_VERSIONS[library];
+      throw new KafkaSendError(
+        `cannot load the Kafka client library ${library} (client "${this.#o.client}")`,
+        new Error(
+          `${e instanceof Error ? e.message.split("\n")[0] : e}. In a Deno app, map it in the ` +
+            `app's deno.json: "imports": { "${library}": "npm:${library}@${version}" }`,
+        ),
+      );
+    }
+    this.#client ??= client;
     return this.#client;
   }
 
   /** The client library in use. */
-  get client(): ValueOf<typeof KAFKA.client> {
+  get client(): KafkaClientName {
     return this.#o.client;
   }
 

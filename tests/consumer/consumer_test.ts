@@ -1,0 +1,89 @@
+// messagebuffer as another project uses it: a small app in its own directory, outside this
+// tree, with its own config, imports mod.ts by path under Deno and under Bun, writes one
+// record with each Kafka client, and a consumer reads it back from the real broker. The
+// Deno app's deno.json holds the one import-map line per client library that the README
+// tells Deno users to write.
+
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { LIBRARY_VERSIONS } from "../../src/provider/kafka/kafka.ts";
+import { BROKERS, consume, createTopics, uniqueTopic } from "../_kafka.ts";
+
+const repo = resolve(import.meta.dirname ?? ".", "../..");
+
+const APP = `import { KafkaProvider, MessageBuffer } from ${
+  JSON.stringify(pathToFileURL(join(repo, "mod.ts")).href)
+};
+const [brokers, topic, client, dir] = (globalThis.Deno?.args ?? process.argv.slice(2));
+const buffer = await MessageBuffer.open({
+  dir,
+  provider: new KafkaProvider({ brokers: brokers.split(","), client }),
+});
+await buffer.write(topic, "hello from an app", { key: "app" });
+await buffer.drained(60_000);
+console.log("delivered", buffer.stats().counters.delivered);
+await buffer.close();
+`;
+
+function run(cmd: string, args: string[], cwd: string): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    execFile(cmd, args, { cwd, timeout: 120_000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(" ")} failed: ${stderr || err.message}`));
+      else resolvePromise(stdout);
+    });
+  });
+}
+
+describe("an app outside the tree imports mod.ts", () => {
+  it("names the same client library versions as package.json and deno.json", async () => {
+    const pkg = JSON.parse(await readFile(join(repo, "package.json"), "utf8"));
+    const deno = JSON.parse(await readFile(join(repo, "deno.json"), "utf8"));
+    for (const [lib, version] of Object.entries(LIBRARY_VERSIONS)) {
+      assert.equal(pkg.dependencies[lib], version, `package.json ${lib}`);
+      assert.equal(deno.imports[lib], `npm:${lib}@${version}`, `deno.json ${lib}`);
+    }
+  });
+
+  for (const runtime of ["deno", "bun"] as const) {
+    for (const client of ["platformatic", "kafkajs"] as const) {
+      it(`under ${runtime}, with the ${client} client, and the record reaches Kafka`, async () => {
+        const app = await mkdtemp(join(tmpdir(), "mb-consumer-app-"));
+        try {
+          await writeFile(join(app, "main.ts"), APP);
+          // The app's own config: Deno maps the client libraries (README); Bun needs none.
+          await writeFile(
+            join(app, "deno.json"),
+            JSON.stringify({
+              imports: Object.fromEntries(
+                Object.entries(LIBRARY_VERSIONS).map(([lib, v]) => [lib, `npm:${lib}@${v}`]),
+              ),
+            }),
+          );
+          await writeFile(
+            join(app, "package.json"),
+            JSON.stringify({ name: "app", type: "module" }),
+          );
+          const topic = uniqueTopic(`consumer-${runtime}-${client}`);
+          await createTopics([topic], 1);
+          const bin = join(repo, "node_modules/.bin", runtime);
+          const args = [BROKERS.join(","), topic, client, join(app, "buffer")];
+          const out = runtime === "deno"
+            ? await run(bin, ["run", "-A", "main.ts", ...args], app)
+            : await run(bin, ["main.ts", ...args], app);
+          assert.match(out, /^delivered 1$/m);
+          const got = await consume([topic], 1);
+          assert.deepEqual(got.map((r) => [r.key!.toString(), r.value!.toString()]), [
+            ["app", "hello from an app"],
+          ]);
+        } finally {
+          await rm(app, { recursive: true, force: true });
+        }
+      });
+    }
+  }
+});
