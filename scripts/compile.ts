@@ -16,12 +16,20 @@ const inlinedWasm: import("bun").BunPlugin = {
 // What `--version` names: scripts/release.sh passes the version, commit, runtime and date
 // as JSON in MB_BUILD_INFO; a plain build gets the runtime and date, and the commit if git
 // can tell it.
-const git = Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"], { stderr: "ignore" });
+function gitCommit(): string {
+  try {
+    const git = Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"], { stderr: "ignore" });
+    return git.success ? git.stdout.toString().trim() : "unknown";
+  } catch {
+    return "unknown"; // no git on this host
+  }
+}
 const buildInfo = process.env.MB_BUILD_INFO ?? JSON.stringify({
-  commit: git.success ? git.stdout.toString().trim() : "unknown",
+  commit: gitCommit(),
   runtime: `Bun ${Bun.version}`,
   date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
 });
+JSON.parse(buildInfo); // a malformed MB_BUILD_INFO fails the build, not the --version
 const result = await Bun.build({
   entrypoints: ["cli.ts"],
   compile: { outfile },

@@ -25,8 +25,10 @@ case $(uname -m) in
   *) arch=$(uname -m) debarch=$(dpkg --print-architecture) ;;
 esac
 
-rm -rf "$out"
+umask 022 # the package's files and DEBIAN/ must be world-readable for dpkg-deb
 mkdir -p "$out"
+# Only what this script writes is replaced; the rest of OUTDIR is left alone.
+rm -f "$out"/messagebuffer-*-linux-*.tar.gz "$out"/messagebuffer_*.deb "$out/SHA256SUMS"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
@@ -47,24 +49,24 @@ tar -C "$stage" -czf "$out/$name.tar.gz" --owner=0 --group=0 "$name"
 root=$stage/deb
 install -D -m 0755 "$stage/messagebuffer" "$root/usr/bin/messagebuffer"
 install -D -m 0640 packaging/config.json "$root/etc/messagebuffer/config.json"
-install -D -m 0644 packaging/messagebuffer.service "$root/lib/systemd/system/messagebuffer.service"
+install -D -m 0644 packaging/messagebuffer.service "$root/usr/lib/systemd/system/messagebuffer.service"
 install -D -m 0644 README.md "$root/usr/share/doc/messagebuffer/README.md"
 install -D -m 0644 LICENSE "$root/usr/share/doc/messagebuffer/copyright"
+size=$(du -sk "$root" | cut -f1)
 mkdir -p "$root/DEBIAN"
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
 echo /etc/messagebuffer/config.json >"$root/DEBIAN/conffiles"
-size=$(du -sk "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: messagebuffer
 Version: $version
 Architecture: $debarch
 Maintainer: messagebuffer developers <messagebuffer@localhost>
 Installed-Size: $size
-Depends: adduser
+Depends: adduser, libc6
 Section: net
 Priority: optional
 Homepage: https://github.com/messagebuffer/messagebuffer
-Description: local store-and-forward agent for Kafka
+Description: local store-and-forward agent for Kafka (x86-64 with AVX2)
  Applications on a host hand messages to messagebuffer over a Unix socket; it stores each
  one at once in local segment files and delivers them, in order, to Kafka. Nothing
  acknowledged is lost when Kafka or the network is down, or when the agent restarts.

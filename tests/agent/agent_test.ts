@@ -621,7 +621,7 @@ describe("agent CLI", () => {
     assert.match(
       v.stdout,
       process.env.MB_AGENT_BIN
-        ? /^messagebuffer \d+\.\d+\.\d+ \(commit [0-9a-f]{7,}\S*, built with Bun \d\S* on \d{4}-\d\d-\d\dT[\d:]+Z, single executable\)$/m
+        ? /^messagebuffer \d+\.\d+\.\d+ \(commit ([0-9a-f]{7,}\S*|unknown), built with Bun \d\S* on \d{4}-\d\d-\d\dT[\d:]+Z, single executable\)$/m
         : /^messagebuffer \d+\.\d+\.\d+ \(from source, running on (Deno|Bun) \d/,
     );
   });

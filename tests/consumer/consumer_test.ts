@@ -49,13 +49,38 @@ describe("an app outside the tree imports mod.ts", () => {
     }
   });
 
+  it("under deno without the import-map lines, opening says which line the app needs", async () => {
+    const app = await mkdtemp(join(tmpdir(), "mb-consumer-app-"));
+    try {
+      await writeFile(
+        join(app, "main.ts"),
+        `import { KafkaProvider } from ${JSON.stringify(pathToFileURL(join(repo, "mod.ts")).href)};
+await new KafkaProvider({ brokers: ["127.0.0.1:1"] }).open().then(
+  () => console.log("opened"),
+  (e) => console.log(String(e) + " | " + String(e.cause)),
+);
+`,
+      );
+      await writeFile(join(app, "deno.json"), "{}");
+      const out = await run(join(repo, "node_modules/.bin/deno"), ["run", "-A", "main.ts"], app);
+      assert.match(out, /cannot load the Kafka client library for client "platformatic"/);
+      assert.match(
+        out,
+        /map it in the app's deno\.json: "imports": \{ "@platformatic\/kafka": "npm:@platformatic\/kafka@2\.12\.1" \}/,
+      );
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
+  });
+
   for (const runtime of ["deno", "bun"] as const) {
     for (const client of ["platformatic", "kafkajs"] as const) {
       it(`under ${runtime}, with the ${client} client, and the record reaches Kafka`, async () => {
         const app = await mkdtemp(join(tmpdir(), "mb-consumer-app-"));
         try {
           await writeFile(join(app, "main.ts"), APP);
-          // The app's own config: Deno maps the client libraries (README); Bun needs none.
+          // The app's own config, and nothing else (a package.json would let Deno resolve
+          // from node_modules): Deno maps the client libraries (README); Bun needs none.
           await writeFile(
             join(app, "deno.json"),
             JSON.stringify({
@@ -63,10 +88,6 @@ describe("an app outside the tree imports mod.ts", () => {
                 Object.entries(LIBRARY_VERSIONS).map(([lib, v]) => [lib, `npm:${lib}@${v}`]),
               ),
             }),
-          );
-          await writeFile(
-            join(app, "package.json"),
-            JSON.stringify({ name: "app", type: "module" }),
           );
           const topic = uniqueTopic(`consumer-${runtime}-${client}`);
           await createTopics([topic], 1);

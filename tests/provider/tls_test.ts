@@ -9,7 +9,7 @@ import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { MessageBuffer, type Provider, silentLogger } from "../../mod.ts";
+import { type MessageBuffer, type Provider, silentLogger } from "../../mod.ts";
 import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 import { consume, createTopics, KAFKA_CLIENT, kafkaProvider, uniqueTopic } from "../_kafka.ts";
 

@@ -183,6 +183,20 @@ export const PER_RECORD_ERRORS: ReadonlySet<string> = new Set([
 /** The client libraries' versions, as in package.json and deno.json (checked by a test). */
 export const LIBRARY_VERSIONS = { "@platformatic/kafka": "2.12.1", kafkajs: "2.2.4" } as const;
 
+/**
+ * The message of a failed import of a client library, with, when Deno could not resolve a
+ * library (an app importing messagebuffer by path: Deno resolves bare specifiers with the
+ * app's import map), the line the app's deno.json needs.
+ */
+function importHint(e: unknown): string {
+  const message = e instanceof Error ? e.message.split("\n")[0] : String(e);
+  const missing = /Import "([^"]+)" not a dependency|"([^"]+)" is not in import map/.exec(message);
+  const name = missing?.[1] ?? missing?.[2];
+  if (!name || !(name in LIBRARY_VERSIONS)) return message;
+  const version = LIBRARY_VERSIONS[name as keyof typeof LIBRARY_VERSIONS];
+  return `${message}. In a Deno app, map it in the app's deno.json: "imports": { "${name}": "npm:${name}@${version}" }`;
+}
+
 /** Of those, the errors that concern a whole topic: every record of it is refused. */
 const TOPIC_ERRORS: ReadonlySet<string> = new Set([
   "INVALID_TOPIC_EXCEPTION",
@@ -413,25 +427,20 @@ export class KafkaProvider implements Provider {
    */
   async #connectClient(): Promise<KafkaClient> {
     if (this.#client) return this.#client;
-    const library = this.#o.client === "kafkajs" ? "kafkajs" : "@platformatic/kafka";
-    let client: KafkaClient;
+    let module;
     try {
-      client = this.#o.client === "kafkajs"
-        ? new (await import("./kafkajs.ts")).KafkajsClient(this.#settings)
-        : new (await import("./platformatic.ts")).PlatformaticClient(this.#settings);
+      module = this.#o.client === "kafkajs"
+        ? await import("./kafkajs.ts")
+        : await import("./platformatic.ts");
     } catch (e) {
-      // A Deno app that imports messagebuffer by path resolves bare specifiers with its own
-      // import map: say what to add (README, "Using it from another Deno app").
-      const version = LIBRARY_VERSIONS[library];
       throw new KafkaSendError(
-        `cannot load the Kafka client library ${library} (client "${this.#o.client}")`,
-        new Error(
-          `${e instanceof Error ? e.message.split("\n")[0] : e}. In a Deno app, map it in the ` +
-            `app's deno.json: "imports": { "${library}": "npm:${library}@${version}" }`,
-        ),
+        `cannot load the Kafka client library for client "${this.#o.client}"`,
+        new Error(importHint(e)),
       );
     }
-    this.#client ??= client;
+    this.#client ??= "KafkajsClient" in module
+      ? new module.KafkajsClient(this.#settings)
+      : new module.PlatformaticClient(this.#settings);
     return this.#client;
   }
 
