@@ -11,7 +11,8 @@
 
 import { Buffer } from "node:buffer";
 import { setImmediate } from "node:timers";
-import { chmod, lstat, rm } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import net from "node:net";
 import process from "node:process";
 import type { BufferStats, MessageBuffer } from "../engine/buffer.ts";
@@ -395,14 +396,32 @@ export class IngestServer {
     const server = net.createServer({ pauseOnConnect: false, allowHalfOpen: true });
     const ingest = new IngestServer(o, server);
     server.on("connection", (socket) => ingest.#accept(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(o.path, () => {
-        server.off("error", reject);
-        resolve();
+    // Bound in a fresh owner-only directory next to the final path, given its mode, then
+    // renamed into place: the socket is never reachable with wider permissions than its mode,
+    // not even between listen() and chmod().
+    const staging = await mkdtemp(join(dirname(o.path), ".mb-"));
+    const bound = join(staging, "s");
+    try {
+      if (Buffer.byteLength(bound) > 107) {
+        throw new Error(
+          `Socket path "${o.path}" is too long: it is bound first as "${bound}", over the 107 bytes Unix socket paths may have (use --socket with a shorter path)`,
+        );
+      }
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(bound, () => {
+          server.off("error", reject);
+          resolve();
+        });
       });
-    });
-    await chmod(o.path, o.mode ?? 0o660);
+      await chmod(bound, o.mode ?? 0o660);
+      await rename(bound, o.path);
+    } catch (e) {
+      server.close();
+      throw e;
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
     return ingest;
   }
 

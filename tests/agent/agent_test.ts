@@ -523,6 +523,8 @@ describe("agent (messagebuffer run)", () => {
     assert.ok((await stat(sock)).isSocket());
     await agentIn(t.dir, ["--socket", sock, "--socket-mode", "0600"]);
     assert.equal((await stat(sock)).mode & 0o777, 0o600);
+    // It was bound in an owner-only staging directory and renamed into place; none is left.
+    assert.deepEqual((await readdir(t.dir)).filter((n) => n.startsWith(".mb-")), []);
     const second = await runCli([
       "run",
       "--brokers",
