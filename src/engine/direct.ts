@@ -36,6 +36,7 @@ import {
 } from "../segment/format.ts";
 import type { Counters } from "./ledger.ts";
 import {
+  backoffMs,
   type LatencyStats,
   LatencyWindow,
   ProgressSignal,
@@ -341,7 +342,10 @@ export class DirectPath {
       const front = writes.find((w) => !w.settled);
       const wait = Math.max(
         0,
-        Math.min(this.#backoff(attempt), (front?.deadline ?? Infinity) - Date.now()),
+        Math.min(
+          backoffMs(attempt, o.retryInitialMs, o.retryMaxMs),
+          (front?.deadline ?? Infinity) - Date.now(),
+        ),
       );
       const log = attempt === 1 || attempt % 10 === 0 ? o.logger.warn : o.logger.debug;
       log("direct send failed; retrying until the writes' deadline", {
@@ -437,14 +441,6 @@ export class DirectPath {
 
   #closedAndEmpty(): boolean {
     return this.#closed && this.#pending === 0;
-  }
-
-  #backoff(failures: number): number {
-    const wait = Math.min(
-      this.#o.retryMaxMs,
-      this.#o.retryInitialMs * 2 ** Math.min(failures - 1, 30),
-    );
-    return Math.round(wait / 2 + Math.random() * wait / 2);
   }
 
   #notifyProgress(): void {

@@ -516,11 +516,7 @@ export class Sender {
 
   /** The wait after the `failures`-th failure in a row, with jitter. */
   #backoff(failures: number): number {
-    const wait = Math.min(
-      this.#o.retryMaxMs,
-      this.#o.retryInitialMs * 2 ** Math.min(failures - 1, 30),
-    );
-    return Math.round(wait / 2 + Math.random() * wait / 2);
+    return backoffMs(failures, this.#o.retryInitialMs, this.#o.retryMaxMs);
   }
 
   /** Sleeps `ms`, or less if the sender is stopping. */
@@ -533,6 +529,15 @@ export class Sender {
       });
     });
   }
+}
+
+/**
+ * The wait after the `failures`-th failure in a row: `initialMs`, doubling up to `maxMs`,
+ * drawn from [wait/2, wait] (the sender's and the direct path's retries).
+ */
+export function backoffMs(failures: number, initialMs: number, maxMs: number): number {
+  const wait = Math.min(maxMs, initialMs * 2 ** Math.min(failures - 1, 30));
+  return Math.round(wait / 2 + Math.random() * wait / 2);
 }
 
 /** Waiters for the next progress (a batch settled), each with a timeout. */
