@@ -107,6 +107,33 @@ describe("dead letters", () => {
     await b.close();
     assert.equal(await deadRecords(fs), 1);
   });
+  it("a refused batch whose dead-letter write keeps failing while the cap prunes its segment counts as dropped", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    p.rejectIf = () => "MESSAGE_TOO_LARGE: no"; // Kafka refuses everything
+    for (let i = 0; i < 1000; i++) fs.failNext("open", "ENOSPC", "/dead/"); // dead/ never opens
+    const b = await MessageBuffer.open(
+      opts(fs, p, { segmentMaxBytes: 1024, maxBufferBytes: 2048, whenFull: "drop-oldest" }),
+    );
+    const value = "v".repeat(100);
+    let written = 0;
+    // Write until the cap has pruned segments the sender was trying to dead-letter.
+    while ((b.stats().counters.dropped === 0 || p.rejected.length <= 4 * 2) && written < 2000) {
+      await b.write("t", `${written++}${value}`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    await b.close();
+    const c = b.stats().counters;
+    assert.ok(c.dropped > 0, "the cap pruned");
+    assert.equal(c.deadLettered, 0, "nothing reached dead/");
+    assert.ok(p.rejected.length > c.deadLettered + 4, "refused more than one batch");
+    assert.equal(
+      written,
+      c.delivered + c.deadLettered + c.dropped + b.stats().backlog.records,
+      "every record is delivered, dead-lettered, dropped or still held",
+    );
+    assert.ok(c.storageErrors > 0);
+  });
 });
 
 describe("failed fsync is a lasting state", () => {
