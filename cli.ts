@@ -261,6 +261,8 @@ async function run(args: string[]): Promise<number> {
       path: socketPath(config),
       mode: Number.parseInt(config.values.socket_mode, 8),
       maxLineBytes: config.values.max_line_bytes,
+      maxConnections: config.values.max_connections,
+      idleTimeoutMs: config.values.idle_timeout * 1000,
       buffer,
       logger,
     });

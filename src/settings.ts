@@ -292,6 +292,20 @@ export const AGENT = {
     unit: "bytes",
     help: "Longest accepted ingest line; longer ones are refused and skipped",
   },
+  max_connections: {
+    type: "integer",
+    min: 1,
+    default: 1024,
+    help: "Ingest connections served at once; one more is answered with an error line and closed",
+  },
+  idle_timeout: {
+    type: "integer",
+    min: 0,
+    default: 600_000,
+    unit: "s",
+    help:
+      "Close an ingest connection that sends nothing this long while none of its lines awaits an answer; 0 = never",
+  },
   batch_max_records: { engine: "batchMaxRecords", help: "Most records per Kafka send" },
   close_timeout: {
     engine: "closeTimeoutMs",

@@ -206,6 +206,18 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
         "Ingest connections accepted.",
         ingest.connectionsTotal,
       ],
+      [
+        "messagebuffer_ingest_connections_refused_total",
+        "counter",
+        "Ingest connections refused: max_connections were open.",
+        ingest.connectionsRefused,
+      ],
+      [
+        "messagebuffer_ingest_idle_timeouts_total",
+        "counter",
+        "Ingest connections closed after idle_timeout without input.",
+        ingest.idleTimeouts,
+      ],
     );
   }
   return out;

@@ -185,7 +185,9 @@ export function formatTop(prev: AgentSnapshot | null, cur: AgentSnapshot): strin
     ),
     row(
       "",
-      `${c.writeErrors} write errors, ${c.failedWrites} failed writes, ${cur.ingest.linesRejected} lines refused, ${cur.ingest.partialLinesDropped} partial lines`,
+      `${c.writeErrors} write errors, ${c.failedWrites} failed writes, ${cur.ingest.linesRejected} lines refused, ${cur.ingest.partialLinesDropped} partial lines, ${
+        cur.ingest.connectionsRefused ?? 0
+      } connections refused, ${cur.ingest.idleTimeouts ?? 0} idle closed`,
     ),
     row(
       "retries",

@@ -191,6 +191,19 @@ export class MessageBuffer {
   }
 
   /**
+   * Resolves once a write would no longer wait for room ({@link wouldBlock} is false), or the
+   * buffer is closing: what a reader that stopped taking input waits for before reading on.
+   */
+  async whenWritable(): Promise<void> {
+    while (this.wouldBlock && !this.#closing) {
+      await Promise.race([
+        this.#disk?.room(1000) ?? new Promise(() => {}),
+        this.#direct?.progress(1000) ?? new Promise(() => {}),
+      ]);
+    }
+  }
+
+  /**
    * Accepts one record; it will be delivered in write order. When the promise resolves
    * depends on the mode: once stored under the `fsync` policy (`buffer`, and
    * `direct-until-error` while it buffers), or once Kafka acknowledged it (the direct paths).

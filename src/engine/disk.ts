@@ -31,7 +31,13 @@ import { type Durability, durabilityOf } from "./durability.ts";
 import { type Counters, Ledger, newCounters, type Segment } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { Retention } from "./retention.ts";
-import { type LatencyStats, LatencyWindow, type ProviderState, Sender } from "./sender.ts";
+import {
+  type LatencyStats,
+  LatencyWindow,
+  ProgressSignal,
+  type ProviderState,
+  Sender,
+} from "./sender.ts";
 import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
 
 interface BlockedWrite {
@@ -62,6 +68,7 @@ export class DiskPath {
   readonly #writer: SegmentWriter;
   readonly #retention: Retention;
   readonly #sender: Sender;
+  readonly #room = new ProgressSignal();
   #blocked: BlockedWrite[] = [];
   #closing = false;
   #timers: Array<ReturnType<typeof setInterval>> = [];
@@ -127,6 +134,7 @@ export class DiskPath {
     ledger.onRoom(() => {
       this.#admitBlocked();
       this.#sender.wake();
+      this.#room.notify();
     });
   }
 
@@ -286,6 +294,11 @@ export class DiskPath {
   /** Resolves when every write made so far is durable under the `fsync` policy (or failed). */
   flush(): Promise<void> {
     return this.#writer.flush();
+  }
+
+  /** Resolves when room is made (delivered or pruned segments removed), or after `ms`. */
+  room(ms: number): Promise<void> {
+    return this.#room.wait(ms);
   }
 
   /** Resolves at the next delivery progress, or after `ms`. */

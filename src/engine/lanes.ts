@@ -349,6 +349,11 @@ export class Lanes {
     await Promise.all(this.#lanes.map((l) => l.flush()));
   }
 
+  /** Resolves when any lane has made room, or after `ms`. */
+  room(ms: number): Promise<void> {
+    return Promise.race(this.#lanes.map((l) => l.room(ms)));
+  }
+
   /** Resolves at the next delivery progress of any lane, or after `ms`. */
   progress(ms: number): Promise<void> {
     return Promise.race(this.#lanes.map((l) => l.progress(ms)));

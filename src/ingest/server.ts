@@ -3,8 +3,15 @@
  * buffer, and in acknowledged mode answers every line, in order, with `ok` once its record
  * is durable, or `error <reason>`. A bad line never closes the connection. When the buffer
  * is full under `whenFull: "block"`, or a client does not read its answers, the server
- * stops reading that socket (back-pressure) instead of buffering in memory. A client that
- * ends its side (a half-close) still gets every answer; the server then ends its side.
+ * stops reading that socket (back-pressure) instead of buffering in memory, and reads on
+ * when room returns (no polling). A client that ends its side (a half-close) still gets every
+ * answer; the server then ends its side.
+ *
+ * Careless and hostile clients: connections past `maxConnections` are answered with one
+ * `error` line and closed; a connection with nothing in progress that sends nothing for
+ * `idleTimeoutMs` is closed; an unfinished line is kept as its chunks and joined once, when
+ * its newline comes (a line dribbled a byte at a time costs linear time), and never holds
+ * more than `maxLineBytes`.
  *
  * @module
  */
@@ -27,6 +34,13 @@ export interface IngestServerOptions {
   mode?: number;
   /** Longest line accepted, in bytes (without LF). @default 1 MiB */
   maxLineBytes?: number;
+  /** Connections served at once; one more is answered with an error and closed. @default 1024 */
+  maxConnections?: number;
+  /**
+   * A connection that sends nothing for this long while none of its lines waits for an
+   * answer is closed (an unfinished line is dropped and counted). 0 = never. @default 600000
+   */
+  idleTimeoutMs?: number;
   buffer: MessageBuffer;
   logger: Logger;
 }
@@ -41,6 +55,10 @@ export interface IngestStats {
   linesRejected: number;
   /** Lines a client started but did not finish before disconnecting. */
   partialLinesDropped: number;
+  /** Connections refused because `maxConnections` were open. */
+  connectionsRefused: number;
+  /** Connections closed after `idleTimeoutMs` without input. */
+  idleTimeouts: number;
 }
 
 /** The answer to `#stats`, as JSON after `stats `. */
@@ -83,7 +101,9 @@ class Connection {
   readonly #server: IngestServer;
   #ack = false;
   #lineNo = 0;
-  #partial: Buffer | null = null;
+  /** The unfinished line's chunks so far, and their total length. */
+  #parts: Buffer[] = [];
+  #partBytes = 0;
   #skipping = false;
   /** Lines waiting for their answer, from `#head` on (answered entries are dropped in bulk). */
   #queue: AckEntry[] = [];
@@ -92,6 +112,8 @@ class Connection {
   #paused = false;
   #ended = false;
   #idle: (() => void) | null = null;
+  /** Set while paused: wakes the loop that decides whether to read on. */
+  #wake: (() => void) | null = null;
 
   constructor(socket: net.Socket, server: IngestServer) {
     this.#socket = socket;
@@ -99,7 +121,39 @@ class Connection {
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("end", () => this.#onEnd());
     socket.on("error", (e) => server.logger.debug("ingest connection error", { error: e }));
-    socket.on("close", () => server.connectionClosed(this));
+    socket.on("close", () => {
+      this.#wake?.();
+      server.connectionClosed(this);
+    });
+    socket.on("drain", () => this.#wake?.());
+    if (server.idleTimeoutMs > 0) {
+      socket.setTimeout(server.idleTimeoutMs);
+      socket.on("timeout", () => this.#onIdle());
+    }
+  }
+
+  /** No input for idleTimeoutMs: closes the connection unless one of its lines is in progress. */
+  #onIdle(): void {
+    // Waiting on us (an answer not yet given, or paused by back-pressure) is not idleness.
+    if (this.#ended || this.#paused || this.#draining || this.#queue.length > this.#head) {
+      this.#socket.setTimeout(this.#server.idleTimeoutMs); // look again a period later
+      return;
+    }
+    this.#server.stats.idleTimeouts++;
+    const partial = this.#partBytes > 0 || this.#skipping;
+    if (partial) this.#server.stats.partialLinesDropped++;
+    this.#server.logger.info("closed an ingest connection idle for too long", {
+      idleMs: this.#server.idleTimeoutMs,
+      lines: this.#lineNo,
+      ...(partial ? { unfinishedLineBytes: this.#partBytes, dropped: "unfinished line" } : {}),
+    });
+    this.#parts = [];
+    this.#partBytes = 0;
+    this.#skipping = false;
+    this.#ended = true;
+    this.#socket.end();
+    const t = setTimeout(() => this.#socket.destroy(), 2000);
+    this.#socket.once("close", () => clearTimeout(t));
   }
 
   #onData(chunk: Buffer): void {
@@ -107,9 +161,25 @@ class Connection {
     const max = this.#server.maxLineBytes;
     let buf = chunk;
     let start = 0;
-    if (this.#partial) {
-      buf = Buffer.concat([this.#partial, chunk]);
-      this.#partial = null;
+    if (this.#partBytes > 0) {
+      // An unfinished line goes on: keep the chunk until its newline (or the limit) comes, so
+      // that each byte is copied once however finely the line is split.
+      const nl = chunk.indexOf(NL);
+      if (nl < 0) {
+        if (this.#partBytes + chunk.length > max) {
+          this.#parts = [];
+          this.#partBytes = 0;
+          this.#skipping = true;
+        } else {
+          this.#parts.push(chunk);
+          this.#partBytes += chunk.length;
+        }
+        return;
+      }
+      this.#parts.push(chunk);
+      buf = Buffer.concat(this.#parts, this.#partBytes + chunk.length);
+      this.#parts = [];
+      this.#partBytes = 0;
     }
     if (this.#skipping) {
       const nl = buf.indexOf(NL);
@@ -140,7 +210,10 @@ class Connection {
       if (buf.length - start > max) {
         this.#skipping = true;
       } else {
-        this.#partial = Buffer.from(buf.subarray(start));
+        // A copy: the chunk's memory may be a slice of a larger pooled buffer.
+        const rest = Buffer.from(buf.subarray(start));
+        this.#parts = [rest];
+        this.#partBytes = rest.length;
       }
     }
     this.#maybePause();
@@ -243,9 +316,11 @@ class Connection {
       if (out.length >= 65536) {
         this.#send(out);
         out = "";
+        this.#wake?.();
         await new Promise((r) => setImmediate(r));
       }
     }
+    this.#wake?.();
     if (out) this.#send(out);
     this.#queue = [];
     this.#head = 0;
@@ -267,28 +342,42 @@ class Connection {
     if (this.#paused || this.#ended || !this.#shouldPause()) return;
     this.#paused = true;
     this.#socket.pause();
-    const check = () => {
-      if (this.#ended || this.#socket.destroyed) return;
-      if (this.#shouldPause()) setTimeout(check, 10);
-      else {
-        this.#paused = false;
-        this.#socket.resume();
-      }
-    };
-    setTimeout(check, 10);
+    void this.#resumeWhenRoom();
+  }
+
+  /**
+   * Reads on once nothing calls for a pause any more. Woken by what can end one: the buffer
+   * has room again, the client read its answers ("drain"), answers went out, or the socket
+   * closed. (Each wait also ends after a second, as a safety net, not as the mechanism.)
+   */
+  async #resumeWhenRoom(): Promise<void> {
+    while (!this.#ended && !this.#socket.destroyed && this.#shouldPause()) {
+      await new Promise<void>((wake) => {
+        const t = setTimeout(wake, 1000);
+        this.#wake = () => {
+          clearTimeout(t);
+          wake();
+        };
+        if (this.#server.buffer.wouldBlock) this.#server.buffer.whenWritable().then(this.#wake);
+      });
+      this.#wake = null;
+    }
+    this.#paused = false;
+    if (!this.#ended && !this.#socket.destroyed) this.#socket.resume();
   }
 
   #onEnd(): void {
-    if (this.#partial || this.#skipping) {
+    if (this.#partBytes > 0 || this.#skipping) {
       this.#server.stats.partialLinesDropped++;
       this.#server.logger.warn(
         "client closed the connection in the middle of a line; that line was dropped",
         {
           line: this.#lineNo + 1,
-          bytes: this.#partial?.length,
+          bytes: this.#partBytes,
         },
       );
-      this.#partial = null;
+      this.#parts = [];
+      this.#partBytes = 0;
       this.#skipping = false;
     }
     this.#ended = true;
@@ -333,6 +422,8 @@ export class IngestServer {
   readonly buffer: MessageBuffer;
   readonly logger: Logger;
   readonly maxLineBytes: number;
+  readonly maxConnections: number;
+  readonly idleTimeoutMs: number;
   readonly path: string;
   readonly stats: IngestStats = {
     connections: 0,
@@ -340,17 +431,22 @@ export class IngestServer {
     linesReceived: 0,
     linesRejected: 0,
     partialLinesDropped: 0,
+    connectionsRefused: 0,
+    idleTimeouts: 0,
   };
   readonly #server: net.Server;
   readonly #started = Date.now();
   readonly #connections = new Set<Connection>();
   #lastRejectLog = 0;
+  #lastRefuseLog = 0;
   #rejectsSinceLog = 0;
 
   private constructor(o: IngestServerOptions, server: net.Server) {
     this.buffer = o.buffer;
     this.logger = o.logger;
     this.maxLineBytes = o.maxLineBytes ?? 1 << 20;
+    this.maxConnections = o.maxConnections ?? 1024;
+    this.idleTimeoutMs = o.idleTimeoutMs ?? 600_000;
     this.path = o.path;
     this.#server = server;
   }
@@ -426,6 +522,26 @@ export class IngestServer {
   }
 
   #accept(socket: net.Socket): void {
+    if (this.#connections.size >= this.maxConnections) {
+      // Told why (a client may retry later), then closed; nothing it sends is read.
+      this.stats.connectionsRefused++;
+      socket.on("error", () => {});
+      socket.resume(); // what it sends is discarded
+      socket.end(
+        `error too many connections (${this.maxConnections} open, the agent's --max-connections); try again later\n`,
+      );
+      const t = setTimeout(() => socket.destroy(), 2000);
+      socket.once("close", () => clearTimeout(t));
+      const now = Date.now();
+      if (now - this.#lastRefuseLog >= 1000) {
+        this.#lastRefuseLog = now;
+        this.logger.warn("refused an ingest connection: too many open", {
+          limit: this.maxConnections,
+          refusedTotal: this.stats.connectionsRefused,
+        });
+      }
+      return;
+    }
     this.stats.connections++;
     this.stats.connectionsTotal++;
     this.#connections.add(new Connection(socket, this));
