@@ -72,6 +72,17 @@ if [[ $# -eq 0 ]]; then
   exe=$(mktemp -d)/messagebuffer
   scripts/compile.sh "$exe" || status=1
   MB_AGENT_BIN=$exe $bin/deno test -A --no-check tests/agent/ || status=1
+  # The crash loop (SIGKILLs, broker outages, a pruning cap; see scripts/crash_loop.ts), short:
+  # the agent from source, then the executable. It stops and starts the broker, so only one
+  # that kafka.sh manages.
+  if scripts/kafka.sh status >/dev/null 2>&1; then
+    echo "== crash loop: 20 kills from source, 20 kills of the executable" >&2
+    $bin/deno run -A scripts/crash_loop.ts --kills 20 --outage-every 7 --prune-every 9 --quiet || status=1
+    $bin/deno run -A scripts/crash_loop.ts --kills 20 --outage-every 7 --prune-every 9 --quiet \
+      --exe "$exe" || status=1
+  else
+    echo "== crash loop skipped: the broker at $MB_TEST_BROKERS is not one scripts/kafka.sh runs" >&2
+  fi
   rm -rf "$(dirname "$exe")"
   # The release (tarball and .deb) and the package installed as a host would (root only).
   if [[ ${MB_TEST_PACKAGE:-} == 1 ]]; then
