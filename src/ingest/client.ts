@@ -20,7 +20,9 @@ export interface SendSummary {
 /**
  * Sends every line of `input` (pipelined) and waits for every answer. Lines are sent as
  * they are: they must already be in the text or JSON form. Rejects if the socket cannot be
- * reached or closes before all answers arrived.
+ * reached or closes before all answers arrived. When the agent closes a connection that had
+ * every line answered (its idle timeout, while the input was quiet, as with `tail -F`), the
+ * next input opens a new one: nothing is lost or sent twice.
  */
 export function sendLines(
   socketPath: string,
@@ -30,78 +32,119 @@ export function sendLines(
   return new Promise((resolve, reject) => {
     const summary: SendSummary = { lines: 0, ok: 0, errors: [] };
     let inputDone = false;
+    let failed = false;
     let lastByte = 10;
-    let answered = -1; // the "#ack" line is answered too
-    let pendingText = "";
-    const socket = net.connect(socketPath);
+    /** Lines answered, over all connections. */
+    let answered = 0;
+    /** The current connection, null between an idle close and the next input. */
+    let socket: net.Socket | null = null;
+    let connecting: Promise<net.Socket> | null = null;
+    const fail = (e: Error) => {
+      if (failed) return;
+      failed = true;
+      socket?.destroy();
+      reject(e);
+    };
     const finishIfDone = () => {
-      if (inputDone && answered === summary.lines) {
-        socket.end();
+      if (!failed && inputDone && answered === summary.lines) {
+        socket?.end();
+        failed = true; // settled
         resolve(summary);
       }
     };
-    socket.once("error", (e) => {
-      const code = (e as { code?: string }).code;
-      reject(
-        new Error(
-          `Cannot send to "${socketPath}": ${
-            code === "ENOENT" || code === "ECONNREFUSED"
-              ? `no agent is listening there (${code})`
-              : e.message
-          }`,
-        ),
-      );
-    });
-    socket.once("connect", () => {
-      socket.write("#ack\n");
+    const connect = (): Promise<net.Socket> =>
+      new Promise((ok) => {
+        const s = net.connect(socketPath);
+        let pendingText = "";
+        let ackAnswered = false;
+        s.once("error", (e) => {
+          const code = (e as { code?: string }).code;
+          fail(
+            new Error(
+              `Cannot send to "${socketPath}": ${
+                code === "ENOENT" || code === "ECONNREFUSED"
+                  ? `no agent is listening there (${code})`
+                  : e.message
+              }`,
+            ),
+          );
+        });
+        s.once("connect", () => {
+          s.write("#ack\n");
+          ok(s);
+        });
+        s.setEncoding("utf8");
+        s.on("data", (text: string) => {
+          pendingText += text;
+          let nl;
+          while ((nl = pendingText.indexOf("\n")) >= 0) {
+            const answer = pendingText.slice(0, nl);
+            pendingText = pendingText.slice(nl + 1);
+            if (!ackAnswered) {
+              ackAnswered = true; // the answer to #ack
+              continue;
+            }
+            answered++;
+            if (answer === "ok") summary.ok++;
+            else {
+              const msg = answer.replace(/^error /, "");
+              summary.errors.push(msg);
+              onError?.(msg);
+            }
+          }
+          finishIfDone();
+        });
+        s.once("close", () => {
+          if (socket === s) socket = null;
+          if (failed) return;
+          if (answered !== summary.lines || lastByte !== 10) {
+            fail(
+              new Error(
+                `The agent closed the connection after answering ${answered} of ${summary.lines} lines${
+                  lastByte !== 10 ? ", in the middle of a line" : ""
+                }`,
+              ),
+            );
+          }
+          // Otherwise every line was answered: an idle close. The next input reconnects.
+        });
+      });
+    const send = async (b: Buffer) => {
+      if (!socket) {
+        input.pause();
+        connecting ??= connect().then((s) => (socket = s)).finally(() => (connecting = null));
+        await connecting;
+        input.resume();
+      }
+      if (failed || !socket) return;
+      if (!socket.write(b)) {
+        input.pause();
+        socket.once("drain", () => input.resume());
+      }
+    };
+    /** Writes go out in input order even while a reconnect is in progress. */
+    let queue: Promise<void> = Promise.resolve();
+    const enqueue = (b: Buffer) => (queue = queue.then(() => send(b)));
+    queue = connect().then((s) => {
+      socket = s;
       input.on("data", (chunk: Buffer | string) => {
         const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
         if (b.length === 0) return;
         for (let i = b.indexOf(10); i >= 0; i = b.indexOf(10, i + 1)) summary.lines++;
         lastByte = b[b.length - 1];
-        if (!socket.write(b)) {
-          input.pause();
-          socket.once("drain", () => input.resume());
-        }
+        void enqueue(b);
       });
       input.once("end", () => {
         if (lastByte !== 10) {
-          socket.write("\n");
           summary.lines++;
+          void enqueue(Buffer.from("\n"));
         }
-        inputDone = true;
-        finishIfDone();
+        void queue.then(() => {
+          inputDone = true;
+          finishIfDone();
+        });
       });
-      input.once("error", (e) => reject(e));
-    });
-    socket.setEncoding("utf8");
-    socket.on("data", (text: string) => {
-      pendingText += text;
-      let nl;
-      while ((nl = pendingText.indexOf("\n")) >= 0) {
-        const answer = pendingText.slice(0, nl);
-        pendingText = pendingText.slice(nl + 1);
-        answered++;
-        if (answered === 0) continue; // the answer to #ack
-        if (answer === "ok") summary.ok++;
-        else {
-          const msg = answer.replace(/^error /, "");
-          summary.errors.push(msg);
-          onError?.(msg);
-        }
-      }
-      finishIfDone();
-    });
-    socket.once("close", () => {
-      if (!(inputDone && answered === summary.lines)) {
-        reject(
-          new Error(
-            `The agent closed the connection after answering ${
-              Math.max(0, answered)
-            } of ${summary.lines} lines`,
-          ),
-        );
-      }
+      input.once("error", (e) => fail(e));
     });
   });
 }

@@ -370,6 +370,38 @@ describe("agent (messagebuffer run)", () => {
     );
   });
 
+  it("closes a connection idle past --idle-timeout; `send` reading a quiet pipe reconnects and loses nothing", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-idle");
+    await createTopics([topic]);
+    const port = await freePort();
+    await agentIn(t.dir, ["--idle-timeout", "1", "--metrics", `127.0.0.1:${port}`]);
+    const sock = `${t.dir}/messagebuffer.sock`;
+    // A client that connects and never writes is closed.
+    const silent = await RawClient.connect(sock);
+    await silent.closed;
+    // `send` on a pipe that goes quiet (as `tail -F app.log | messagebuffer send` does).
+    const [cmd, argv] = agentCommand(["send", "--socket", sock]);
+    const send = spawn(cmd, argv, { stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    send.stdout!.on("data", (d) => (out += d));
+    send.stderr!.on("data", (d) => (out += d));
+    const exited = new Promise<number | null>((r) => send.once("exit", (c) => r(c)));
+    send.stdin!.write(`${topic}\t\tone\n`);
+    // The agent closes send's connection once it has been idle: two closes, the silent one's too.
+    await waitForMetrics(
+      `127.0.0.1:${port}`,
+      (m) => m.messagebuffer_ingest_idle_timeouts_total >= 2,
+      "the idle close of send's connection",
+    );
+    send.stdin!.end(`${topic}\t\ttwo\n`);
+    assert.equal(await exited, 0, out);
+    assert.match(out, /2 accepted/);
+    const got = await consume([topic], 2);
+    assert.deepEqual(got.map((r) => String(r.value)), ["one", "two"]);
+  });
+
   it("--mode block-on-error answers a line Kafka does not take within --direct-timeout with an error", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
