@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DirLock, FileHandle, FileSystem } from "../src/fs/types.ts";
-import { MessageBuffer, type MessageBufferOptions, silentLogger } from "../mod.ts";
+import { type LogLevel, MessageBuffer, type MessageBufferOptions, silentLogger } from "../mod.ts";
 import type { Provider, ProviderRecord, SendResult } from "../src/provider/types.ts";
 
 /** A copy of a delivered record. */
@@ -214,6 +214,17 @@ class RecordingHandle implements FileHandle {
   close(): Promise<void> {
     return this.#fh.close();
   }
+}
+
+/** A logger that keeps every line (`LEVEL message {fields as JSON}`), to check what was reported. */
+export function recordingLogger(): { logger: MessageBufferOptions["logger"]; lines: string[] } {
+  const lines: string[] = [];
+  const at = (level: LogLevel) => (m: string, f?: Record<string, unknown>) =>
+    lines.push(`${level.toUpperCase()} ${m} ${JSON.stringify(f ?? {})}`);
+  return {
+    lines,
+    logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") },
+  };
 }
 
 /** A fresh temp directory, removed by the returned cleanup. */

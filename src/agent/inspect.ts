@@ -43,6 +43,8 @@ export interface DirStatus {
   backlog: { records: number; bytes: number; segments: number; oldestRecordAgeMs: number | null };
   deadLetters: { files: number; records: number; bytes: number };
   quarantine: Array<{ name: string; bytes: number }>;
+  /** Entries of the directory this version does not know: opening leaves them alone. */
+  unknownFiles: string[];
 }
 
 /**
@@ -72,6 +74,7 @@ export async function dirStatus(
     status.deadLetters.records += l.deadLetters.records;
     status.deadLetters.bytes += l.deadLetters.bytes;
     status.quarantine.push(...l.quarantine);
+    status.unknownFiles.push(...l.unknownFiles);
   }
   status.backlog.oldestRecordAgeMs = oldest.length ? Math.max(...oldest) : null;
   status.lanes = 1 + lanes.length;
@@ -100,6 +103,7 @@ async function laneStatus(
     backlog: { records: 0, bytes: 0, segments: 0, oldestRecordAgeMs: null },
     deadLetters: { files: 0, records: 0, bytes: 0 },
     quarantine: [],
+    unknownFiles: report.unknownFiles.map((n) => prefix + n),
   };
   let oldest = Infinity;
   for (const r of report.segments) {
@@ -116,6 +120,12 @@ async function laneStatus(
     if (r.checkpointProblem) s.checkpointProblem = r.checkpointProblem;
     if (r.action === "remove-torn-creation") {
       s.problem = `interrupted creation (${r.badHeader}); removed at the next open`;
+    } else if (r.action === "skip-newer-version") {
+      s.problem =
+        `format version ${r.newerVersion}, newer than this version reads; left in place, not delivered`;
+    } else if (r.action === "skip-unreadable") {
+      s.problem =
+        `cannot read: ${r.readError}; left in place, not delivered; the next open tries again`;
     } else if (r.action === "quarantine-file") {
       s.problem = `${r.badHeader}; moved to quarantine at the next open`;
     } else if (r.tail) {
@@ -191,6 +201,9 @@ export function formatStatus(s: DirStatus): string {
   );
   lines.push(`quarantine: ${s.quarantine.length} file(s)`);
   for (const q of s.quarantine) lines.push(`  ${q.name}  ${q.bytes} bytes`);
+  if (s.unknownFiles.length > 0) {
+    lines.push(`unknown files (left alone): ${s.unknownFiles.join(", ")}`);
+  }
   return lines.join("\n");
 }
 

@@ -81,6 +81,24 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
       c.footerErrors,
     ],
     [
+      "messagebuffer_checkpoint_errors_total",
+      "counter",
+      "S files found unusable at start-up (their segments are delivered from their start).",
+      c.checkpointErrors,
+    ],
+    [
+      "messagebuffer_segments_skipped_total",
+      "counter",
+      "Segments left in place undelivered at start-up: a newer format version, or unreadable.",
+      c.skippedSegments,
+    ],
+    [
+      "messagebuffer_unknown_files_total",
+      "counter",
+      "Files in the buffer directory this version does not know, found at start-up and left alone.",
+      c.unknownFiles,
+    ],
+    [
       "messagebuffer_write_errors_total",
       "counter",
       "Records whose write failed on a storage error.",
@@ -101,7 +119,7 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
     [
       "messagebuffer_storage_errors_total",
       "counter",
-      "Filesystem operations that failed outside a write: fsync, S file, deletion, quarantine, dead letters.",
+      "Filesystem operations that failed outside a write: fsync, S file, deletion, quarantine, dead letters, segment reads, repairs at start-up.",
       c.storageErrors,
     ],
     [

@@ -130,10 +130,18 @@ export class CheckpointFile {
       const d = decodeCheckpoint(found);
       // Write over the slot that does not hold the newest position.
       const next = typeof d === "string" ? 0 : 1 - d.slot;
-      return {
-        file: new CheckpointFile(await fs.open(path, "append"), next, sync),
-        created: false,
-      };
+      const fh = await fs.open(path, "append");
+      // An unusable file (garbage, or of another size) starts over empty: written over in
+      // place, it would keep its size and stay unreadable after every commit.
+      if (typeof d === "string") {
+        try {
+          await fh.truncate(0);
+        } catch (e) {
+          await fh.close().catch(() => {});
+          throw e;
+        }
+      }
+      return { file: new CheckpointFile(fh, next, sync), created: false };
     }
     const fh = await fs.open(path, "create");
     return { file: new CheckpointFile(fh, 0, sync), created: true };

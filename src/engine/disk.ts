@@ -161,6 +161,10 @@ export class DiskPath {
       counters.tornBytes = r.tornBytes;
       counters.quarantinedBytes = r.quarantinedBytes;
       counters.footerErrors = r.footerErrors;
+      counters.checkpointErrors = r.checkpointErrors;
+      counters.skippedSegments = r.skippedSegments;
+      counters.unknownFiles = r.unknownFiles;
+      counters.storageErrors = r.storageErrors;
       const segments = r.segments.map((s): Segment => ({
         name: s.name,
         firstSeq: s.firstSeq,

@@ -79,6 +79,20 @@ export interface Counters {
    * disagreed with what the sender then read (the sender's reading wins). Each is logged.
    */
   footerErrors: number;
+  /**
+   * S files found unusable at open (unreadable, or pointing past the end of their segment's
+   * frames or inside a frame); each of those segments is delivered from its start. Logged
+   * with the S file's name.
+   */
+  checkpointErrors: number;
+  /**
+   * Segment files found at open and left in place undelivered: of a newer format version
+   * (a newer messagebuffer delivers them), or unreadable (the next open tries again). Each is
+   * logged with its name and why.
+   */
+  skippedSegments: number;
+  /** Entries of the buffer directory this version does not know, found at open and left alone. */
+  unknownFiles: number;
   /** Records whose write failed on a storage error (they were not stored). */
   writeErrors: number;
   /** Failed provider sends (each is retried). */
@@ -87,7 +101,8 @@ export interface Counters {
   resentRecords: number;
   /**
    * Filesystem operations that failed outside a write: fsyncs, S file writes, deletions,
-   * quarantine, dead-letter writes. Each is logged with the file it concerns.
+   * quarantine, dead-letter writes, segment reads, and repairs at open. Each is logged with
+   * the file it concerns.
    */
   storageErrors: number;
   /** Records acknowledged without going through the disk (the direct modes); in `delivered` too. */
@@ -118,6 +133,9 @@ export function newCounters(): Counters {
     quarantinedBytes: 0,
     tornBytes: 0,
     footerErrors: 0,
+    checkpointErrors: 0,
+    skippedSegments: 0,
+    unknownFiles: 0,
     writeErrors: 0,
     sendRetries: 0,
     resentRecords: 0,

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { StorageError } from "../errors.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import type { Provider, ProviderRecord } from "../provider/types.ts";
@@ -209,6 +210,7 @@ export class Sender {
         // The checkpoint has not moved, so nothing is skipped.
         failures++;
         this.#log.error("sender: cannot read the backlog; retrying", {
+          segment: this.#ledger.segments[0]?.name ?? null,
           error: e,
           attempt: failures,
         });
@@ -351,7 +353,7 @@ export class Sender {
         this.#cursor = { seg, cursor: new SegmentCursor(fh) };
       } catch (e) {
         if (seg.gone) return null;
-        throw e;
+        throw await this.#readFailed(seg, e, ahead);
       }
     }
     const cursor = this.#cursor.cursor;
@@ -363,7 +365,13 @@ export class Sender {
         frameRecords = cached.records;
         frameEnd = cached.end;
       } else {
-        const view = await cursor.frameAt(offset, seg.size);
+        let view;
+        try {
+          view = await cursor.frameAt(offset, seg.size);
+        } catch (e) {
+          if (seg.gone) return null;
+          throw await this.#readFailed(seg, e, ahead);
+        }
         if (seg.gone) return null;
         if (view === null) break;
         if (typeof view === "string") {
@@ -408,6 +416,21 @@ export class Sender {
       skip = 0;
     }
     return { records, expired, next: { offset, skip } };
+  }
+
+  /**
+   * A read of `seg` failed: its cursor is dropped, so that the next attempt opens the file
+   * afresh, and the failure comes back as a StorageError naming the file, counted unless it
+   * was a read ahead (the read that follows it makes the same read, and counts a failure).
+   */
+  async #readFailed(seg: Segment, e: unknown, ahead: boolean): Promise<StorageError> {
+    if (this.#cursor?.seg === seg) {
+      await this.#cursor.cursor.close().catch(() => {});
+      this.#cursor = null;
+    }
+    this.#frameCache = null;
+    if (!ahead) this.#ledger.counters.storageErrors++;
+    return new StorageError("read segment", `${this.#o.dir}/${seg.name}`, e);
   }
 
   /** Seals `seg` if it is active, then moves `seg[offset..]` to quarantine (see the ledger). */

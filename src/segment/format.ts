@@ -126,6 +126,16 @@ export function decodeSegmentHeader(b: Uint8Array): { firstSeq: number } | strin
   return { firstSeq: readU64(v, 8) };
 }
 
+/**
+ * The version byte of a header that has this format's magic but a later version than
+ * {@link FORMAT_VERSION} (a segment written by a newer messagebuffer), else null.
+ */
+export function newerFormatVersion(b: Uint8Array): number | null {
+  if (b.length < 5) return null;
+  const v = new DataView(b.buffer, b.byteOffset, b.length);
+  return v.getUint32(0) === SEGMENT_MAGIC && b[4] > FORMAT_VERSION ? b[4] : null;
+}
+
 /** What a segment's footer records (see the module doc). */
 export interface SegmentFooter {
   frames: number;

@@ -15,6 +15,7 @@ import {
   type FrameHeader,
   frameHeaderIsSane,
   looksLikeFooter,
+  newerFormatVersion,
   readFrameHeader,
   SEGMENT_FOOTER_SIZE,
   SEGMENT_HEADER_SIZE,
@@ -55,6 +56,8 @@ export interface ScanResult {
 export interface BadHeader {
   badHeader: string;
   fileSize: number;
+  /** The header's format version when it is ours but newer (see `newerFormatVersion`). */
+  newerVersion: number | null;
 }
 
 /** Bytes read at a time by scans and cursors. */
@@ -77,7 +80,13 @@ export async function scanSegment(
   const head = new Uint8Array(SEGMENT_HEADER_SIZE);
   const got = await readFully(fh, head, 0, SEGMENT_HEADER_SIZE, 0);
   const decoded = decodeSegmentHeader(head.subarray(0, got));
-  if (typeof decoded === "string") return { badHeader: decoded, fileSize };
+  if (typeof decoded === "string") {
+    return {
+      badHeader: decoded,
+      fileSize,
+      newerVersion: newerFormatVersion(head.subarray(0, got)),
+    };
+  }
   const result: ScanResult = {
     firstSeq: decoded.firstSeq,
     validSize: SEGMENT_HEADER_SIZE,
@@ -275,6 +284,9 @@ class BlockWindow {
     if (this.buf.length < want) this.buf = new Uint8Array(want);
     else if (this.#fresh) this.buf = new Uint8Array(this.buf.length);
     this.#start = offset;
+    // Empty until the read succeeds: a read that fails must not leave the window claiming
+    // bytes at `offset` that it never read.
+    this.#len = 0;
     this.#len = await readFully(this.#fh, this.buf, 0, want, offset);
     if (this.#len < length) {
       this.#len = 0;

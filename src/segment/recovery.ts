@@ -10,17 +10,13 @@
  * @module
  */
 
-import {
-  type Checkpoint,
-  CHECKPOINT_SUFFIX,
-  checkpointFileName,
-  loadCheckpoint,
-} from "../checkpoint/checkpoint.ts";
+import { type Checkpoint, checkpointFileName, loadCheckpoint } from "../checkpoint/checkpoint.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import {
   encodeSegmentFooter,
   footerFits,
+  FORMAT_VERSION,
   parseSegmentFileName,
   SEGMENT_FOOTER_SIZE,
   SEGMENT_HEADER_SIZE,
@@ -41,7 +37,14 @@ export type SegmentAction =
   /** The newest segment has no complete header: its creation was interrupted. Remove it. */
   | "remove-torn-creation"
   /** A segment before the newest has a bad header: move the whole file to quarantine. */
-  | "quarantine-file";
+  | "quarantine-file"
+  /**
+   * Its header is ours with a later format version (a newer messagebuffer wrote it): leave
+   * it in place, untouched, and deliver the other segments; a newer version delivers it.
+   */
+  | "skip-newer-version"
+  /** It (or its S file) could not be read: leave it in place; the next open tries again. */
+  | "skip-unreadable";
 
 /** One segment file as recovery sees it. */
 export interface SegmentReport {
@@ -76,6 +79,10 @@ export interface SegmentReport {
   checkpointProblem: string | null;
   /** A bad header, when the file has one. */
   badHeader: string | null;
+  /** The format version of a segment written by a newer messagebuffer (else null). */
+  newerVersion: number | null;
+  /** Why the file could not be read (action `skip-unreadable`), else null. */
+  readError: string | null;
   /**
    * What follows the last good frame: `cut` (a torn tail of the newest segment, what an
    * interrupted write leaves) or `quarantine` (corrupt data).
@@ -92,8 +99,25 @@ export interface BufferReport {
   tempFiles: string[];
   /** S files whose segment is gone (removed at open). */
   orphanCheckpoints: string[];
+  /** Entries this version does not know (left alone; logged at open). */
+  unknownFiles: string[];
   /** Sequence number the next record gets. */
   nextSeq: number;
+}
+
+/** An S file's name (`<segment base name>.s`), and the temp file of one (an older layout's). */
+const CHECKPOINT_NAME_RE = /^\d{20}-[0-9a-f]{11,}\.s$/;
+const TEMP_NAME_RE = /^\d{20}-[0-9a-f]{11,}\.s\.tmp$/;
+
+/**
+ * Entries of a buffer directory that are not segments, S files or temp files but belong
+ * there: the lock, dead letters, quarantine, the lanes' folder (`src/engine/lanes.ts`).
+ */
+const KNOWN_NAMES = new Set(["LOCK", DEAD_DIR, QUARANTINE_DIR, "lanes"]);
+
+/** True for the ingest socket (`*.sock`) and its staging folder while it binds (`.mb-*`). */
+function isSocketEntry(name: string): boolean {
+  return name.endsWith(".sock") || name.startsWith(".mb-");
 }
 
 /** Reads `dir` and decides what opening it does; changes nothing (see the module doc). */
@@ -101,11 +125,16 @@ export async function inspectBuffer(fs: FileSystem, dir: string): Promise<Buffer
   const names = await fs.list(dir);
   const segNames = names.map(parseSegmentFileName).filter((s) => s !== null)
     .sort((a, b) => (a.name < b.name ? -1 : 1));
-  const checkpoints = new Set(names.filter((n) => n.endsWith(CHECKPOINT_SUFFIX)));
+  const checkpoints = new Set(names.filter((n) => CHECKPOINT_NAME_RE.test(n)));
   const report: BufferReport = {
     segments: [],
-    tempFiles: names.filter((n) => n.endsWith(".tmp")),
+    tempFiles: names.filter((n) => TEMP_NAME_RE.test(n)),
     orphanCheckpoints: [],
+    // Anything else is not this version's to remove: it is reported and left alone.
+    unknownFiles: names.filter((n) =>
+      parseSegmentFileName(n) === null && !checkpoints.has(n) && !TEMP_NAME_RE.test(n) &&
+      !KNOWN_NAMES.has(n) && !isSocketEntry(n)
+    ).sort(),
     nextSeq: 0,
   };
   // Segments are independent: inspect several at once, so that on a cold cache the disk
@@ -121,7 +150,11 @@ export async function inspectBuffer(fs: FileSystem, dir: string): Promise<Buffer
         firstSeq,
         from + j === segNames.length - 1,
         checkpoints.has(checkpointFileName(name)),
-      )
+      ).catch(async (e): Promise<SegmentReport> => ({
+        ...unusable(name, firstSeq, (await fs.stat(`${dir}/${name}`).catch(() => null))?.size ?? 0),
+        readError: describeError(e),
+        action: "skip-unreadable",
+      }))
     ));
     for (const s of found) {
       report.segments.push(s);
@@ -131,6 +164,36 @@ export async function inspectBuffer(fs: FileSystem, dir: string): Promise<Buffer
   for (const s of report.segments) checkpoints.delete(checkpointFileName(s.name));
   report.orphanCheckpoints = [...checkpoints];
   return report;
+}
+
+/** A report for a segment none of whose frames are used. */
+function unusable(name: string, firstSeq: number, fileSize: number): SegmentReport {
+  return {
+    name,
+    firstSeq,
+    fileSize,
+    validSize: 0,
+    records: 0,
+    oldestTimestamp: 0,
+    newestTimestamp: Infinity,
+    frames: 0,
+    footer: "none",
+    footerProblem: null,
+    checkpoint: { offset: SEGMENT_HEADER_SIZE, skip: 0, delivered: 0 },
+    checkpointFile: null,
+    checkpointProblem: null,
+    badHeader: null,
+    newerVersion: null,
+    readError: null,
+    tail: null,
+    action: "keep",
+  };
+}
+
+function describeError(e: unknown): string {
+  const code = (e as { code?: unknown })?.code;
+  const message = e instanceof Error ? e.message : String(e);
+  return typeof code === "string" && !message.includes(code) ? `${code}: ${message}` : message;
 }
 
 async function inspectSegment(
@@ -157,24 +220,17 @@ async function inspectSegment(
   if ("badHeader" in scan) {
     // A segment is created, then its header written and fsynced: a crash in between leaves
     // the newest file shorter than a header. That is an interrupted creation, not damage.
+    // A segment of a later format version is left for the version that wrote it.
     const tornCreation = newest && scan.fileSize < SEGMENT_HEADER_SIZE;
     return {
-      name,
-      firstSeq: nameSeq,
-      fileSize: scan.fileSize,
-      validSize: 0,
-      records: 0,
-      oldestTimestamp: 0,
-      newestTimestamp: Infinity,
-      frames: 0,
-      footer: "none",
-      footerProblem: null,
-      checkpoint: start,
-      checkpointFile: null,
-      checkpointProblem: null,
+      ...unusable(name, nameSeq, scan.fileSize),
       badHeader: scan.badHeader,
-      tail: null,
-      action: tornCreation ? "remove-torn-creation" : "quarantine-file",
+      newerVersion: scan.newerVersion,
+      action: scan.newerVersion !== null
+        ? "skip-newer-version"
+        : tornCreation
+        ? "remove-torn-creation"
+        : "quarantine-file",
     };
   }
   let tail: SegmentReport["tail"] = null;
@@ -196,8 +252,9 @@ async function inspectSegment(
   } else if (found !== null) {
     checkpointFile = found;
     if (scan.recordsBeforeMark < 0) {
-      checkpointProblem =
-        `S file points at offset ${found.offset}, not at a frame start of this segment (${scan.validSize} bytes)`;
+      checkpointProblem = found.offset > scan.validSize
+        ? `S file points at offset ${found.offset}, past the end of this segment's frames (${scan.validSize} bytes)`
+        : `S file points at offset ${found.offset}, not at a frame start of this segment (${scan.validSize} bytes)`;
     } else {
       checkpoint = {
         offset: found.offset,
@@ -225,6 +282,8 @@ async function inspectSegment(
     checkpointFile,
     checkpointProblem,
     badHeader: null,
+    newerVersion: null,
+    readError: null,
     tail,
     action: checkpoint.delivered >= scan.records ? "remove-delivered" : "keep",
   };
@@ -287,6 +346,14 @@ export interface RecoveryOutcome {
   quarantinedBytes: number;
   /** Segments whose footer failed its checks (each was walked instead). */
   footerErrors: number;
+  /** S files that could not be used (their segments are delivered from their start). */
+  checkpointErrors: number;
+  /** Segments left in place and not delivered: a newer format version, or unreadable. */
+  skippedSegments: number;
+  /** Entries of the directory this version does not know (left alone). */
+  unknownFiles: number;
+  /** Filesystem operations that failed (each left its file as it was; the next open tries again). */
+  storageErrors: number;
 }
 
 /** Repairs `dir` as {@link inspectBuffer} decides; the caller holds the directory's lock. */
@@ -303,87 +370,44 @@ export async function recover(
     tornBytes: 0,
     quarantinedBytes: 0,
     footerErrors: 0,
+    checkpointErrors: 0,
+    skippedSegments: 0,
+    unknownFiles: report.unknownFiles.length,
+    storageErrors: 0,
   };
+  for (const n of report.unknownFiles) {
+    logger.warn("unknown file in the buffer directory; left alone", { dir, file: n });
+  }
   let dirty = false;
   for (const n of [...report.tempFiles, ...report.orphanCheckpoints]) {
     await fs.remove(`${dir}/${n}`);
     dirty = true;
   }
   for (const s of report.segments) {
-    const path = `${dir}/${s.name}`;
-    const ckptPath = `${dir}/${checkpointFileName(s.name)}`;
-    if (s.action === "remove-torn-creation") {
-      logger.info("removed the newest segment, whose creation was interrupted", {
+    try {
+      dirty = await recoverSegment(fs, dir, s, logger, out) || dirty;
+    } catch (e) {
+      // A failure here must not stop the buffer from opening (a restart would fail the same
+      // way): the segment stays as it was and the next open tries again. One that was to be
+      // delivered is left out of delivery until then (its tail could not be dealt with).
+      out.storageErrors++;
+      if (s.action === "keep") out.skippedSegments++;
+      logger.error("recovery of a segment failed; left it as it is; the next open tries again", {
         segment: s.name,
-        bytes: s.fileSize,
+        step: s.tail ? `${s.tail.action} its tail at ${s.tail.offset}` : s.action,
+        delivered: s.action === "keep" ? "not before the next open" : "nothing to deliver",
+        error: e,
       });
-      await fs.remove(path);
-      await fs.remove(ckptPath);
-      out.tornBytes += s.fileSize;
-      dirty = true;
-      continue;
     }
-    if (s.action === "quarantine-file") {
-      logger.error("segment has a bad header; moved to quarantine", {
-        segment: s.name,
-        reason: s.badHeader,
-      });
-      out.quarantinedBytes += await quarantineTail(fs, dir, s.name, 0);
-      await fs.remove(ckptPath);
-      dirty = true;
-      continue;
-    }
-    if (s.tail?.action === "cut") {
-      logger.warn("cut a torn tail off a segment (an interrupted write or footer)", {
-        segment: s.name,
-        offset: s.tail.offset,
-        bytes: s.tail.bytes,
-        reason: s.tail.reason,
-      });
-      const w = await fs.open(path, "append");
-      try {
-        await w.truncate(s.tail.offset);
-        await w.sync();
-      } finally {
-        await w.close();
-      }
-      out.tornBytes += s.tail.bytes;
-    } else if (s.tail) {
-      logger.error("corrupt data in segment; moved the rest of the segment to quarantine", {
-        segment: s.name,
-        offset: s.tail.offset,
-        bytes: s.tail.bytes,
-        reason: s.tail.reason,
-      });
-      out.quarantinedBytes += await quarantineTail(fs, dir, s.name, s.tail.offset);
-    }
-    if (s.footerProblem !== null) {
-      logger.warn("segment footer failed its checks; walked the segment instead", {
-        segment: s.name,
-        reason: s.footerProblem,
-      });
-      out.footerErrors++;
-    }
-    if (s.checkpointProblem !== null) {
-      logger.warn(
-        `${s.checkpointProblem}; delivering the segment from its start (records may repeat)`,
-        {
-          segment: s.name,
-        },
-      );
-    }
-    if (s.action === "remove-delivered") {
-      // The segment goes first, then its S file, so that a crash in between leaves an S file
-      // without a segment, which the next open removes.
-      await fs.remove(path);
-      await fs.remove(ckptPath);
-      dirty = true;
-      continue;
-    }
-    if (s.footer !== "used") await addFooter(fs, path, s, logger);
-    out.segments.push(s);
   }
-  if (dirty) await fs.syncDir(dir);
+  if (dirty) {
+    // Not fatal: what the removals and moves above did may be undone by a power loss, which
+    // can only bring back files to deal with again (and records to send again).
+    await fs.syncDir(dir).catch((e) => {
+      out.storageErrors++;
+      logger.error("fsync of the buffer directory failed after recovery", { dir, error: e });
+    });
+  }
   if (report.segments.length > 0) {
     logger.info("recovered buffer", {
       dir,
@@ -394,6 +418,106 @@ export async function recover(
     });
   }
   return out;
+}
+
+/**
+ * Carries out what {@link inspectBuffer} decided for one segment, adding it to
+ * `out.segments` when it is to be delivered. Returns true when it changed a directory entry.
+ */
+async function recoverSegment(
+  fs: FileSystem,
+  dir: string,
+  s: SegmentReport,
+  logger: Logger,
+  out: RecoveryOutcome,
+): Promise<boolean> {
+  const path = `${dir}/${s.name}`;
+  const ckptPath = `${dir}/${checkpointFileName(s.name)}`;
+  if (s.action === "skip-newer-version") {
+    logger.error(
+      "segment of a newer format version; left in place, not delivered (a newer messagebuffer delivers it)",
+      { segment: s.name, version: s.newerVersion, supported: FORMAT_VERSION },
+    );
+    out.skippedSegments++;
+    return false;
+  }
+  if (s.action === "skip-unreadable") {
+    logger.error("cannot read segment; left in place, not delivered; the next open tries again", {
+      segment: s.name,
+      error: s.readError,
+    });
+    out.storageErrors++;
+    out.skippedSegments++;
+    return false;
+  }
+  if (s.action === "remove-torn-creation") {
+    logger.info("removed the newest segment, whose creation was interrupted", {
+      segment: s.name,
+      bytes: s.fileSize,
+    });
+    await fs.remove(path);
+    await fs.remove(ckptPath);
+    out.tornBytes += s.fileSize;
+    return true;
+  }
+  // Each change is logged once it is done (a failure is logged by the caller instead).
+  if (s.action === "quarantine-file") {
+    out.quarantinedBytes += await quarantineTail(fs, dir, s.name, 0);
+    logger.error("segment has a bad header; moved to quarantine", {
+      segment: s.name,
+      reason: s.badHeader,
+    });
+    await fs.remove(ckptPath);
+    return true;
+  }
+  if (s.tail?.action === "cut") {
+    const w = await fs.open(path, "append");
+    try {
+      await w.truncate(s.tail.offset);
+      await w.sync();
+    } finally {
+      await w.close();
+    }
+    logger.warn("cut a torn tail off a segment (an interrupted write or footer)", {
+      segment: s.name,
+      offset: s.tail.offset,
+      bytes: s.tail.bytes,
+      reason: s.tail.reason,
+    });
+    out.tornBytes += s.tail.bytes;
+  } else if (s.tail) {
+    out.quarantinedBytes += await quarantineTail(fs, dir, s.name, s.tail.offset);
+    logger.error("corrupt data in segment; moved the rest of the segment to quarantine", {
+      segment: s.name,
+      offset: s.tail.offset,
+      bytes: s.tail.bytes,
+      reason: s.tail.reason,
+    });
+  }
+  if (s.footerProblem !== null) {
+    logger.warn("segment footer failed its checks; walked the segment instead", {
+      segment: s.name,
+      reason: s.footerProblem,
+    });
+    out.footerErrors++;
+  }
+  if (s.checkpointProblem !== null) {
+    logger.warn(
+      `${s.checkpointProblem}; delivering the segment from its start (records may repeat)`,
+      { segment: s.name, checkpoint: checkpointFileName(s.name) },
+    );
+    out.checkpointErrors++;
+  }
+  if (s.action === "remove-delivered") {
+    // The segment goes first, then its S file, so that a crash in between leaves an S file
+    // without a segment, which the next open removes.
+    await fs.remove(path);
+    await fs.remove(ckptPath);
+    return true;
+  }
+  if (s.footer !== "used") await addFooter(fs, path, s, logger);
+  out.segments.push(s);
+  return false;
 }
 
 /**

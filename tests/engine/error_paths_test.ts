@@ -3,17 +3,12 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  type LogLevel,
-  MessageBuffer,
-  type MessageBufferOptions,
-  StorageError,
-} from "../../mod.ts";
+import { MessageBuffer, type MessageBufferOptions, StorageError } from "../../mod.ts";
 import { CheckpointFile, checkpointFileName } from "../../src/checkpoint/checkpoint.ts";
 import { dirStatus } from "../../src/agent/inspect.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import type { ProviderRecord, SendResult } from "../../src/provider/types.ts";
-import { memoryBufferOptions, RecordingProvider, waitFor } from "../_helpers.ts";
+import { memoryBufferOptions, recordingLogger, RecordingProvider, waitFor } from "../_helpers.ts";
 
 const DIR = "/buf";
 const dec = new TextDecoder();
@@ -24,17 +19,6 @@ function opts(
   extra: Partial<MessageBufferOptions> = {},
 ): MessageBufferOptions {
   return memoryBufferOptions(fs, provider, { closeTimeoutMs: 2000, ...extra });
-}
-
-/** A logger that keeps every line, to check what was (and was not) reported. */
-function recordingLogger(): { logger: MessageBufferOptions["logger"]; lines: string[] } {
-  const lines: string[] = [];
-  const at = (level: LogLevel) => (m: string, f?: Record<string, unknown>) =>
-    lines.push(`${level.toUpperCase()} ${m} ${JSON.stringify(f ?? {})}`);
-  return {
-    lines,
-    logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") },
-  };
 }
 
 /** Records in `dead/`, read the way `status` reads them. */

@@ -1,0 +1,570 @@
+// The fault matrix: corrupt and foreign files in the buffer directory, and a disk that fails
+// (EIO) on fsync, rename, segment reads and S file writes. Each case builds a backlog of
+// several segments of known records, applies the fault, and opens the directory more than
+// once (a fault that fails the open would crash-loop an agent under systemd). It checks what
+// was delivered, what was quarantined or left alone, the counter, and the log line naming
+// the file.
+
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { MessageBuffer, type MessageBufferOptions } from "../../mod.ts";
+import type { Counters } from "../../src/engine/ledger.ts";
+import { CheckpointFile, checkpointFileName } from "../../src/checkpoint/checkpoint.ts";
+import { dirStatus } from "../../src/agent/inspect.ts";
+import { MemoryFileSystem } from "../../src/fs/memory.ts";
+import type { FileHandle, FileSystem } from "../../src/fs/types.ts";
+import {
+  decodeSegmentFooter,
+  parseSegmentFileName,
+  readFrameHeader,
+  SEGMENT_FOOTER_SIZE,
+  SEGMENT_HEADER_SIZE,
+} from "../../src/segment/format.ts";
+import {
+  memoryBufferOptions,
+  RecordingFileSystem,
+  recordingLogger,
+  RecordingProvider,
+  waitFor,
+} from "../_helpers.ts";
+
+const DIR = "/buf";
+const N = 60;
+/** Record i's value: unique, in write order, about 100 bytes (16 or so to a segment). */
+const value = (i: number) => `r${String(i).padStart(3, "0")}-${"q".repeat(90)}`;
+const ALL = Array.from({ length: N }, (_, i) => value(i));
+/** Values of records [from, to). */
+const range = (from: number, to: number) => ALL.slice(from, to);
+const without = (from: number, to: number) => [...range(0, from), ...range(to, N)];
+
+function opts(fs: FileSystem, p: RecordingProvider, extra: Partial<MessageBufferOptions> = {}) {
+  return memoryBufferOptions(fs, p, { closeTimeoutMs: 2000, ...extra });
+}
+
+/** The N records written one frame each with the provider down, then closed: sealed segments. */
+async function backlog(fs: MemoryFileSystem): Promise<void> {
+  const p = new RecordingProvider();
+  p.down = true;
+  const b = await MessageBuffer.open(opts(fs, p));
+  for (const v of ALL) await b.write("t", v);
+  await b.close();
+}
+
+interface Frame {
+  offset: number;
+  end: number;
+  /** Index of its first record among all records written. */
+  first: number;
+  count: number;
+}
+
+interface SegmentLayout {
+  name: string;
+  path: string;
+  size: number;
+  /** Index of its first record, and how many it holds. */
+  first: number;
+  records: number;
+  frames: Frame[];
+}
+
+/** The segments in `fs` and their frames, read from the bytes (footers included). */
+async function layout(fs: MemoryFileSystem): Promise<SegmentLayout[]> {
+  const names = (await fs.list(DIR)).filter((n) => n.endsWith(".seg")).sort();
+  return names.map((name) => {
+    const path = `${DIR}/${name}`;
+    const bytes = fs.peek(path)!;
+    const footer = decodeSegmentFooter(bytes.subarray(-SEGMENT_FOOTER_SIZE));
+    const dataEnd = typeof footer === "string" ? bytes.length : footer.dataSize;
+    const first = parseSegmentFileName(name)!.firstSeq;
+    const frames: Frame[] = [];
+    let records = 0;
+    for (let at = SEGMENT_HEADER_SIZE; at < dataEnd;) {
+      const h = readFrameHeader(bytes, at);
+      const end = at + 20 + h.payloadLength;
+      frames.push({ offset: at, end, first: first + records, count: h.count });
+      records += h.count;
+      at = end;
+    }
+    return { name, path, size: bytes.length, first, records, frames };
+  });
+}
+
+/** Overwrites part of a file and keeps its length (what `corrupt` does, for several bytes). */
+function overwrite(fs: MemoryFileSystem, path: string, at: number, bytes: Uint8Array) {
+  fs.corrupt(path, at, bytes);
+}
+
+/** Cuts a file to `size` bytes, durably. */
+async function cut(fs: FileSystem, path: string, size: number): Promise<void> {
+  const fh = await fs.open(path, "append");
+  await fh.truncate(size);
+  await fh.sync();
+  await fh.close();
+}
+
+/** Creates a file holding `bytes`, durably. */
+async function put(fs: FileSystem, path: string, bytes: Uint8Array): Promise<void> {
+  await fs.remove(path);
+  const fh = await fs.open(path, "create");
+  await fh.append(bytes);
+  await fh.sync();
+  await fh.close();
+  await fs.syncDir(DIR);
+}
+
+interface Run {
+  got: string[];
+  counters: Counters;
+  lines: string[];
+}
+
+/** Opens the directory, delivers what it can, closes: what arrived, the counters, the log. */
+async function openAndDeliver(
+  fs: FileSystem,
+  extra: Partial<MessageBufferOptions> = {},
+): Promise<Run> {
+  const p = new RecordingProvider();
+  const log = recordingLogger();
+  const b = await MessageBuffer.open(opts(fs, p, { logger: log.logger, ...extra }));
+  await b.drained(5000);
+  const counters = b.stats().counters;
+  await b.close();
+  return { got: p.values(), counters, lines: log.lines };
+}
+
+/** Log lines at `level` that mention `text`. */
+const logged = (r: { lines: string[] }, level: string, text: string) =>
+  r.lines.filter((l) => l.startsWith(level) && l.includes(text));
+
+const quarantined = (fs: MemoryFileSystem) => fs.list(`${DIR}/quarantine`);
+
+/** The counters that report trouble, for "the second open finds nothing wrong". */
+function trouble(c: Counters) {
+  const {
+    quarantinedRecords,
+    quarantinedBytes,
+    tornBytes,
+    footerErrors,
+    checkpointErrors,
+    skippedSegments,
+    unknownFiles,
+    storageErrors,
+  } = c;
+  return {
+    quarantinedRecords,
+    quarantinedBytes,
+    tornBytes,
+    footerErrors,
+    checkpointErrors,
+    skippedSegments,
+    unknownFiles,
+    storageErrors,
+  };
+}
+
+const NO_TROUBLE = trouble({
+  quarantinedRecords: 0,
+  quarantinedBytes: 0,
+  tornBytes: 0,
+  footerErrors: 0,
+  checkpointErrors: 0,
+  skippedSegments: 0,
+  unknownFiles: 0,
+  storageErrors: 0,
+} as Counters);
+
+describe("corrupt and foreign files", () => {
+  it("a flipped bit in a sealed segment: its frame and the rest of that segment go to quarantine, every other record is delivered", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const segs = await layout(fs);
+    assert.ok(segs.length >= 3, `${segs.length} segments`);
+    const seg = segs[1];
+    const bad = seg.frames[2];
+    const at = bad.offset + 20 + 5; // a byte of the third frame's records
+    overwrite(fs, seg.path, at, new Uint8Array([fs.peek(seg.path)![at] ^ 0x10]));
+
+    const first = await openAndDeliver(fs);
+    const lostTo = seg.first + seg.records;
+    assert.deepEqual(first.got, without(bad.first, lostTo));
+    assert.equal(first.counters.quarantinedRecords, lostTo - bad.first);
+    assert.equal(first.counters.quarantinedBytes, seg.size - bad.offset);
+    assert.deepEqual(await quarantined(fs), [`${seg.name}@${bad.offset}`]);
+    assert.equal(logged(first, "ERROR", seg.name).length, 1, first.lines.join("\n"));
+    assert.match(logged(first, "ERROR", seg.name)[0], /corrupt frame.*checksum mismatch/);
+
+    for (let again = 0; again < 2; again++) {
+      const next = await openAndDeliver(fs);
+      assert.deepEqual(next.got, []);
+      assert.deepEqual(trouble(next.counters), NO_TROUBLE);
+      assert.deepEqual(await quarantined(fs), [`${seg.name}@${bad.offset}`]);
+    }
+  });
+
+  it("a sealed segment cut in the middle of a record: the cut frame goes to quarantine, every whole record is delivered", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const segs = await layout(fs);
+    const seg = segs[1];
+    const cutFrame = seg.frames[3];
+    const cutAt = cutFrame.offset + 20 + 7;
+    await cut(fs, seg.path, cutAt); // the footer and everything after byte 7 of a record
+
+    const first = await openAndDeliver(fs);
+    // Frames 0-2 of the segment survive; frame 3 is cut, and the frames after it are gone.
+    assert.deepEqual(first.got, without(cutFrame.first, seg.first + seg.records));
+    assert.equal(first.counters.quarantinedBytes, cutAt - cutFrame.offset);
+    assert.equal(first.counters.quarantinedRecords, 0, "at open the records cut are not known");
+    assert.equal(first.counters.tornBytes, 0);
+    assert.deepEqual(await quarantined(fs), [`${seg.name}@${cutFrame.offset}`]);
+    assert.match(logged(first, "ERROR", seg.name)[0] ?? "", /corrupt data in segment/);
+
+    for (let again = 0; again < 2; again++) {
+      const next = await openAndDeliver(fs);
+      assert.deepEqual(next.got, []);
+      assert.deepEqual(trouble(next.counters), NO_TROUBLE);
+    }
+  });
+
+  it("a zero-filled tail on the newest segment (a power loss): cut off as torn, every whole record is delivered", async () => {
+    const live = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    p.down = true;
+    const b = await MessageBuffer.open(opts(live, p));
+    for (const v of ALL) await b.write("t", v);
+    // The machine stops: the newest segment was never sealed (it has no footer).
+    const fs = live.processCrash();
+    await b.close();
+    const segs = await layout(fs);
+    const newest = segs.at(-1)!;
+    assert.ok(segs.length >= 3);
+    // The filesystem had grown the file but not written its last blocks: the last frame and
+    // 4000 bytes past it read as zeros.
+    const last = newest.frames.at(-1)!;
+    overwrite(fs, newest.path, last.offset, new Uint8Array(newest.size - last.offset));
+    const fh = await fs.open(newest.path, "append");
+    await fh.append(new Uint8Array(4000));
+    await fh.sync();
+    await fh.close();
+
+    const first = await openAndDeliver(fs);
+    assert.deepEqual(first.got, without(last.first, N));
+    assert.equal(first.counters.tornBytes, newest.size - last.offset + 4000);
+    assert.equal(first.counters.quarantinedBytes, 0);
+    assert.deepEqual(await quarantined(fs), []);
+    assert.match(logged(first, "WARN", newest.name)[0] ?? "", /cut a torn tail/);
+
+    for (let again = 0; again < 2; again++) {
+      const next = await openAndDeliver(fs);
+      assert.deepEqual(next.got, []);
+      assert.deepEqual(trouble(next.counters), NO_TROUBLE);
+    }
+  });
+
+  it("a garbage S file: its segment is delivered from its start, and the file is rewritten usable", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const [seg] = await layout(fs);
+    const sName = checkpointFileName(seg.name);
+    await put(fs, `${DIR}/${sName}`, new Uint8Array(100).fill(0x5a));
+
+    // Two batches of 4 are acknowledged, the third never is; then the buffer closes.
+    const p1 = new RecordingProvider();
+    p1.hangAfterSends = 2;
+    const log = recordingLogger();
+    const b1 = await MessageBuffer.open(opts(fs, p1, { logger: log.logger, closeTimeoutMs: 50 }));
+    await waitFor(() => p1.sends === 3, 5000, "the third send");
+    const c1 = b1.stats().counters;
+    await b1.close();
+    assert.deepEqual(p1.values(), range(0, 8));
+    assert.equal(c1.checkpointErrors, 1);
+    assert.match(logged(log, "WARN", sName)[0] ?? "", /unreadable S file/);
+
+    // The S file now holds the position: the next open resumes there, sending nothing twice.
+    const second = await openAndDeliver(fs);
+    assert.deepEqual(second.got, range(8, N));
+    assert.deepEqual(trouble(second.counters), NO_TROUBLE);
+    const third = await openAndDeliver(fs);
+    assert.deepEqual(third.got, []);
+  });
+
+  it("an S file pointing past the end of its segment: the segment is delivered from its start", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const segs = await layout(fs);
+    const seg = segs[1];
+    const sName = checkpointFileName(seg.name);
+    const { file } = await CheckpointFile.open(fs, `${DIR}/${sName}`, true);
+    await file.commit({ offset: seg.size + 4096, skip: 0, delivered: 3 });
+    await file.close();
+
+    const first = await openAndDeliver(fs);
+    assert.deepEqual(first.got, ALL, "every record once, in order");
+    assert.equal(first.counters.checkpointErrors, 1);
+    assert.match(logged(first, "WARN", sName)[0] ?? "", /past the end/);
+    assert.ok(logged(first, "WARN", sName)[0].includes(seg.name));
+
+    for (let again = 0; again < 2; again++) {
+      const next = await openAndDeliver(fs);
+      assert.deepEqual(next.got, []);
+      assert.deepEqual(trouble(next.counters), NO_TROUBLE);
+    }
+  });
+
+  it("unknown files in the directory are left alone, named in the log and counted", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const [seg] = await layout(fs);
+    const foreign = ["backup.tmp", "extra", "notes.s", "notes.txt", `${seg.name}.bak`];
+    const bytes = new TextEncoder().encode("not messagebuffer's");
+    for (const n of foreign) if (n !== "extra") await put(fs, `${DIR}/${n}`, bytes);
+    await fs.mkdirp(`${DIR}/extra`);
+    await put(fs, `${DIR}/messagebuffer.sock`, new Uint8Array(0)); // the agent's own socket
+
+    for (let open = 0; open < 3; open++) {
+      const r = await openAndDeliver(fs);
+      assert.deepEqual(r.got, open === 0 ? ALL : []);
+      assert.deepEqual(trouble(r.counters), { ...NO_TROUBLE, unknownFiles: foreign.length });
+      for (const n of foreign) {
+        assert.equal(logged(r, "WARN", `"file":"${n}"`).length, 1, `${n}: ${r.lines.join("\n")}`);
+        if (n !== "extra") assert.deepEqual(fs.peek(`${DIR}/${n}`), bytes, `${n} is untouched`);
+      }
+      assert.ok((await fs.list(DIR)).includes("extra"));
+      assert.deepEqual(await quarantined(fs), []);
+    }
+    assert.deepEqual((await dirStatus(fs, DIR, () => false)).unknownFiles, [...foreign].sort());
+  });
+
+  it("a segment of a newer format version is left in place untouched, named and counted; the others are delivered", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const segs = await layout(fs);
+    const seg = segs[1];
+    // Version 2 in the header, and that version's own footer (a new footer magic).
+    overwrite(fs, seg.path, 4, new Uint8Array([2]));
+    overwrite(fs, seg.path, seg.size - SEGMENT_FOOTER_SIZE, new TextEncoder().encode("MBF2"));
+    const before = fs.peek(seg.path);
+
+    for (let open = 0; open < 3; open++) {
+      const r = await openAndDeliver(fs);
+      assert.deepEqual(r.got, open === 0 ? without(seg.first, seg.first + seg.records) : []);
+      assert.deepEqual(trouble(r.counters), { ...NO_TROUBLE, skippedSegments: 1 });
+      const line = logged(r, "ERROR", seg.name);
+      assert.equal(line.length, 1, r.lines.join("\n"));
+      assert.match(line[0], /newer format version.*"version":2/);
+      assert.deepEqual(fs.peek(seg.path), before, "not changed");
+      assert.deepEqual(await quarantined(fs), []);
+    }
+    const status = await dirStatus(fs, DIR, () => false);
+    assert.match(status.segments[0].problem ?? "", /format version 2.*left in place/);
+  });
+});
+
+/**
+ * A filesystem whose S file writes fail with EIO while `failing` is set (the in-memory
+ * filesystem's `failNext` cannot tell an S file's path from its segment's, which it prefixes).
+ */
+class FailingCheckpoints implements FileSystem {
+  failing = true;
+  failures = 0;
+  readonly inner: FileSystem;
+  constructor(inner: FileSystem) {
+    this.inner = inner;
+  }
+  async open(path: string, mode: "create" | "append" | "read"): Promise<FileHandle> {
+    const fh = await this.inner.open(path, mode);
+    if (!path.endsWith(".s")) return fh;
+    return {
+      ...bound(fh),
+      writeAt: (data, position) => {
+        if (!this.failing) return fh.writeAt(data, position);
+        this.failures++;
+        return Promise.reject(Object.assign(new Error(`EIO: write "${path}"`), { code: "EIO" }));
+      },
+    };
+  }
+  mkdirp = (p: string) => this.inner.mkdirp(p);
+  list = (d: string) => this.inner.list(d);
+  readFile = (p: string) => this.inner.readFile(p);
+  stat = (p: string) => this.inner.stat(p);
+  rename = (a: string, b: string) => this.inner.rename(a, b);
+  remove = (p: string) => this.inner.remove(p);
+  syncDir = (d: string) => this.inner.syncDir(d);
+  lock = (d: string) => this.inner.lock(d);
+}
+
+function bound(fh: FileHandle): FileHandle {
+  return {
+    append: (d) => fh.append(d),
+    writeAt: (d, p) => fh.writeAt(d, p),
+    read: (i, o, l, p) => fh.read(i, o, l, p),
+    sync: () => fh.sync(),
+    truncate: (s) => fh.truncate(s),
+    size: () => fh.size(),
+    close: () => fh.close(),
+  };
+}
+
+describe("EIO from the disk", () => {
+  it("EIO on an S file's fsync: logged and counted, delivery goes on, and the next commit makes the position durable", async () => {
+    const mem = new MemoryFileSystem();
+    await backlog(mem);
+    const [seg] = await layout(mem);
+    const sName = checkpointFileName(seg.name);
+    const fs = new RecordingFileSystem(mem);
+    mem.failNext("sync", "EIO", sName); // the first fsync at or after open: the S file's
+    const p = new RecordingProvider();
+    p.hangAfterSends = 2;
+    const log = recordingLogger();
+    const b = await MessageBuffer.open(
+      opts(mem, p, { fs, logger: log.logger, closeTimeoutMs: 50 }),
+    );
+    // The second position is committed before the third send starts.
+    await waitFor(() => p.sends === 3, 5000, "the third send");
+    // The fault fired, on the S file (a fault left queued would prove nothing).
+    assert.deepEqual(fs.failures("sync").map((f) => f.path), [`${DIR}/${sName}`]);
+    assert.equal(b.stats().counters.storageErrors, 1);
+    assert.match(logged(log, "ERROR", seg.name)[0] ?? "", /write of S file.*failed/);
+    // Power loss now: the position of the second batch is on disk, so nothing acknowledged
+    // is sent again and nothing is skipped.
+    const after = mem.crash();
+    await b.close();
+    assert.deepEqual(p.values(), range(0, 8));
+    for (let open = 0; open < 2; open++) {
+      const r = await openAndDeliver(after);
+      assert.deepEqual(r.got, open === 0 ? range(8, N) : []);
+      assert.deepEqual(trouble(r.counters), NO_TROUBLE);
+    }
+  });
+
+  it("EIO on the directory fsync that ends recovery: the buffer opens, logs and counts it", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    // An S file without a segment: recovery removes it, then fsyncs the directory.
+    await put(fs, `${DIR}/${"9".repeat(20)}-00000000001.s`, new Uint8Array(64));
+    fs.failNext("syncDir", "EIO", DIR);
+    const first = await openAndDeliver(fs);
+    assert.deepEqual(first.got, ALL);
+    assert.equal(first.counters.storageErrors, 1);
+    assert.match(
+      logged(first, "ERROR", `"dir":"${DIR}"`)[0] ?? "",
+      /fsync of the buffer directory/,
+    );
+    const next = await openAndDeliver(fs);
+    assert.deepEqual(next.got, []);
+    assert.deepEqual(trouble(next.counters), NO_TROUBLE);
+  });
+
+  it("EIO on rename (quarantining a segment with a bad header): the open goes on, the file stays, and the next open moves it", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const segs = await layout(fs);
+    const seg = segs[1];
+    // Its header and its footer are garbage (with a good footer, the header is not read).
+    overwrite(fs, seg.path, 0, new TextEncoder().encode("JUNK"));
+    overwrite(fs, seg.path, seg.size - SEGMENT_FOOTER_SIZE, new TextEncoder().encode("JUNK"));
+    fs.failNext("rename", "EIO");
+
+    const first = await openAndDeliver(fs);
+    const lost = [seg.first, seg.first + seg.records] as const;
+    assert.deepEqual(first.got, without(...lost));
+    assert.equal(first.counters.storageErrors, 1);
+    assert.equal(first.counters.quarantinedBytes, 0);
+    assert.ok(fs.peek(seg.path), "left in place");
+    assert.deepEqual(await quarantined(fs), []);
+    assert.match(
+      logged(first, "ERROR", seg.name).at(-1) ?? "",
+      /recovery of a segment failed.*quarantine-file.*EIO/,
+    );
+
+    const second = await openAndDeliver(fs);
+    assert.deepEqual(second.got, []);
+    assert.deepEqual(trouble(second.counters), { ...NO_TROUBLE, quarantinedBytes: seg.size });
+    assert.equal(fs.peek(seg.path), null);
+    assert.deepEqual(await quarantined(fs), [`${seg.name}@0`]);
+    assert.match(logged(second, "ERROR", seg.name)[0] ?? "", /bad header; moved to quarantine/);
+
+    const third = await openAndDeliver(fs);
+    assert.deepEqual(trouble(third.counters), NO_TROUBLE);
+  });
+
+  it("EIO reading a segment at open: that segment is left in place and the rest delivered; the next open delivers it", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const segs = await layout(fs);
+    const seg = segs[1];
+    fs.failNext("read", "EIO", seg.name);
+
+    const first = await openAndDeliver(fs);
+    assert.deepEqual(first.got, without(seg.first, seg.first + seg.records));
+    assert.deepEqual(trouble(first.counters), {
+      ...NO_TROUBLE,
+      skippedSegments: 1,
+      storageErrors: 1,
+    });
+    assert.match(logged(first, "ERROR", seg.name)[0] ?? "", /cannot read segment.*EIO/);
+
+    const second = await openAndDeliver(fs);
+    assert.deepEqual(second.got, range(seg.first, seg.first + seg.records));
+    assert.deepEqual(trouble(second.counters), NO_TROUBLE);
+    const third = await openAndDeliver(fs);
+    assert.deepEqual(third.got, []);
+  });
+
+  it("EIO reading a segment during delivery: the read is tried again and no record is lost or quarantined", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    const log = recordingLogger();
+    const b = await MessageBuffer.open(opts(fs, p, { logger: log.logger }));
+    for (const v of range(0, 4)) await b.write("t", v);
+    await b.drained(5000);
+    const [active] = (await fs.list(DIR)).filter((n) => n.endsWith(".seg"));
+    // The sender has read the start of the segment; its next read (of what follows) fails.
+    fs.failNext("read", "EIO", active);
+    for (const v of range(4, 8)) await b.write("t", v);
+    await b.drained(5000);
+    const c = b.stats().counters;
+    await b.close();
+    assert.deepEqual(p.values(), range(0, 8));
+    assert.deepEqual(trouble(c), { ...NO_TROUBLE, storageErrors: 1 });
+    const line = logged(log, "ERROR", active);
+    assert.equal(line.length, 1, log.lines.join("\n"));
+    assert.match(line[0], /cannot read the backlog; retrying/);
+    for (let open = 0; open < 2; open++) {
+      const r = await openAndDeliver(fs);
+      assert.deepEqual(r.got, []);
+      assert.deepEqual(trouble(r.counters), NO_TROUBLE);
+    }
+  });
+
+  it("EIO on every S file write: delivery goes on, each failure is counted, and a restart sends again rather than skip", async () => {
+    const mem = new MemoryFileSystem();
+    await backlog(mem);
+    const [seg] = await layout(mem);
+    const fs = new FailingCheckpoints(mem);
+    const p = new RecordingProvider();
+    p.hangAfterSends = 2;
+    const log = recordingLogger();
+    const b = await MessageBuffer.open(
+      opts(mem, p, { fs, logger: log.logger, closeTimeoutMs: 50 }),
+    );
+    await waitFor(() => p.sends === 3, 5000, "the third send");
+    await b.close(); // close tries the failed position once more: it fails too
+    const c = b.stats().counters;
+    assert.deepEqual(p.values(), range(0, 8));
+    assert.equal(fs.failures, 3, "two commits and the retry at close");
+    assert.equal(c.storageErrors, fs.failures);
+    assert.equal(logged(log, "ERROR", seg.name).length, fs.failures);
+    // The disk works again. The S file was created but never written: the segment is sent
+    // again from its start (records repeat; none are lost).
+    fs.failing = false;
+    const first = await openAndDeliver(fs);
+    assert.deepEqual(first.got, ALL);
+    assert.deepEqual(trouble(first.counters), { ...NO_TROUBLE, checkpointErrors: 1 });
+    assert.match(logged(first, "WARN", checkpointFileName(seg.name))[0] ?? "", /unreadable/);
+    const second = await openAndDeliver(fs);
+    assert.deepEqual(second.got, []);
+    assert.deepEqual(trouble(second.counters), NO_TROUBLE);
+  });
+});
