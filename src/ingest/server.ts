@@ -114,6 +114,8 @@ class Connection {
   #idle: (() => void) | null = null;
   /** Set while paused: wakes the loop that decides whether to read on. */
   #wake: (() => void) | null = null;
+  /** While paused on a full buffer: resolves once it has room. */
+  #writable: Promise<void> | null = null;
 
   constructor(socket: net.Socket, server: IngestServer) {
     this.#socket = socket;
@@ -358,7 +360,13 @@ class Connection {
           clearTimeout(t);
           wake();
         };
-        if (this.#server.buffer.wouldBlock) this.#server.buffer.whenWritable().then(this.#wake);
+        if (this.#server.buffer.wouldBlock) {
+          // One wait on the buffer per connection, however often the loop wakes.
+          this.#writable ??= this.#server.buffer.whenWritable().finally(() => {
+            this.#writable = null;
+          });
+          this.#writable.then(() => this.#wake?.());
+        }
       });
       this.#wake = null;
     }
