@@ -5,7 +5,7 @@ import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import process from "node:process";
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import { escapeField } from "../../src/ingest/protocol.ts";
 import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
@@ -826,5 +826,73 @@ describe("agent CLI", () => {
     const after = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
     assert.equal(after.quarantine.length, 1);
     assert.equal(after.backlog.records, kept, "what status said opening would keep");
+  });
+  it("starts, twice, on a directory with every kind of damage, and delivers everything else exactly once", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-damage");
+    await createTopics([topic]);
+    // Four 1 MB segments of numbered 2 KB lines, stored offline and sealed by a clean stop.
+    const a = await offlineAgent(t.dir, ["--file-max-size", "1"]);
+    const total = 2000;
+    let lines = "";
+    for (let i = 0; i < total; i++) lines += `${topic}\t\t${i}:${"d".repeat(2000)}\n`;
+    assert.equal(
+      (await runCli(["send", "--socket", `${t.dir}/messagebuffer.sock`], lines)).code,
+      0,
+    );
+    assert.equal(await a.stop("SIGTERM"), 0);
+    const segs = (await readdir(t.dir)).filter((n) => n.endsWith(".seg")).sort();
+    assert.ok(segs.length >= 4, `${segs.length} segments`);
+    const before = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
+    const inFirst: number = before.segments[0].records;
+    // A flipped bit in the middle of the first segment's data.
+    const first = await readFile(`${t.dir}/${segs[0]}`);
+    first[first.length >> 1] ^= 0x10;
+    await writeFile(`${t.dir}/${segs[0]}`, first);
+    // A garbage S file for the second, an S file past the end of the third.
+    await writeFile(`${t.dir}/${segs[1].replace(/\.seg$/, ".s")}`, "not a checkpoint at all");
+    const past = new Uint8Array(32);
+    past.set([0x4d, 0x42, 0x43, 0x4b, 0, 0, 0, 1]); // "MBCK", then garbage: unusable either way
+    await writeFile(`${t.dir}/${segs[2].replace(/\.seg$/, ".s")}`, past);
+    // The newest as a power loss leaves it while being written: no footer, a zero-filled tail.
+    const newest = `${t.dir}/${segs.at(-1)}`;
+    const unsealed = (await readFile(newest)).subarray(0, -SEGMENT_FOOTER_SIZE);
+    await writeFile(newest, Buffer.concat([unsealed, new Uint8Array(4096)]));
+    // And a file that is not ours.
+    await writeFile(`${t.dir}/notes.txt`, "an operator's notes");
+
+    const port = await freePort();
+    const b = await agentIn(t.dir, ["--metrics", `127.0.0.1:${port}`]);
+    const m = await waitForMetrics(
+      `127.0.0.1:${port}`,
+      (x) => x.messagebuffer_backlog_records === 0 && x.messagebuffer_records_quarantined_total > 0,
+      "delivery of everything but the damaged frames",
+      60_000,
+    );
+    assert.equal(m.messagebuffer_unknown_files_total, 1);
+    assert.equal(m.messagebuffer_checkpoint_errors_total, 2);
+    assert.ok(m.messagebuffer_torn_bytes_total >= 4096);
+    assert.match(b.log(), /notes\.txt/);
+    const quarantineLine = b.log().split("\n").find((l) => /quarantine/.test(l)) ?? "";
+    assert.ok(quarantineLine.includes(segs[0]), `the log names the segment: ${quarantineLine}`);
+    assert.equal(await b.stop("SIGTERM"), 0);
+    const quarantined = m.messagebuffer_records_quarantined_total;
+    const got = (await consume([topic], total - quarantined)).map((r) =>
+      Number(String(r.value).split(":")[0])
+    );
+    // Exactly once, in order; missing only the quarantined records, all from the first segment.
+    assert.equal(got.length, total - quarantined);
+    assert.deepEqual(got, [...got].sort((x, y) => x - y));
+    assert.equal(new Set(got).size, got.length);
+    const missing = Array.from({ length: total }, (_, i) => i).filter((i) => !got.includes(i));
+    assert.equal(missing.length, quarantined);
+    assert.ok(missing.every((i) => i < inFirst), "only the first segment lost any");
+    assert.equal(missing.at(-1), inFirst - 1, "the rest of the first segment from the bad frame");
+    // A second start finds nothing new to repair and does not fail.
+    const c = await agentIn(t.dir);
+    assert.equal(await c.stop("SIGTERM"), 0);
+    assert.match(c.log(), /notes\.txt/);
+    assert.equal(await readFile(`${t.dir}/notes.txt`, "utf8"), "an operator's notes");
   });
 });
