@@ -7,7 +7,7 @@
  */
 
 import { createReadStream } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import process from "node:process";
 import pkg from "./package.json" with { type: "json" };
@@ -21,6 +21,7 @@ import {
   SETTINGS,
   settingsHelp,
 } from "./src/agent/config.ts";
+import { checkBufferDir } from "./src/agent/buffer_dir.ts";
 import { FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
 import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
@@ -78,6 +79,10 @@ delivers segments in order and moves the checkpoint (the S file) only after Kafk
 acknowledges. SIGTERM or SIGINT: stop reading, answer pending lines, fsync, let the batch
 in flight finish, write checkpoints, exit 0. A second signal exits at once (still safe:
 what was acknowledged is on disk).
+
+The buffer directory and everything created in it are owner-only (directories 0700, files
+0600). A buffer directory that another user owns, or that its group or others may write
+to, is refused (exit 1) unless --allow-unsafe-buffer-dir is given.
 
 Options (flags override the config file; the password comes from the environment or a file):
   --config <file>
@@ -154,10 +159,13 @@ lanes, every lane's dead/ (and quarantine/) is read.
   --socket <path>       The agent's socket [default: <buffer-dir>/messagebuffer.sock]
   --buffer-dir <dir>    The buffer directory [default: ./messagebuffer-data]
   --config <file>       Take buffer_dir and socket from the agent's config file
+  --allow-unsafe-buffer-dir
+                        Replay from a buffer directory another user owns or its group or
+                        others may write to (refused otherwise, as by run)
 
 Exits 0 when every record was accepted (or there was nothing to do), 1 if the agent refused
 some (each is printed; they stay in dead/ and are offered again next time), 2 on usage
-errors or when no agent answers.
+errors, an unsafe buffer directory, or when no agent answers.
 `,
   dump: `messagebuffer dump: print the records of a segment file as JSON lines.
 
@@ -221,6 +229,19 @@ const settingFlags: FlagSpec = Object.fromEntries(
   SETTINGS.map((s) => [s.flag, s.spec.type === "boolean" ? "boolean" : "value"]),
 );
 
+/**
+ * Refuses (throws) a buffer directory another user owns or may write to, unless
+ * allow_unsafe_buffer_dir is set, when it warns instead. Resolves with whether it exists.
+ */
+async function guardBufferDir(config: AgentConfig, logger: Logger | null): Promise<boolean> {
+  const { exists, problem } = await checkBufferDir(config.values.buffer_dir);
+  if (problem !== null) {
+    if (!config.values.allow_unsafe_buffer_dir) throw new Error(problem);
+    logger?.warn("using an unsafe buffer directory (--allow-unsafe-buffer-dir)", { problem });
+  }
+  return exists;
+}
+
 function socketPath(config: AgentConfig): string {
   return config.values.socket ?? `${config.values.buffer_dir}/messagebuffer.sock`;
 }
@@ -240,23 +261,23 @@ async function run(args: string[]): Promise<number> {
     level: config.values.log_level,
     format: config.values.log_format,
   });
+  const existed = await guardBufferDir(config, logger);
   const provider = new KafkaProvider({
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,
   });
   const started = Date.now();
-  logger.info("opening buffer", { dir: config.values.buffer_dir });
-  const buffer = await MessageBuffer.open({
-    ...engineOptions(config),
-    provider,
-    logger,
-    fs: defaultFileSystem(),
-  });
+  const dir = config.values.buffer_dir;
+  const fs = defaultFileSystem();
+  logger.info("opening buffer", { dir });
+  const buffer = await MessageBuffer.open({ ...engineOptions(config), provider, logger, fs });
   let open = true;
   let ingest: IngestServer | null = null;
   try {
+    // Made by another user between the check and the open (which takes an existing one)?
+    if (!existed) await guardBufferDir(config, logger);
     // The modes without disk do not create the buffer directory, where the socket may be.
-    await mkdir(dirname(socketPath(config)), { recursive: true, mode: 0o700 });
+    await fs.mkdirp(dirname(socketPath(config)));
     ingest = await IngestServer.listen({
       path: socketPath(config),
       mode: Number.parseInt(config.values.socket_mode, 8),
@@ -441,14 +462,29 @@ async function replayCommand(args: string[]): Promise<number> {
     "dry-run": "boolean",
     quarantine: "boolean",
     restamp: "boolean",
+    "allow-unsafe-buffer-dir": "boolean",
   });
-  const config = await loadConfig({ config: values.config, "buffer-dir": values["buffer-dir"] });
+  const config = await loadConfig({
+    config: values.config,
+    "buffer-dir": values["buffer-dir"],
+    "allow-unsafe-buffer-dir": values["allow-unsafe-buffer-dir"],
+  });
   const dir = config.values.buffer_dir;
   const socket = values.socket ?? config.values.socket ?? `${dir}/messagebuffer.sock`;
   const fs = defaultFileSystem();
-  if ((await fs.stat(dir)) === null) {
+  const { exists, problem } = await checkBufferDir(dir);
+  if (!exists) {
     process.stderr.write(`messagebuffer replay: no buffer directory "${dir}"\n`);
     return 2;
+  }
+  // Replay writes its journal and lock in dead/: not in a directory another user controls.
+  if (problem !== null) {
+    process.stderr.write(
+      `messagebuffer replay: ${
+        config.values.allow_unsafe_buffer_dir ? "warning: " : ""
+      }${problem}\n`,
+    );
+    if (!config.values.allow_unsafe_buffer_dir) return 2;
   }
   // One replay at a time: the journal is read before sending and written after.
   await fs.mkdirp(`${dir}/${DEAD_DIR}`);

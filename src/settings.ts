@@ -211,6 +211,12 @@ export const AGENT = {
     default: "./messagebuffer-data",
     help: "Directory for segments, S files, dead letters, quarantine",
   },
+  allow_unsafe_buffer_dir: {
+    type: "boolean",
+    default: false,
+    help:
+      "Use a buffer directory owned by another user, or writable by its group or others (refused otherwise)",
+  },
   mode: {
     engine: "mode",
     help:

@@ -15,6 +15,43 @@ export function agentCommand(args: string[]): [string, string[]] {
   return [process.execPath, ["cli.ts", ...args]];
 }
 
+/** How a test runs a command: the environment to add, the umask and user to start it as. */
+export interface RunOptions {
+  env?: Record<string, string>;
+  /** Octal, e.g. "000": the command runs under `sh -c 'umask ...; exec ...'` (same pid). */
+  umask?: string;
+  /** Run as this user and group id (with setpriv, same pid; the tests run as root). */
+  uid?: number;
+  /** runCli: kill the command if it runs longer than this. */
+  timeoutMs?: number;
+}
+
+/** Spawns `cmd argv` with `options`. */
+function spawnWith(
+  cmd: string,
+  argv: string[],
+  stdio: ["ignore" | "pipe", "pipe", "pipe"],
+  options: RunOptions,
+): ChildProcess {
+  const env = { ...process.env, ...options.env };
+  if (options.uid !== undefined) {
+    const id = options.uid;
+    [cmd, argv] = ["setpriv", [
+      `--reuid=${id}`,
+      `--regid=${id}`,
+      "--clear-groups",
+      "--",
+      cmd,
+      ...argv,
+    ]];
+  }
+  if (options.umask !== undefined) {
+    if (!/^[0-7]{3,4}$/.test(options.umask)) throw new TypeError(`bad umask ${options.umask}`);
+    [cmd, argv] = ["/bin/sh", ["-c", `umask ${options.umask} && exec "$0" "$@"`, cmd, ...argv]];
+  }
+  return spawn(cmd, argv, { stdio, env });
+}
+
 /** A running agent. */
 export interface Agent {
   proc: ChildProcess;
@@ -26,12 +63,13 @@ export interface Agent {
 }
 
 /** Starts `messagebuffer run ARGS` and waits for its "agent ready" log line. */
-export async function startAgent(args: string[], env: Record<string, string> = {}): Promise<Agent> {
+export async function startAgent(
+  args: string[],
+  env: Record<string, string> = {},
+  options: Omit<RunOptions, "env"> = {},
+): Promise<Agent> {
   const [cmd, argv] = agentCommand(["run", ...args]);
-  const proc = spawn(cmd, argv, {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-  });
+  const proc = spawnWith(cmd, argv, ["ignore", "pipe", "pipe"], { ...options, env });
   let log = "";
   proc.stdout!.on("data", (d) => (log += d));
   proc.stderr!.on("data", (d) => (log += d));
@@ -66,14 +104,24 @@ export async function startAgent(args: string[], env: Record<string, string> = {
 export function runCli(
   args: string[],
   stdin?: string,
+  options: RunOptions = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const [cmd, argv] = agentCommand(args);
   return new Promise((resolve) => {
-    const p = spawn(cmd, argv, { stdio: ["pipe", "pipe", "pipe"] });
+    const p = spawnWith(cmd, argv, ["pipe", "pipe", "pipe"], options);
     let stdout = "", stderr = "";
     p.stdout!.on("data", (d) => (stdout += d));
     p.stderr!.on("data", (d) => (stderr += d));
-    p.once("exit", (code) => resolve({ code, stdout, stderr }));
+    // A command expected to exit that keeps running (an agent that should have refused to
+    // start) is killed after timeoutMs, and reported with code null.
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+      stderr += `\n(killed: still running after ${options.timeoutMs} ms)`;
+      p.kill("SIGKILL");
+    }, options.timeoutMs);
+    p.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
     p.stdin!.end(stdin ?? "");
   });
 }

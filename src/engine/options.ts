@@ -86,7 +86,10 @@ void _sameNames;
 export interface MessageBufferOptions {
   /**
    * Buffer directory; created if missing. Holds segments, S files, `dead/`, `quarantine/`.
-   * Not used (and may be left out) in the modes without disk.
+   * Not used (and may be left out) in the modes without disk. On the default filesystem
+   * what the buffer creates is owner-only (directories 0700, files 0600). Unlike the agent,
+   * `open` does not refuse a directory that another user owns or may write to: the caller
+   * chose it.
    */
   dir?: string;
   /**

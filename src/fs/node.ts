@@ -1,14 +1,26 @@
 /**
  * {@link FileSystem} on `node:fs/promises`, which Deno, Bun and Node all implement.
  *
+ * Everything it creates is owner-only whatever the umask: directories 0700 ({@link DIR_MODE}),
+ * files 0600 ({@link FILE_MODE}). Records are the users' data, and the lock and checkpoints
+ * decide what is sent: no other user needs to read them, and none may change them. What
+ * exists already keeps its mode.
+ *
  * @module
  */
 
 import { constants, promises as fsp } from "node:fs";
+import { dirname, resolve } from "node:path";
 import process from "node:process";
 import { LockedError } from "../errors.ts";
 import { pidIsAlive } from "../process.ts";
 import type { DirLock, FileHandle, FileSystem } from "./types.ts";
+
+/** Mode of the directories the adapter creates: the owner's alone. */
+export const DIR_MODE = 0o700;
+
+/** Mode of the files the adapter creates: the owner may read and write them, no one else. */
+export const FILE_MODE = 0o600;
 
 class NodeFileHandle implements FileHandle {
   #fh: fsp.FileHandle;
@@ -70,7 +82,15 @@ const heldLocks = new Set<string>();
  */
 export class NodeFileSystem implements FileSystem {
   async mkdirp(path: string): Promise<void> {
-    await fsp.mkdir(path, { recursive: true });
+    // The umask only takes bits away, but a strict one could take the owner's: set the mode
+    // of each directory made here (the first one mkdir names, down to `path`) exactly.
+    const made = await fsp.mkdir(path, { recursive: true, mode: DIR_MODE });
+    if (made === undefined) return;
+    const first = resolve(made); // Deno answers with an absolute path, Bun as given
+    for (let dir = resolve(path); dir.length >= first.length; dir = dirname(dir)) {
+      await fsp.chmod(dir, DIR_MODE);
+      if (dir === first) break;
+    }
   }
   list(dir: string): Promise<string[]> {
     return fsp.readdir(dir);
@@ -81,9 +101,15 @@ export class NodeFileSystem implements FileSystem {
       : mode === "append"
       ? constants.O_RDWR
       : constants.O_RDONLY;
-    const fh = await fsp.open(path, flags, 0o644);
-    const size = mode === "create" ? 0 : (await fh.stat()).size;
-    return new NodeFileHandle(fh, size);
+    const fh = await fsp.open(path, flags, FILE_MODE);
+    if (mode !== "create") return new NodeFileHandle(fh, (await fh.stat()).size);
+    try {
+      await fh.chmod(FILE_MODE); // exactly, whatever the umask; the file is new (O_EXCL)
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    return new NodeFileHandle(fh, 0);
   }
   async readFile(path: string): Promise<Uint8Array | null> {
     try {
@@ -123,9 +149,13 @@ export class NodeFileSystem implements FileSystem {
     const path = `${dir}/LOCK`;
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        const fh = await fsp.open(path, "wx", 0o644);
-        await fh.writeFile(`${process.pid}\n`);
-        await fh.close();
+        const fh = await fsp.open(path, "wx", FILE_MODE);
+        try {
+          await fh.chmod(FILE_MODE);
+          await fh.writeFile(`${process.pid}\n`);
+        } finally {
+          await fh.close();
+        }
         heldLocks.add(path);
         return {
           release: async () => {

@@ -53,7 +53,8 @@ export interface DirLock {
 }
 
 /**
- * The operations the buffer needs, and nothing more.
+ * The operations the buffer needs, and nothing more. What an adapter creates on a real disk
+ * should be the owner's alone (directories 0700, files 0600), as those of `NodeFileSystem` are.
  *
  * @example The engine on the default filesystem, explicitly
  * ```ts
@@ -67,11 +68,14 @@ export interface DirLock {
  * ```
  */
 export interface FileSystem {
-  /** Creates a directory and its parents; fine if it exists. */
+  /** Creates a directory and its parents (owner-only); fine if it exists, whose mode stays. */
   mkdirp(path: string): Promise<void>;
   /** Names (not paths) of the entries in a directory. */
   list(dir: string): Promise<string[]>;
-  /** Opens a file for appending, creating it (exclusive: fails if it exists when `create`). */
+  /**
+   * Opens a file for appending, creating it owner-only when `create` (exclusive: fails if it
+   * exists).
+   */
   open(path: string, mode: "create" | "append" | "read"): Promise<FileHandle>;
   /** Whole-file read (small files: checkpoints, the lock). Null when it does not exist. */
   readFile(path: string): Promise<Uint8Array | null>;
