@@ -329,6 +329,12 @@ export const AGENT = {
     unit: "ms",
     help: "How long a broker may take to answer",
   },
+  require_existing_topics: {
+    type: "boolean",
+    default: false,
+    help:
+      "Never ask the broker to create a topic: records for a topic that does not exist wait on disk, retried, until it is created (default: the broker creates it where auto.create.topics.enable allows)",
+  },
   max_message_bytes: {
     kafka: "maxMessageBytes",
     unit: "bytes",

@@ -294,6 +294,7 @@ export async function providerOptions(
     ...(optionsOf("kafka", c) as Partial<KafkaProviderOptions>),
     brokers,
   };
+  if (v.require_existing_topics) o.autoCreateTopics = false;
   if (v.tls || v.tls_ca_file || v.tls_cert_file || v.tls_key_file || v.tls_insecure_skip_verify) {
     o.tls = {
       ca: v.tls_ca_file ? await read("tls-ca-file", v.tls_ca_file) : undefined,

@@ -84,6 +84,16 @@ describe("agent configuration", () => {
     );
   });
 
+  it("--require-existing-topics (or require_existing_topics) turns the provider's autoCreateTopics off", async () => {
+    const read = () => Promise.resolve("");
+    const on = await providerOptions(buildConfig({ brokers: "a:1" }, null, {}), read);
+    assert.notEqual(on.autoCreateTopics, false);
+    const flag = buildConfig({ brokers: "a:1", "require-existing-topics": true }, null, {});
+    assert.equal((await providerOptions(flag, read)).autoCreateTopics, false);
+    const file = buildConfig({ brokers: "a:1" }, { require_existing_topics: true }, {});
+    assert.equal((await providerOptions(file, read)).autoCreateTopics, false);
+  });
+
   it("takes the SASL password from the environment and masks it in --print-config", async () => {
     const c = buildConfig(
       { brokers: "h:1", "sasl-mechanism": "scram-sha-256", "sasl-username": "alice" },
