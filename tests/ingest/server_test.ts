@@ -10,12 +10,10 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import { setImmediate } from "node:timers";
-import v8 from "node:v8";
-import vm from "node:vm";
 import { MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
 import { IngestServer, type IngestServerOptions } from "../../src/ingest/server.ts";
 import { RawClient } from "../_agent.ts";
-import { RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { fullGc, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
 
 let root: { dir: string; cleanup: () => Promise<void> };
 let n = 0;
@@ -71,14 +69,6 @@ async function ackClient(path: string): Promise<RawClient> {
 function values(p: RecordingProvider, topic: string): string[] {
   const dec = new TextDecoder();
   return p.received.filter((r) => r.topic === topic).map((r) => dec.decode(r.value));
-}
-
-/** A full garbage collection: Bun.gc, or V8's gc (exposed here). */
-function collector(): () => void {
-  const bun = (globalThis as { Bun?: { gc(sync: boolean): void } }).Bun;
-  if (bun) return () => bun.gc(true);
-  v8.setFlagsFromString("--expose-gc");
-  return vm.runInNewContext("gc");
 }
 
 /** Resolves true if `p` settles within `ms`, false otherwise. */
@@ -169,8 +159,7 @@ describe("ingest server: careless and hostile clients", () => {
   it("holds an unfinished line dribbled a byte at a time in about its own size", async () => {
     const r = await rig();
     const c = await ackClient(r.path);
-    const gc = collector();
-    gc();
+    fullGc();
     const before = process.memoryUsage().heapUsed;
     c.write("t\t\t");
     const bytes = 200_000;
@@ -182,7 +171,7 @@ describe("ingest server: careless and hostile clients", () => {
     }
     await waitFor(() => c.socket.writableLength === 0, 5000, "the bytes to go out");
     await new Promise((res) => setTimeout(res, 100));
-    gc();
+    fullGc();
     const grown = process.memoryUsage().heapUsed - before;
     // One Buffer kept per chunk would hold hundreds of bytes per byte (tens of MiB here).
     assert.ok(grown < 4 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
