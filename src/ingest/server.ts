@@ -368,12 +368,13 @@ class Connection {
           clearTimeout(t);
           wake();
         };
-        if (this.#server.buffer.wouldBlock) {
-          // One wait on the buffer per connection, however often the loop wakes.
-          this.#writable ??= this.#server.buffer.whenWritable().finally(() => {
+        if (this.#server.buffer.wouldBlock && !this.#writable) {
+          // One wait on the buffer per connection (and one handler on it), however often the
+          // loop wakes; it wakes whichever wait is current when room returns.
+          this.#writable = this.#server.buffer.whenWritable().then(() => {
             this.#writable = null;
+            this.#wake?.();
           });
-          this.#writable.then(() => this.#wake?.());
         }
       });
       this.#wake = null;
