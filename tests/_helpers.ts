@@ -5,6 +5,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import v8 from "node:v8";
+import vm from "node:vm";
 import type { DirLock, FileHandle, FileSystem } from "../src/fs/types.ts";
 import { type LogLevel, MessageBuffer, type MessageBufferOptions, silentLogger } from "../mod.ts";
 import type { Provider, ProviderRecord, SendResult } from "../src/provider/types.ts";
@@ -297,4 +299,12 @@ export class OpenBuffers {
   async closeAll(): Promise<void> {
     for (const b of this.#open.splice(0)) await b.close();
   }
+}
+
+/** A full garbage collection (Bun.gc, or V8's gc, exposed for it), for heap measurements. */
+export function fullGc(): void {
+  const bun = (globalThis as { Bun?: { gc(sync: boolean): void } }).Bun;
+  if (bun) return bun.gc(true);
+  v8.setFlagsFromString("--expose-gc");
+  (vm.runInNewContext("gc") as () => void)();
 }

@@ -565,22 +565,29 @@ export function backoffMs(failures: number, initialMs: number, maxMs: number): n
 
 /** Waiters for the next progress (a batch settled), each with a timeout. */
 export class ProgressSignal {
-  #waiters: Array<() => void> = [];
+  readonly #waiters = new Set<() => void>();
 
-  /** Resolves at the next `notify()`, or after `ms`. */
+  /**
+   * Resolves at the next `notify()`, or after `ms`. A wait that times out leaves nothing behind
+   * (waits are repeated once a second for as long as, say, the buffer stays full).
+   */
   wait(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, ms);
-      this.#waiters.push(() => {
+      const wake = () => {
         clearTimeout(t);
+        this.#waiters.delete(wake);
         resolve();
-      });
+      };
+      const t = setTimeout(wake, ms);
+      this.#waiters.add(wake);
     });
   }
 
   /** Wakes every waiter. */
   notify(): void {
-    for (const w of this.#waiters.splice(0)) w();
+    const waiters = [...this.#waiters];
+    this.#waiters.clear();
+    for (const w of waiters) w();
   }
 }
 

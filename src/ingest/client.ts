@@ -94,7 +94,13 @@ export function sendLines(
           }
           finishIfDone();
         });
-        s.once("close", () => {
+        // The agent's end of the connection (its idle timeout): from then on nothing more is
+        // answered on it, and a write would fail ("ended by the other party"), so the next
+        // input opens a new connection; the same check runs at "close" (no "end" before it).
+        let gone = false;
+        const onGone = () => {
+          if (gone) return;
+          gone = true;
           if (socket === s) socket = null;
           if (failed) return;
           if (answered !== summary.lines || lastByte !== 10) {
@@ -107,7 +113,9 @@ export function sendLines(
             );
           }
           // Otherwise every line was answered: an idle close. The next input reconnects.
-        });
+        };
+        s.once("end", onGone);
+        s.once("close", onGone);
       });
     const send = async (b: Buffer) => {
       if (!socket) {

@@ -9,9 +9,9 @@
  *
  * Careless and hostile clients: connections past `maxConnections` are answered with one
  * `error` line and closed; a connection with nothing in progress that sends nothing for
- * `idleTimeoutMs` is closed; an unfinished line is kept as its chunks and joined once, when
- * its newline comes (a line dribbled a byte at a time costs linear time), and never holds
- * more than `maxLineBytes`.
+ * `idleTimeoutMs` is closed; an unfinished line is kept in a buffer that grows by doubling (a
+ * line dribbled a byte at a time costs linear time and about its own size in memory), and
+ * never holds more than `maxLineBytes`.
  *
  * @module
  */
@@ -101,8 +101,12 @@ class Connection {
   readonly #server: IngestServer;
   #ack = false;
   #lineNo = 0;
-  /** The unfinished line's chunks so far, and their total length. */
-  #parts: Buffer[] = [];
+  /**
+   * The unfinished line so far: its first `#partBytes` bytes, in a buffer grown by doubling (a
+   * chunk is copied in, not kept: one Buffer per chunk costs hundreds of bytes each when a line
+   * is dribbled a byte at a time).
+   */
+  #part: Buffer | null = null;
   #partBytes = 0;
   #skipping = false;
   /** Lines waiting for their answer, from `#head` on (answered entries are dropped in bulk). */
@@ -149,7 +153,7 @@ class Connection {
       lines: this.#lineNo,
       ...(partial ? { unfinishedLineBytes: this.#partBytes, dropped: "unfinished line" } : {}),
     });
-    this.#parts = [];
+    this.#part = null;
     this.#partBytes = 0;
     this.#skipping = false;
     this.#ended = true;
@@ -164,23 +168,28 @@ class Connection {
     let buf = chunk;
     let start = 0;
     if (this.#partBytes > 0) {
-      // An unfinished line goes on: keep the chunk until its newline (or the limit) comes, so
-      // that each byte is copied once however finely the line is split.
+      // An unfinished line goes on: append the chunk until its newline (or the limit) comes;
+      // doubling keeps the copying linear however finely the line is split.
       const nl = chunk.indexOf(NL);
       if (nl < 0) {
-        if (this.#partBytes + chunk.length > max) {
-          this.#parts = [];
+        const need = this.#partBytes + chunk.length;
+        if (need > max) {
+          this.#part = null;
           this.#partBytes = 0;
           this.#skipping = true;
         } else {
-          this.#parts.push(chunk);
-          this.#partBytes += chunk.length;
+          if (need > this.#part!.length) {
+            const grown = Buffer.allocUnsafe(Math.min(max, Math.max(need, 2 * this.#part!.length)));
+            this.#part!.copy(grown, 0, 0, this.#partBytes);
+            this.#part = grown;
+          }
+          chunk.copy(this.#part!, this.#partBytes);
+          this.#partBytes = need;
         }
         return;
       }
-      this.#parts.push(chunk);
-      buf = Buffer.concat(this.#parts, this.#partBytes + chunk.length);
-      this.#parts = [];
+      buf = Buffer.concat([this.#part!.subarray(0, this.#partBytes), chunk]);
+      this.#part = null;
       this.#partBytes = 0;
     }
     if (this.#skipping) {
@@ -213,9 +222,8 @@ class Connection {
         this.#skipping = true;
       } else {
         // A copy: the chunk's memory may be a slice of a larger pooled buffer.
-        const rest = Buffer.from(buf.subarray(start));
-        this.#parts = [rest];
-        this.#partBytes = rest.length;
+        this.#part = Buffer.from(buf.subarray(start));
+        this.#partBytes = this.#part.length;
       }
     }
     this.#maybePause();
@@ -360,12 +368,13 @@ class Connection {
           clearTimeout(t);
           wake();
         };
-        if (this.#server.buffer.wouldBlock) {
-          // One wait on the buffer per connection, however often the loop wakes.
-          this.#writable ??= this.#server.buffer.whenWritable().finally(() => {
+        if (this.#server.buffer.wouldBlock && !this.#writable) {
+          // One wait on the buffer per connection (and one handler on it), however often the
+          // loop wakes; it wakes whichever wait is current when room returns.
+          this.#writable = this.#server.buffer.whenWritable().then(() => {
             this.#writable = null;
+            this.#wake?.();
           });
-          this.#writable.then(() => this.#wake?.());
         }
       });
       this.#wake = null;
@@ -384,7 +393,7 @@ class Connection {
           bytes: this.#partBytes,
         },
       );
-      this.#parts = [];
+      this.#part = null;
       this.#partBytes = 0;
       this.#skipping = false;
     }

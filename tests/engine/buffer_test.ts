@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdir, readFile, writeFile } from "node:fs/promises";
+import process from "node:process";
 import {
   BufferClosedError,
   BufferFullError,
@@ -9,7 +10,8 @@ import {
   type MessageBufferOptions,
   silentLogger,
 } from "../../mod.ts";
-import { OpenBuffers, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { fullGc, OpenBuffers, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { ProgressSignal } from "../../src/engine/sender.ts";
 import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 
 const enc = new TextEncoder();
@@ -462,5 +464,23 @@ describe("MessageBuffer", () => {
     await b.drained(5000);
     assert.deepEqual(p.values(), Array.from({ length: 1000 }, (_, i) => `c${i}`));
     assert.ok(p.sends <= 5, `1000 concurrent writes took ${p.sends} sends`);
+  });
+});
+
+describe("ProgressSignal", () => {
+  it("keeps nothing of a wait that timed out (whenWritable waits once a second while full)", async () => {
+    const signal = new ProgressSignal();
+    fullGc();
+    const before = process.memoryUsage().heapUsed;
+    for (let round = 0; round < 10; round++) {
+      await Promise.all(Array.from({ length: 20_000 }, () => signal.wait(1)));
+    }
+    fullGc();
+    const grown = process.memoryUsage().heapUsed - before;
+    assert.ok(grown < 4 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
+    // A wait still wakes at notify().
+    const woke = signal.wait(60_000).then(() => true);
+    signal.notify();
+    assert.equal(await woke, true);
   });
 });

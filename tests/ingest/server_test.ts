@@ -9,10 +9,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import process from "node:process";
+import { setImmediate } from "node:timers";
 import { MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
 import { IngestServer, type IngestServerOptions } from "../../src/ingest/server.ts";
 import { RawClient } from "../_agent.ts";
-import { RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { fullGc, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
 
 let root: { dir: string; cleanup: () => Promise<void> };
 let n = 0;
@@ -151,6 +152,33 @@ describe("ingest server: careless and hostile clients", () => {
     assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
     await r.buffer.drained(10_000);
     assert.deepEqual(values(r.provider, "t"), [value]);
+    c.end();
+    await r.close();
+  });
+
+  it("holds an unfinished line dribbled a byte at a time in about its own size", async () => {
+    const r = await rig();
+    const c = await ackClient(r.path);
+    fullGc();
+    const before = process.memoryUsage().heapUsed;
+    c.write("t\t\t");
+    const bytes = 200_000;
+    const one = Buffer.from("d");
+    for (let i = 0; i < bytes; i++) {
+      // Each byte on its own, so that the server reads (nearly) every one as its own chunk.
+      await new Promise<void>((res) => c.socket.write(one, () => res()));
+      await new Promise((res) => setImmediate(res));
+    }
+    await waitFor(() => c.socket.writableLength === 0, 5000, "the bytes to go out");
+    await new Promise((res) => setTimeout(res, 100));
+    fullGc();
+    const grown = process.memoryUsage().heapUsed - before;
+    // One Buffer kept per chunk would hold hundreds of bytes per byte (tens of MiB here).
+    assert.ok(grown < 4 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
+    c.write("\n");
+    assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
+    await r.buffer.drained(10_000);
+    assert.deepEqual(values(r.provider, "t"), ["d".repeat(bytes)]);
     c.end();
     await r.close();
   });
