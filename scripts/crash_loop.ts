@@ -443,6 +443,8 @@ const total = offsets.reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
 const seen = new Map<string, number>();
 let corrupt = 0, reordered = 0, ghosts = 0, consumed = 0;
 const lastSeq = new Map<string, number>();
+const dupRun = new Map<number, { n: number; len: number }>();
+let dupRuns = 0, longestDupRun = 0;
 const consumer = kafka.consumer({
   groupId: `mb-crash-loop-${SEED}-${Date.now()}`,
   maxBytes: 64 << 20,
@@ -473,6 +475,14 @@ await consumer.run({
       }
       const n = (seen.get(id) ?? 0) + 1;
       seen.set(id, n);
+      // Re-sent records come as runs in a partition, one run per re-send (a batch sent again
+      // twice gives a run of second copies, then one of third copies): a run longer than a
+      // batch would mean more than the batch in flight was sent again.
+      const prev = dupRun.get(batch.partition);
+      const run = n === 1 ? 0 : prev && prev.n === n ? prev.len + 1 : 1;
+      dupRun.set(batch.partition, { n, len: run });
+      if (run === 1) dupRuns++;
+      longestDupRun = Math.max(longestDupRun, run);
       if (n > 1) continue; // a duplicate: counted below
       const [c, seq] = id.split(".").map(Number);
       const key = `k${c}`;
@@ -504,9 +514,10 @@ const window = KILLS * BATCH;
 // from before the last prune.
 const unexplained = Math.max(0, lost - droppedCounted) + lostAfterPrune;
 const ok = unexplained === 0 && corrupt === 0 && reordered === 0 && ghosts === 0 &&
-  quarantined === 0 && deadFiles.length === 0 && duplicates <= window && consumed >= total;
+  quarantined === 0 && deadFiles.length === 0 && duplicates <= window && consumed >= total &&
+  longestDupRun <= BATCH;
 console.log(
-  `crash-loop: seed ${SEED}, kills ${KILLS} (${startupKills} at startup), outages ${outages}, prunes ${prunes}, acked ${acked.size}, delivered ${seen.size} (${unknownDelivered} of ${unknown.size} unanswered), lost ${unexplained} (missing ${lost}, ${droppedCounted} counted dropped), duplicated ${duplicates} (window ${window}), corrupt ${corrupt}, reordered ${reordered}, errored-but-delivered ${ghosts}, quarantined ${quarantined}, dead-lettered files ${deadFiles.length}, ${
+  `crash-loop: seed ${SEED}, kills ${KILLS} (${startupKills} at startup), outages ${outages}, prunes ${prunes}, acked ${acked.size}, delivered ${seen.size} (${unknownDelivered} of ${unknown.size} unanswered), lost ${unexplained} (missing ${lost}, ${droppedCounted} counted dropped), duplicated ${duplicates} (window ${window}; ${dupRuns} runs, longest ${longestDupRun}, batch ${BATCH}), corrupt ${corrupt}, reordered ${reordered}, errored-but-delivered ${ghosts}, quarantined ${quarantined}, dead-lettered files ${deadFiles.length}, ${
     ((Date.now() - started) / 1000).toFixed(0)
   } s, agent ${EXE ? "executable" : "from source"}, ${machine()} => ${ok ? "OK" : "FAIL"}`,
 );

@@ -82,6 +82,13 @@ export function sendLines(
             pendingText = pendingText.slice(nl + 1);
             if (!ackAnswered) {
               ackAnswered = true; // the answer to #ack
+              // The agent refuses a connection (too many open) with one error line for it.
+              if (answer !== "ok") {
+                fail(
+                  new Error(`The agent refused the connection: ${answer.replace(/^error /, "")}`),
+                );
+                return;
+              }
               continue;
             }
             answered++;

@@ -118,6 +118,8 @@ class Connection {
   #idle: (() => void) | null = null;
   /** Set while paused: wakes the loop that decides whether to read on. */
   #wake: (() => void) | null = null;
+  /** Closed by the idle timeout: input still arriving is counted as refused. */
+  #idleClosed = false;
   /** While paused on a full buffer: resolves once it has room. */
   #writable: Promise<void> | null = null;
 
@@ -141,7 +143,11 @@ class Connection {
   /** No input for idleTimeoutMs: closes the connection unless one of its lines is in progress. */
   #onIdle(): void {
     // Waiting on us (an answer not yet given, or paused by back-pressure) is not idleness.
-    if (this.#ended || this.#paused || this.#draining || this.#queue.length > this.#head) {
+    // So is a client that has not read the answers already sent: closing now could lose them.
+    if (
+      this.#ended || this.#paused || this.#draining || this.#queue.length > this.#head ||
+      this.#socket.writableLength > 0
+    ) {
       this.#socket.setTimeout(this.#server.idleTimeoutMs); // look again a period later
       return;
     }
@@ -157,13 +163,27 @@ class Connection {
     this.#partBytes = 0;
     this.#skipping = false;
     this.#ended = true;
+    this.#idleClosed = true;
     this.#socket.end();
     const t = setTimeout(() => this.#socket.destroy(), 2000);
     this.#socket.once("close", () => clearTimeout(t));
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#ended) return;
+    if (this.#ended) {
+      // Sent after the idle close began (the client did not see it yet): never stored, so
+      // counted and logged, not dropped silently (an ack-mode client also sees no answer).
+      if (this.#idleClosed) {
+        let lines = 0;
+        for (let i = chunk.indexOf(NL); i >= 0; i = chunk.indexOf(NL, i + 1)) lines++;
+        this.#server.stats.linesRejected += lines;
+        this.#server.logger.warn("ingest lines arrived after an idle close; not stored", {
+          lines,
+          bytes: chunk.length,
+        });
+      }
+      return;
+    }
     const max = this.#server.maxLineBytes;
     let buf = chunk;
     let start = 0;
