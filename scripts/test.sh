@@ -71,6 +71,9 @@ if [[ $# -eq 0 ]]; then
   echo "== single-file executable (bun build --compile) + agent tests" >&2
   exe=$(mktemp -d)/messagebuffer
   scripts/compile.sh "$exe" || status=1
+  # Others may run it (mktemp made its directory 0700): the security tests run it as another
+  # user, as the Debian package's unit does.
+  chmod 755 "$(dirname "$exe")"
   MB_AGENT_BIN=$exe $bin/deno test -A --no-check tests/agent/ || status=1
   # The crash loop (SIGKILLs, broker outages, a pruning cap; see scripts/crash_loop.ts), short:
   # the agent from source, then the executable. It stops and starts the broker, so only one
