@@ -380,8 +380,17 @@ export async function recover(
   }
   let dirty = false;
   for (const n of [...report.tempFiles, ...report.orphanCheckpoints]) {
-    await fs.remove(`${dir}/${n}`);
-    dirty = true;
+    try {
+      await fs.remove(`${dir}/${n}`);
+      dirty = true;
+    } catch (e) {
+      // Left for the next open: a leftover file is harmless, a failed open is not.
+      out.storageErrors++;
+      logger.error("cannot remove a leftover file; the next open tries again", {
+        file: n,
+        error: e,
+      });
+    }
   }
   for (const s of report.segments) {
     try {

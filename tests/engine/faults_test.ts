@@ -456,6 +456,24 @@ describe("EIO from the disk", () => {
     assert.deepEqual(trouble(next.counters), NO_TROUBLE);
   });
 
+  it("EIO removing a leftover S file at open: the open goes on, and the next open removes it", async () => {
+    const fs = new MemoryFileSystem();
+    await backlog(fs);
+    const orphan = `${DIR}/00000000000099999999-00000000000.s`; // no such segment
+    await put(fs, orphan, new Uint8Array(64));
+    fs.failNext("remove", "EIO", orphan);
+
+    const first = await openAndDeliver(fs);
+    assert.deepEqual(first.got, ALL, "everything is delivered");
+    assert.equal(first.counters.storageErrors, 1);
+    assert.match(logged(first, "ERROR", "99999999")[0] ?? "", /cannot remove a leftover file.*EIO/);
+    assert.ok(fs.peek(orphan), "left for the next open");
+
+    const second = await openAndDeliver(fs);
+    assert.equal(second.counters.storageErrors, 0);
+    assert.equal(fs.peek(orphan), null, "removed");
+  });
+
   it("EIO on rename (quarantining a segment with a bad header): the open goes on, the file stays, and the next open moves it", async () => {
     const fs = new MemoryFileSystem();
     await backlog(fs);
