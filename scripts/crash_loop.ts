@@ -26,6 +26,8 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import { machine } from "./_bench_util.ts";
+import { freePort, scrapeMetrics } from "../tests/_agent.ts";
+import { prng } from "../tests/_helpers.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -55,17 +57,6 @@ const CLIENTS = 3;
 const TOPIC = `crash-loop-${SEED}-${Date.now().toString(36)}`;
 const say = (s: string) => args.quiet || console.error(`crash-loop: ${s}`);
 
-/** mulberry32: the run is replayed from its seed (the kill moments depend on timing too). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = prng(SEED);
 const between = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 
@@ -88,29 +79,9 @@ function kafkaSh(command: "start" | "stop"): Promise<void> {
   );
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function metrics(port: number): Promise<Record<string, number> | null> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-    const out: Record<string, number> = {};
-    for (const line of (await res.text()).split("\n")) {
-      const m = /^([a-z_]+) (\S+)$/.exec(line);
-      if (m) out[m[1]] = Number(m[2]);
-    }
-    return out;
-  } catch {
-    return null;
-  }
+/** The agent's metrics, or null while it is not serving them. */
+function metrics(port: number): Promise<Record<string, number> | null> {
+  return scrapeMetrics(`127.0.0.1:${port}`).catch(() => null);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

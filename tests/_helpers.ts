@@ -308,3 +308,18 @@ export function fullGc(): void {
   v8.setFlagsFromString("--expose-gc");
   (vm.runInNewContext("gc") as () => void)();
 }
+
+/**
+ * A small seeded PRNG (mulberry32): a run that draws from it is replayed from its seed
+ * (the ingest fuzz test, scripts/crash_loop.ts).
+ */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -15,7 +15,7 @@ import { IngestServer, type IngestServerOptions } from "../../src/ingest/server.
 import { sendLines } from "../../src/ingest/client.ts";
 import { Readable } from "node:stream";
 import { RawClient } from "../_agent.ts";
-import { fullGc, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import { fullGc, prng, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
 
 let root: { dir: string; cleanup: () => Promise<void> };
 let n = 0;
@@ -230,18 +230,6 @@ describe("ingest server: careless and hostile clients", () => {
     await r.close();
   });
 });
-
-/** A small seeded PRNG (mulberry32), so a failing fuzz run can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("ingest server: fuzz", () => {
   it("serves well-behaved clients exactly while hostile ones send garbage, dribble, stall and flood", async () => {
