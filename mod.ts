@@ -84,6 +84,7 @@ export {
 } from "./src/engine/options.ts";
 export type {
   Provider,
+  ProviderCounters,
   ProviderHeader,
   ProviderRecord,
   RecordRejection,

@@ -15,11 +15,8 @@
 // Needs a broker started by scripts/kafka.sh (MB_TEST_BROKERS, KAFKA_PORT as scripts/test.sh
 // sets them); it stops and starts that broker.
 
-import { Buffer } from "node:buffer";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
 import { mkdtemp, readdir, rm } from "node:fs/promises";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -27,6 +24,7 @@ import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import { machine } from "./_bench_util.ts";
 import { freePort, scrapeMetrics } from "../tests/_agent.ts";
+import { Feed } from "../tests/_feed.ts";
 import { prng } from "../tests/_helpers.ts";
 
 const { values: args } = parseArgs({
@@ -86,157 +84,7 @@ function metrics(port: number): Promise<Record<string, number> | null> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// ---- records -------------------------------------------------------------------------------
-
-/** What a record must look like in Kafka: a digest of key, value and headers. */
-function digest(key: Buffer | null, value: Buffer, headers: Array<[string, Buffer]>): string {
-  const h = createHash("sha256");
-  h.update(key === null ? "-" : `k${key.length}:`);
-  if (key) h.update(key);
-  h.update(`v${value.length}:`);
-  h.update(value);
-  for (const [k, v] of headers) {
-    h.update(`h${Buffer.byteLength(k)}:${k}${v.length}:`);
-    h.update(v);
-  }
-  return h.digest("base64").slice(0, 16);
-}
-
-const TEXT_CHARS = ["a", "Z", " ", "\t", "\n", "\r", "\\", "é", "日本", "🦀", "\u0001", "|", "{"];
-const escapeText = (s: string) =>
-  s.replace(/\\/g, "\\\\").replace(/\t/g, "\\t").replace(/\n/g, "\\n").replace(/\r/g, "\\r");
-
-/** One line for record `id` of client `c`, and what it must be in Kafka. */
-function makeRecord(c: number, id: string): { line: string; digest: string; bytes: number } {
-  const key = `k${c}`;
-  const r = rand();
-  if (r < 0.4) {
-    // Text form: tabs, newlines, CRs and backslashes escaped; any other character as is.
-    let s = "";
-    for (let n = between(0, 120); n > 0; n--) s += TEXT_CHARS[between(0, TEXT_CHARS.length - 1)];
-    const value = `${id}|${s}`;
-    const line = `${TOPIC}\t${escapeText(key)}\t${escapeText(value)}\n`;
-    return { line, digest: digest(Buffer.from(key), Buffer.from(value), []), bytes: line.length };
-  }
-  if (r < 0.85 || r >= 0.9995) {
-    // JSON with every byte value possible in the value and a binary header; rarely 1 MiB.
-    const size = r >= 0.9995 ? 1 << 20 : between(0, 400);
-    const body = Buffer.alloc(size);
-    for (let i = 0; i < size; i++) body[i] = (i * 131 + size + c) & 0xff;
-    for (let i = 0; i < Math.min(size, 64); i++) body[i] = between(0, 255);
-    const value = Buffer.concat([Buffer.from(`${id}|`), body]);
-    const hv = Buffer.from([0, 255, 10, 9, 92, between(0, 255)]);
-    const line = JSON.stringify({
-      topic: TOPIC,
-      key,
-      value_base64: value.toString("base64"),
-      headers_base64: [["bin", hv.toString("base64")], [
-        "bin",
-        Buffer.from("twice").toString("base64"),
-      ]],
-    }) + "\n";
-    return {
-      line,
-      digest: digest(Buffer.from(key), value, [["bin", hv], ["bin", Buffer.from("twice")]]),
-      bytes: line.length,
-    };
-  }
-  // An empty value: the id travels in a header.
-  const headers: Array<[string, Buffer]> = [["mb-id", Buffer.from(id)], [
-    "tab\tname",
-    Buffer.from("a\nb"),
-  ]];
-  const line = JSON.stringify({
-    topic: TOPIC,
-    key,
-    value: "",
-    headers: { "mb-id": id, "tab\tname": "a\nb" },
-  }) + "\n";
-  return { line, digest: digest(Buffer.from(key), Buffer.alloc(0), headers), bytes: line.length };
-}
-
-// ---- the run's bookkeeping ------------------------------------------------------------------
-
-/** id ("c.seq") → digest and the life it was acknowledged in. */
-const acked = new Map<string, { d: string; life: number }>();
-/** Sent but never answered (the agent died first): may or may not be in Kafka. */
-const unknown = new Map<string, string>();
-/** Answered with an error: must not be in Kafka. */
-const errored = new Set<string>();
-const seqs = Array(CLIENTS).fill(0);
-
-/** One client's life: connect, #ack, pipeline lines, note each answer, until stopped or cut. */
-async function client(
-  c: number,
-  socketPath: string,
-  life: number,
-  limit: number,
-  stop: { now: boolean },
-): Promise<void> {
-  let sock: net.Socket | null = null;
-  for (let i = 0; i < 200 && !stop.now; i++) {
-    sock = await new Promise<net.Socket | null>((resolve) => {
-      const s = net.connect(socketPath);
-      s.once("connect", () => resolve(s));
-      s.once("error", () => resolve(null));
-    });
-    if (sock) break;
-    await sleep(25);
-  }
-  if (!sock) return;
-  const pending: Array<{ id: string; d: string } | null> = [null]; // null: the #ack line
-  let text = "";
-  let sent = 0;
-  let closed = false;
-  let wake: () => void = () => {};
-  sock.setEncoding("utf8");
-  sock.on("data", (t: string) => {
-    text += t;
-    let nl;
-    while ((nl = text.indexOf("\n")) >= 0) {
-      const answer = text.slice(0, nl);
-      text = text.slice(nl + 1);
-      const p = pending.shift();
-      if (p === undefined) throw new Error(`client ${c}: an answer with no line: ${answer}`);
-      if (p === null) continue;
-      unknown.delete(p.id);
-      if (answer === "ok") acked.set(p.id, { d: p.d, life });
-      else errored.add(p.id);
-    }
-    wake();
-  });
-  sock.on("error", () => {});
-  sock.on("close", () => {
-    closed = true;
-    wake();
-  });
-  sock.write("#ack\n");
-  const t0 = Date.now();
-  while (!closed && !stop.now && sent < limit) {
-    const due = limit === Infinity ? Math.floor(((Date.now() - t0) * RATE) / 1000) : Infinity;
-    while (pending.length < 64 && sent < limit && sent < due && !stop.now) {
-      const id = `${c}.${seqs[c]++}`;
-      const r = makeRecord(c, id);
-      pending.push({ id, d: r.digest });
-      unknown.set(id, r.digest);
-      sent++;
-      if (!sock.write(r.line)) break;
-    }
-    await new Promise<void>((r) => {
-      wake = r;
-      setTimeout(r, 50);
-    });
-  }
-  // Wait for the answers to what was sent (unless cut), then leave.
-  const deadline = Date.now() + 30_000;
-  while (!closed && pending.length > 0 && Date.now() < deadline) {
-    await new Promise<void>((r) => {
-      wake = r;
-      setTimeout(r, 50);
-    });
-  }
-  sock.end();
-}
+const feed = new Feed({ topic: TOPIC, rand, rate: RATE });
 
 interface Life {
   proc: ChildProcess;
@@ -348,7 +196,7 @@ for (let life = 0; life < KILLS; life++) {
     const stop = { now: false };
     const clients = Array.from(
       { length: CLIENTS },
-      (_, c) => client(c, socketPath, life, 1e9, stop),
+      (_, c) => feed.client(c, socketPath, life, 1e9, stop),
     );
     const deadline = Date.now() + 60_000;
     let m = await metrics(a.port);
@@ -368,7 +216,7 @@ for (let life = 0; life < KILLS; life++) {
     const stop = { now: false };
     const clients = Array.from(
       { length: CLIENTS },
-      (_, c) => client(c, socketPath, life, Infinity, stop),
+      (_, c) => feed.client(c, socketPath, life, Infinity, stop),
     );
     await sleep(between(50, 1500));
     await kill(a); // mid-stream: some lines unanswered, a batch maybe in flight
@@ -380,7 +228,7 @@ for (let life = 0; life < KILLS; life++) {
   say(
     `life ${life + 1}/${KILLS}${outage ? " (outage)" : ""}${prune ? " (prune)" : ""}${
       startupKill ? " (startup kill)" : ""
-    }: ${acked.size} acked`,
+    }: ${feed.acked.size} acked`,
   );
 }
 
@@ -406,89 +254,16 @@ const deadFiles = (await readdir(join(dir, "dead")).catch(() => [])).filter((f) 
 );
 
 // Read everything back with an independent client.
-const admin = kafka.admin();
-await admin.connect();
-const offsets = await admin.fetchTopicOffsets(topic);
-await admin.disconnect();
-const total = offsets.reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
-const seen = new Map<string, number>();
-let corrupt = 0, reordered = 0, ghosts = 0, consumed = 0;
-const lastSeq = new Map<string, number>();
-const dupRun = new Map<number, { n: number; len: number }>();
-let dupRuns = 0, longestDupRun = 0;
-const consumer = kafka.consumer({
-  groupId: `mb-crash-loop-${SEED}-${Date.now()}`,
-  maxBytes: 64 << 20,
-});
-await consumer.connect();
-await consumer.subscribe({ topics: [topic], fromBeginning: true });
-await consumer.run({
-  eachBatch: ({ batch }) => {
-    for (const m of batch.messages) {
-      consumed++;
-      const headers: Array<[string, Buffer]> = [];
-      for (const [k, v] of Object.entries(m.headers ?? {})) {
-        for (const x of Array.isArray(v) ? v : [v]) headers.push([k, Buffer.from(x as Buffer)]);
-      }
-      const value = m.value ?? Buffer.alloc(0);
-      const idHeader = headers.find(([k]) => k === "mb-id");
-      const bar = value.indexOf(0x7c);
-      const id = idHeader
-        ? idHeader[1].toString()
-        : bar > 0
-        ? value.subarray(0, bar).toString()
-        : "";
-      const expected = acked.get(id)?.d ?? unknown.get(id);
-      if (errored.has(id)) ghosts++;
-      if (!expected || digest(m.key, value, headers) !== expected) {
-        corrupt++;
-        continue;
-      }
-      const n = (seen.get(id) ?? 0) + 1;
-      seen.set(id, n);
-      // Re-sent records come as runs in a partition, one run per re-send (a batch sent again
-      // twice gives a run of second copies, then one of third copies): a run longer than a
-      // batch would mean more than the batch in flight was sent again.
-      const prev = dupRun.get(batch.partition);
-      const run = n === 1 ? 0 : prev && prev.n === n ? prev.len + 1 : 1;
-      dupRun.set(batch.partition, { n, len: run });
-      if (run === 1) dupRuns++;
-      longestDupRun = Math.max(longestDupRun, run);
-      if (n > 1) continue; // a duplicate: counted below
-      const [c, seq] = id.split(".").map(Number);
-      const key = `k${c}`;
-      if ((lastSeq.get(key) ?? -1) > seq) reordered++;
-      else lastSeq.set(key, seq);
-    }
-    return Promise.resolve();
-  },
-});
-{
-  const deadline = Date.now() + 300_000;
-  while (consumed < total && Date.now() < deadline) await sleep(100);
-}
-await consumer.disconnect();
-
-let lost = 0, lostAfterPrune = 0, duplicates = 0, unknownDelivered = 0;
-for (const [id, a] of acked) {
-  if (!seen.has(id)) {
-    lost++;
-    if (a.life > lastPruneLife) lostAfterPrune++;
-  }
-}
-for (const [id, n] of seen) {
-  duplicates += n - 1;
-  if (unknown.has(id)) unknownDelivered++;
-}
+const r = await feed.check(BROKERS.split(","), lastPruneLife);
 const window = KILLS * BATCH;
 // Missing acknowledged records are allowed only as many as the agent counted dropped, and only
 // from before the last prune.
-const unexplained = Math.max(0, lost - droppedCounted) + lostAfterPrune;
-const ok = unexplained === 0 && corrupt === 0 && reordered === 0 && ghosts === 0 &&
-  quarantined === 0 && deadFiles.length === 0 && duplicates <= window && consumed >= total &&
-  longestDupRun <= BATCH;
+const unexplained = Math.max(0, r.missing - droppedCounted) + r.missingAfterPrune;
+const ok = unexplained === 0 && r.corrupt === 0 && r.reordered === 0 && r.ghosts === 0 &&
+  quarantined === 0 && deadFiles.length === 0 && r.duplicates <= window &&
+  r.consumed >= r.total && r.longestDupRun <= BATCH;
 console.log(
-  `crash-loop: seed ${SEED}, kills ${KILLS} (${startupKills} at startup), outages ${outages}, prunes ${prunes}, acked ${acked.size}, delivered ${seen.size} (${unknownDelivered} of ${unknown.size} unanswered), lost ${unexplained} (missing ${lost}, ${droppedCounted} counted dropped), duplicated ${duplicates} (window ${window}; ${dupRuns} runs, longest ${longestDupRun}, batch ${BATCH}), corrupt ${corrupt}, reordered ${reordered}, errored-but-delivered ${ghosts}, quarantined ${quarantined}, dead-lettered files ${deadFiles.length}, ${
+  `crash-loop: seed ${SEED}, kills ${KILLS} (${startupKills} at startup), outages ${outages}, prunes ${prunes}, acked ${feed.acked.size}, delivered ${r.delivered} (${r.unknownDelivered} of ${feed.unknown.size} unanswered), lost ${unexplained} (missing ${r.missing}, ${droppedCounted} counted dropped), duplicated ${r.duplicates} (window ${window}; ${r.dupRuns} runs, longest ${r.longestDupRun}, batch ${BATCH}), corrupt ${r.corrupt}, reordered ${r.reordered}, errored-but-delivered ${r.ghosts}, quarantined ${quarantined}, dead-lettered files ${deadFiles.length}, ${
     ((Date.now() - started) / 1000).toFixed(0)
   } s, agent ${EXE ? "executable" : "from source"}, ${machine()} => ${ok ? "OK" : "FAIL"}`,
 );

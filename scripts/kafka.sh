@@ -16,6 +16,7 @@
 #   KAFKA_PORT+2   SASL_PLAINTEXT, SCRAM-SHA-256, user "alice", password "alice-secret"
 #   KAFKA_PORT+3   SSL, one-way: clients check the broker against tls/ca.pem
 #   KAFKA_PORT+4   SSL, mutual: clients must also present a certificate signed by tls/ca.pem
+#   KAFKA_PORT+5   SASL_SSL: SCRAM-SHA-256 (user "alice") over one-way SSL (tls/ca.pem)
 # ACLs are enforced (StandardAuthorizer): ANONYMOUS (the PLAINTEXT and one-way SSL clients)
 # is a super user, and a resource without ACLs is open to everyone, so nothing is refused
 # until a test adds an ACL (the lanes test denies "alice" writes to one topic).
@@ -46,6 +47,7 @@ cport=$((port + 1))
 sport=$((port + 2))
 tport=$((port + 3))
 mport=$((port + 4))
+xport=$((port + 5))
 version=${KAFKA_VERSION:-4.1.2}
 data=${KAFKA_DATA_DIR:-${TMPDIR:-/tmp}/messagebuffer-kafka-$port}
 libs=${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-$version}
@@ -55,23 +57,10 @@ logfile=$data/broker.log
 tls=$data/tls
 storepass=messagebuffer-test
 
-die() { echo "kafka.sh: $*" >&2; exit 1; }
+# shellcheck source=scripts/kafka/common.sh
+source "$here/kafka/common.sh"
 
 pid_alive() { [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/${1:-$port}") 2>/dev/null; }
-
-fetch_jars() {
-  [[ -f $libs/.complete ]] && return 0
-  command -v java >/dev/null || die "java not found (Java 17+ is needed for the test broker)"
-  command -v mvn >/dev/null || die "mvn not found (Maven resolves the broker's jars from Maven Central)"
-  echo "kafka.sh: resolving Apache Kafka $version jars from Maven Central into $libs" >&2
-  mkdir -p "$libs"
-  mvn -q -B -f "$here/kafka/pom.xml" -Dkafka.version="$version" \
-    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs" >&2 \
-    || die "mvn could not resolve org.apache.kafka:kafka_2.13:$version"
-  touch "$libs/.complete"
-}
 
 # A keytool run; JVM flags that start it faster (it runs a dozen times on a first start).
 kt() { keytool -J-XX:TieredStopAtLevel=1 -J-Xshare:auto "$@"; }
@@ -136,13 +125,14 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport,SSL://127.0.0.1:$tport,MTLS://127.0.0.1:$mport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport,SSL://127.0.0.1:$tport,MTLS://127.0.0.1:$mport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport,SSL://127.0.0.1:$tport,MTLS://127.0.0.1:$mport,SASL_SSL://127.0.0.1:$xport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport,SASL_PLAINTEXT://127.0.0.1:$sport,SSL://127.0.0.1:$tport,MTLS://127.0.0.1:$mport,SASL_SSL://127.0.0.1:$xport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL,SASL_SSL:SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-256
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$tls/broker.p12
 ssl.keystore.password=$storepass
@@ -169,8 +159,6 @@ log.flush.interval.messages=9223372036854775807
 PROPS
 }
 
-java_cmd() { java -Dlog4j2.configurationFile="$here/kafka/log4j2.xml" -cp "$libs/*" "$@"; }
-
 format() {
   [[ -f $data/logs/meta.properties ]] && return 0
   local id
@@ -183,8 +171,8 @@ format() {
 start() {
   if pid_alive; then echo "kafka.sh: already running (pid $(cat "$pidfile"), 127.0.0.1:$port)" >&2; return 0; fi
   local p
-  for p in "$port" "$cport" "$sport" "$tport" "$mport"; do
-    port_open "$p" && die "port $p is in use by another process; set KAFKA_PORT (the broker uses $port-$mport)"
+  for p in "$port" "$cport" "$sport" "$tport" "$mport" "$xport"; do
+    port_open "$p" && die "port $p is in use by another process; set KAFKA_PORT (the broker uses $port-$xport)"
   done
   fetch_jars
   mkdir -p "$data"
@@ -199,7 +187,7 @@ start() {
   local i
   for ((i = 0; i < 1200; i++)); do
     if ! pid_alive; then tail -n 40 "$logfile" >&2; die "the broker exited during start-up (log: $logfile)"; fi
-    if port_open; then echo "kafka.sh: broker ready on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2; return 0; fi
+    if port_open "$port"; then echo "kafka.sh: broker ready on 127.0.0.1:$port (pid $(cat "$pidfile"))" >&2; return 0; fi
     sleep 0.1
   done
   die "the broker did not open 127.0.0.1:$port within 120 s (log: $logfile)"
@@ -226,5 +214,5 @@ case "${1:-}" in
   status) if pid_alive; then echo "running $(cat "$pidfile") 127.0.0.1:$port"; else echo stopped; exit 3; fi ;;
   logs) cat "$logfile" ;;
   wipe) stop; rm -rf "$data" ;;
-  *) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -6,12 +6,14 @@
 #   scripts/test.sh            everything (with MB_TEST_PACKAGE=1 also the release build and
 #                              the .deb installed, run and removed: root, as .ci/run does)
 #   scripts/test.sh FILES...   only these test files (both runtimes)
+# It also starts a 3-broker cluster (scripts/kafka_cluster.sh) for tests/cluster/.
 # Environment: MB_TEST_BROKERS=host:port uses that broker instead of starting one. The
 # SASL test then needs MB_TEST_SASL_BROKERS, a SCRAM-SHA-256 listener with user "alice",
 # password "alice-secret"; the TLS tests need MB_TEST_TLS_BROKERS (an SSL listener),
 # MB_TEST_MTLS_BROKERS (an SSL listener that requires client certificates) and MB_TEST_TLS_DIR
 # (ca.pem, client-cert.pem, client-key.pem, wrong-ca.pem; see kafka.sh). Each is skipped,
-# saying so, without them.
+# saying so, without them. MB_TEST_CLUSTER_BROKERS=host:port,... uses that cluster instead of
+# starting one (its brokers numbered 1 to 3 and managed by scripts/kafka_cluster.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,26 +41,53 @@ if [[ -z ${MB_TEST_BROKERS:-} ]]; then
   if [[ -f $tls_dir/.complete ]]; then
     export MB_TEST_TLS_BROKERS=127.0.0.1:$((KAFKA_PORT + 3))
     export MB_TEST_MTLS_BROKERS=127.0.0.1:$((KAFKA_PORT + 4))
+    export MB_TEST_SASL_SSL_BROKERS=127.0.0.1:$((KAFKA_PORT + 5))
     export MB_TEST_TLS_DIR=$tls_dir
   fi
 fi
-cleanup() { [[ -n $started_broker ]] && scripts/kafka.sh wipe || true; }
-trap cleanup EXIT
-
 files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=(tests/)
+
+# The 3-broker cluster (scripts/kafka_cluster.sh) that tests/cluster/ runs against: started
+# for a whole run, or when the files named include tests/cluster. MB_TEST_CLUSTER_BROKERS
+# names a running one instead.
+started_cluster=""
+need_cluster=""
+for f in "${files[@]}"; do
+  case $f in tests | tests/ | tests/cluster*) need_cluster=yes ;; esac
+done
+if [[ -n $need_cluster && -z ${MB_TEST_CLUSTER_BROKERS:-} ]]; then
+  export KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-39192}
+  if ! scripts/kafka_cluster.sh status >/dev/null; then
+    KAFKA_CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/messagebuffer-test-cluster-XXXXXX")
+    export KAFKA_CLUSTER_DIR
+    scripts/kafka_cluster.sh start
+    started_cluster=yes
+  fi
+  MB_TEST_CLUSTER_BROKERS=$(scripts/kafka_cluster.sh bootstrap)
+  export MB_TEST_CLUSTER_BROKERS
+  # The leader moves run Kafka's own Admin client from the broker's jars.
+  export MB_TEST_KAFKA_LIBS=${MB_TEST_KAFKA_LIBS:-${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-${KAFKA_VERSION:-4.1.2}}}
+fi
+
+cleanup() {
+  [[ -n $started_broker ]] && scripts/kafka.sh wipe
+  [[ -n $started_cluster ]] && scripts/kafka_cluster.sh wipe
+  true
+}
+trap cleanup EXIT
 
 status=0
 echo "== deno test (Kafka client: platformatic, the default)" >&2
 $bin/deno test -A --no-check "${files[@]}" || status=1
 echo "== bun test (Kafka client: platformatic, the default)" >&2
 $bin/bun test --timeout 300000 "${files[@]}" || status=1
-# The same Kafka provider tests with the other client library.
+# The same Kafka provider and cluster tests with the other client library.
 provider_files=()
 for f in "${files[@]}"; do
   case $f in
-    tests | tests/) provider_files+=(tests/provider/) ;;
-    tests/provider*) provider_files+=("$f") ;;
+    tests | tests/) provider_files+=(tests/provider/ tests/cluster/) ;;
+    tests/provider* | tests/cluster*) provider_files+=("$f") ;;
   esac
 done
 if [[ ${#provider_files[@]} -gt 0 ]]; then
@@ -74,7 +103,8 @@ if [[ $# -eq 0 ]]; then
   # Others may run it (mktemp made its directory 0700): the security tests run it as another
   # user, as the Debian package's unit does.
   chmod 755 "$(dirname "$exe")"
-  MB_AGENT_BIN=$exe $bin/deno test -A --no-check tests/agent/ || status=1
+  MB_AGENT_BIN=$exe $bin/deno test -A --no-check tests/agent/ tests/cluster/failover_test.ts ||
+    status=1
   # The crash loop (SIGKILLs, broker outages, a pruning cap; see scripts/crash_loop.ts), short:
   # the agent from source, then the executable. It stops and starts the broker, so only one
   # that kafka.sh manages.

@@ -117,14 +117,18 @@ export interface Consumed {
 
 /**
  * Reads `topics` from the beginning until `expected` records arrived and no more came for
- * `settleMs` (so that duplicates would be seen), or `timeoutMs` passed.
+ * `settleMs` (so that duplicates would be seen), or `timeoutMs` passed; from the test
+ * broker, or from `brokers`.
  */
 export async function consume(
   topics: string[],
   expected: number,
-  { timeoutMs = 60_000, settleMs = 1500 } = {},
+  { timeoutMs = 60_000, settleMs = 1500, brokers = undefined as string[] | undefined } = {},
 ): Promise<Consumed[]> {
-  const consumer = kafka.consumer({ groupId: uniqueTopic("mb-test-group"), maxWaitTimeInMs: 200 });
+  const from = brokers
+    ? new Kafka({ brokers, clientId: "mb-test", logLevel: logLevel.NOTHING })
+    : kafka;
+  const consumer = from.consumer({ groupId: uniqueTopic("mb-test-group"), maxWaitTimeInMs: 200 });
   const out: Consumed[] = [];
   await consumer.connect();
   try {

@@ -117,6 +117,30 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
       c.resentRecords,
     ],
     [
+      "messagebuffer_provider_retries_in_send_total",
+      "counter",
+      "Requests the Kafka client retried inside one send (a leader moved, a connection dropped, too few replicas).",
+      s.provider.counters?.retriesInSend ?? 0,
+    ],
+    [
+      "messagebuffer_provider_leader_moves_total",
+      "counter",
+      "Partitions whose leader changed between one produce request to them and the next.",
+      s.provider.counters?.leaderMoves ?? 0,
+    ],
+    [
+      "messagebuffer_provider_metadata_refreshes_total",
+      "counter",
+      "Cluster metadata look-ups forced by a failed produce request.",
+      s.provider.counters?.metadataRefreshes ?? 0,
+    ],
+    [
+      "messagebuffer_provider_unacknowledged_partitions_total",
+      "counter",
+      "Partitions a send covered that came back without an offset (sent again, never counted delivered).",
+      s.provider.counters?.unacknowledgedPartitions ?? 0,
+    ],
+    [
       "messagebuffer_storage_errors_total",
       "counter",
       "Filesystem operations that failed outside a write: fsync, S file, deletion, quarantine, dead letters, segment reads, repairs at start-up.",

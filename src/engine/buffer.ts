@@ -19,7 +19,7 @@
 import { BufferClosedError, BufferFullError } from "../errors.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
-import type { Provider } from "../provider/types.ts";
+import type { Provider, ProviderCounters } from "../provider/types.ts";
 import { type Bytes, parseSegmentFileName } from "../segment/format.ts";
 import { DirectPath, type DirectWrite } from "./direct.ts";
 import { ProviderGate } from "./gate.ts";
@@ -69,8 +69,16 @@ export interface BufferStats {
   usedBytes: number;
   /** Writes waiting for room under `whenFull: "block"`. */
   blockedWrites: number;
-  /** Provider name and state. */
-  provider: { name: string; state: ProviderState; lastError: string | null };
+  /**
+   * Provider name and state, and what it counted inside its sends (null when the provider
+   * counts nothing).
+   */
+  provider: {
+    name: string;
+    state: ProviderState;
+    lastError: string | null;
+    counters: ProviderCounters | null;
+  };
   /** Whether writes are being made durable (`failed` after an fsync failed; see README). */
   storage: StorageHealth;
   /**
@@ -349,7 +357,10 @@ export class MessageBuffer {
       oldestRecordAgeMs: oldest.length === 0 ? null : Math.max(0, Date.now() - Math.min(...oldest)),
       usedBytes: d?.usedBytes ?? 0,
       blockedWrites: d?.blockedWrites ?? 0,
-      provider: d?.provider ?? direct!.provider,
+      provider: {
+        ...(d?.provider ?? direct!.provider),
+        counters: this.#o.provider.counters?.() ?? null,
+      },
       storage: d?.storage ?? { state: "ok", lastError: null },
       deliveryLatencyMs: path === "direct" ? direct!.latency() : d!.deliveryLatencyMs,
       lanes: d?.lanes ?? [],

@@ -71,6 +71,8 @@ export class ProviderGate {
       open: () => this.#open(),
       close: () => Promise.resolve(),
       send: (records) => this.#send(records, permits),
+      counters: inner.counters && (() => inner.counters!()),
+      probe: inner.probe && ((topics) => inner.probe!(topics)),
     };
   }
 

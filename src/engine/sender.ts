@@ -251,6 +251,7 @@ export class Sender {
         () => this.#o.provider.send(batch.records),
         batch.records.length,
         () => seg.gone, // pruned during an outage: its records are counted as dropped
+        topicsOf(batch.records),
       );
       // While the provider works, read and decode the next batch (pipelining: the send of
       // one batch overlaps the read of the next; sends stay one at a time, in order).
@@ -499,14 +500,16 @@ export class Sender {
 
   /**
    * Runs a provider call until it succeeds, waiting between failures: the first wait is
-   * `retryInitialMs`, doubling up to `retryMaxMs`, each drawn from [wait/2, wait]. Returns
-   * false if the buffer started closing or `abandon()` became true instead.
+   * `retryInitialMs`, doubling up to `retryMaxMs`, each drawn from [wait/2, wait], and cut
+   * short when the provider's probe of `topics` changes (see #backoffWait). Returns false if
+   * the buffer started closing or `abandon()` became true instead.
    */
   async #retrying<T>(
     what: string,
     fn: () => Promise<T>,
     records = 0,
     abandon: () => boolean = () => false,
+    topics: readonly string[] = [],
   ): Promise<T | false> {
     for (let attempt = 0;; attempt++) {
       if (this.#stopping || abandon()) return false;
@@ -532,7 +535,38 @@ export class Sender {
           retryInMs: ms,
           error: this.#lastError,
         });
-        await this.#sleep(ms);
+        await this.#backoffWait(ms, topics);
+      }
+    }
+  }
+
+  /**
+   * Waits out a backoff of `ms`, or less: when the provider can be probed, it is asked at
+   * once and then every {@link PROBE_INTERVAL_MS} whether it answers and in what state
+   * (for Kafka: the live brokers, and the leaders and in-sync replicas of `topics`). When
+   * the answer differs from the first (a cluster back from an outage, a leader elected, a
+   * replica back in sync), the wait ends and the send is tried at once; a provider that
+   * answers the same as when the send failed keeps the whole backoff.
+   */
+  async #backoffWait(ms: number, topics: readonly string[]): Promise<void> {
+    const provider = this.#o.provider;
+    if (!provider.probe || ms <= PROBE_INTERVAL_MS) return this.#sleep(ms);
+    const deadline = Date.now() + ms;
+    const ask = () => provider.probe!(topics).catch(() => "no answer");
+    const first = await ask();
+    while (!this.#stopping) {
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      await this.#sleep(Math.min(PROBE_INTERVAL_MS, left));
+      if (this.#stopping || Date.now() >= deadline) return;
+      const now = await ask();
+      if (now !== first) {
+        this.#log.debug("the provider's state changed during the backoff; sending now", {
+          provider: provider.name,
+          before: first,
+          now,
+        });
+        return;
       }
     }
   }
@@ -552,6 +586,16 @@ export class Sender {
       });
     });
   }
+}
+
+/** How often the provider is probed while a failed send waits out its backoff. */
+export const PROBE_INTERVAL_MS = 500;
+
+/** The topics of `records`, each once. */
+function topicsOf(records: readonly ProviderRecord[]): string[] {
+  const topics = new Set<string>();
+  for (const r of records) topics.add(r.topic);
+  return [...topics];
 }
 
 /**

@@ -70,6 +70,32 @@ export interface SendResult {
 }
 
 /**
+ * What a provider counts of the work inside its sends: what a failover inside one send did,
+ * which the engine does not see when the send then succeeds. Kafka's words; a provider for
+ * another destination leaves at 0 what it does not have.
+ *
+ * @example Alert on partitions a client left unacknowledged
+ * ```ts
+ * const c = provider.counters?.();
+ * if (c && c.unacknowledgedPartitions > 0) console.warn("a client reported a send it did not make");
+ * ```
+ */
+export interface ProviderCounters {
+  /** Requests retried inside a send (a leader moved, a connection dropped, too few replicas). */
+  retriesInSend: number;
+  /** Partitions whose leader changed between one request to them and the next. */
+  leaderMoves: number;
+  /** Times the cluster metadata was looked up again because a request failed. */
+  metadataRefreshes: number;
+  /**
+   * Partitions a send covered that came back without an acknowledgement with an offset (a
+   * client library that resolved anyway, or a broker's answer that left one out): each was
+   * sent again, never counted as delivered.
+   */
+  unacknowledgedPartitions: number;
+}
+
+/**
  * A destination for records.
  *
  * - `send` resolves once the destination has acknowledged every record it did not reject;
@@ -103,4 +129,15 @@ export interface Provider {
   send(records: readonly ProviderRecord[]): Promise<SendResult | void>;
   /** Disconnects; called once by `MessageBuffer.close()`. */
   close(): Promise<void>;
+  /** What it counted inside its sends since it was made. @default none */
+  counters?(): ProviderCounters;
+  /**
+   * Asks the destination whether it answers, cheaply, without sending records: resolves with
+   * a summary of its state (for Kafka the live brokers and the leaders and in-sync replicas
+   * of `topics`) that changes when that state does, or throws when it does not answer. While
+   * a send waits out its backoff, the engine calls it about once a second, and sends again
+   * at once when the answer changes: a cluster back from an outage is used within a second,
+   * while sends that fail against a cluster that answers keep their backoff. @default none
+   */
+  probe?(topics: readonly string[]): Promise<string>;
 }

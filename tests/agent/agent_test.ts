@@ -616,6 +616,89 @@ describe("agent (messagebuffer run)", () => {
     const got = await consume([topic], 1);
     assert.deepEqual(got.map((r) => r.value!.toString()), ["over mutual TLS"]);
   });
+
+  // The broker's SASL_SSL listener: SCRAM-SHA-256 (user alice) over one-way TLS.
+  const saslSslBrokers = process.env.MB_TEST_SASL_SSL_BROKERS;
+  it(
+    "delivers over SASL_SSL (SCRAM-SHA-256 inside TLS), and a wrong password keeps the record and says so",
+    {
+      skip: saslSslBrokers && tlsDir
+        ? false
+        : "MB_TEST_SASL_SSL_BROKERS and MB_TEST_TLS_DIR are not set (scripts/test.sh sets them)",
+    },
+    async () => {
+      const t = await tempDir();
+      cleanup = t.cleanup;
+      const topic = uniqueTopic("agent-sasl-ssl");
+      await createTopics([topic], 1);
+      const args = (dir: string) => [
+        "--brokers",
+        saslSslBrokers!,
+        "--buffer-dir",
+        dir,
+        "--tls-ca-file",
+        `${tlsDir}/ca.pem`,
+        "--sasl-mechanism",
+        "scram-sha-256",
+        "--sasl-username",
+        "alice",
+      ];
+      const wrong = await startAgent(args(t.dir), { MESSAGEBUFFER_SASL_PASSWORD: "not-it" });
+      agents.push(wrong);
+      const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
+      c.write(`#ack\n${topic}\t\tover SASL_SSL\n`);
+      assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
+      c.socket.end();
+      await waitFor(() => /SASL|[Aa]uthentication/.test(wrong.log()), 30_000, "the login failure");
+      assert.doesNotMatch(wrong.log(), /not-it/, "the password is not logged");
+      assert.equal(await wrong.stop(), 0);
+      agents.push(await startAgent(args(t.dir), { MESSAGEBUFFER_SASL_PASSWORD: "alice-secret" }));
+      const got = await consume([topic], 1);
+      assert.deepEqual(got.map((r) => r.value!.toString()), ["over SASL_SSL"]);
+    },
+  );
+
+  // --tls without --tls-ca-file trusts the runtime's CA store, which each runtime lets a user
+  // extend from the environment (Deno: DENO_CERT; Bun and the executable:
+  // NODE_EXTRA_CA_CERTS); the system's store is a file to name with --tls-ca-file.
+  const tlsBrokers = process.env.MB_TEST_TLS_BROKERS;
+  it(
+    "with --tls alone trusts the runtime's CA store (extended by DENO_CERT or NODE_EXTRA_CA_CERTS), and the system's bundle through --tls-ca-file",
+    {
+      skip: tlsBrokers && tlsDir
+        ? false
+        : "MB_TEST_TLS_BROKERS and MB_TEST_TLS_DIR are not set (scripts/test.sh sets them)",
+    },
+    async () => {
+      const t = await tempDir();
+      cleanup = t.cleanup;
+      const topic = uniqueTopic("agent-ca-store");
+      await createTopics([topic], 1);
+      const ca = `${tlsDir}/ca.pem`;
+      const send = async (dir: string, args: string[], env: Record<string, string>, v: string) => {
+        const a = await startAgent(["--brokers", tlsBrokers!, "--buffer-dir", dir, ...args], env);
+        agents.push(a);
+        const c = await RawClient.connect(`${dir}/messagebuffer.sock`);
+        c.write(`#ack\n${topic}\t\t${v}\n`);
+        assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
+        c.socket.end();
+        return a;
+      };
+      // Without the test CA in the store, the broker's certificate cannot be verified.
+      const bare = await send(`${t.dir}/bare`, ["--tls"], {}, "kept");
+      await waitFor(() => /could not be verified/.test(bare.log()), 30_000, "the TLS failure");
+      assert.match(bare.log(), /--tls-ca-file/, "the error names the setting");
+      await bare.stop();
+      await send(`${t.dir}/bare`, ["--tls"], { DENO_CERT: ca, NODE_EXTRA_CA_CERTS: ca }, "store");
+      // A system-style bundle: the distribution's roots and the test CA in one file.
+      const system = await readFile("/etc/ssl/certs/ca-certificates.crt", "utf8").catch(() => "");
+      const bundle = `${t.dir}/ca-certificates.crt`;
+      await writeFile(bundle, system + (await readFile(ca, "utf8")));
+      await send(`${t.dir}/bundle`, ["--tls-ca-file", bundle], {}, "bundle");
+      const got = await consume([topic], 3);
+      assert.deepEqual(got.map((r) => r.value!.toString()).sort(), ["bundle", "kept", "store"]);
+    },
+  );
 });
 
 describe("agent codecs", () => {

@@ -21,7 +21,13 @@ import { isIP } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import type { Logger } from "../../log.ts";
 import { KAFKA, type Resolved, resolveTable, type Same, type ValueOf } from "../../settings.ts";
-import type { Provider, ProviderRecord, RecordRejection, SendResult } from "../types.ts";
+import type {
+  Provider,
+  ProviderCounters,
+  ProviderRecord,
+  RecordRejection,
+  SendResult,
+} from "../types.ts";
 
 /**
  * TLS settings; PEM text, not file names (the agent reads the files).
@@ -211,6 +217,10 @@ export interface KafkaClient {
   produce(records: readonly ProviderRecord[]): Promise<void>;
   /** The protocol error name behind `e` (such as `MESSAGE_TOO_LARGE`), if it has one. */
   errorType(e: unknown): string | undefined;
+  /** See {@link Provider.probe}. */
+  probe(topics: readonly string[]): Promise<string>;
+  /** What it counted inside sends (see {@link ProviderCounters}). */
+  readonly counters: ProviderCounters;
   /**
    * A TLS failure a socket reported since the last call, when the library's own error may
    * have lost it (kafkajs under Deno); then forgotten.
@@ -564,6 +574,18 @@ export class KafkaProvider implements Provider {
       await this.#sendIndexes(records, idx.slice(0, half), rejected);
       await this.#sendIndexes(records, idx.slice(half), rejected);
     }
+  }
+
+  counters(): ProviderCounters {
+    return this.#client
+      ? { ...this.#client.counters }
+      : { retriesInSend: 0, leaderMoves: 0, metadataRefreshes: 0, unacknowledgedPartitions: 0 };
+  }
+
+  async probe(topics: readonly string[]): Promise<string> {
+    if (this.#closed) throw new KafkaSendError("not probed", new Error("the provider is closed"));
+    const client = await this.#connectClient();
+    return await client.probe(topics);
   }
 
   async close(): Promise<void> {

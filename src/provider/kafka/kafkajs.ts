@@ -11,6 +11,7 @@ import { connect as netConnect, isIP } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { compressionsAlgorithms } from "@platformatic/kafka";
 import {
+  type Admin,
   CompressionCodecs,
   CompressionTypes,
   type ISocketFactory,
@@ -18,19 +19,20 @@ import {
   type KafkaConfig,
   logLevel,
   type Message,
-  Partitioners,
   type Producer,
+  type RecordMetadata,
   type SASLOptions,
 } from "kafkajs";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
-import { silentLogger } from "../../log.ts";
-import type { ProviderRecord } from "../types.ts";
+import { type Logger, silentLogger } from "../../log.ts";
+import type { ProviderCounters, ProviderRecord } from "../types.ts";
 import {
   type ErrorLink,
   isTlsFailure,
   type KafkaClient,
   type KafkaClientSettings,
 } from "./kafka.ts";
+import { Partitioner } from "./partitioner.ts";
 
 /**
  * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
@@ -134,20 +136,40 @@ function socketFactory(onError: (e: ErrorLink) => void): ISocketFactory {
   };
 }
 
+/** Quick retries of partitions kafkajs left unacknowledged, before the send fails. */
+const UNACKNOWLEDGED_RETRIES = 3;
+
+/** A message and its topic. */
+interface Placed {
+  topic: string;
+  message: Message;
+}
+
 /** See the module doc. */
 export class KafkajsClient implements KafkaClient {
   readonly #s: KafkaClientSettings;
   readonly #kafka: Kafka;
+  readonly #log: Logger;
   #producer: Producer | null = null;
+  #admin: Promise<Admin> | null = null;
   #last: Promise<unknown> = Promise.resolve();
   /** The last TLS failure a socket reported (see socketFactory). */
   #socketFailure: ErrorLink | null = null;
+  readonly #partitioner = new Partitioner();
+  /** The partition picked for each message being sent. */
+  readonly #placed = new WeakMap<Message, number>();
+  readonly counters: ProviderCounters = {
+    retriesInSend: 0,
+    leaderMoves: 0,
+    metadataRefreshes: 0,
+    unacknowledgedPartitions: 0,
+  };
 
   constructor(settings: KafkaClientSettings) {
     this.#s = settings;
     stopIdlePolling();
     registerCodecs();
-    const log = settings.logger ?? silentLogger;
+    const log = this.#log = settings.logger ?? silentLogger;
     const config: KafkaConfig = {
       brokers: settings.brokers,
       clientId: settings.clientId,
@@ -163,10 +185,15 @@ export class KafkajsClient implements KafkaClient {
         delete fields.timestamp;
         delete fields.logger;
         const text = `kafkajs ${namespace}: ${message}`;
-        // Failed sends are reported by the engine at "warn", with the retry plan; kafkajs's
-        // own error lines about the same events (and its routine ones) are detail.
-        if (/Limiting retries for the idempotent producer/.test(message)) log.debug(text, fields);
-        else if (level === logLevel.ERROR || level === logLevel.WARN) log.info(text, fields);
+        // A request kafkajs retries inside a send (its own retry loop): counted, and detail,
+        // as the engine reports at "warn" a send that fails back to it, with the retry plan.
+        if (/^Failed to send messages/.test(message)) {
+          this.counters.retriesInSend++;
+          this.counters.metadataRefreshes++;
+          log.debug(text, fields);
+        } else if (/Limiting retries for the idempotent producer/.test(message)) {
+          log.debug(text, fields);
+        } else if (level === logLevel.ERROR || level === logLevel.WARN) log.info(text, fields);
         else log.debug(text, fields);
       },
     };
@@ -191,7 +218,19 @@ export class KafkajsClient implements KafkaClient {
     const producer = this.#kafka.producer({
       idempotent: true,
       maxInFlightRequests: 1,
-      createPartitioner: Partitioners.DefaultPartitioner,
+      // Each message's partition is picked once, by messagebuffer's partitioner, and kept
+      // for every retry of it (kafkajs asks again on each of its own retries).
+      createPartitioner: () => ({ topic, partitionMetadata, message }) => {
+        let p = this.#placed.get(message);
+        if (p === undefined) {
+          const key = message.key === undefined || message.key === null
+            ? null
+            : Buffer.from(message.key);
+          p = this.#partitioner.partition(topic, key, partitionMetadata.length);
+          this.#placed.set(message, p);
+        }
+        return p;
+      },
       retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
       allowAutoTopicCreation: this.#s.autoCreateTopics,
     });
@@ -202,6 +241,32 @@ export class KafkajsClient implements KafkaClient {
       throw e;
     }
     this.#producer = producer;
+  }
+
+  /** The admin client the probe and the partition counts use (connected once, kept). */
+  #adminClient(): Promise<Admin> {
+    this.#admin ??= (async () => {
+      const admin = this.#kafka.admin({ retry: { retries: 0 } });
+      await admin.connect();
+      return admin;
+    })();
+    this.#admin.catch(() => (this.#admin = null));
+    return this.#admin;
+  }
+
+  /** See {@link KafkaClient.probe}: the brokers and each partition's leader and ISR. */
+  async probe(topics: readonly string[]): Promise<string> {
+    const admin = await this.#adminClient();
+    const cluster = await admin.describeCluster();
+    const parts = [cluster.brokers.map((b) => b.nodeId).sort().join(",")];
+    if (topics.length > 0) {
+      const m = await admin.fetchTopicMetadata({ topics: [...topics].sort() });
+      for (const t of m.topics) {
+        const ps = [...t.partitions].sort((a, b) => a.partitionId - b.partitionId);
+        parts.push(`${t.name}:${ps.map((p) => `${p.leader}/${[...p.isr].sort().join(",")}`)}`);
+      }
+    }
+    return parts.join(" ");
   }
 
   /**
@@ -215,20 +280,61 @@ export class KafkajsClient implements KafkaClient {
     return run;
   }
 
+  /**
+   * Sends the records and checks that kafkajs's answer acknowledges, with an offset, every
+   * partition they were placed in. kafkajs 2.2.4 can resolve a send that left some out: when
+   * a send spans several leaders and one leader's request fails while another's succeeds, its
+   * retry goes only to the brokers that have not answered, so the failed partitions, moved
+   * meanwhile to a broker that answered, are never sent (kafkajs issue #1303; the fix, PR
+   * #1798, is not merged). Their records are then sent again here, in their partitions, and
+   * the send fails back to the engine if they still are not acknowledged.
+   */
   async #produce(records: readonly ProviderRecord[]): Promise<void> {
     if (!this.#producer) await this.open();
-    const byTopic = new Map<string, Message[]>();
-    for (const r of records) {
-      let list = byTopic.get(r.topic);
-      if (!list) byTopic.set(r.topic, list = []);
-      list.push(toMessage(r));
+    this.#partitioner.newSend();
+    let pending: Placed[] = records.map((r) => ({ topic: r.topic, message: toMessage(r) }));
+    for (let attempt = 0;; attempt++) {
+      const result = await this.#producer!.sendBatch({
+        acks: -1,
+        timeout: this.#s.requestTimeoutMs,
+        compression: COMPRESSION[this.#s.compression],
+        topicMessages: byTopic(pending),
+      });
+      const missing = this.#unacknowledged(pending, result);
+      if (missing.length === 0) return;
+      const partitions = [...new Set(missing.map((p) => this.#partitionOf(p)))];
+      this.counters.unacknowledgedPartitions += partitions.length;
+      const last = attempt >= UNACKNOWLEDGED_RETRIES;
+      this.#log.debug("kafkajs resolved a send without acknowledging some partitions", {
+        partitions: partitions.join(","),
+        records: missing.length,
+        then: last ? "the send fails" : "they are sent again",
+      });
+      if (last) {
+        throw new Error(
+          `kafkajs resolved a send without acknowledging ${partitions.join(", ")} ` +
+            `(${missing.length} records, kafkajs issue #1303); they count as not sent`,
+        );
+      }
+      pending = missing;
     }
-    await this.#producer!.sendBatch({
-      acks: -1,
-      timeout: this.#s.requestTimeoutMs,
-      compression: COMPRESSION[this.#s.compression],
-      topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-    });
+  }
+
+  /** `topic:partition` of a message sent. */
+  #partitionOf(p: Placed): string {
+    return `${p.topic}:${this.#placed.get(p.message)}`;
+  }
+
+  /** The messages whose partition `result` gives no offset for. */
+  #unacknowledged(sent: readonly Placed[], result: RecordMetadata[]): Placed[] {
+    const acked = new Set<string>();
+    for (const r of result) {
+      const offset = r.baseOffset ?? r.offset;
+      if (r.errorCode === 0 && offset !== undefined && BigInt(offset) >= 0n) {
+        acked.add(`${r.topicName}:${r.partition}`);
+      }
+    }
+    return sent.filter((p) => !acked.has(this.#partitionOf(p)));
   }
 
   errorType(e: unknown): string | undefined {
@@ -243,7 +349,23 @@ export class KafkajsClient implements KafkaClient {
 
   async close(): Promise<void> {
     const p = this.#producer;
+    const admin = this.#admin;
     this.#producer = null;
-    await p?.disconnect();
+    this.#admin = null;
+    await Promise.all([
+      p?.disconnect(),
+      admin?.then((a) => a.disconnect(), () => {}),
+    ]);
   }
+}
+
+/** The messages grouped by topic, in order, as `sendBatch` takes them. */
+function byTopic(placed: readonly Placed[]): Array<{ topic: string; messages: Message[] }> {
+  const out = new Map<string, Message[]>();
+  for (const p of placed) {
+    const list = out.get(p.topic);
+    if (list) list.push(p.message);
+    else out.set(p.topic, [p.message]);
+  }
+  return [...out].map(([topic, messages]) => ({ topic, messages }));
 }

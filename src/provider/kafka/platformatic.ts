@@ -13,23 +13,21 @@
 
 import { Buffer } from "node:buffer";
 import {
-  type Broker,
-  type CallbackWithPromise,
+  type ClusterMetadata,
   compatibilityPartitioner,
   compressionsAlgorithms,
-  type Connection,
   createAPI,
   findErrorBy,
-  kGetConnection,
   NetworkError,
   Producer,
   type ProducerOptions,
   produceV9,
   Writer,
 } from "@platformatic/kafka";
-import type { ProviderRecord } from "../types.ts";
+import { silentLogger } from "../../log.ts";
+import type { ProviderCounters, ProviderRecord } from "../types.ts";
 import { type KafkaClient, type KafkaClientSettings, PER_RECORD_ERRORS } from "./kafka.ts";
-import { partitionForKey } from "./murmur2.ts";
+import { Partitioner } from "./partitioner.ts";
 import { encodeRecords, finishBatch } from "./produce.ts";
 
 const SASL_MECHANISMS = {
@@ -64,7 +62,7 @@ interface TopicBatches {
  * Produce v9 (flexible), with record batches encoded by `produce.ts`; the response is parsed
  * by the library, so that errors carry its protocol error types.
  */
-const produceApi = createAPI<[number, number, TopicBatches[]], unknown>(
+const produceApi = createAPI<[number, number, TopicBatches[]], produceV9.ProduceResponse>(
   0,
   9,
   (acks: number, timeout: number, topics: TopicBatches[]) =>
@@ -115,12 +113,29 @@ interface ProducerSession {
   sequences: Map<string, number>;
 }
 
+/** A partition's batch in a send, with where it went and whether it was acknowledged. */
+type SendBatch = PartitionBatches["batches"][number];
+
+/**
+ * A broker answered a Produce request without an offset for a partition it was sent: the
+ * batch counts as not delivered, and is sent again under the same id and sequence.
+ */
+class UnacknowledgedError extends NetworkError {
+  constructor(broker: number, partitions: string[]) {
+    super(
+      `broker ${broker} answered without acknowledging ${partitions.join(", ")}; ` +
+        "they count as not sent",
+    );
+  }
+}
+
 /** See the module doc. */
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
   readonly #timeout: number;
   readonly #autoCreate: boolean;
   readonly #codec: Codec | null;
+  readonly #log;
   /**
    * The idempotent producer's id (asked for once, shared by concurrent sends) and the next
    * sequence number per `topic:partition` under it; null until the first send, and after a
@@ -128,17 +143,23 @@ export class PlatformaticClient implements KafkaClient {
    * another lane) that drops the session never mixes ids and sequence numbers in the other.
    */
   #session: ProducerSession | null = null;
-  /** The partition of each topic's unkeyed records in the send being encoded. */
-  readonly #sticky = new Map<string, number>();
-  /** Per topic, a counter that picks the next send's partition for unkeyed records. */
-  readonly #nextSticky = new Map<string, number>();
+  readonly #partitioner = new Partitioner();
+  /** The leader each `topic:partition` was last sent to (leader moves are counted). */
+  readonly #leaders = new Map<string, number>();
   #producer: Producer<Buffer, Buffer, Buffer, Buffer> | null = null;
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
+  readonly counters: ProviderCounters = {
+    retriesInSend: 0,
+    leaderMoves: 0,
+    metadataRefreshes: 0,
+    unacknowledgedPartitions: 0,
+  };
 
   constructor(s: KafkaClientSettings) {
     this.#timeout = s.requestTimeoutMs;
     this.#autoCreate = s.autoCreateTopics;
+    this.#log = s.logger ?? silentLogger;
     this.#codec = s.compression === "none"
       ? null
       : compressionsAlgorithms[s.compression] as unknown as Codec;
@@ -186,13 +207,38 @@ export class PlatformaticClient implements KafkaClient {
   }
 
   /**
+   * Asks a broker for the cluster's metadata, bypassing the cache; the brokers it lists, and
+   * the leader and in-sync replicas of `topics`' partitions, as text that changes when any
+   * of them does. Throws when no broker answers.
+   */
+  async probe(topics: readonly string[]): Promise<string> {
+    if (!this.#producer) await this.open();
+    const m = await this.#producer!.metadata({
+      topics: [...topics],
+      forceUpdate: true,
+      autocreateTopics: false,
+      retries: 0,
+    });
+    const parts = [[...m.brokers.keys()].sort().join(",")];
+    for (const t of [...topics].sort()) {
+      const tm = m.topics.get(t);
+      parts.push(
+        `${t}:${tm?.partitions.map((p) => `${p.leader}/${[...p.isr].sort().join(",")}`) ?? "-"}`,
+      );
+    }
+    return parts.join(" ");
+  }
+
+  /**
    * Sends `records` in one Produce request per leader broker, each partition's records as one
    * record batch under the idempotent producer's id and the partition's next sequence numbers.
-   * A failure that may pass (a lost connection, a leader move, too few replicas) is tried
-   * again up to `retries` times, 200 ms apart, with the same batches under the same id and
-   * sequence numbers, so that the broker drops any copy it already holds: no duplicates. Any
-   * other failure, or the last, gives the id up (the next send gets a new one) and goes back
-   * to the engine, which keeps the batch, retries it, and counts what it sends again.
+   * A batch counts as delivered only when its leader's answer gives its partition an offset.
+   * A failure that may pass (a lost connection, a leader move, too few replicas, a partition
+   * left unanswered) is tried again up to `retries` times, 200 ms apart, for the batches not
+   * yet acknowledged, under the same id and sequence numbers, so that the broker drops any
+   * copy it already holds: no duplicates. Any other failure, or the last, gives the id up
+   * (the next send gets a new one) and goes back to the engine, which keeps the batch,
+   * retries it, and counts what it sends again.
    */
   async produce(records: readonly ProviderRecord[]): Promise<void> {
     if (!this.#producer) await this.open();
@@ -202,14 +248,14 @@ export class PlatformaticClient implements KafkaClient {
     try {
       batches = await this.#encode(records, session);
       for (let attempt = 0;; attempt++) {
-        const failure = await this.#sendBatches(batches);
+        const failure = await this.#sendBatches(batches, attempt);
         if (failure === null) return;
         const e = failure as Error;
         const stale = findErrorBy(e, "hasStaleMetadata", true);
-        if (stale || e instanceof NetworkError) this.#producer?.clearMetadata();
         const passing = (stale || e instanceof NetworkError || findErrorBy(e, "canRetry", true)) &&
           !findErrorBy(e, "canRetry", false) &&
           !PRODUCER_STATE_ERRORS.some((id) => findErrorBy(e, "apiId", id));
+        if (stale || e instanceof NetworkError) this.#refreshMetadata(e);
         if (!passing || attempt >= RETRIES || !this.#producer) throw e;
         await new Promise((r) => setTimeout(r, RETRY_DELAY_MS));
         // The same batches only fit the same partitions: a topic that gained partitions
@@ -222,6 +268,13 @@ export class PlatformaticClient implements KafkaClient {
       if (this.#session === session) this.#session = null;
       throw e;
     }
+  }
+
+  /** Drops the cached metadata, so that the next look-up asks a broker (counted). */
+  #refreshMetadata(cause: Error): void {
+    this.counters.metadataRefreshes++;
+    this.#log.debug("kafka: refreshing the cluster metadata", { reason: cause.message });
+    this.#producer?.clearMetadata();
   }
 
   #newSession(): ProducerSession {
@@ -244,15 +297,13 @@ export class PlatformaticClient implements KafkaClient {
     });
     // topic -> partition -> indexes of its records, in order.
     const plan = new Map<string, Map<number, number[]>>();
-    this.#sticky.clear();
+    this.#partitioner.newSend();
     const partitionCounts = new Map<string, number>();
     for (let i = 0; i < records.length; i++) {
       const r = records[i];
       const count = metadata.topics.get(r.topic)!.partitionsCount;
       partitionCounts.set(r.topic, count);
-      const partition = r.key === null
-        ? this.#stickyPartition(r.topic, count)
-        : partitionForKey(r.key, count);
+      const partition = this.#partitioner.partition(r.topic, r.key, count);
       let byPartition = plan.get(r.topic);
       if (!byPartition) plan.set(r.topic, byPartition = new Map());
       let idx = byPartition.get(partition);
@@ -290,22 +341,6 @@ export class PlatformaticClient implements KafkaClient {
     return out;
   }
 
-  /**
-   * The partition for `topic`'s records without a key in this send: the same one for the
-   * whole send, the next one for the next send (the Java client's sticky partitioner does the
-   * same per batch), so that they spread over the partitions and each send's stay in order.
-   */
-  #stickyPartition(topic: string, partitions: number): number {
-    let p = this.#sticky.get(topic);
-    if (p === undefined) {
-      const next = this.#nextSticky.get(topic) ?? 0;
-      p = next % partitions;
-      this.#nextSticky.set(topic, (next + 1) % 0x40000000);
-      this.#sticky.set(topic, p);
-    }
-    return p;
-  }
-
   /** True when every topic of `b` still has the partition count it was encoded for. */
   async #samePartitions(b: PartitionBatches): Promise<boolean> {
     const metadata = await this.#producer!.metadata({
@@ -319,44 +354,99 @@ export class PlatformaticClient implements KafkaClient {
   }
 
   /**
-   * Sends the batches, one request per partition leader, all at once; waits for every
-   * request to settle (so that no retry overlaps a request still in flight). Returns the
-   * first failure, or null when every request was acknowledged.
+   * Sends the batches not yet acknowledged, one request per partition leader, all at once;
+   * waits for every request to settle (so that no retry overlaps a request still in flight).
+   * Returns the first failure, or null when every batch has been acknowledged.
    */
-  async #sendBatches(b: PartitionBatches): Promise<unknown> {
+  async #sendBatches(b: PartitionBatches, attempt: number): Promise<unknown> {
     const producer = this.#producer!;
     const metadata = await producer.metadata({
       topics: [...b.partitionCounts.keys()],
       autocreateTopics: this.#autoCreate,
     }).catch((e) => e as Error);
     if (metadata instanceof Error) return metadata;
-    // Batches a broker acknowledged in an earlier attempt are not sent again.
-    const byLeader = new Map<number, Map<string, Array<PartitionBatches["batches"][number]>>>();
+    const byLeader = this.#byLeader(b, metadata);
+    const outcomes = await Promise.allSettled(
+      [...byLeader].map(([leader, list]) => this.#sendTo(metadata, leader, list)),
+    );
+    let first: unknown = null;
+    outcomes.forEach((o, i) => {
+      if (o.status === "fulfilled") return;
+      first ??= o.reason;
+      const [leader, list] = [...byLeader][i];
+      if (attempt < RETRIES) this.counters.retriesInSend++;
+      this.#log.debug("kafka: a produce request failed inside a send", {
+        broker: leader,
+        partitions: list.map((pb) => `${pb.topic}:${pb.partition}`).join(","),
+        attempt: attempt + 1,
+        error: (o.reason as Error)?.message ?? String(o.reason),
+        then: attempt < RETRIES ? `retried in ${RETRY_DELAY_MS} ms` : "the send fails",
+      });
+    });
+    return first;
+  }
+
+  /**
+   * The batches not yet acknowledged, grouped by the leader of their partition now; notes
+   * (logs and counts) each partition whose leader changed since it was last sent to.
+   */
+  #byLeader(b: PartitionBatches, metadata: ClusterMetadata): Map<number, SendBatch[]> {
+    const byLeader = new Map<number, SendBatch[]>();
     for (const pb of b.batches) {
       if (pb.acknowledged) continue;
       const leader = metadata.topics.get(pb.topic)!.partitions[pb.partition].leader;
-      let byTopic = byLeader.get(leader);
-      if (!byTopic) byLeader.set(leader, byTopic = new Map());
-      let list = byTopic.get(pb.topic);
-      if (!list) byTopic.set(pb.topic, list = []);
+      const key = `${pb.topic}:${pb.partition}`;
+      const before = this.#leaders.get(key);
+      if (before !== undefined && before !== leader) {
+        this.counters.leaderMoves++;
+        this.#log.debug("kafka: partition leader moved", {
+          partition: key,
+          from: before,
+          to: leader,
+        });
+      }
+      this.#leaders.set(key, leader);
+      let list = byLeader.get(leader);
+      if (!list) byLeader.set(leader, list = []);
       list.push(pb);
     }
-    const outcomes = await Promise.allSettled([...byLeader].map(async ([leader, byTopic]) => {
-      const broker = metadata.brokers.get(leader);
-      if (!broker) {
-        throw new NetworkError(`no address for broker ${leader} in the cluster metadata`);
+    return byLeader;
+  }
+
+  /**
+   * One Produce request to broker `leader` with `list`'s batches; marks each batch its answer
+   * acknowledges with an offset. A partition left out of the answer, or answered without an
+   * offset, fails the request (as passing: it is sent again).
+   */
+  async #sendTo(metadata: ClusterMetadata, leader: number, list: SendBatch[]): Promise<void> {
+    const broker = metadata.brokers.get(leader);
+    if (!broker) throw new NetworkError(`no address for broker ${leader} in the cluster metadata`);
+    const connection = await this.#producer!.connections.get(broker);
+    const byTopic = new Map<string, SendBatch[]>();
+    for (const pb of list) {
+      const same = byTopic.get(pb.topic);
+      if (same) same.push(pb);
+      else byTopic.set(pb.topic, [pb]);
+    }
+    const topics = [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
+    const response = await produceApi.async(connection, -1, this.#timeout, topics);
+    const offsets = new Map<string, bigint>();
+    for (const t of response.responses) {
+      for (const p of t.partitionResponses) {
+        if (p.errorCode === 0) offsets.set(`${t.name}:${p.index}`, p.baseOffset);
       }
-      const connection = await new Promise<Connection>((resolve, reject) =>
-        (producer as unknown as {
-          [kGetConnection]: (b: Broker, cb: CallbackWithPromise<Connection>) => void;
-        })[kGetConnection](broker, (e, c) => (e ? reject(e) : resolve(c!)))
-      );
-      const topics = [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
-      await produceApi.async(connection, -1, this.#timeout, topics);
-      for (const list of byTopic.values()) for (const pb of list) pb.acknowledged = true;
-    }));
-    for (const o of outcomes) if (o.status === "rejected") return o.reason;
-    return null;
+    }
+    const missing: string[] = [];
+    for (const pb of list) {
+      const key = `${pb.topic}:${pb.partition}`;
+      const offset = offsets.get(key);
+      if (offset !== undefined && offset >= 0n) pb.acknowledged = true;
+      else missing.push(key);
+    }
+    if (missing.length > 0) {
+      this.counters.unacknowledgedPartitions += missing.length;
+      throw new UnacknowledgedError(leader, missing);
+    }
   }
 
   /**

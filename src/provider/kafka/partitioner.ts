@@ -1,0 +1,41 @@
+/**
+ * The partition of each record, picked by messagebuffer rather than by a client library, so
+ * that both clients place records alike and the provider knows, for every send, which
+ * partitions must acknowledge it.
+ *
+ * - A keyed record goes where the Java client puts it: murmur2 of the key, sign bit masked,
+ *   modulo the partition count (`murmur2.ts`).
+ * - Records without a key go to one partition for the whole send, the next partition for the
+ *   next send, as the Java client's sticky partitioner does per batch: they spread over the
+ *   partitions, and each send's stay in order.
+ *
+ * @module
+ */
+
+import { partitionForKey } from "./murmur2.ts";
+
+/** See the module doc. One per client; {@link Partitioner.newSend} before each send. */
+export class Partitioner {
+  /** The partition of each topic's unkeyed records in the send being placed. */
+  readonly #sticky = new Map<string, number>();
+  /** Per topic, a counter that picks the next send's partition for unkeyed records. */
+  readonly #next = new Map<string, number>();
+
+  /** Starts placing a new send: its unkeyed records go to each topic's next partition. */
+  newSend(): void {
+    this.#sticky.clear();
+  }
+
+  /** The partition of a record of `topic` with `key`, out of `partitions`. */
+  partition(topic: string, key: Uint8Array | null, partitions: number): number {
+    if (key !== null) return partitionForKey(key, partitions);
+    let p = this.#sticky.get(topic);
+    if (p === undefined) {
+      const next = this.#next.get(topic) ?? 0;
+      p = next % partitions;
+      this.#next.set(topic, (next + 1) % 0x40000000);
+      this.#sticky.set(topic, p);
+    }
+    return p;
+  }
+}
