@@ -16,24 +16,35 @@ import {
   buildConfig,
   ConfigError,
   engineOptions,
+  explainStartError,
   printableConfig,
   providerOptions,
   SETTINGS,
   settingsHelp,
+  socketPath,
+  type StartPhase,
 } from "./src/agent/config.ts";
 import { checkBufferDir } from "./src/agent/buffer_dir.ts";
-import { FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
-import { dirStatus, formatStatus, readSegmentRecords } from "./src/agent/inspect.ts";
+import { closest, FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
+import { dirStatus, formatStatus, lockHolder, readSegmentRecords } from "./src/agent/inspect.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
 import { formatTop, ratesOf, StatsClient } from "./src/agent/top.ts";
-import { formatSources, replay, REPLAY_JOURNAL, replaySources } from "./src/agent/replay.ts";
+import { formatSources, replay, replaySources } from "./src/agent/replay.ts";
+import { REPLAY_JOURNAL } from "./src/agent/journal.ts";
+import {
+  deadLetterFiles,
+  formatDeadLetters,
+  purgeDeadLetters,
+  type PurgeOutcome,
+} from "./src/agent/dead_letters.ts";
 import { MessageBuffer } from "./src/engine/buffer.ts";
 import { defaultFileSystem } from "./src/fs/default.ts";
 import { pidIsAlive } from "./src/process.ts";
 import { sendLines } from "./src/ingest/client.ts";
+import { recordToJson } from "./src/ingest/protocol.ts";
 import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
-import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
+import { KafkaProvider, resolveKafkaSettings } from "./src/provider/kafka/kafka.ts";
 import { AGENT } from "./src/settings.ts";
 import { DEAD_DIR } from "./src/segment/recovery.ts";
 
@@ -62,8 +73,10 @@ Usage:
   messagebuffer send [--socket PATH] [FILE]         send lines (stdin or FILE) to a running agent
   messagebuffer status [--buffer-dir DIR] [--json]  what is buffered, delivered, dead-lettered
   messagebuffer dump SEGMENT                        print a segment's records as JSON lines
+  messagebuffer tail --brokers B --topic T          print a Kafka topic's records as JSON lines
   messagebuffer top [--socket PATH] [--once|--json] a running agent's rates, backlog, drops, live
   messagebuffer replay [--dry-run] [--quarantine]   send dead letters again through the agent
+  messagebuffer dead-letters [list|purge]           what is in dead/; remove what was replayed
   messagebuffer help [COMMAND]                      details of a command
   messagebuffer --version
 
@@ -84,16 +97,18 @@ The buffer directory and everything created in it are owner-only (directories 07
 0600). A buffer directory that another user owns, or that its group or others may write
 to, is refused (exit 1) unless --allow-unsafe-buffer-dir is given.
 
-Options (flags override the config file; the password comes from the environment or a file):
+Options (flags override the config file; the password comes from the environment or a file).
+A <time> takes a unit: 500ms, 5s, 2min, 1h, 1d; a <size> too: 64KiB, 16MiB, 1GiB (KiB, MiB,
+GiB are powers of 1024; KB, MB, GB of 1000). A plain number is in the unit the option names.
   --config <file>
-      JSON file with the keys below, e.g. {"brokers": ["127.0.0.1:9092"], "file_max_time": 5}
+      JSON file with the keys below, e.g. {"brokers": ["127.0.0.1:9092"], "file_max_time": "5s"}
   --print-config
       Print the effective configuration (secrets masked) and exit
 ${settingsHelp()}
 
 Examples:
   messagebuffer run --brokers 127.0.0.1:9092 --buffer-dir /var/lib/messagebuffer
-  messagebuffer run --config /etc/messagebuffer.json --fsync always --metrics 127.0.0.1:9464
+  messagebuffer run --config /etc/messagebuffer/config.json --fsync always --metrics 127.0.0.1:9464
 `,
   send: `messagebuffer send: send lines to a running agent, each acknowledged.
 
@@ -109,7 +124,7 @@ Kafka), 1 if any was refused, 2 on usage errors or when no agent answers.
   --quiet               Do not print the summary line
 
 Example:
-  printf 'events\\tuser-1\\thello\\n' | messagebuffer send --socket /run/messagebuffer.sock
+  printf 'events\\tuser-1\\thello\\n' | messagebuffer send --socket /run/messagebuffer/messagebuffer.sock
 `,
   status: `messagebuffer status: what a buffer directory holds (works while the agent runs or not).
 
@@ -167,26 +182,59 @@ Exits 0 when every record was accepted (or there was nothing to do), 1 if the ag
 some (each is printed; they stay in dead/ and are offered again next time), 2 on usage
 errors, an unsafe buffer directory, or when no agent answers.
 `,
+  "dead-letters":
+    `messagebuffer dead-letters: the records Kafka refused for good, and their cleanup.
+
+Usage: messagebuffer dead-letters [list] [--buffer-dir DIR | --config FILE]
+       messagebuffer dead-letters purge [--dry-run] [--all] [--buffer-dir DIR | --config FILE]
+
+Kafka refuses some records for good (too large, an invalid topic, not authorized); the agent
+keeps them in <buffer-dir>/dead/ and goes on. Once the cause is fixed, "messagebuffer replay"
+sends them again and notes in dead/replay.log what the agent accepted.
+
+  list (the default)    Each dead-letter file: its records, how many were replayed, the topics,
+                        and Kafka's reasons; then what waits to be replayed
+  purge                 Remove the files whose every record was replayed, and their journal
+                        lines. A file the running agent may still add to (the newest of its
+                        lane) is kept.
+  --all                 purge: also remove files with records never replayed (they are lost)
+  --dry-run             purge: say what would be removed, remove nothing
+  --buffer-dir <dir>    The buffer directory [default: ./messagebuffer-data]
+  --config <file>       Take buffer_dir from the agent's config file
+  --allow-unsafe-buffer-dir
+                        purge in a buffer directory another user owns or its group or others may
+                        write to (refused otherwise, as by run)
+
+list and purge --dry-run only read, as any user who may read the directory.
+`,
+  tail: `messagebuffer tail: read a Kafka topic back, one JSON line per record.
+
+Usage: messagebuffer tail --topic TOPIC [--from-beginning] [--count N]
+                          [--brokers HOST:PORT | --config FILE] [TLS and SASL options of run]
+
+Prints each record of the topic as it arrives, in the ingest protocol's JSON form after its
+partition and offset, until --count records were printed or Ctrl-C:
+  {"partition":0,"offset":7,"topic":"t","key":"k","value":"v","timestamp":1700000000000}
+To check that what an app sent reached Kafka, without Kafka's console tools.
+
+  --topic <name>        The topic to read (required)
+  --from-beginning      Read the topic from its start, not only what arrives from now on
+  --count <n>           Exit after n records
+  --brokers, --config, --tls..., --sasl...
+                        Where Kafka is and how to connect, as for run
+`,
   dump: `messagebuffer dump: print the records of a segment file as JSON lines.
 
 Usage: messagebuffer dump SEGMENT_FILE
 
-Works on buffer segments and on dead-letter segments (dead/*.seg). Each line:
+Works on buffer segments and on dead-letter segments (dead/*.seg). Each line is the record in
+the ingest protocol's JSON form, after its offset in the file:
   {"offset":16,"topic":"t","key":"k","value":"text","headers":{"h":"v"},"timestamp":1700000000000}
-Values, keys and header values that are not valid UTF-8 are printed as "value_base64" etc.
+A key or value that is not valid UTF-8 is printed as "key_base64" / "value_base64"; headers
+with a binary value or a repeated name as "headers_base64": [[name, base64], ...].
 Exits 1 if the file ends in a torn or corrupt frame (the records before it are printed).
 `,
 };
-
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-function textOrBase64(name: string, bytes: Uint8Array, out: Record<string, unknown>): void {
-  try {
-    out[name] = strictUtf8.decode(bytes);
-  } catch {
-    out[`${name}_base64`] = btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""));
-  }
-}
 
 /** Wrong use of a command; `main` prints it after the command's name and exits 2. */
 class UsageError extends Error {}
@@ -242,10 +290,6 @@ async function guardBufferDir(config: AgentConfig, logger: Logger | null): Promi
   return exists;
 }
 
-function socketPath(config: AgentConfig): string {
-  return config.values.socket ?? `${config.values.buffer_dir}/messagebuffer.sock`;
-}
-
 async function run(args: string[]): Promise<number> {
   const { values: flags } = parse("run", args, {
     ...settingFlags,
@@ -269,13 +313,17 @@ async function run(args: string[]): Promise<number> {
   const started = Date.now();
   const dir = config.values.buffer_dir;
   const fs = defaultFileSystem();
-  logger.info("opening buffer", { dir });
-  const buffer = await MessageBuffer.open({ ...engineOptions(config), provider, logger, fs });
-  let open = true;
+  let buffer: MessageBuffer | null = null;
   let ingest: IngestServer | null = null;
+  let metrics: { close(): void } | null = null;
+  let open = true;
+  let phase: StartPhase = "buffer_dir";
   try {
+    logger.info("opening buffer", { dir });
+    buffer = await MessageBuffer.open({ ...engineOptions(config), provider, logger, fs });
     // Made by another user between the check and the open (which takes an existing one)?
     if (!existed) await guardBufferDir(config, logger);
+    phase = "socket";
     // The modes without disk do not create the buffer directory, where the socket may be.
     await fs.mkdirp(dirname(socketPath(config)));
     ingest = await IngestServer.listen({
@@ -287,34 +335,54 @@ async function run(args: string[]): Promise<number> {
       buffer,
       logger,
     });
+    const b = buffer, i = ingest;
+    phase = "metrics";
+    metrics = config.values.metrics
+      ? await serveMetrics(
+        config.values.metrics,
+        () => ({ stats: b.stats(), ingest: i.stats, open }),
+      )
+      : null;
   } catch (e) {
-    await buffer.close();
-    throw e;
+    // A failed start leaves nothing behind: no socket file, no LOCK, no half-open buffer.
+    logger.error("cannot start", { error: explainStartError(e, phase, config) });
+    await ingest?.close().catch(() => {});
+    await buffer?.close().catch(() => {});
+    return 1;
   }
-  const metrics = config.values.metrics
-    ? await serveMetrics(
-      config.values.metrics,
-      () => ({ stats: buffer.stats(), ingest: ingest?.stats ?? null, open }),
-    )
-    : null;
+  const buf = buffer, server = ingest;
   logger.info("agent ready", {
-    socket: ingest.path,
+    socket: server.path,
     brokers: config.values.brokers?.join(","),
     mode: config.values.mode,
     fsync: config.values.fsync,
     metrics: config.values.metrics,
-    backlogRecords: buffer.stats().backlog.records,
+    backlogRecords: buf.stats().backlog.records,
     startupMs: Date.now() - started,
   });
+  // The sender says when sends start failing and when the reason changes; while records
+  // wait, a reminder every 5 minutes says how many and for how long; a large backlog's
+  // drain is reported every minute.
+  let waitingSince: number | null = null;
+  let lastNote = 0;
   const progress = setInterval(() => {
-    const s = buffer.stats();
+    const s = buf.stats();
+    const now = Date.now();
     if (s.backlog.records > 0 && s.provider.state !== "ready") {
-      logger.info("backlog waiting for Kafka", {
-        records: s.backlog.records,
-        provider: s.provider.state,
-        lastError: s.provider.lastError,
-      });
-    } else if (s.backlog.records > 100_000) {
+      if (waitingSince === null) waitingSince = lastNote = now;
+      else if (now - lastNote >= 300_000) {
+        lastNote = now;
+        logger.info("records still wait for Kafka", {
+          records: s.backlog.records,
+          waitingForS: Math.round((now - waitingSince) / 1000),
+          lastError: s.provider.lastError,
+        });
+      }
+      return;
+    }
+    waitingSince = null;
+    if (s.backlog.records > 100_000 && now - lastNote >= 60_000) {
+      lastNote = now;
       logger.info("draining backlog", {
         records: s.backlog.records,
         delivered: s.counters.delivered,
@@ -339,16 +407,16 @@ async function run(args: string[]): Promise<number> {
       try {
         // Stop taking lines; close the buffer (stores what was read, fails writes that wait
         // for room, lets the batch in flight finish); then answer every line and hang up.
-        ingest!.stop();
-        await buffer.close();
-        await ingest!.close();
+        server.stop();
+        await buf.close();
+        await server.close();
         open = false;
         metrics?.close();
-        const c = buffer.stats().counters;
+        const c = buf.stats().counters;
         logger.info("stopped", {
           written: c.written,
           delivered: c.delivered,
-          backlogRecords: buffer.stats().backlog.records,
+          backlogRecords: buf.stats().backlog.records,
         });
         resolve(0);
       } catch (e) {
@@ -470,13 +538,15 @@ async function replayCommand(args: string[]): Promise<number> {
     "allow-unsafe-buffer-dir": values["allow-unsafe-buffer-dir"],
   });
   const dir = config.values.buffer_dir;
-  const socket = values.socket ?? config.values.socket ?? `${dir}/messagebuffer.sock`;
+  const socket = values.socket ?? socketPath(config);
   const fs = defaultFileSystem();
-  const { exists, problem } = await checkBufferDir(dir);
+  const { exists, problem } = await checkBufferDir(dir, "replay");
   if (!exists) {
-    process.stderr.write(`messagebuffer replay: no buffer directory "${dir}"\n`);
+    process.stderr.write(`messagebuffer replay: no buffer directory "${dir}" (--buffer-dir)\n`);
     return 2;
   }
+  // A dry run only reads: no ownership needed, no lock taken, nothing written.
+  if (values["dry-run"]) return await replayLocked(fs, dir, socket, values);
   // Replay writes its journal and lock in dead/: not in a directory another user controls.
   if (problem !== null) {
     process.stderr.write(
@@ -539,6 +609,131 @@ async function replayLocked(
   return refused > 0 ? 1 : 0;
 }
 
+async function deadLettersCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse("dead-letters", args, {
+    "buffer-dir": "value",
+    config: "value",
+    "dry-run": "boolean",
+    all: "boolean",
+    "allow-unsafe-buffer-dir": "boolean",
+  }, true);
+  const action = positionals[0] ?? "list";
+  if ((action !== "list" && action !== "purge") || positionals.length > 1) {
+    throw new UsageError(
+      `expected "list" or "purge", got "${
+        positionals.join(" ")
+      }" (see: messagebuffer help dead-letters)`,
+    );
+  }
+  const config = await loadConfig({
+    config: values.config,
+    "buffer-dir": values["buffer-dir"],
+    "allow-unsafe-buffer-dir": values["allow-unsafe-buffer-dir"],
+  });
+  const dir = config.values.buffer_dir;
+  const fs = defaultFileSystem();
+  const { exists, problem } = await checkBufferDir(dir, "dead-letters purge");
+  if (!exists) {
+    process.stderr.write(
+      `messagebuffer dead-letters: no buffer directory "${dir}" (--buffer-dir)\n`,
+    );
+    return 2;
+  }
+  const running = (await lockHolder(fs, dir, pidIsAlive))?.running ?? false;
+  if (action === "list" || values["dry-run"]) {
+    const files = await deadLetterFiles(fs, dir, running);
+    if (action === "list") {
+      process.stdout.write(formatDeadLetters(files) + "\n");
+      return 0;
+    }
+    const plan = await purgeDeadLetters(fs, dir, files, { all: values.all ?? false, dryRun: true });
+    process.stdout.write(formatPurge(plan, true) + "\n");
+    return 0;
+  }
+  if (problem !== null && !config.values.allow_unsafe_buffer_dir) {
+    process.stderr.write(`messagebuffer dead-letters: ${problem}\n`);
+    return 2;
+  }
+  // The replay lock: no replay reads a file or the journal while they are removed.
+  await fs.mkdirp(`${dir}/${DEAD_DIR}`);
+  let lock;
+  try {
+    lock = await fs.lock(`${dir}/${DEAD_DIR}`);
+  } catch (e) {
+    process.stderr.write(
+      `messagebuffer dead-letters: a replay is running: ${(e as Error).message}\n`,
+    );
+    return 2;
+  }
+  try {
+    const files = await deadLetterFiles(fs, dir, running);
+    const done = await purgeDeadLetters(fs, dir, files, {
+      all: values.all ?? false,
+      dryRun: false,
+    });
+    process.stdout.write(formatPurge(done, false) + "\n");
+    return 0;
+  } finally {
+    await lock.release();
+  }
+}
+
+/** What a purge did, or would do. */
+function formatPurge(p: PurgeOutcome, dryRun: boolean): string {
+  const lines = p.removed.map((f) =>
+    `${
+      dryRun ? "would remove" : "removed"
+    } ${f.file} (${f.records} records, ${f.replayed} replayed)`
+  );
+  for (const k of p.kept) lines.push(`kept ${k.file.file}: ${k.why}`);
+  const n = p.removed.reduce((s, f) => s + f.records, 0);
+  lines.push(
+    `${
+      dryRun ? "dry run: would remove" : "removed"
+    } ${p.removed.length} file(s), ${n} records; kept ${p.kept.length}`,
+  );
+  return lines.join("\n");
+}
+
+async function tail(args: string[]): Promise<number> {
+  const { values } = parse("tail", args, {
+    ...settingFlags,
+    config: "value",
+    topic: "value",
+    "from-beginning": "boolean",
+    count: "value",
+  });
+  if (!values.topic) throw new UsageError("--topic is required (see: messagebuffer help tail)");
+  const count = values.count === undefined ? Infinity : Number(values.count);
+  if (!(count === Infinity || (Number.isInteger(count) && count > 0))) {
+    throw new UsageError(`--count: expected a whole number above 0, got "${values.count}"`);
+  }
+  const config = await loadConfig(values);
+  const options = await providerOptions(config, (p) => readFile(p, "utf8"));
+  const { readTopic } = await import("./src/provider/kafka/kafkajs.ts");
+  let stop: () => void = () => {};
+  const stopped = new Promise<void>((r) => (stop = r));
+  process.once("SIGINT", () => stop());
+  process.once("SIGTERM", () => stop());
+  await readTopic(
+    resolveKafkaSettings(options),
+    values.topic,
+    { fromBeginning: values["from-beginning"] ?? false, count, stop: stopped },
+    (r) => {
+      const { partition, offset, ...rest } = r;
+      const json = recordToJson({
+        topic: rest.topic,
+        key: rest.key,
+        value: rest.value ?? new Uint8Array(0),
+        headers: rest.headers,
+        timestamp: rest.timestamp,
+      });
+      process.stdout.write(JSON.stringify({ partition, offset: Number(offset), ...json }) + "\n");
+    },
+  );
+  return 0;
+}
+
 async function status(args: string[]): Promise<number> {
   const { values } = parse("status", args, {
     "buffer-dir": "value",
@@ -564,23 +759,17 @@ async function dump(args: string[]): Promise<number> {
   let problem: string | null;
   try {
     problem = await readSegmentRecords(defaultFileSystem(), positionals[0], (r, offset) => {
-      const o: Record<string, unknown> = { offset, topic: r.topic };
-      if (r.key !== null) textOrBase64("key", r.key, o);
-      textOrBase64("value", r.value, o);
-      if (r.headers) {
-        const h: Record<string, unknown> = {};
-        for (const [k, v] of r.headers) textOrBase64(k, v, h);
-        o.headers = h;
-      }
-      o.timestamp = r.timestamp;
-      out.push(JSON.stringify(o));
+      out.push(JSON.stringify({ offset, ...recordToJson(r) }));
       if (out.length >= 1000) flush();
     });
   } catch (e) {
+    const code = (e as { code?: string }).code;
     process.stderr.write(
-      `messagebuffer dump: cannot read "${positionals[0]}": ${
-        (e as { code?: string }).code ?? (e as Error).message
-      }\n`,
+      code === "ENOENT"
+        ? `messagebuffer dump: "${
+          positionals[0]
+        }" does not exist: the agent deletes a segment once every record in it is delivered (messagebuffer status lists the segments on disk now)\n`
+        : `messagebuffer dump: cannot read "${positionals[0]}": ${code ?? (e as Error).message}\n`,
     );
     return 2;
   }
@@ -607,13 +796,17 @@ export async function main(argv: string[]): Promise<number> {
         return await top(rest);
       case "replay":
         return await replayCommand(rest);
+      case "dead-letters":
+        return await deadLettersCommand(rest);
+      case "tail":
+        return await tail(rest);
       case "dump":
         return await dump(rest);
       case "help":
         if (rest[0] && HELP[rest[0]]) process.stdout.write(HELP[rest[0]]);
         else if (rest[0]) {
           throw new UsageError(
-            `no command "${rest[0]}" (commands: run, send, status, dump, top, replay)`,
+            `no command "${rest[0]}" (commands: ${Object.keys(HELP).join(", ")})`,
           );
         } else process.stdout.write(USAGE);
         return 0;
@@ -628,7 +821,11 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       default:
         throw new UsageError(
-          `unknown command "${command}" (commands: run, send, status, dump, top, replay, help)`,
+          `unknown command "${command}"${
+            closest(command, Object.keys(HELP))
+              ? ` (did you mean ${closest(command, Object.keys(HELP))}?)`
+              : ""
+          } (commands: ${Object.keys(HELP).join(", ")}, help)`,
         );
     }
   } catch (e) {
@@ -643,14 +840,20 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * Exits once what was written to stdout and stderr has reached them: on a pipe, writes are
- * asynchronous, and an exit right after them can cut the output short (`send` printing a
- * thousand refused lines and then its summary).
+ * Ends with `code` once what was written to stdout and stderr has reached them. On a pipe,
+ * writes are asynchronous, and an exit right after them can cut the output short (`send`
+ * printing a thousand refused lines and then its summary): under Bun a write's callback can
+ * come before the bytes are out. So the process ends on its own, which flushes its output,
+ * once nothing else is left to run; a handle left open cannot keep it alive for more than a
+ * second after the output's callbacks.
  */
 function exitAfterOutput(code: number): void {
+  process.exitCode = code;
   let pending = 2;
   const done = () => {
-    if (--pending === 0) process.exit(code);
+    if (--pending > 0) return;
+    const t = setTimeout(() => process.exit(code), 1000);
+    (t as { unref?: () => void }).unref?.();
   };
   process.stdout.write("", done);
   process.stderr.write("", done);

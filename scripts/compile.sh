@@ -8,6 +8,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-dist/messagebuffer}
 mkdir -p "$(dirname "$out")"
-# scripts/compile.ts is `bun build --compile` with one resolution changed (see there).
+# scripts/compile.ts is `bun build --compile cli.ts` with the build information --version prints.
 node_modules/.bin/bun scripts/compile.ts "$out" >&2
 "$out" --version >&2

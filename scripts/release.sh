@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a release, offline, into OUTDIR (default dist/release):
-#   messagebuffer-VERSION-linux-ARCH.tar.gz   the executable, README.md, LICENSE, an example
-#                                             config.json, messagebuffer.service, SHA256SUMS
+#   messagebuffer-VERSION-linux-ARCH.tar.gz   the executable, README.md, docs/, CHANGELOG.md,
+#                                             LICENSE, an example config.json,
+#                                             messagebuffer.service, SHA256SUMS
 #   messagebuffer_VERSION_ARCH.deb            /usr/bin/messagebuffer, /etc/messagebuffer/config.json,
 #                                             the systemd unit, a system user (see packaging/)
 #   SHA256SUMS                                of both
@@ -42,16 +43,29 @@ name=messagebuffer-$version-linux-$arch
 mkdir -p "$stage/$name"
 cp "$stage/messagebuffer" README.md LICENSE packaging/config.json packaging/messagebuffer.service \
   "$stage/$name/"
-(cd "$stage/$name" && sha256sum messagebuffer README.md LICENSE config.json messagebuffer.service >SHA256SUMS)
+[[ -f CHANGELOG.md ]] && cp CHANGELOG.md "$stage/$name/"
+[[ -d docs ]] && cp -r docs "$stage/$name/"
+(cd "$stage/$name" && find . -type f ! -name SHA256SUMS | sort | xargs sha256sum >SHA256SUMS)
 tar -C "$stage" -czf "$out/$name.tar.gz" --owner=0 --group=0 "$name"
 
-# The Debian package.
+# The Debian package. Its maintainer is DEBFULLNAME <DEBEMAIL> (Debian's convention), else the
+# author of the commit built; a Homepage field only when MB_HOMEPAGE names one.
+maintainer="${DEBFULLNAME:-$(git log -1 --format=%an 2>/dev/null || echo unknown)} <${DEBEMAIL:-$(git log -1 --format=%ae 2>/dev/null || echo unknown)}>"
+homepage=${MB_HOMEPAGE:-}
 root=$stage/deb
 install -D -m 0755 "$stage/messagebuffer" "$root/usr/bin/messagebuffer"
 install -D -m 0640 packaging/config.json "$root/etc/messagebuffer/config.json"
 install -D -m 0644 packaging/messagebuffer.service "$root/usr/lib/systemd/system/messagebuffer.service"
 install -D -m 0644 README.md "$root/usr/share/doc/messagebuffer/README.md"
 install -D -m 0644 LICENSE "$root/usr/share/doc/messagebuffer/copyright"
+# The reference the README links to, and the changelog (compressed, as Debian keeps it).
+if [[ -d docs ]]; then
+  (cd docs && find . -name '*.md' -print0 | xargs -0 -I{} install -D -m 0644 {} "$root/usr/share/doc/messagebuffer/docs/{}")
+fi
+if [[ -f CHANGELOG.md ]]; then
+  gzip -9nc CHANGELOG.md >"$root/usr/share/doc/messagebuffer/changelog.gz"
+  chmod 0644 "$root/usr/share/doc/messagebuffer/changelog.gz"
+fi
 size=$(du -sk "$root" | cut -f1)
 mkdir -p "$root/DEBIAN"
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
@@ -60,13 +74,13 @@ cat >"$root/DEBIAN/control" <<CONTROL
 Package: messagebuffer
 Version: $version
 Architecture: $debarch
-Maintainer: messagebuffer developers <messagebuffer@localhost>
+Maintainer: $maintainer
 Installed-Size: $size
 Depends: adduser, libc6
 Section: net
 Priority: optional
-Homepage: https://github.com/messagebuffer/messagebuffer
-Description: local store-and-forward agent for Kafka (x86-64 with AVX2)
+${homepage:+Homepage: $homepage
+}Description: local store-and-forward agent for Kafka (x86-64 with AVX2)
  Applications on a host hand messages to messagebuffer over a Unix socket; it stores each
  one at once in local segment files and delivers them, in order, to Kafka. Nothing
  acknowledged is lost when Kafka or the network is down, or when the agent restarts.

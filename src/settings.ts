@@ -20,11 +20,90 @@ import type { LoggerOptions, LogLevel } from "./log.ts";
 
 const MiB = 1024 * 1024;
 
-/** Units agent settings are given in, as multiples of the engine's unit (ms or bytes). */
+/**
+ * Units a plain number of an agent setting is in, as multiples of the engine's unit (ms or
+ * bytes). `MB` here is a mebibyte (2^20 bytes), as `file_max_size` has always meant.
+ */
 export const UNITS = { ms: 1, s: 1000, min: 60_000, bytes: 1, MB: MiB } as const;
 
 /** A unit an agent setting is given in. */
 export type Unit = keyof typeof UNITS;
+
+/** Suffixes a time may be written with, in ms. */
+export const TIME_SUFFIXES: Readonly<Record<string, number>> = {
+  ms: 1,
+  s: 1000,
+  sec: 1000,
+  m: 60_000,
+  min: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/**
+ * Suffixes a size may be written with, in bytes: SI (`KB` = 1000) and IEC (`KiB` = 1024), as
+ * the words mean; matched without regard to case (`mib`, `MiB`).
+ */
+export const SIZE_SUFFIXES: Readonly<Record<string, number>> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  kib: 1024,
+  mib: MiB,
+  gib: 1024 * MiB,
+  tib: 1024 * 1024 * MiB,
+};
+
+/** Whether a unit measures time (else size). */
+export function isTimeUnit(u: Unit): boolean {
+  return u === "ms" || u === "s" || u === "min";
+}
+
+/**
+ * Reads "250ms", "5s", "1.5min", "16MiB", "2GB" as engine units (ms or bytes), for a
+ * setting in `unit`. Returns null when `text` has no suffix (a plain number), and throws a
+ * message (a string) when the suffix is unknown or of the other kind.
+ */
+export function parseWithUnit(text: string, unit: Unit): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]+)\s*$/.exec(text);
+  if (!m) return null;
+  const [, num, suffix] = m;
+  const time = isTimeUnit(unit);
+  const table = time ? TIME_SUFFIXES : SIZE_SUFFIXES;
+  const factor = table[time ? suffix : suffix.toLowerCase()];
+  if (factor === undefined) {
+    throw time
+      ? `unknown time unit "${suffix}" (use ms, s, min, h or d, e.g. 500ms or 5s)`
+      : `unknown size unit "${suffix}" (use B, KB, MB, GB, KiB, MiB or GiB, e.g. 16MiB)`;
+  }
+  return Number(num) * factor;
+}
+
+/** An amount in engine units (ms or bytes) with the largest unit that shows it exactly. */
+export function formatWithUnit(engineValue: number, unit: Unit): string {
+  if (isTimeUnit(unit)) {
+    for (const [u, f] of [["d", 86_400_000], ["h", 3_600_000], ["min", 60_000], ["s", 1000]]) {
+      if (engineValue !== 0 && engineValue % (f as number) === 0) {
+        return `${engineValue / (f as number)}${u}`;
+      }
+    }
+    return `${engineValue}ms`;
+  }
+  const sizes = [
+    ["GiB", 1024 * MiB],
+    ["GB", 1e9],
+    ["MiB", MiB],
+    ["MB", 1e6],
+    ["KiB", 1024],
+    ["KB", 1e3],
+  ] as const;
+  for (const [u, f] of sizes) {
+    if (engineValue !== 0 && engineValue % f === 0) return `${engineValue / f}${u}`;
+  }
+  return `${engineValue}B`;
+}
 
 /** A pattern a text value (or each item of a list) must match, and how messages name it. */
 export interface Format {

@@ -34,13 +34,19 @@ export function octalMode(mode: number): string {
  * bufferDirProblem("/var/lib/messagebuffer", { uid: 998, mode: 0o40700 }, 998); // null
  * ```
  */
-export function bufferDirProblem(dir: string, info: DirOwnership, uid: number): string | null {
+export function bufferDirProblem(
+  dir: string,
+  info: DirOwnership,
+  uid: number,
+  who = "the agent",
+): string | null {
   const mode = octalMode(info.mode);
   if (info.uid !== uid) {
     return `buffer directory "${dir}" is owned by uid ${info.uid} (mode ${mode}), not by the ` +
-      `user the agent runs as (uid ${uid}): that user could delete or replace buffered ` +
-      `records; run the agent as its owner, or chown the directory to uid ${uid}, or pass ` +
-      `${ALLOW_UNSAFE_FLAG} to use it anyway`;
+      `user ${who} runs as (uid ${uid}): that user could delete or replace buffered ` +
+      `records; run ${who} as its owner (e.g. setpriv --reuid=${info.uid} --regid=${info.uid} ` +
+      `--init-groups, or sudo -u with the owner's name), or chown the directory to uid ${uid}, ` +
+      `or pass ${ALLOW_UNSAFE_FLAG} to use it anyway`;
   }
   const writers = [(info.mode & 0o020) && "its group", (info.mode & 0o002) && "others"]
     .filter(Boolean);
@@ -60,6 +66,7 @@ export function bufferDirProblem(dir: string, info: DirOwnership, uid: number): 
  */
 export async function checkBufferDir(
   dir: string,
+  who = "the agent",
 ): Promise<{ exists: boolean; problem: string | null }> {
   let info;
   try {
@@ -70,5 +77,8 @@ export async function checkBufferDir(
   }
   const uid = process.getuid?.();
   if (uid === undefined) return { exists: true, problem: null };
-  return { exists: true, problem: bufferDirProblem(dir, { uid: info.uid, mode: info.mode }, uid) };
+  return {
+    exists: true,
+    problem: bufferDirProblem(dir, { uid: info.uid, mode: info.mode }, uid, who),
+  };
 }

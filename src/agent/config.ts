@@ -10,6 +10,7 @@
  */
 
 import type { MessageBufferOptions } from "../engine/options.ts";
+import { closest } from "./flags.ts";
 import type { KafkaProviderOptions, KafkaSaslOptions } from "../provider/kafka/kafka.ts";
 import {
   AGENT,
@@ -19,8 +20,11 @@ import {
   breaks,
   ENGINE,
   ENGINE_RELATIONS,
+  formatWithUnit,
+  isTimeUnit,
   KAFKA,
   lanesRelationMessage,
+  parseWithUnit,
   relationMessage,
   type Spec,
   type Unit,
@@ -109,23 +113,47 @@ function coerce(s: Setting, v: unknown, where: string): unknown {
   const spec = s.spec;
   switch (spec.type) {
     case "integer": {
-      const n = typeof v === "number"
+      let n = typeof v === "number"
         ? v
         : typeof v === "string" && v.trim() !== ""
         ? Number(v)
         : NaN;
+      if (typeof v === "string" && s.unit && !Number.isFinite(n)) {
+        try {
+          const engine = parseWithUnit(v, s.unit);
+          if (engine !== null) n = engine / s.scale;
+        } catch (problem) {
+          throw new ConfigError(`${where}: ${problem}, got ${JSON.stringify(v)}`);
+        }
+      }
       if (!Number.isFinite(n)) {
         throw new ConfigError(
-          `${where}: expected a number${s.unit ? ` (${s.unit})` : ""}, got ${JSON.stringify(v)}`,
+          `${where}: expected a number${s.unit ? ` (${s.unit})` : ""}${
+            s.unit
+              ? `, or one with a unit (${
+                isTimeUnit(s.unit) ? "500ms, 5s, 2min" : "64KiB, 16MiB, 2GB"
+              })`
+              : ""
+          }, got ${JSON.stringify(v)}`,
         );
       }
+      // As given when it came with a unit ("250ms"), else the number.
+      const got = typeof v === "string" && !Number.isFinite(Number(v))
+        ? JSON.stringify(v)
+        : String(n);
       if (n * s.scale < spec.min) {
         throw new ConfigError(
-          `${where}: must be at least ${shownMin(spec.min, s.scale)}, got ${n}`,
+          `${where}: must be at least ${shownMin(spec.min, s.scale)}${
+            s.unit ? ` ${s.unit}` : ""
+          }, got ${got}`,
         );
       }
       if (spec.max !== undefined && Math.round(n * s.scale) > spec.max) {
-        throw new ConfigError(`${where}: must be at most ${spec.max / s.scale}, got ${n}`);
+        throw new ConfigError(
+          `${where}: must be at most ${spec.max / s.scale}${
+            s.unit ? ` ${s.unit}` : ""
+          }, got ${got}`,
+        );
       }
       return n;
     }
@@ -182,7 +210,7 @@ export function buildConfig(
       if (!byKey.has(k)) {
         const near = SETTINGS.find((s) =>
           s.key.replace(/_/g, "") === k.replace(/[_-]/g, "").toLowerCase()
-        );
+        ) ?? byKey.get(closest(k, [...byKey.keys()]) ?? "");
         throw new ConfigError(
           `config file: unknown key "${k}"${near ? ` (did you mean "${near.key}"?)` : ""}`,
         );
@@ -319,12 +347,26 @@ export async function providerOptions(
   return o;
 }
 
-/** The effective config as JSON, with secrets masked, for `run --print-config`. */
+/** The socket the agent listens on: `socket`, else `messagebuffer.sock` in the buffer directory. */
+export function socketPath(c: AgentConfig): string {
+  return c.values.socket ?? `${c.values.buffer_dir}/messagebuffer.sock`;
+}
+
+/**
+ * The effective config as JSON, with secrets masked, for `run --print-config`: times and
+ * sizes with their unit ("10s", "16MiB"), which a config file takes back as they are, and
+ * the socket path the agent will use.
+ */
 export function printableConfig(c: AgentConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const s of SETTINGS) {
-    if (c.values[s.key] !== undefined) out[s.key] = c.values[s.key];
+    const v = c.values[s.key];
+    if (v === undefined) continue;
+    out[s.key] = typeof v === "number" && s.unit
+      ? formatWithUnit(Math.round(v * s.scale), s.unit)
+      : v;
   }
+  out.socket = socketPath(c);
   if (c.saslPassword !== undefined) out.sasl_password = "***** (from " + SASL_PASSWORD_ENV + ")";
   return out;
 }
@@ -332,7 +374,7 @@ export function printableConfig(c: AgentConfig): Record<string, unknown> {
 /** Help lines for every setting. */
 export function settingsHelp(): string {
   return SETTINGS.map((s) => {
-    const arg = s.spec.type === "boolean"
+    const argOf = s.spec.type === "boolean"
       ? ""
       : s.spec.type === "choice"
       ? ` <${s.spec.choices.join("|")}>`
@@ -342,10 +384,60 @@ export function settingsHelp(): string {
       ? " <a,b>"
       : " <value>";
     const def = s.default !== undefined && s.default !== false
-      ? ` [default: ${s.default}${s.unit ? " " + s.unit : ""}]`
+      ? ` [default: ${
+        typeof s.default === "number" && s.unit
+          ? formatWithUnit(Math.round(s.default * s.scale), s.unit)
+          : s.default
+      }]`
       : s.unit
       ? ` (${s.unit})`
       : "";
-    return `  --${s.flag}${arg}\n      ${s.help}${def}\n      config key: ${s.key}`;
+    const plain = s.unit && s.spec.type === "integer"
+      ? ` (a plain number is in ${s.unit === "MB" ? "MiB" : s.unit})`
+      : "";
+    const arg = s.spec.type === "integer" && s.unit
+      ? isTimeUnit(s.unit) ? " <time>" : " <size>"
+      : argOf;
+    return `  --${s.flag}${arg}\n      ${s.help}${def}${plain}\n      config key: ${s.key}`;
   }).join("\n");
+}
+
+/** What the agent was doing when a start failed: the setting that names the thing. */
+export type StartPhase = "buffer_dir" | "socket" | "metrics";
+
+const ERRNO_MEANING: Readonly<Record<string, string>> = {
+  ENOENT: "a directory on the way does not exist, or cannot hold directories",
+  EACCES: "permission denied",
+  EPERM: "not permitted",
+  EROFS: "the file system is read-only",
+  ENOTDIR: "a part of the path is a file, not a directory",
+  ENOSPC: "the disk is full",
+  EADDRINUSE: "the address is in use",
+  EADDRNOTAVAIL: "no interface has that address",
+  ENAMETOOLONG: "the path is too long",
+};
+
+const ERRNO_FIX: Readonly<Record<StartPhase, string>> = {
+  buffer_dir:
+    "choose a directory this user may create or write (the Debian package uses /var/lib/messagebuffer)",
+  socket:
+    "choose a socket path in a directory this user may write (the Debian package uses /run/messagebuffer/messagebuffer.sock)",
+  metrics: "choose another host:port, or stop what listens there",
+};
+
+/**
+ * A start failure, worded for the user: an operating-system error (`code` ENOENT, EACCES,
+ * EADDRINUSE...) names the setting, its value, what the code means and a fix; any other error
+ * keeps its message (it already names what failed).
+ */
+export function explainStartError(e: unknown, phase: StartPhase, c: AgentConfig): string {
+  const err = e as { code?: unknown; message?: string };
+  const message = err?.message ?? String(e);
+  const code = typeof err?.code === "string" ? err.code : undefined;
+  if (!code || !/^E[A-Z]+$/.test(code)) return message;
+  const value = phase === "socket" ? socketPath(c) : String(c.values[phase] ?? "");
+  const flag = `--${phase.replace(/_/g, "-")}`;
+  const meaning = ERRNO_MEANING[code] ?? "the operating system refused";
+  const detail = message.startsWith(code) ? message : `${code}: ${message}`;
+  return `${flag} "${value}": ${meaning} (${detail}); ${ERRNO_FIX[phase]}`;
 }

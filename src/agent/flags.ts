@@ -57,7 +57,12 @@ export function parseFlags<S extends FlagSpec>(
     const name = arg.startsWith("--") ? arg.slice(2, eq === -1 ? undefined : eq) : "";
     const kind = Object.hasOwn(spec, name) ? spec[name] : undefined;
     if (kind === undefined) {
-      throw new FlagError(`unknown flag ${eq === -1 ? arg : arg.slice(0, eq)}`);
+      const near = closest(name || arg.replace(/^-+/, ""), Object.keys(spec));
+      throw new FlagError(
+        `unknown flag ${eq === -1 ? arg : arg.slice(0, eq)}${
+          near ? ` (did you mean --${near}?)` : ""
+        }`,
+      );
     }
     if (kind === "boolean") {
       if (eq !== -1) throw new FlagError(`--${name} takes no value`);
@@ -75,4 +80,33 @@ export function parseFlags<S extends FlagSpec>(
   }
   // Each value was stored under a name of `spec`, as a string or, for a boolean, true.
   return { values: values as ParsedFlags<S>["values"], positionals };
+}
+
+/**
+ * The candidate closest to `name` (edit distance, `-` and `_` alike, case ignored), if it is
+ * close enough to be a likely typo: at most 2 edits, and fewer than half the name's length.
+ */
+export function closest(name: string, candidates: readonly string[]): string | undefined {
+  const norm = (x: string) => x.toLowerCase().replace(/_/g, "-");
+  const a = norm(name);
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = editDistance(a, norm(c));
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return bestDistance <= 2 && bestDistance * 2 < a.length ? best : undefined;
+}
+
+/** Levenshtein distance (insertions, deletions, substitutions). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
 }

@@ -9,6 +9,7 @@ import type { FileSystem } from "../fs/types.ts";
 import { decodeFrame, SEGMENT_HEADER_SIZE, type StoredRecord } from "../segment/format.ts";
 import { scanSegment, SegmentCursor } from "../segment/reader.ts";
 import { DEAD_DIR, inspectBuffer, QUARANTINE_DIR } from "../segment/recovery.ts";
+import { readJournal } from "./journal.ts";
 import { laneNumbers, LANES_DIR } from "../engine/lanes.ts";
 
 /** One segment as `status` shows it: what opening the buffer would resume from. */
@@ -41,7 +42,8 @@ export interface DirStatus {
   agent: { pid: number; running: boolean } | null;
   segments: SegmentStatus[];
   backlog: { records: number; bytes: number; segments: number; oldestRecordAgeMs: number | null };
-  deadLetters: { files: number; records: number; bytes: number };
+  /** Dead-letter files and records; `replayed`: records the replay journal says were replayed. */
+  deadLetters: { files: number; records: number; bytes: number; replayed: number };
   quarantine: Array<{ name: string; bytes: number }>;
   /** Entries of the directory this version does not know: opening leaves them alone. */
   unknownFiles: string[];
@@ -56,7 +58,8 @@ export async function dirStatus(
   dir: string,
   pidAlive: (pid: number) => boolean,
 ): Promise<DirStatus> {
-  const status = await laneStatus(fs, dir, "", pidAlive);
+  const journal = await readJournal(fs, dir);
+  const status = await laneStatus(fs, dir, "", pidAlive, journal);
   // Lanes 1 and up, each a buffer directory of its own under lanes/: their segments,
   // dead letters and quarantine are listed with the lane's path.
   const lanes = await laneNumbers(fs, dir);
@@ -64,7 +67,7 @@ export async function dirStatus(
   if (status.backlog.oldestRecordAgeMs !== null) oldest.push(status.backlog.oldestRecordAgeMs);
   for (const i of lanes) {
     const prefix = `${LANES_DIR}/${i}/`;
-    const l = await laneStatus(fs, `${dir}/${prefix.slice(0, -1)}`, prefix, pidAlive);
+    const l = await laneStatus(fs, `${dir}/${prefix.slice(0, -1)}`, prefix, pidAlive, journal);
     status.segments.push(...l.segments);
     status.backlog.records += l.backlog.records;
     status.backlog.bytes += l.backlog.bytes;
@@ -73,6 +76,7 @@ export async function dirStatus(
     status.deadLetters.files += l.deadLetters.files;
     status.deadLetters.records += l.deadLetters.records;
     status.deadLetters.bytes += l.deadLetters.bytes;
+    status.deadLetters.replayed += l.deadLetters.replayed;
     status.quarantine.push(...l.quarantine);
     status.unknownFiles.push(...l.unknownFiles);
   }
@@ -81,11 +85,23 @@ export async function dirStatus(
   return status;
 }
 
+/** The process named in the directory's LOCK, and whether it is alive; null without one. */
+export async function lockHolder(
+  fs: FileSystem,
+  dir: string,
+  pidAlive: (pid: number) => boolean,
+): Promise<{ pid: number; running: boolean } | null> {
+  const lock = await fs.readFile(`${dir}/LOCK`).catch(() => null);
+  const pid = lock ? Number.parseInt(new TextDecoder().decode(lock), 10) : NaN;
+  return Number.isInteger(pid) ? { pid, running: pidAlive(pid) } : null;
+}
+
 async function laneStatus(
   fs: FileSystem,
   dir: string,
   prefix: string,
   pidAlive: (pid: number) => boolean,
+  journal: Map<string, Set<number>>,
 ): Promise<DirStatus> {
   let report;
   try {
@@ -93,15 +109,14 @@ async function laneStatus(
   } catch (e) {
     throw new Error(`Cannot read buffer directory "${dir}": ${(e as { code?: string }).code ?? e}`);
   }
-  const lock = await fs.readFile(`${dir}/LOCK`);
-  const pid = lock ? Number.parseInt(new TextDecoder().decode(lock), 10) : NaN;
+  const agent = await lockHolder(fs, dir, pidAlive);
   const status: DirStatus = {
     dir,
     lanes: 1,
-    agent: Number.isInteger(pid) ? { pid, running: pidAlive(pid) } : null,
+    agent,
     segments: [],
     backlog: { records: 0, bytes: 0, segments: 0, oldestRecordAgeMs: null },
-    deadLetters: { files: 0, records: 0, bytes: 0 },
+    deadLetters: { files: 0, records: 0, bytes: 0, replayed: 0 },
     quarantine: [],
     unknownFiles: report.unknownFiles.map((n) => prefix + n),
   };
@@ -139,12 +154,12 @@ async function laneStatus(
     status.segments.push(s);
     const waiting = s.records - s.delivered;
     if (waiting > 0) {
+      status.backlog.segments++;
       status.backlog.records += waiting;
       status.backlog.bytes += r.validSize - r.checkpoint.offset;
       if (s.oldestTimestamp) oldest = Math.min(oldest, s.oldestTimestamp);
     }
   }
-  status.backlog.segments = status.segments.length;
   status.backlog.oldestRecordAgeMs = oldest === Infinity ? null : Math.max(0, Date.now() - oldest);
   const dead = await fs.list(`${dir}/${DEAD_DIR}`).catch(() => [] as string[]);
   for (const name of dead.filter((n) => n.endsWith(".seg"))) {
@@ -153,7 +168,11 @@ async function laneStatus(
       const scan = await scanSegment(fh, { verify: false });
       status.deadLetters.files++;
       status.deadLetters.bytes += scan.fileSize;
-      if (!("badHeader" in scan)) status.deadLetters.records += scan.records;
+      if (!("badHeader" in scan)) {
+        status.deadLetters.records += scan.records;
+        const replayed = journal.get(`${prefix}${DEAD_DIR}/${name}`)?.size ?? 0;
+        status.deadLetters.replayed += Math.min(replayed, scan.records);
+      }
     } finally {
       await fh.close();
     }
@@ -182,8 +201,11 @@ export function formatStatus(s: DirStatus): string {
   );
   const age = s.backlog.oldestRecordAgeMs;
   lines.push(
-    `backlog: ${s.backlog.records} records, ${s.backlog.bytes} bytes in ${s.backlog.segments} segment(s)` +
-      (age === null ? "" : `; oldest record ${(age / 1000).toFixed(1)} s old`),
+    (s.backlog.records === 0
+      ? "backlog: 0 records (everything stored was delivered)"
+      : `backlog: ${s.backlog.records} records (${s.backlog.bytes} bytes) wait for Kafka in ${s.backlog.segments} segment(s)`) +
+      (age === null ? "" : `; oldest record ${(age / 1000).toFixed(1)} s old`) +
+      `; ${s.segments.length} segment file(s) on disk`,
   );
   for (const seg of s.segments) {
     const cp = seg.checkpoint
@@ -196,8 +218,14 @@ export function formatStatus(s: DirStatus): string {
         (seg.checkpointProblem ? `  [S file: ${seg.checkpointProblem}]` : ""),
     );
   }
+  const d = s.deadLetters;
   lines.push(
-    `dead letters: ${s.deadLetters.records} records in ${s.deadLetters.files} file(s) (${s.deadLetters.bytes} bytes)`,
+    `dead letters: ${d.records} records in ${d.files} file(s) (${d.bytes} bytes)` +
+      (d.records === 0
+        ? ""
+        : `: ${
+          d.records - d.replayed
+        } wait to be replayed (messagebuffer replay), ${d.replayed} replayed (messagebuffer dead-letters purge removes them)`),
   );
   lines.push(`quarantine: ${s.quarantine.length} file(s)`);
   for (const q of s.quarantine) lines.push(`  ${q.name}  ${q.bytes} bytes`);

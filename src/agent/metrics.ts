@@ -317,10 +317,12 @@ export async function serveMetrics(
   await new Promise<void>((resolve, reject) => {
     server.once(
       "error",
-      (e) =>
+      (e) => {
+        const code = (e as { code?: string }).code;
         reject(
-          new Error(`Cannot serve metrics on ${address}: ${(e as { code?: string }).code ?? e}`),
-        ),
+          Object.assign(new Error(`Cannot serve metrics on ${address}: ${code ?? e}`), { code }),
+        );
+      },
     );
     server.listen(port, host, () => resolve());
   });

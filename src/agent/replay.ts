@@ -14,10 +14,10 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
 import { Readable } from "node:stream";
 import type { FileSystem } from "../fs/types.ts";
 import { sendLines } from "../ingest/client.ts";
+import { recordToJson } from "../ingest/protocol.ts";
 import {
   decodeFrame,
   FRAME_HEADER_SIZE,
@@ -33,9 +33,7 @@ import {
 import { DEAD_DIR, QUARANTINE_DIR } from "../segment/recovery.ts";
 import { laneNumbers, LANES_DIR } from "../engine/lanes.ts";
 import { readSegmentRecords } from "./inspect.ts";
-
-/** The journal of what was replayed, in the dead-letter folder. */
-export const REPLAY_JOURNAL = `${DEAD_DIR}/replay.log`;
+import { appendJournal, readJournal } from "./journal.ts";
 
 /** Headers the sender adds to a dead letter; a replay takes them off again. */
 const DEAD_LETTER_HEADERS = new Set(["messagebuffer-error", "messagebuffer-segment"]);
@@ -173,30 +171,6 @@ export function readQuarantined(
   return { records, unreadable };
 }
 
-/** Journal entries by file: the indexes already replayed. */
-export async function readJournal(fs: FileSystem, dir: string): Promise<Map<string, Set<number>>> {
-  const text = await fs.readFile(`${dir}/${REPLAY_JOURNAL}`);
-  const out = new Map<string, Set<number>>();
-  if (text === null) return out;
-  for (const line of new TextDecoder().decode(text).split("\n")) {
-    if (!line.trim()) continue;
-    let e: { file?: unknown; accepted?: unknown };
-    try {
-      e = JSON.parse(line);
-    } catch {
-      continue; // a line torn by a crash while it was appended
-    }
-    if (typeof e.file !== "string" || !Array.isArray(e.accepted)) continue;
-    const set = out.get(e.file) ?? new Set<number>();
-    for (const range of e.accepted) {
-      if (!Array.isArray(range) || range.length !== 2) continue;
-      for (let i = Number(range[0]); i <= Number(range[1]); i++) set.add(i);
-    }
-    out.set(e.file, set);
-  }
-  return out;
-}
-
 /** Sends every record not replayed before to the agent at `socket`, file by file. */
 export async function replay(
   fs: FileSystem,
@@ -210,8 +184,9 @@ export async function replay(
   for (const s of sources) {
     const indexes = s.records.map((_, i) => i).filter((i) => !s.replayed.has(i));
     if (indexes.length === 0) continue;
-    const text = indexes.map((i) => JSON.stringify(toLine(s.records[i], options.restamp)) + "\n")
-      .join("");
+    const text = indexes.map((i) =>
+      JSON.stringify(recordToJson(s.records[i], { timestamp: !options.restamp })) + "\n"
+    ).join("");
     const refusedLines = new Map<number, string>();
     const summary = await sendLines(socket, Readable.from([text]), (e) => {
       const m = /^line (\d+): (.*)$/s.exec(e);
@@ -235,19 +210,6 @@ export async function replay(
   return outcomes;
 }
 
-async function appendJournal(fs: FileSystem, dir: string, entry: unknown): Promise<void> {
-  const path = `${dir}/${REPLAY_JOURNAL}`;
-  const exists = (await fs.stat(path)) !== null;
-  const fh = await fs.open(path, exists ? "append" : "create");
-  try {
-    await fh.append(new TextEncoder().encode(JSON.stringify(entry) + "\n"));
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  if (!exists) await fs.syncDir(`${dir}/${DEAD_DIR}`);
-}
-
 /** `[from, to]` runs of consecutive indexes. */
 function ranges(xs: number[]): Array<[number, number]> {
   const out: Array<[number, number]> = [];
@@ -257,38 +219,6 @@ function ranges(xs: number[]): Array<[number, number]> {
     else out.push([x, x]);
   }
   return out;
-}
-
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-/** The text of `u` when it is valid UTF-8 (so it goes as text, a third shorter), else null. */
-function asText(u: Uint8Array): string | null {
-  try {
-    return strictUtf8.decode(u);
-  } catch {
-    return null;
-  }
-}
-
-/**
- * The ingest protocol's JSON form of a record: value and key as text when they are valid
- * UTF-8, else in base64; headers in base64; the original timestamp unless `restamp`.
- */
-function toLine(r: StoredRecord, restamp: boolean): Record<string, unknown> {
-  const b64 = (u: Uint8Array) =>
-    Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString("base64");
-  const o: Record<string, unknown> = { topic: r.topic };
-  const value = asText(r.value);
-  if (value !== null) o.value = value;
-  else o.value_base64 = b64(r.value);
-  if (r.key !== null) {
-    const key = asText(r.key);
-    if (key !== null) o.key = key;
-    else o.key_base64 = b64(r.key);
-  }
-  if (r.headers && r.headers.length > 0) o.headers_base64 = r.headers.map(([k, v]) => [k, b64(v)]);
-  if (!restamp) o.timestamp = r.timestamp;
-  return o;
 }
 
 function copy(r: StoredRecord): StoredRecord {

@@ -143,6 +143,7 @@ export class MessageBuffer {
    *
    * @throws {TypeError | RangeError} an option is invalid (the message names it)
    * @throws {LockedError} another live process has the directory open
+   * @throws the provider's `prepare()` error (a Kafka client library that cannot load)
    */
   static async open(options: EngineOptions): Promise<MessageBuffer> {
     if (options && (!options.fs || !options.logger)) {
@@ -151,6 +152,8 @@ export class MessageBuffer {
       );
     }
     const o = resolveOptions(options, options?.fs, options?.logger);
+    // A provider that can never send (its client library does not load) fails the open.
+    await o.provider.prepare?.();
     if (o.mode === "block-on-error" || o.mode === "error-on-error") {
       if (options.dir !== undefined) await warnOfBacklog(o);
       const policy = o.mode === "block-on-error" ? "block" : "error";

@@ -71,6 +71,7 @@ export class ProviderGate {
       open: () => this.#open(),
       close: () => Promise.resolve(),
       send: (records) => this.#send(records, permits),
+      prepare: inner.prepare && (() => inner.prepare!()),
       counters: inner.counters && (() => inner.counters!()),
       probe: inner.probe && ((topics) => inner.probe!(topics)),
     };

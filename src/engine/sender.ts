@@ -36,7 +36,7 @@ import type { Ledger, Segment } from "./ledger.ts";
 export type ProviderState = "connecting" | "ready" | "retrying" | "closed";
 
 /**
- * Delivery latency over the last records delivered, in ms.
+ * Delivery latency of the records delivered in the last minute (the last 8192 at most), in ms.
  *
  * @example Print the delivery latency
  * ```ts
@@ -45,11 +45,11 @@ export type ProviderState = "connecting" | "ready" | "retrying" | "closed";
  * ```
  */
 export interface LatencyStats {
-  /** Median, ms; null before the first delivery. */
+  /** Median, ms; null when nothing was delivered in the last minute. */
   p50: number | null;
-  /** 99th percentile, ms; null before the first delivery. */
+  /** 99th percentile, ms; null when nothing was delivered in the last minute. */
   p99: number | null;
-  /** Largest, ms; null before the first delivery. */
+  /** Largest, ms; null when nothing was delivered in the last minute. */
   max: number | null;
   /** Sum and count since open. */
   sum: number;
@@ -511,6 +511,8 @@ export class Sender {
     abandon: () => boolean = () => false,
     topics: readonly string[] = [],
   ): Promise<T | false> {
+    let since = 0;
+    let said = "";
     for (let attempt = 0;; attempt++) {
       if (this.#stopping || abandon()) return false;
       try {
@@ -518,6 +520,7 @@ export class Sender {
         if (attempt > 0) {
           this.#log.info(`${what} succeeded after ${attempt} retries`, {
             provider: this.#o.provider.name,
+            failingForMs: Date.now() - since,
           });
         }
         if (this.#state === "retrying") this.#state = "ready";
@@ -528,13 +531,25 @@ export class Sender {
         this.#ledger.counters.sendRetries++;
         this.#ledger.counters.resentRecords += records;
         const ms = this.#backoff(attempt + 1);
-        const log = attempt === 0 || attempt % 10 === 0 ? this.#log.warn : this.#log.debug;
-        log(`${what} failed; retrying`, {
-          provider: this.#o.provider.name,
-          attempt: attempt + 1,
-          retryInMs: ms,
-          error: this.#lastError,
-        });
+        // Said once when it starts failing, and again only when the reason changes: an
+        // outage of an hour is two lines, not one every few seconds.
+        if (attempt === 0) since = Date.now();
+        const changed = this.#lastError !== said;
+        said = this.#lastError;
+        const log = attempt === 0 ? this.#log.warn : changed ? this.#log.info : this.#log.debug;
+        log(
+          attempt === 0
+            ? `${what} failed; retrying`
+            : changed
+            ? `${what} still failing, now for another reason; retrying`
+            : `${what} failed again; retrying`,
+          {
+            provider: this.#o.provider.name,
+            attempt: attempt + 1,
+            retryInMs: ms,
+            error: this.#lastError,
+          },
+        );
         await this.#backoffWait(ms, topics);
       }
     }
@@ -635,12 +650,18 @@ export class ProgressSignal {
   }
 }
 
+/** How long a delivery's latency counts in the quantiles. */
+export const LATENCY_WINDOW_MS = 60_000;
+
 /**
- * Time from a record's timestamp to its acknowledgement, over the last 8192 records: a ring
- * of samples, and the sum and count since it was made.
+ * Time from a record's timestamp to its acknowledgement, over the last 8192 records
+ * acknowledged in the last minute ({@link LATENCY_WINDOW_MS}): a ring of samples with the time
+ * each was taken, so that an outage's latencies leave the quantiles a minute after it ends;
+ * and the sum and count since it was made.
  */
 export class LatencyWindow {
   readonly #ring = new Float64Array(8192);
+  readonly #at = new Float64Array(8192);
   #count = 0;
   #sum = 0;
 
@@ -650,19 +671,25 @@ export class LatencyWindow {
     const ring = this.#ring;
     for (const r of records) {
       const ms = Math.max(0, now - r.timestamp);
-      ring[this.#count % ring.length] = ms;
+      const i = this.#count % ring.length;
+      ring[i] = ms;
+      this.#at[i] = now;
       this.#count++;
       this.#sum += ms;
     }
   }
 
-  /** Quantiles over the ring; sum and count since creation. */
+  /** Quantiles over the samples of the last minute (null without any); sum and count since creation. */
   stats(): LatencyStats {
     const n = Math.min(this.#count, this.#ring.length);
-    if (n === 0) return { p50: null, p99: null, max: null, sum: 0, count: 0 };
-    const sorted = this.#ring.slice(0, n).sort();
-    const q = (p: number) => sorted[Math.min(n - 1, Math.floor(p * n))];
-    return { p50: q(0.5), p99: q(0.99), max: sorted[n - 1], sum: this.#sum, count: this.#count };
+    const since = Date.now() - LATENCY_WINDOW_MS;
+    const recent: number[] = [];
+    for (let i = 0; i < n; i++) if (this.#at[i] >= since) recent.push(this.#ring[i]);
+    const m = recent.length;
+    if (m === 0) return { p50: null, p99: null, max: null, sum: this.#sum, count: this.#count };
+    const sorted = Float64Array.from(recent).sort();
+    const q = (p: number) => sorted[Math.min(m - 1, Math.floor(p * m))];
+    return { p50: q(0.5), p99: q(0.99), max: sorted[m - 1], sum: this.#sum, count: this.#count };
   }
 }
 

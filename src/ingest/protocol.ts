@@ -211,3 +211,60 @@ export function escapeField(s: string): string {
     (c) => c === "\\" ? "\\\\" : c === "\n" ? "\\n" : c === "\t" ? "\\t" : "\\r",
   );
 }
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The text of `u` when it is valid UTF-8, else null. */
+function utf8(u: Uint8Array): string | null {
+  try {
+    return strictUtf8.decode(u);
+  } catch {
+    return null;
+  }
+}
+
+function toBase64(u: Uint8Array): string {
+  return Buffer.from(u.buffer, u.byteOffset, u.byteLength).toString("base64");
+}
+
+/** A record as the engine stores and the provider sends it. */
+export interface JsonRecordInput {
+  topic: string;
+  key: Uint8Array | null;
+  value: Uint8Array;
+  headers: ReadonlyArray<readonly [string, Uint8Array]> | null;
+  timestamp: number;
+}
+
+/**
+ * A record in the JSON form of the ingest protocol, which {@link parseLine} reads back to the
+ * same record (the one codec of `dump`, `tail` and `replay`): `value` and `key` as text when
+ * they are valid UTF-8, else `value_base64` and `key_base64`; `headers` as an object when
+ * every value is UTF-8 and every name once (and none looks like an array index, which an
+ * object would reorder), else `headers_base64` as `[name, base64]` pairs; and `timestamp`
+ * unless `timestamp` is false.
+ */
+export function recordToJson(
+  r: JsonRecordInput,
+  options: { timestamp?: boolean } = {},
+): Record<string, unknown> {
+  const o: Record<string, unknown> = { topic: r.topic };
+  if (r.key !== null) {
+    const key = utf8(r.key);
+    if (key !== null) o.key = key;
+    else o.key_base64 = toBase64(r.key);
+  }
+  const value = utf8(r.value);
+  if (value !== null) o.value = value;
+  else o.value_base64 = toBase64(r.value);
+  if (r.headers && r.headers.length > 0) {
+    const texts = r.headers.map(([, v]) => utf8(v));
+    const names = new Set(r.headers.map(([k]) => k));
+    const asObject = names.size === r.headers.length && texts.every((t) => t !== null) &&
+      r.headers.every(([k]) => !/^(0|[1-9]\d*)$/.test(k));
+    if (asObject) o.headers = Object.fromEntries(r.headers.map(([k], i) => [k, texts[i]]));
+    else o.headers_base64 = r.headers.map(([k, v]) => [k, toBase64(v)]);
+  }
+  if (options.timestamp !== false) o.timestamp = r.timestamp;
+  return o;
+}

@@ -123,6 +123,12 @@ export interface Provider {
   readonly name: string;
   /** Suggested first wait after a failed send, in ms (the engine's backoff starts here). */
   readonly retryWaitMs?: number;
+  /**
+   * Readies what no retry can fix, such as loading a client library, without connecting.
+   * `MessageBuffer.open` calls it first, and fails with its error: a provider that can never
+   * send is an error at open, not a backlog that waits forever. @default nothing to ready
+   */
+  prepare?(): Promise<void>;
   /** Connects. Throwing is retried like a failed send. */
   open(): Promise<void>;
   /** Delivers records in order. See the interface doc for the outcome contract. */

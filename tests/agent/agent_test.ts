@@ -7,6 +7,7 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import process from "node:process";
 import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
+import { createServer } from "node:net";
 import { escapeField } from "../../src/ingest/protocol.ts";
 import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 import {
@@ -459,7 +460,7 @@ describe("agent (messagebuffer run)", () => {
     const sock = `${t.dir}/messagebuffer.sock`;
     const topic = uniqueTopic("agent-replay");
     await createTopics([topic], 1, { "max.message.bytes": "20000" });
-    await agentIn(t.dir);
+    const agent = await agentIn(t.dir);
     const big = (i: number) => `big-${i}-${"z".repeat(50_000)}`;
     const lines = [
       JSON.stringify({ topic, value: "small-0" }),
@@ -509,6 +510,36 @@ describe("agent (messagebuffer run)", () => {
     assert.equal(byValue.get(big(3))!.timestamp, 1_700_000_000_003);
     const journal = await readFile(`${t.dir}/dead/replay.log`, "utf8");
     assert.match(journal, /"accepted":\[\[0,1\]\]/);
+
+    // The dead letters' life after the replay: status and list say they were replayed;
+    // purge keeps the file the running agent may still add to, and removes it once stopped.
+    const status = await runCli(["status", "--buffer-dir", t.dir]);
+    assert.match(
+      status.stdout,
+      /dead letters: 2 records in 1 file\(s\) .*: 0 wait to be replayed .*2 replayed/,
+    );
+    const list = await runCli(["dead-letters", "--buffer-dir", t.dir]);
+    assert.match(
+      list.stdout,
+      /dead\/\S+\.seg: 2 records, replayed \(the running agent may still add to it\)/,
+    );
+    assert.match(list.stdout, /refused by Kafka for: MESSAGE_TOO_LARGE \(2\)/);
+    const kept = await runCli(["dead-letters", "purge", "--buffer-dir", t.dir]);
+    assert.equal(kept.code, 0, kept.stderr);
+    assert.match(kept.stdout, /kept dead\/\S+\.seg: the running agent may still add to it/);
+    await agent.stop();
+    const dryPurge = await runCli(["dead-letters", "purge", "--dry-run", "--buffer-dir", t.dir]);
+    assert.match(dryPurge.stdout, /would remove dead\/\S+\.seg \(2 records, 2 replayed\)/);
+    assert.equal((await readdir(`${t.dir}/dead`)).filter((f) => f.endsWith(".seg")).length, 1);
+    const purge = await runCli(["dead-letters", "purge", "--buffer-dir", t.dir]);
+    assert.equal(purge.code, 0, purge.stderr);
+    assert.match(purge.stdout, /removed 1 file\(s\), 2 records; kept 0/);
+    assert.deepEqual((await readdir(`${t.dir}/dead`)).filter((f) => f.endsWith(".seg")), []);
+    assert.equal(await readFile(`${t.dir}/dead/replay.log`, "utf8"), "", "the journal forgets it");
+    assert.match(
+      (await runCli(["status", "--buffer-dir", t.dir])).stdout,
+      /dead letters: 0 records/,
+    );
   });
 
   it("--lanes 3 spreads topics over lanes, delivers each in order, and status and top show the lanes", async () => {
@@ -543,6 +574,112 @@ describe("agent (messagebuffer run)", () => {
     assert.match(status.stdout, /backlog: 0 records/);
     const map = await readFile(`${t.dir}/lanes/topics`, "utf8");
     assert.equal(map.trim().split("\n").length, 3, "one assignment per topic, kept for restarts");
+  });
+
+  it("a start that fails (the metrics port is taken) logs an ERROR, exits 1 and leaves no socket file and no LOCK", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const taken = await new Promise<import("node:net").Server>((resolve) => {
+      const srv = createServer();
+      srv.listen(0, "127.0.0.1", () => resolve(srv));
+    });
+    try {
+      const port = (taken.address() as import("node:net").AddressInfo).port;
+      const r = await runCli(
+        [
+          "run",
+          "--brokers",
+          BROKERS.join(","),
+          "--buffer-dir",
+          t.dir,
+          "--metrics",
+          `127.0.0.1:${port}`,
+        ],
+        undefined,
+        { timeoutMs: 60_000 },
+      );
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /ERROR cannot start .*EADDRINUSE|ERROR cannot start .*in use/);
+      const left = await readdir(t.dir);
+      assert.ok(!left.includes("LOCK"), `no LOCK: ${left}`);
+      assert.ok(!left.includes("messagebuffer.sock"), `no socket: ${left}`);
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("./messagebuffer (the from-source command) passes SIGTERM to the agent, which stops cleanly", {
+    skip: process.env.MB_AGENT_BIN ? "the executable has no wrapper" : false,
+  }, async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const p = spawn("./messagebuffer", [
+      "run",
+      "--brokers",
+      BROKERS.join(","),
+      "--buffer-dir",
+      t.dir,
+    ], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let log = "";
+    p.stderr!.on("data", (d) => (log += d));
+    p.stdout!.on("data", (d) => (log += d));
+    const exited = new Promise<number | null>((r) => p.once("exit", (code) => r(code)));
+    await waitFor(() => /agent ready/.test(log), 60_000, "agent ready");
+    process.kill(p.pid!, "SIGTERM");
+    assert.equal(await exited, 0, log);
+    assert.match(log, /shutting down signal=SIGTERM/);
+    const left = await readdir(t.dir);
+    assert.ok(!left.includes("LOCK"), `the agent released its LOCK: ${left}`);
+    assert.ok(!left.includes("messagebuffer.sock"), `and removed its socket: ${left}`);
+  });
+
+  it("tail reads a topic back from Kafka as JSON lines, binary values and repeated headers intact", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-tail");
+    await createTopics([topic], 1);
+    await agentIn(t.dir);
+    const lines = [
+      `${topic}\tk1\tfirst\n`,
+      JSON.stringify({
+        topic,
+        value_base64: "AP8K",
+        headers_base64: [["h", "AQ=="], ["h", "Ag=="]],
+        timestamp: 1_700_000_000_000,
+      }) + "\n",
+    ].join("");
+    assert.equal((await runCli(["send", "--buffer-dir", t.dir], lines)).code, 0);
+    const r = await runCli(
+      [
+        "tail",
+        "--brokers",
+        BROKERS.join(","),
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--count",
+        "2",
+      ],
+      undefined,
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const got = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    assert.equal(got[0].key, "k1");
+    assert.equal(got[0].value, "first");
+    assert.deepEqual(
+      { ...got[1], partition: undefined, offset: undefined },
+      {
+        partition: undefined,
+        offset: undefined,
+        topic,
+        value_base64: "AP8K",
+        headers_base64: [["h", "AQ=="], ["h", "Ag=="]],
+        timestamp: 1_700_000_000_000,
+      },
+    );
   });
 
   it("replaces a stale socket file and refuses to start on a live one", async () => {
@@ -732,7 +869,8 @@ describe("agent CLI", () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /messagebuffer run --brokers/);
     const run = await runCli(["help", "run"]);
-    assert.match(run.stdout, /--file-max-time <n>/);
+    assert.match(run.stdout, /--file-max-time <time>/);
+    assert.match(run.stdout, /\[default: 10s\] \(a plain number is in s\)/);
     assert.match(run.stdout, /config key: file_max_time/);
     const v = await runCli(["--version"]);
     assert.match(
@@ -750,12 +888,20 @@ describe("agent CLI", () => {
         /^messagebuffer run: unknown flag --nope \(see: messagebuffer help run\)$/m,
       ],
       [
+        ["run", "--brokers", "h:1", "--fsyn", "always"],
+        /^messagebuffer run: unknown flag --fsyn \(did you mean --fsync\?\) \(see: messagebuffer help run\)$/m,
+      ],
+      [
+        ["run", "--brokers", "h:1", "--file-max-time", "5 parsecs"],
+        /^messagebuffer run: --file-max-time: unknown time unit "parsecs" \(use ms, s, min, h or d/m,
+      ],
+      [
         ["run", "--brokers", "h:1", "--fsync", "sometimes"],
         /^messagebuffer run: --fsync: must be one of always, interval, never/m,
       ],
       [
         ["run", "--brokers", "h:1", "--file-max-time", "-1"],
-        /^messagebuffer run: --file-max-time: must be at least 0\.001, got -1$/m,
+        /^messagebuffer run: --file-max-time: must be at least 0\.001 s, got -1$/m,
       ],
       [
         ["run", "--brokers", "h:1", "--file-max-time"],
@@ -768,6 +914,7 @@ describe("agent CLI", () => {
       ],
       [["status", "--json=1"], /^messagebuffer status: --json takes no value/m],
       [["frobnicate"], /^messagebuffer: unknown command "frobnicate"/m],
+      [["stauts"], /^messagebuffer: unknown command "stauts" \(did you mean status\?\)/m],
     ];
     for (const [args, msg] of cases) {
       const r = await runCli(args);
@@ -806,7 +953,9 @@ describe("agent CLI", () => {
     });
     assert.equal(out.code, 0);
     const cfg = JSON.parse(out.stdout);
-    assert.equal(cfg.file_max_time, 3);
+    assert.equal(cfg.file_max_time, "3s");
+    assert.equal(cfg.file_max_size, "16MiB");
+    assert.equal(cfg.socket, "./messagebuffer-data/messagebuffer.sock");
     assert.equal(cfg.fsync, "always");
     assert.ok(!out.stdout.includes("topsecret"));
     assert.match(cfg.sasl_password, /\*\*\*\*\*/);

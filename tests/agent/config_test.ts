@@ -26,6 +26,34 @@ describe("agent configuration", () => {
     assert.equal(o.dir, "/b");
   });
 
+  it("takes times and sizes with units, in the config file and on flags; plain numbers keep the unit shown", () => {
+    const c = buildConfig(
+      { "file-max-time": "250ms", "total-size": "2GB", "max-line-bytes": "64KiB" },
+      { file_max_size: "16MiB", prune_frequency: "90s", fsync_interval: "1.5s", close_timeout: 3 },
+      {},
+    );
+    const o = engineOptions(c);
+    assert.equal(o.segmentMaxAgeMs, 250);
+    assert.equal(o.maxBufferBytes, 2_000_000_000);
+    assert.equal(o.segmentMaxBytes, 16 * 1024 * 1024);
+    assert.equal(o.pruneIntervalMs, 90_000);
+    assert.equal(o.fsyncIntervalMs, 1500);
+    assert.equal(o.closeTimeoutMs, 3000);
+    assert.equal(c.values.max_line_bytes, 65536);
+  });
+
+  it("--print-config shows times and sizes with units, which a config file takes back, and the socket path", () => {
+    const c = buildConfig({ "buffer-dir": "/var/lib/mb", "file-max-time": "250ms" }, null, {});
+    const printed = printableConfig(c);
+    assert.equal(printed.file_max_time, "250ms");
+    assert.equal(printed.file_max_size, "16MiB");
+    assert.equal(printed.prune_frequency, "1min");
+    assert.equal(printed.fsync_interval, "1s");
+    assert.equal(printed.socket, "/var/lib/mb/messagebuffer.sock");
+    const { socket: _socket, ...file } = printed;
+    assert.deepEqual(engineOptions(buildConfig({}, file, {})), engineOptions(c));
+  });
+
   it("lets flags override the file and the file override defaults", () => {
     const c = buildConfig({ "file-max-time": "3" }, { file_max_time: 7, fsync: "always" }, {});
     assert.equal(c.values.file_max_time, 3);
@@ -36,7 +64,14 @@ describe("agent configuration", () => {
   });
 
   const bad: Array<[Record<string, unknown>, Record<string, unknown> | null, RegExp]> = [
-    [{ "file-max-time": "soon" }, null, /--file-max-time: expected a number \(s\), got "soon"/],
+    [
+      { "file-max-time": "soon" },
+      null,
+      /--file-max-time: expected a number \(s\), or one with a unit \(500ms, 5s, 2min\), got "soon"/,
+    ],
+    [{ "file-max-time": "5x" }, null, /--file-max-time: unknown time unit "x" \(use ms, s/],
+    [{}, { file_max_size: "5s" }, /"file_max_size" in the config file: unknown size unit "s"/],
+    [{ "fsync-interval": "0.1ms" }, null, /^--fsync-interval: must be at least 1 ms, got "0.1ms"$/],
     [{ fsync: "sometimes" }, null, /--fsync: must be one of always, interval, never/],
     [{}, { file_max_tme: 5 }, /unknown key "file_max_tme"/],
     [{}, { filemaxtime: 5 }, /did you mean "file_max_time"/],
@@ -50,8 +85,8 @@ describe("agent configuration", () => {
     [{ brokers: "localhost" }, null, /--brokers: "localhost" is not host:port/],
     [{ metrics: "9464" }, null, /--metrics: expected host:port/],
     [{ "sasl-mechanism": "plain" }, null, /--sasl-mechanism needs --sasl-username/],
-    [{ "file-max-time": "-1" }, null, /^--file-max-time: must be at least 0\.001, got -1$/],
-    [{ "file-max-size": "0.0005" }, null, /^--file-max-size: must be at least 0\.0009766, got/],
+    [{ "file-max-time": "-1" }, null, /^--file-max-time: must be at least 0\.001 s, got -1$/],
+    [{ "file-max-size": "0.0005" }, null, /^--file-max-size: must be at least 0\.0009766 MB, got/],
     [{}, { max_record_age: -5 }, /^"max_record_age" in the config file: must be at least 0/],
     [{ "buffer-dir": "" }, null, /^--buffer-dir: expected a non-empty string, got ""$/],
     [{ tls: "yes" }, null, /^--tls: expected true or false, got "yes"$/],

@@ -4,13 +4,8 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import {
-  formatSources,
-  readJournal,
-  readQuarantined,
-  REPLAY_JOURNAL,
-  replaySources,
-} from "../../src/agent/replay.ts";
+import { formatSources, readQuarantined, replaySources } from "../../src/agent/replay.ts";
+import { readJournal, REPLAY_JOURNAL } from "../../src/agent/journal.ts";
 import { SegmentFile } from "../../src/segment/writer.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import { encodeSegmentHeader, FrameBuilder } from "../../src/segment/format.ts";

@@ -49,25 +49,86 @@ describe("an app outside the tree imports mod.ts", () => {
     }
   });
 
-  it("under deno without the import-map lines, opening says which line the app needs", async () => {
+  it("under deno without the import-map lines, MessageBuffer.open fails at once, saying which line the app needs", async () => {
     const app = await mkdtemp(join(tmpdir(), "mb-consumer-app-"));
     try {
       await writeFile(
         join(app, "main.ts"),
-        `import { KafkaProvider } from ${JSON.stringify(pathToFileURL(join(repo, "mod.ts")).href)};
-await new KafkaProvider({ brokers: ["127.0.0.1:1"] }).open().then(
+        `import { KafkaProvider, MessageBuffer } from ${
+          JSON.stringify(pathToFileURL(join(repo, "mod.ts")).href)
+        };
+await MessageBuffer.open({
+  dir: ${JSON.stringify(join(app, "buffer"))},
+  provider: new KafkaProvider({ brokers: ["127.0.0.1:1"] }),
+}).then(
   () => console.log("opened"),
-  (e) => console.log(String(e) + " | " + String(e.cause)),
+  (e) => console.log(e.name + ": " + e.message),
 );
 `,
       );
       await writeFile(join(app, "deno.json"), "{}");
       const out = await run(join(repo, "node_modules/.bin/deno"), ["run", "-A", "main.ts"], app);
-      assert.match(out, /cannot load the Kafka client library for client "platformatic"/);
+      assert.match(
+        out,
+        /^KafkaClientLoadError: cannot load the Kafka client library for client "platformatic"/,
+      );
       assert.match(
         out,
         /map it in the app's deno\.json: "imports": \{ "@platformatic\/kafka": "npm:@platformatic\/kafka@2\.12\.1" \}/,
       );
+    } finally {
+      await rm(app, { recursive: true, force: true });
+    }
+  });
+
+  it("compiled with a plain `bun build --compile`, the agent (cli.ts) and an app that imports mod.ts both deliver, compressed", async () => {
+    const app = await mkdtemp(join(tmpdir(), "mb-consumer-app-"));
+    try {
+      // bun build takes a path, not a file: URL.
+      const source = APP.replace(pathToFileURL(join(repo, "mod.ts")).href, join(repo, "mod.ts"))
+        .replace("client })", 'client, compression: "lz4" })');
+      await writeFile(join(app, "main.ts"), source);
+      const bun = join(repo, "node_modules/.bin/bun");
+      await run(bun, ["build", "--compile", "main.ts", "--outfile", join(app, "app")], app);
+      await run(bun, ["build", "--compile", "cli.ts", "--outfile", join(app, "agent")], repo);
+      const topic = uniqueTopic("consumer-compiled");
+      await createTopics([topic], 1);
+      // The app: a compiled binary outside this tree, moved away from where it was built.
+      const out = await run(
+        join(app, "app"),
+        [BROKERS.join(","), topic, "platformatic", join(app, "buffer")],
+        tmpdir(),
+      );
+      assert.match(out, /^delivered 1$/m);
+      // The agent: --version, then one line through `send`, delivered with snappy.
+      assert.match(await run(join(app, "agent"), ["--version"], tmpdir()), /^messagebuffer /);
+      const dir = join(app, "agent-buffer");
+      const agent = execFile(
+        join(app, "agent"),
+        ["run", "--brokers", BROKERS.join(","), "--buffer-dir", dir, "--compression", "snappy"],
+      );
+      try {
+        let sent = "";
+        for (let i = 0; i < 100 && !/1 accepted/.test(sent); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          sent = await new Promise<string>((resolve) => {
+            const p = execFile(
+              join(app, "agent"),
+              ["send", "--buffer-dir", dir],
+              (_e, _o, err) => resolve(err),
+            );
+            p.stdin!.end(`${topic}\tagent\thello from a plain build\n`);
+          });
+        }
+        assert.match(sent, /1 accepted/);
+        const got = await consume([topic], 2);
+        assert.deepEqual(got.map((r) => r.value!.toString()).sort(), [
+          "hello from a plain build",
+          "hello from an app",
+        ]);
+      } finally {
+        agent.kill("SIGTERM");
+      }
     } finally {
       await rm(app, { recursive: true, force: true });
     }

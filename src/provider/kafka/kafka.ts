@@ -237,6 +237,23 @@ export type KafkaClientSettings = Resolved<typeof KAFKA> & {
 };
 
 /**
+ * {@link KafkaProviderOptions} checked (a bad one throws a TypeError or RangeError naming it)
+ * and completed with their defaults, as a client is built from them.
+ */
+export function resolveKafkaSettings(options: KafkaProviderOptions): KafkaClientSettings {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError("KafkaProvider needs an options object");
+  }
+  const resolved = resolveTable(
+    KAFKA,
+    { ...options, "sasl.mechanism": options.sasl?.mechanism },
+    (name) => `KafkaProvider option "${name}"`,
+  );
+  const tls = options.tls === true ? {} : options.tls || undefined;
+  return { ...resolved, tls, sasl: options.sasl, logger: options.logger };
+}
+
+/**
  * Certificate verification failures of Node's `tls` (OpenSSL's X509_V_ERR_* names), which
  * Deno and Bun report with the same codes.
  */
@@ -354,20 +371,37 @@ function probeTls(
   });
 }
 
-/** The message of `e` with the causes client libraries nest inside it. */
+/**
+ * What went wrong behind `e`, in the words of its root cause: client libraries wrap a socket's
+ * or a broker's error in layers ("AggregateError: metadata failed 4 times.: Cannot connect to
+ * any broker.: ...: connect ECONNREFUSED 127.0.0.1:1"), and the last layer says it
+ * ("connect ECONNREFUSED 127.0.0.1:1", "The request included a message larger than ...").
+ */
 export function describeError(e: unknown): string {
-  const parts: string[] = [];
+  let root: string | undefined;
   let cur = e as
-    | { name?: string; message?: string; cause?: unknown; errors?: unknown[] }
+    | { message?: string; cause?: unknown; errors?: unknown[]; originalError?: unknown }
     | undefined;
-  for (let i = 0; i < 5 && cur; i++) {
-    if (cur.message && !parts.some((p) => p.includes(cur!.message!))) parts.push(cur.message);
-    cur = (Array.isArray(cur.errors) && cur.errors.length > 0 ? cur.errors[0] : cur.cause) as
-      | typeof cur
-      | undefined;
+  for (let i = 0; i < 8 && cur; i++) {
+    if (typeof cur.message === "string" && cur.message.trim() !== "") root = cur.message;
+    cur = (Array.isArray(cur.errors) && cur.errors.length > 0
+      ? cur.errors[0]
+      : cur.cause ?? cur.originalError) as typeof cur;
   }
-  const name = (e as Error)?.name ?? "Error";
-  return `${name}: ${parts.join(": ") || String(e)}`;
+  return (root ?? String(e)).replace(/^Connection error: /, "").replace(/\.$/, "");
+}
+
+/**
+ * The Kafka client library cannot be loaded: no send can ever succeed, so this fails
+ * `MessageBuffer.open` (and the agent's start), with the fix in the message.
+ */
+export class KafkaClientLoadError extends Error {
+  constructor(client: KafkaClientName, cause: unknown) {
+    super(`cannot load the Kafka client library for client "${client}": ${importHint(cause)}`, {
+      cause,
+    });
+    this.name = "KafkaClientLoadError";
+  }
 }
 
 /** The error a retried send ends with: names the cause and says that records are kept. */
@@ -411,29 +445,18 @@ export class KafkaProvider implements Provider {
    * `open()`.
    */
   constructor(options: KafkaProviderOptions) {
-    if (options === null || typeof options !== "object") {
-      throw new TypeError("KafkaProvider needs an options object");
-    }
-    this.#o = resolveTable(
-      KAFKA,
-      { ...options, "sasl.mechanism": options.sasl?.mechanism },
-      (name) => `KafkaProvider option "${name}"`,
-    );
-    const tls = options.tls === true ? {} : options.tls || undefined;
-    this.#clientCert = !!tls?.cert;
-    this.#tls = tls;
-    const settings: KafkaClientSettings = {
-      ...this.#o,
-      tls,
-      sasl: options.sasl,
-      logger: options.logger,
-    };
+    const settings = resolveKafkaSettings(options);
+    this.#o = settings;
+    this.#clientCert = !!settings.tls?.cert;
+    this.#tls = settings.tls;
     this.#settings = settings;
   }
 
   /**
-   * The client, built on first use: each library is loaded only when a provider uses it, so
-   * that importing this module (or mod.ts) costs neither its load time nor its memory.
+   * The client, built on first use (`prepare()`, which `MessageBuffer.open` calls): each
+   * library is loaded only when a provider uses it, so that importing this module (or
+   * mod.ts) costs neither its load time nor its memory, and a library that cannot load fails
+   * the open instead of every send.
    */
   async #connectClient(): Promise<KafkaClient> {
     if (this.#client) return this.#client;
@@ -443,10 +466,7 @@ export class KafkaProvider implements Provider {
         ? await import("./kafkajs.ts")
         : await import("./platformatic.ts");
     } catch (e) {
-      throw new KafkaSendError(
-        `cannot load the Kafka client library for client "${this.#o.client}"`,
-        new Error(importHint(e)),
-      );
+      throw new KafkaClientLoadError(this.#o.client, e);
     }
     this.#client ??= "KafkajsClient" in module
       ? new module.KafkajsClient(this.#settings)
@@ -457,6 +477,11 @@ export class KafkaProvider implements Provider {
   /** The client library in use. */
   get client(): KafkaClientName {
     return this.#o.client;
+  }
+
+  /** Loads the client library and builds the client (it connects on `open()`). */
+  async prepare(): Promise<void> {
+    await this.#connectClient();
   }
 
   async open(): Promise<void> {

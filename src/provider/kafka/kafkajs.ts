@@ -1,5 +1,6 @@
 /**
- * The kafkajs client behind {@link KafkaProvider}: the only file that imports kafkajs.
+ * The kafkajs client behind {@link KafkaProvider}, and the reader `messagebuffer tail` uses:
+ * the only file that imports kafkajs.
  * kafkajs ships gzip only; snappy, lz4 and zstd are registered here from the codecs that
  * @platformatic/kafka carries (WASM and `node:zlib`), so both clients compress alike.
  *
@@ -136,6 +137,94 @@ function socketFactory(onError: (e: ErrorLink) => void): ISocketFactory {
   };
 }
 
+/** Brokers, client id, timeouts, TLS and SASL as kafkajs takes them. */
+function connectionConfig(s: KafkaClientSettings): KafkaConfig {
+  const config: KafkaConfig = {
+    brokers: s.brokers,
+    clientId: s.clientId,
+    connectionTimeout: s.connectionTimeoutMs,
+    requestTimeout: s.requestTimeoutMs,
+  };
+  if (s.tls) {
+    config.ssl = {
+      ca: s.tls.ca,
+      cert: s.tls.cert,
+      key: s.tls.key,
+      rejectUnauthorized: !s.tls.insecureSkipVerify,
+    };
+  }
+  if (s.sasl) {
+    const { mechanism, username, password } = s.sasl;
+    config.sasl = { mechanism, username, password } as SASLOptions;
+  }
+  return config;
+}
+
+/** A record read back from Kafka by {@link readTopic}. */
+export interface TopicRecord {
+  topic: string;
+  partition: number;
+  offset: string;
+  timestamp: number;
+  key: Uint8Array | null;
+  value: Uint8Array | null;
+  headers: Array<[string, Uint8Array]>;
+}
+
+/**
+ * Reads `topic` with kafkajs's consumer (for `messagebuffer tail`): from its start, or only
+ * what arrives from now on, calling `each` per record, until `count` records were read or
+ * `stop` resolves. A consumer group of its own, never committed.
+ */
+export async function readTopic(
+  settings: KafkaClientSettings,
+  topic: string,
+  o: { fromBeginning: boolean; count: number; stop: Promise<void> },
+  each: (r: TopicRecord) => void,
+): Promise<number> {
+  stopIdlePolling();
+  registerCodecs();
+  const kafka = new Kafka({ ...connectionConfig(settings), logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({
+    groupId: `messagebuffer-tail-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`,
+    maxWaitTimeInMs: 200,
+  });
+  let read = 0;
+  let done: () => void = () => {};
+  const finished = new Promise<void>((r) => (done = r));
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: o.fromBeginning });
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: ({ partition, message: m }) => {
+        if (read >= o.count) return Promise.resolve();
+        const headers: Array<[string, Uint8Array]> = [];
+        for (const [k, v] of Object.entries(m.headers ?? {})) {
+          for (const x of Array.isArray(v) ? v : [v]) {
+            if (x !== undefined) headers.push([k, typeof x === "string" ? Buffer.from(x) : x]);
+          }
+        }
+        each({
+          topic,
+          partition,
+          offset: m.offset,
+          timestamp: Number(m.timestamp),
+          key: m.key,
+          value: m.value,
+          headers,
+        });
+        if (++read >= o.count) done();
+        return Promise.resolve();
+      },
+    });
+    await Promise.race([finished, o.stop]);
+  } finally {
+    await consumer.disconnect();
+  }
+  return read;
+}
+
 /** Quick retries of partitions kafkajs left unacknowledged, before the send fails. */
 const UNACKNOWLEDGED_RETRIES = 3;
 
@@ -171,10 +260,7 @@ export class KafkajsClient implements KafkaClient {
     registerCodecs();
     const log = this.#log = settings.logger ?? silentLogger;
     const config: KafkaConfig = {
-      brokers: settings.brokers,
-      clientId: settings.clientId,
-      connectionTimeout: settings.connectionTimeoutMs,
-      requestTimeout: settings.requestTimeoutMs,
+      ...connectionConfig(settings),
       // kafkajs retries a little by itself (a leader move, a reconnect); longer outages come
       // back to the engine, which keeps the batch on disk and retries with its own backoff.
       retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 2_000 },
@@ -197,19 +283,6 @@ export class KafkajsClient implements KafkaClient {
         else log.debug(text, fields);
       },
     };
-    const t = settings.tls;
-    if (t) {
-      config.ssl = {
-        ca: t.ca,
-        cert: t.cert,
-        key: t.key,
-        rejectUnauthorized: !t.insecureSkipVerify,
-      };
-    }
-    if (settings.sasl) {
-      const { mechanism, username, password } = settings.sasl;
-      config.sasl = { mechanism, username, password } as SASLOptions;
-    }
     this.#kafka = new Kafka(config);
   }
 
