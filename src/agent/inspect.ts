@@ -107,7 +107,14 @@ async function laneStatus(
   try {
     report = await inspectBuffer(fs, dir);
   } catch (e) {
-    throw new Error(`Cannot read buffer directory "${dir}": ${(e as { code?: string }).code ?? e}`);
+    const code = (e as { code?: string }).code;
+    throw new Error(
+      code === "ENOENT"
+        ? `no buffer directory "${dir}": the agent makes it at its first start; give the agent's directory with --buffer-dir or --config`
+        : code === "EACCES"
+        ? `cannot read buffer directory "${dir}": permission denied (EACCES); run status as its owner or as root`
+        : `cannot read buffer directory "${dir}": ${code ?? e}`,
+    );
   }
   const agent = await lockHolder(fs, dir, pidAlive);
   const status: DirStatus = {
