@@ -6,7 +6,6 @@
 import { after, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
-import process from "node:process";
 import { type Agent, startAgent } from "../_agent.ts";
 import { tempDir } from "../_helpers.ts";
 import { BROKERS, consume, createTopics, uniqueTopic } from "../_kafka.ts";
@@ -59,23 +58,29 @@ describe("the README's clients, against a real agent", () => {
     const missing = c.tools.filter((x) => !has(x));
     const skip = missing.length ? `not installed here: ${missing.join(", ")}` : false;
     if (skip) console.log(`tests/agent/examples_test.ts: skipping ${c.name}: ${skip}`);
-    it(`${c.name} gets ok for #ack and each line, and Kafka has the records`, { skip }, async () => {
-      agent ??= await startAgent(["--brokers", BROKERS.join(","), "--buffer-dir", t.dir]);
-      const topic = uniqueTopic("example");
-      await createTopics([topic], 1);
-      const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-        execFile(
-          c.cmd[0],
-          [...c.cmd.slice(1), `${t.dir}/messagebuffer.sock`, topic],
-          { timeout: 120_000 },
-          (err, stdout, stderr) =>
-            resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }),
+    it(
+      `${c.name} gets ok for #ack and each line, and Kafka has the records`,
+      { skip },
+      async () => {
+        agent ??= await startAgent(["--brokers", BROKERS.join(","), "--buffer-dir", t.dir]);
+        const topic = uniqueTopic("example");
+        await createTopics([topic], 1);
+        const out = await new Promise<{ code: number; stdout: string; stderr: string }>(
+          (resolve) => {
+            execFile(
+              c.cmd[0],
+              [...c.cmd.slice(1), `${t.dir}/messagebuffer.sock`, topic],
+              { timeout: 120_000 },
+              (err, stdout, stderr) =>
+                resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stdout, stderr }),
+            );
+          },
         );
-      });
-      assert.equal(out.code, 0, out.stderr + out.stdout);
-      assert.match(out.stdout, /records stored/);
-      const got = await consume([topic], c.records.length);
-      assert.deepEqual(got.map((r) => r.value!.toString()), c.records);
-    });
+        assert.equal(out.code, 0, out.stderr + out.stdout);
+        assert.match(out.stdout, /records stored/);
+        const got = await consume([topic], c.records.length);
+        assert.deepEqual(got.map((r) => r.value!.toString()), c.records);
+      },
+    );
   }
 });
