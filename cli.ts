@@ -26,11 +26,11 @@ import {
 } from "./src/agent/config.ts";
 import { checkBufferDir } from "./src/agent/buffer_dir.ts";
 import { closest, FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
-import { dirStatus, formatStatus, lockHolder, readSegmentRecords } from "./src/agent/inspect.ts";
+import { dirStatus, formatStatus, lockHolder } from "./src/agent/inspect.ts";
+import { readSegmentRecords } from "./src/segment/reader.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
 import { formatTop, ratesOf, StatsClient } from "./src/agent/top.ts";
 import { formatSources, replay, replaySources } from "./src/agent/replay.ts";
-import { REPLAY_JOURNAL } from "./src/agent/journal.ts";
 import {
   deadLetterFiles,
   formatDeadLetters,
@@ -44,9 +44,10 @@ import { sendLines } from "./src/ingest/client.ts";
 import { recordToJson } from "./src/ingest/protocol.ts";
 import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
-import { KafkaProvider, resolveKafkaSettings } from "./src/provider/kafka/kafka.ts";
+import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
+import { resolveKafkaSettings } from "./src/provider/kafka/options.ts";
 import { AGENT } from "./src/settings.ts";
-import { DEAD_DIR } from "./src/segment/recovery.ts";
+import { DEAD_DIR, defaultSocketPath, REPLAY_JOURNAL } from "./src/layout.ts";
 
 const VERSION = pkg.version;
 
@@ -439,7 +440,7 @@ async function send(args: string[]): Promise<number> {
     throw new UsageError("give at most one FILE (see: messagebuffer help send)");
   }
   const dir = values["buffer-dir"] ?? AGENT.buffer_dir.default;
-  const path = values.socket ?? `${dir}/messagebuffer.sock`;
+  const path = values.socket ?? defaultSocketPath(dir);
   const input = positionals[0] ? createReadStream(positionals[0]) : process.stdin;
   let summary;
   try {
@@ -471,7 +472,7 @@ async function top(args: string[]): Promise<number> {
     );
   }
   const dir = values["buffer-dir"] ?? AGENT.buffer_dir.default;
-  const path = values.socket ?? `${dir}/messagebuffer.sock`;
+  const path = values.socket ?? defaultSocketPath(dir);
   let client: StatsClient;
   try {
     client = await StatsClient.connect(path);
@@ -710,7 +711,7 @@ async function tail(args: string[]): Promise<number> {
   }
   const config = await loadConfig(values);
   const options = await providerOptions(config, (p) => readFile(p, "utf8"));
-  const { readTopic } = await import("./src/provider/kafka/kafkajs.ts");
+  const { readTopic } = await import("./src/provider/kafka/platformatic.ts");
   let stop: () => void = () => {};
   const stopped = new Promise<void>((r) => (stop = r));
   process.once("SIGINT", () => stop());
@@ -724,7 +725,7 @@ async function tail(args: string[]): Promise<number> {
       const json = recordToJson({
         topic: rest.topic,
         key: rest.key,
-        value: rest.value ?? new Uint8Array(0),
+        value: rest.value,
         headers: rest.headers,
         timestamp: rest.timestamp,
       });

@@ -67,7 +67,7 @@ export type {
   StorageHealth,
   WriteOptions,
 } from "./src/engine/buffer.ts";
-export type { LatencyStats } from "./src/engine/sender.ts";
+export type { LatencyStats } from "./src/engine/latency.ts";
 /**
  * The engine without this runtime's defaults: {@link MessageBuffer.open} with `fs` and
  * `logger` required, for another filesystem adapter (a test's in-memory one, say).

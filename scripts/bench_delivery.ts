@@ -26,7 +26,7 @@ import { parseArgs } from "node:util";
 import { compatibilityPartitioner, Producer } from "@platformatic/kafka";
 import { CompressionTypes, Kafka, logLevel, Partitioners } from "kafkajs";
 import { KafkaProvider, MessageBuffer, type Provider, silentLogger } from "../mod.ts";
-import { registerCodecs, stopIdlePolling } from "../src/provider/kafka/kafkajs.ts";
+import { addKafkajsCodecs } from "../tests/_kafkajs_codecs.ts";
 import { fmtRate, machine } from "./_bench_util.ts";
 
 const { values } = parseArgs({
@@ -53,8 +53,7 @@ const VALUE = "x".repeat(Number(values["value-bytes"]));
 // message limit (the provider splits its batches into requests itself).
 const ALONE_BATCH = Math.min(BATCH, Math.floor(900_000 / (VALUE.length + 30)));
 const run = Date.now().toString(36);
-stopIdlePolling();
-registerCodecs();
+addKafkajsCodecs();
 const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: "bench" });
 const admin = kafka.admin();
 await admin.connect();

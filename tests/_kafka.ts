@@ -14,15 +14,12 @@ import {
   ResourcePatternTypes,
 } from "kafkajs";
 import { KafkaProvider, type KafkaProviderOptions } from "../mod.ts";
-import { registerCodecs, stopIdlePolling } from "../src/provider/kafka/kafkajs.ts";
+import { addKafkajsCodecs } from "./_kafkajs_codecs.ts";
 
 /** The broker under test; scripts/test.sh sets it after starting the broker. */
 export const BROKERS = (process.env.MB_TEST_BROKERS ?? "127.0.0.1:9092").split(",");
 
-// The same fix for kafkajs's idle request-queue timer as the provider's (no 1 ms polling, no
-// TimeoutNegativeWarning in the test output).
-stopIdlePolling();
-registerCodecs();
+addKafkajsCodecs();
 const kafka = new Kafka({ brokers: BROKERS, clientId: "mb-test", logLevel: logLevel.NOTHING });
 
 /**

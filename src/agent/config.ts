@@ -11,7 +11,12 @@
 
 import type { MessageBufferOptions } from "../engine/options.ts";
 import { closest } from "./flags.ts";
-import type { KafkaProviderOptions, KafkaSaslOptions } from "../provider/kafka/kafka.ts";
+import { defaultSocketPath } from "../layout.ts";
+import {
+  KAFKAJS_CODECS,
+  type KafkaProviderOptions,
+  type KafkaSaslOptions,
+} from "../provider/kafka/options.ts";
 import {
   AGENT,
   type AgentEntry,
@@ -260,6 +265,13 @@ function validate(c: AgentConfig): void {
   if (n > 1 && (inEngineUnits(cap, c) as number) < 2 * (inEngineUnits(seg, c) as number) * n) {
     throw new ConfigError(lanesRelationMessage(shown(cap), shown(seg), shown(lanes)));
   }
+  const { kafka_client: client, compression } = c.values;
+  if (client === "kafkajs" && !KAFKAJS_CODECS.has(compression)) {
+    throw new ConfigError(
+      `--compression ${compression} needs --kafka-client platformatic (the default); ` +
+        `with kafkajs, use none or gzip`,
+    );
+  }
   saslLogin(c);
 }
 
@@ -349,7 +361,7 @@ export async function providerOptions(
 
 /** The socket the agent listens on: `socket`, else `messagebuffer.sock` in the buffer directory. */
 export function socketPath(c: AgentConfig): string {
-  return c.values.socket ?? `${c.values.buffer_dir}/messagebuffer.sock`;
+  return c.values.socket ?? defaultSocketPath(c.values.buffer_dir);
 }
 
 /**

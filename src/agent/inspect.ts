@@ -6,11 +6,11 @@
  */
 
 import type { FileSystem } from "../fs/types.ts";
-import { decodeFrame, SEGMENT_HEADER_SIZE, type StoredRecord } from "../segment/format.ts";
-import { scanSegment, SegmentCursor } from "../segment/reader.ts";
-import { DEAD_DIR, inspectBuffer, QUARANTINE_DIR } from "../segment/recovery.ts";
+import { scanSegment } from "../segment/reader.ts";
+import { inspectBuffer } from "../segment/recovery.ts";
 import { readJournal } from "./journal.ts";
-import { laneNumbers, LANES_DIR } from "../engine/lanes.ts";
+import { laneNumbers } from "../engine/lanes.ts";
+import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR } from "../layout.ts";
 
 /** One segment as `status` shows it: what opening the buffer would resume from. */
 export interface SegmentStatus {
@@ -91,7 +91,7 @@ export async function lockHolder(
   dir: string,
   pidAlive: (pid: number) => boolean,
 ): Promise<{ pid: number; running: boolean } | null> {
-  const lock = await fs.readFile(`${dir}/LOCK`).catch(() => null);
+  const lock = await fs.readFile(`${dir}/${LOCK_FILE}`).catch(() => null);
   const pid = lock ? Number.parseInt(new TextDecoder().decode(lock), 10) : NaN;
   return Number.isInteger(pid) ? { pid, running: pidAlive(pid) } : null;
 }
@@ -240,37 +240,4 @@ export function formatStatus(s: DirStatus): string {
     lines.push(`unknown files (left alone): ${s.unknownFiles.join(", ")}`);
   }
   return lines.join("\n");
-}
-
-/**
- * Calls `each` with every record of a segment file, with the offset of its frame. Returns
- * null, or the reason reading stopped early (a torn or corrupt frame).
- */
-export async function readSegmentRecords(
-  fs: FileSystem,
-  path: string,
-  each: (r: StoredRecord, frameOffset: number) => void,
-): Promise<string | null> {
-  const fh = await fs.open(path, "read");
-  const cursor = new SegmentCursor(fh);
-  try {
-    const scan = await scanSegment(fh, { verify: false });
-    if ("badHeader" in scan) return `not a segment file: ${scan.badHeader}`;
-    // Frames end where a footer starts (a sealed segment's, valid or not).
-    const footerStop = scan.stop?.kind === "footer" ? scan.stop : null;
-    const size = scan.footer || footerStop ? scan.validSize : scan.fileSize;
-    let offset = SEGMENT_HEADER_SIZE;
-    while (offset < size) {
-      const view = await cursor.frameAt(offset, size);
-      if (view === null) return `torn frame at offset ${offset} (${size - offset} bytes)`;
-      if (typeof view === "string") return `bad frame at offset ${offset}: ${view}`;
-      const records: StoredRecord[] = [];
-      decodeFrame(view.buf, view.at, view.header, records);
-      for (const r of records) each(r, offset);
-      offset = view.end;
-    }
-    return footerStop ? `bad footer at offset ${footerStop.offset}: ${footerStop.reason}` : null;
-  } finally {
-    await cursor.close();
-  }
 }

@@ -8,10 +8,7 @@
  */
 
 import type { FileSystem } from "../fs/types.ts";
-import { DEAD_DIR } from "../segment/recovery.ts";
-
-/** The journal of what was replayed, in the dead-letter folder. */
-export const REPLAY_JOURNAL = `${DEAD_DIR}/replay.log`;
+import { DEAD_DIR, REPLAY_JOURNAL } from "../layout.ts";
 
 /** Journal entries by file: the indexes already replayed. */
 export async function readJournal(fs: FileSystem, dir: string): Promise<Map<string, Set<number>>> {

@@ -18,22 +18,16 @@ import { Readable } from "node:stream";
 import type { FileSystem } from "../fs/types.ts";
 import { sendLines } from "../ingest/client.ts";
 import { recordToJson } from "../ingest/protocol.ts";
+import type { StoredRecord } from "../segment/format.ts";
 import {
-  decodeFrame,
-  FRAME_HEADER_SIZE,
-  frameCrcMatches,
-  frameHeaderIsSane,
-  looksLikeFooter,
-  PayloadError,
-  readFrameHeader,
-  SEGMENT_HEADER_SIZE,
-  SEGMENT_MAGIC,
-  type StoredRecord,
-} from "../segment/format.ts";
-import { DEAD_DIR, QUARANTINE_DIR } from "../segment/recovery.ts";
-import { laneNumbers, LANES_DIR } from "../engine/lanes.ts";
-import { readSegmentRecords } from "./inspect.ts";
+  copyRecord,
+  readQuarantined,
+  readSegmentRecords,
+  type UnreadableRegion,
+} from "../segment/reader.ts";
+import { laneNumbers } from "../engine/lanes.ts";
 import { appendJournal, readJournal } from "./journal.ts";
+import { DEAD_DIR, LANES_DIR, QUARANTINE_DIR } from "../layout.ts";
 
 /** Headers the sender adds to a dead letter; a replay takes them off again. */
 const DEAD_LETTER_HEADERS = new Set(["messagebuffer-error", "messagebuffer-segment"]);
@@ -50,7 +44,7 @@ export interface ReplaySource {
   /** Indexes the journal says were replayed already. */
   replayed: Set<number>;
   /** Regions that could not be read (corrupt or torn), with why. */
-  unreadable: Array<{ offset: number; bytes: number; reason: string }>;
+  unreadable: UnreadableRegion[];
 }
 
 /** What a replay did to one file. */
@@ -92,7 +86,7 @@ async function laneSources(
     const records: StoredRecord[] = [];
     const offsets: number[] = [];
     const problem = await readSegmentRecords(fs, `${dir}/${file}`, (r, offset) => {
-      records.push(copy(r));
+      records.push(copyRecord(r));
       offsets.push(offset);
     });
     const unreadable = problem === null ? [] : [{ offset: -1, bytes: 0, reason: problem }];
@@ -124,51 +118,6 @@ async function laneSources(
     }
   }
   return out;
-}
-
-/**
- * The records in the frames of quarantined bytes whose checksum still matches. After a bad
- * frame its length cannot be trusted, so the next good frame is searched for byte by byte:
- * a frame header that is sane, fits, and whose CRC32C matches its payload.
- */
-export function readQuarantined(
-  b: Uint8Array,
-): { records: StoredRecord[]; unreadable: ReplaySource["unreadable"] } {
-  const records: StoredRecord[] = [];
-  const unreadable: ReplaySource["unreadable"] = [];
-  const magic = b.length >= 4 && new DataView(b.buffer, b.byteOffset, 4).getUint32(0);
-  let p = magic === SEGMENT_MAGIC ? SEGMENT_HEADER_SIZE : 0;
-  const frameAt = (at: number): StoredRecord[] | null => {
-    if (at + FRAME_HEADER_SIZE > b.length) return null;
-    const h = readFrameHeader(b, at);
-    if (!frameHeaderIsSane(h) || at + FRAME_HEADER_SIZE + h.payloadLength > b.length) return null;
-    if (!frameCrcMatches(b, at, h)) return null;
-    const out: StoredRecord[] = [];
-    try {
-      decodeFrame(b, at, h, out);
-    } catch (e) {
-      if (e instanceof PayloadError) return null;
-      throw e;
-    }
-    return out;
-  };
-  while (p < b.length) {
-    if (looksLikeFooter(b, p, b.length - p)) break;
-    const got = frameAt(p);
-    if (got) {
-      for (const r of got) records.push(copy(r));
-      p += FRAME_HEADER_SIZE + readFrameHeader(b, p).payloadLength;
-      continue;
-    }
-    const from = p;
-    for (p++; p < b.length && frameAt(p) === null; p++);
-    unreadable.push({
-      offset: from,
-      bytes: p - from,
-      reason: p < b.length ? "corrupt frame" : "corrupt or torn end",
-    });
-  }
-  return { records, unreadable };
 }
 
 /** Sends every record not replayed before to the agent at `socket`, file by file. */
@@ -219,16 +168,6 @@ function ranges(xs: number[]): Array<[number, number]> {
     else out.push([x, x]);
   }
   return out;
-}
-
-function copy(r: StoredRecord): StoredRecord {
-  return {
-    topic: r.topic,
-    key: r.key === null ? null : r.key.slice(),
-    value: r.value.slice(),
-    headers: r.headers === null ? null : r.headers.map(([k, v]) => [k, v.slice()]),
-    timestamp: r.timestamp,
-  };
 }
 
 function stripDeadLetterHeaders(r: StoredRecord): StoredRecord {

@@ -31,7 +31,9 @@ import {
   type ResolvedOptions,
   resolveOptions,
 } from "./options.ts";
-import type { LatencyStats, ProviderState } from "./sender.ts";
+import type { LatencyStats } from "./latency.ts";
+import { closeWithin } from "./retry.ts";
+import type { ProviderState } from "./sender.ts";
 import type { StorageHealth, WriteOptions } from "./writer.ts";
 
 export type { LaneStats, ProviderState, StorageHealth, WriteOptions };
@@ -109,8 +111,6 @@ export class MessageBuffer {
   readonly #o: ResolvedOptions;
   readonly #disk: Lanes | null;
   readonly #direct: DirectPath | null;
-  /** The direct path's counters (the lanes keep their own; stats() adds them up). */
-  readonly #counters: Counters;
   /** Closes the provider once every sender has stopped (null without disk). */
   readonly #gate: ProviderGate | null;
   /** `direct-until-error`: writes go to the direct path (else to the disk). */
@@ -126,13 +126,11 @@ export class MessageBuffer {
     o: ResolvedOptions,
     disk: Lanes | null,
     direct: DirectPath | null,
-    counters: Counters,
     gate: ProviderGate | null,
   ) {
     this.#o = o;
     this.#disk = disk;
     this.#direct = direct;
-    this.#counters = counters;
     this.#gate = gate;
   }
 
@@ -157,8 +155,7 @@ export class MessageBuffer {
     if (o.mode === "block-on-error" || o.mode === "error-on-error") {
       if (options.dir !== undefined) await warnOfBacklog(o);
       const policy = o.mode === "block-on-error" ? "block" : "error";
-      const counters = newCounters();
-      return new this(o, null, newDirect(o, o.provider, counters, policy), counters, null);
+      return new this(o, null, newDirect(o, o.provider, policy), null);
     }
     const gate = new ProviderGate(o.provider, o.maxSendsInFlight);
     let lanes: Lanes;
@@ -166,17 +163,16 @@ export class MessageBuffer {
       lanes = await Lanes.open(o, gate);
     } catch (e) {
       // A lane that did open may have opened the provider already.
-      await closeWithin(gate, o);
+      await closeGate(gate, o);
       throw e;
     }
-    const counters = newCounters();
-    if (o.mode === "buffer") return new this(o, lanes, null, counters, gate);
+    if (o.mode === "buffer") return new this(o, lanes, null, gate);
     // direct-until-error: the direct path's sends run alone, so that none overtakes it.
     const late: { buffer: MessageBuffer | null } = { buffer: null };
-    const direct = newDirect(o, gate.exclusive(), counters, "spill", (reason, error) => {
+    const direct = newDirect(o, gate.exclusive(), "spill", (reason, error) => {
       if (late.buffer) late.buffer.#toDisk(reason, error);
     });
-    return late.buffer = new this(o, lanes, direct, counters, gate);
+    return late.buffer = new this(o, lanes, direct, gate);
   }
 
   /** The buffer directory (`"(no disk)"` in the modes without disk, unless one was given). */
@@ -275,7 +271,6 @@ export class MessageBuffer {
   #toDirect(): void {
     this.#directOn = true;
     this.#direct!.resume();
-    this.#counters.switchesToDirect++;
     this.#o.logger.info("direct-until-error: the disk backlog is delivered; sending directly");
   }
 
@@ -286,17 +281,15 @@ export class MessageBuffer {
   #toDisk(reason: string, error?: unknown): void {
     const direct = this.#direct!;
     const disk = this.#disk!;
-    const taken: DirectWrite[] = direct.takeAll();
+    const taken: DirectWrite[] = direct.spill(this.#directOn);
     if (this.#directOn) {
       this.#directOn = false;
-      this.#counters.switchesToBuffer++;
       this.#o.logger.warn("direct-until-error: buffering on disk", {
         reason,
         error: error === undefined ? undefined : error,
         records: taken.length,
       });
     }
-    this.#counters.spilledRecords += taken.length;
     for (const w of taken) {
       const r = w.record;
       this.#spilling++;
@@ -373,7 +366,8 @@ export class MessageBuffer {
   /** The lanes' counters and the direct path's, added up. */
   #allCounters(): Counters {
     const sum = this.#disk?.counters() ?? newCounters();
-    for (const k of Object.keys(sum) as Array<keyof Counters>) sum[k] += this.#counters[k];
+    const direct = this.#direct?.counters;
+    if (direct) { for (const k of Object.keys(sum) as Array<keyof Counters>) sum[k] += direct[k]; }
     return sum;
   }
 
@@ -404,32 +398,29 @@ export class MessageBuffer {
     try {
       await this.#disk.close();
     } finally {
-      await closeWithin(this.#gate!, this.#o);
+      await closeGate(this.#gate!, this.#o);
     }
   }
 }
 
 /** Closes the provider, waiting at most `closeTimeoutMs`; a failure is logged. */
-async function closeWithin(gate: ProviderGate, o: ResolvedOptions): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const closed = gate.close().catch((e) => {
-    o.logger.warn("provider close failed", { provider: o.provider.name, error: e });
-  });
-  await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, o.closeTimeoutMs)))]);
-  clearTimeout(timer);
+function closeGate(gate: ProviderGate, o: ResolvedOptions): Promise<void> {
+  return closeWithin(
+    { name: o.provider.name, close: () => gate.close() },
+    o.closeTimeoutMs,
+    o.logger,
+  );
 }
 
 function newDirect(
   o: ResolvedOptions,
   provider: Provider,
-  counters: Counters,
   policy: "spill" | "block" | "error",
   onTrouble?: (reason: string, error?: unknown) => void,
 ): DirectPath {
   return new DirectPath({
     provider,
     logger: o.logger,
-    counters,
     policy,
     maxRecordBytes: o.maxRecordBytes,
     batchMaxRecords: o.batchMaxRecords,

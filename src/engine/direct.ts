@@ -32,17 +32,15 @@ import {
   decodeFrame,
   FrameBuilder,
   readFrameHeader,
+  recordBytes,
   type StoredRecord,
 } from "../segment/format.ts";
-import type { Counters } from "./ledger.ts";
-import {
-  backoffMs,
-  type LatencyStats,
-  LatencyWindow,
-  ProgressSignal,
-  type ProviderState,
-  validRejections,
-} from "./sender.ts";
+import { type Counters, newCounters } from "./ledger.ts";
+import { validRejections } from "../provider/outcome.ts";
+import { type LatencyStats, LatencyWindow } from "./latency.ts";
+import { ProgressSignal } from "./progress.ts";
+import { backoffMs, closeWithin, FailureLog } from "./retry.ts";
+import type { ProviderState } from "./sender.ts";
 import { timestampOf, type WriteOptions } from "./writer.ts";
 
 /** What the direct path does when a send fails: see the module doc. */
@@ -63,8 +61,6 @@ export interface DirectWrite {
 export interface DirectOptions {
   provider: Provider;
   logger: Logger;
-  /** Counted into: delivered, sentDirect, failedWrites, sendRetries, resentRecords. */
-  counters: Counters;
   policy: DirectPolicy;
   maxRecordBytes: number;
   batchMaxRecords: number;
@@ -103,11 +99,24 @@ export class DirectPath {
   #timerAt = Infinity;
   readonly #progress = new ProgressSignal();
   readonly #latency = new LatencyWindow();
+  /** Failed sends under `block`, retried until the writes' deadline, logged once and on change. */
+  readonly #failures: FailureLog;
+  /**
+   * This path's counters (delivered, sentDirect, failedWrites, sendRetries, resentRecords,
+   * and `direct-until-error`'s spills and switches), its own: the facade reads them.
+   */
+  readonly #counters = newCounters();
 
   constructor(o: DirectOptions) {
     this.#o = o;
+    this.#failures = new FailureLog(o.logger, "direct send (until the writes' deadline)");
     this.#builder = new FrameBuilder(1 << 16, o.maxRecordBytes);
     if (!o.ownsProvider) this.#opened = true;
+  }
+
+  /** What this path counted, read-only. */
+  get counters(): Readonly<Counters> {
+    return this.#counters;
   }
 
   /** Writes accepted and not yet settled (acknowledged, failed or taken). */
@@ -172,8 +181,20 @@ export class DirectPath {
     return out;
   }
 
-  /** spill: the owner has delivered what it took; sends go out again. */
+  /**
+   * `direct-until-error`: the owner takes every write not yet acknowledged to store it on disk
+   * ({@link takeAll}); counted as spilled, and as a switch to buffering when `switching`.
+   */
+  spill(switching: boolean): DirectWrite[] {
+    const taken = this.takeAll();
+    if (switching) this.#counters.switchesToBuffer++;
+    this.#counters.spilledRecords += taken.length;
+    return taken;
+  }
+
+  /** spill: the owner has delivered what it took; sends go out again (a switch to direct). */
   resume(): void {
+    this.#counters.switchesToDirect++;
     this.#state = "ready";
     this.#lastError = null;
     this.#lastCause = undefined;
@@ -197,19 +218,14 @@ export class DirectPath {
     }
     if (rejectRest) {
       for (const w of this.takeAll()) {
-        this.#o.counters.failedWrites++;
+        this.#counters.failedWrites++;
         w.reject(new BufferClosedError("direct"));
       }
     }
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
     if (this.#o.ownsProvider) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const closed = this.#o.provider.close().catch((e) => {
-        this.#o.logger.warn("provider close failed", { provider: this.#o.provider.name, error: e });
-      });
-      await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
-      clearTimeout(timer);
+      await closeWithin(this.#o.provider, timeoutMs, this.#o.logger);
       this.#state = "closed";
     }
   }
@@ -243,7 +259,7 @@ export class DirectPath {
     const ready = this.#ready;
     while (n < ready.length && n < o.batchMaxRecords && (n === 0 || bytes < o.batchMaxBytes)) {
       const r = ready[n].record;
-      bytes += r.value.length + (r.key?.length ?? 0) + 64;
+      bytes += recordBytes(r);
       n++;
     }
     return ready.splice(0, n);
@@ -272,7 +288,7 @@ export class DirectPath {
   /** Sends one batch and settles its writes as the policy says. */
   async #deliver(flight: { writes: DirectWrite[]; abandoned: boolean }): Promise<void> {
     const o = this.#o;
-    const c = o.counters;
+    const c = this.#counters;
     for (let attempt = 1;; attempt++) {
       const writes = flight.writes.filter((w) => !w.settled);
       if (writes.length === 0) return;
@@ -295,6 +311,7 @@ export class DirectPath {
       }
       if (error === null) {
         this.#state = "ready";
+        this.#failures.succeeded({ provider: o.provider.name });
         const rejected = validRejections(outcome, records.length);
         const refused = new Set(rejected.map((r) => r.index));
         const reasons = new Map(rejected.map((r) => [r.index, r.reason]));
@@ -347,13 +364,7 @@ export class DirectPath {
           (front?.deadline ?? Infinity) - Date.now(),
         ),
       );
-      const log = attempt === 1 || attempt % 10 === 0 ? o.logger.warn : o.logger.debug;
-      log("direct send failed; retrying until the writes' deadline", {
-        provider: o.provider.name,
-        attempt,
-        retryInMs: wait,
-        error: this.#lastError,
-      });
+      this.#failures.failed(this.#lastError, { provider: o.provider.name, retryInMs: wait });
       await new Promise((r) => setTimeout(r, wait));
       this.#expire();
       const left = flight.writes.filter((w) => !w.settled).length;
@@ -369,7 +380,7 @@ export class DirectPath {
     let n = flight.writes.length;
     let bytes = 0;
     for (const w of flight.writes) {
-      bytes += w.record.value.length + (w.record.key?.length ?? 0) + 64;
+      bytes += recordBytes(w.record);
     }
     while (
       this.#ready.length > 0 && n < this.#o.batchMaxRecords && bytes < this.#o.batchMaxBytes
@@ -378,7 +389,7 @@ export class DirectPath {
       if (w.settled) continue;
       flight.writes.push(w);
       n++;
-      bytes += w.record.value.length + (w.record.key?.length ?? 0) + 64;
+      bytes += recordBytes(w.record);
     }
   }
 
@@ -386,7 +397,7 @@ export class DirectPath {
     if (w.settled) return;
     w.settled = true;
     this.#pending--;
-    this.#o.counters.failedWrites++;
+    this.#counters.failedWrites++;
     w.reject(e);
   }
 

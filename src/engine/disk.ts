@@ -26,19 +26,16 @@
 import { BufferClosedError, BufferFullError } from "../errors.ts";
 import type { Provider } from "../provider/types.ts";
 import type { Bytes } from "../segment/format.ts";
-import { DEAD_DIR, QUARANTINE_DIR, recover } from "../segment/recovery.ts";
+import { recover, type RecoveryOutcome } from "../segment/recovery.ts";
 import { type Durability, durabilityOf } from "./durability.ts";
-import { type Counters, Ledger, newCounters, type Segment } from "./ledger.ts";
+import { type Counters, Ledger } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { Retention } from "./retention.ts";
-import {
-  type LatencyStats,
-  LatencyWindow,
-  ProgressSignal,
-  type ProviderState,
-  Sender,
-} from "./sender.ts";
+import { type LatencyStats, LatencyWindow } from "./latency.ts";
+import { ProgressSignal } from "./progress.ts";
+import { type ProviderState, Sender } from "./sender.ts";
 import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
+import { DEAD_DIR, QUARANTINE_DIR } from "../layout.ts";
 
 interface BlockedWrite {
   topic: string;
@@ -79,21 +76,14 @@ export class DiskPath {
     o: ResolvedOptions,
     provider: Provider,
     releaseLock: () => Promise<void>,
-    recovered: { segments: Segment[]; nextSeq: number; counters: Counters },
+    recovered: RecoveryOutcome,
     latency: LatencyWindow,
   ) {
     this.#o = o;
     this.#releaseLock = releaseLock;
     this.#firstNewSeq = recovered.nextSeq;
     const d = this.#durability = durabilityOf(o.fsync, o.fsyncIntervalMs);
-    const ledger = this.#ledger = new Ledger(
-      o.fs,
-      o.dir,
-      d,
-      o.logger,
-      recovered.segments,
-      recovered.counters,
-    );
+    const ledger = this.#ledger = new Ledger(o.fs, o.dir, d, o.logger, recovered);
     const usedBytes = () => this.#usedBytes();
     this.#retention = new Retention({
       ledger,
@@ -157,31 +147,7 @@ export class DiskPath {
     const lock = await fs.lock(o.dir);
     try {
       const r = await recover(fs, o.dir, o.logger);
-      const counters = newCounters();
-      counters.tornBytes = r.tornBytes;
-      counters.quarantinedBytes = r.quarantinedBytes;
-      counters.footerErrors = r.footerErrors;
-      counters.checkpointErrors = r.checkpointErrors;
-      counters.skippedSegments = r.skippedSegments;
-      counters.unknownFiles = r.unknownFiles;
-      counters.storageErrors = r.storageErrors;
-      const segments = r.segments.map((s): Segment => ({
-        name: s.name,
-        firstSeq: s.firstSeq,
-        size: s.validSize,
-        records: s.records,
-        sealed: true,
-        oldestTimestamp: s.oldestTimestamp,
-        newestTimestamp: s.newestTimestamp,
-        checkpoint: s.checkpoint,
-        checkpointDirty: false,
-        gone: false,
-      }));
-      const disk = new DiskPath(o, provider, () => lock.release(), {
-        segments,
-        nextSeq: r.nextSeq,
-        counters,
-      }, latency);
+      const disk = new DiskPath(o, provider, () => lock.release(), r, latency);
       disk.#start();
       return disk;
     } catch (e) {
@@ -191,7 +157,7 @@ export class DiskPath {
   }
 
   /** The counters the parts share (the facade adds the direct path's to them). */
-  get counters(): Counters {
+  get counters(): Readonly<Counters> {
     return this.#ledger.counters;
   }
 

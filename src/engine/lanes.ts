@@ -31,13 +31,10 @@ import { DiskPath, type DiskStats } from "./disk.ts";
 import type { ProviderGate } from "./gate.ts";
 import { type Counters, newCounters } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
-import { LatencyWindow, type ProviderState } from "./sender.ts";
+import { LatencyWindow } from "./latency.ts";
+import type { ProviderState } from "./sender.ts";
 import { timestampOf, type WriteOptions } from "./writer.ts";
-
-/** The folder of lanes 1 and up, and of the topic assignments. */
-export const LANES_DIR = "lanes";
-/** The topic assignments, one JSON object per line: `{"topic": "t", "lane": 2}`. */
-export const TOPICS_FILE = `${LANES_DIR}/topics`;
+import { laneDir, LANES_DIR, TOPICS_FILE } from "../layout.ts";
 
 /**
  * One lane as {@link MessageBuffer.stats} reports it.
@@ -63,11 +60,6 @@ export interface LaneStats {
   provider: { state: ProviderState; lastError: string | null };
   /** Records the lane delivered since open. */
   delivered: number;
-}
-
-/** The directory of lane `i`. */
-export function laneDir(dir: string, i: number): string {
-  return i === 0 ? dir : `${dir}/${LANES_DIR}/${i}`;
 }
 
 /** The highest lane number a directory may have. */

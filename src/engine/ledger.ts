@@ -3,8 +3,15 @@
  * buffer (`ledger.rs`). It holds the ordered list of segments with how far each is written
  * and acknowledged, the counters, the bytes on disk, and the metadata queue: the one place
  * that changes files other than the active segment (S files, deletions, quarantine), one
- * change at a time, in order. Neither the writer nor the sender touches another's fields:
- * they call the methods here.
+ * change at a time, in order.
+ *
+ * It is the only owner of that state. The writer, the sender and retention tell it what
+ * happened, through methods named for it (`appended`, `sealed`, `delivered`, `pruned`,
+ * `expired`, `writeFailed`, `sendFailed`, `storageFailed`...), and read it through read-only
+ * views ({@link SegmentView}, `Readonly<Counters>`): the type checker refuses an assignment
+ * anywhere else, and `tests/engine/ownership_test.ts` greps for one. So the invariant that
+ * the counters and the backlog add up (the model test's) lives in this file: each record is
+ * counted once, here.
  *
  * @module
  */
@@ -13,11 +20,11 @@ import { type Checkpoint, CheckpointFile, checkpointFileName } from "../checkpoi
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import { SEGMENT_HEADER_SIZE } from "../segment/format.ts";
-import { quarantineTail } from "../segment/recovery.ts";
+import { quarantineTail, type RecoveryOutcome } from "../segment/recovery.ts";
 import type { Durability } from "./durability.ts";
 
-/** One segment file as the engine tracks it. */
-export interface Segment {
+/** One segment file as the ledger tracks it (its own, mutable, state). */
+interface Segment {
   /** File name in the buffer directory. */
   readonly name: string;
   readonly firstSeq: number;
@@ -46,8 +53,13 @@ export interface Segment {
   removedAs?: "dropped" | "expired";
 }
 
+/** A segment as the parts other than the ledger see it: they read it, and never assign to it. */
+export type SegmentView = Readonly<Omit<Segment, "checkpoint">> & {
+  readonly checkpoint: Readonly<Checkpoint>;
+};
+
 /**
- * Counters since the buffer was opened (see README, "Metrics").
+ * Counters since the buffer was opened (see docs/agent.md, "Metrics and health").
  *
  * @example Count what was lost on purpose
  * ```ts
@@ -149,7 +161,7 @@ export function newCounters(): Counters {
 }
 
 /** A new, empty segment's entry. */
-export function newSegment(name: string, firstSeq: number): Segment {
+function newSegment(name: string, firstSeq: number): Segment {
   return {
     name,
     firstSeq,
@@ -164,9 +176,21 @@ export function newSegment(name: string, firstSeq: number): Segment {
   };
 }
 
+/** What a delivered batch was: what the sender sent, what Kafka refused, what had expired. */
+export interface DeliveredBatch {
+  /** Records sent and acknowledged, including the refused ones. */
+  sent: number;
+  /** Of those, records Kafka refused for good (now in `dead/`). */
+  rejected: number;
+  /** Records skipped as older than `maxRecordAgeMs`. */
+  expired: number;
+  /** Where the segment's checkpoint moves to. */
+  next: { offset: number; skip: number };
+}
+
 /** See the module doc. */
 export class Ledger {
-  readonly counters: Counters;
+  readonly #counters: Counters;
   readonly #fs: FileSystem;
   readonly #dir: string;
   readonly #durability: Durability;
@@ -186,26 +210,58 @@ export class Ledger {
   #ckptUnsynced = false;
   readonly #onRoom: Array<() => void> = [];
 
+  /**
+   * The ledger of a directory just recovered: its segments (all sealed: a segment is
+   * appended to only by the process that created it) and the counters of what recovery
+   * found.
+   */
   constructor(
     fs: FileSystem,
     dir: string,
     durability: Durability,
     log: Logger,
-    segments: Segment[],
-    counters: Counters,
+    recovered: RecoveryOutcome,
   ) {
     this.#fs = fs;
     this.#dir = dir;
     this.#durability = durability;
     this.#log = log;
-    this.#segments = segments;
-    this.counters = counters;
-    for (const s of segments) this.#bytes += s.size;
+    this.#segments = recovered.segments.map((r): Segment => ({
+      name: r.name,
+      firstSeq: r.firstSeq,
+      size: r.validSize,
+      records: r.records,
+      sealed: true,
+      oldestTimestamp: r.oldestTimestamp,
+      newestTimestamp: r.newestTimestamp,
+      checkpoint: r.checkpoint,
+      checkpointDirty: false,
+      gone: false,
+    }));
+    const c = this.#counters = newCounters();
+    c.tornBytes = recovered.tornBytes;
+    c.quarantinedBytes = recovered.quarantinedBytes;
+    c.footerErrors = recovered.footerErrors;
+    c.checkpointErrors = recovered.checkpointErrors;
+    c.skippedSegments = recovered.skippedSegments;
+    c.unknownFiles = recovered.unknownFiles;
+    c.storageErrors = recovered.storageErrors;
+    for (const s of this.#segments) this.#bytes += s.size;
+  }
+
+  /** The counters since open, read-only. */
+  get counters(): Readonly<Counters> {
+    return this.#counters;
   }
 
   /** Segments in delivery order; the last may be the active one. */
-  get segments(): readonly Segment[] {
+  get segments(): readonly SegmentView[] {
     return this.#segments;
+  }
+
+  /** The ledger's own entry of a segment it handed out as a view. */
+  #own(seg: SegmentView): Segment {
+    return seg as Segment;
   }
 
   /** Bytes of segment files on disk (including files whose removal failed). */
@@ -222,20 +278,108 @@ export class Ledger {
     for (const fn of this.#onRoom) fn();
   }
 
-  /** Adds the newly created active segment. */
-  add(seg: Segment): void {
+  /** Adds the entry of a segment file just created, the active one. */
+  created(name: string, firstSeq: number): SegmentView {
+    const seg = newSegment(name, firstSeq);
     this.#segments.push(seg);
     this.#bytes += seg.size;
+    return seg;
   }
 
-  /** Records a frame appended to `seg` (now readable by the sender). */
-  appended(seg: Segment, frameBytes: number, records: number, base: number, max: number): void {
+  /** A frame was appended to `view` (its records now readable by the sender). */
+  appended(
+    view: SegmentView,
+    frameBytes: number,
+    records: number,
+    base: number,
+    max: number,
+  ): void {
+    const seg = this.#own(view);
     if (seg.records === 0) seg.oldestTimestamp = base;
     seg.newestTimestamp = Math.max(seg.newestTimestamp, max);
     seg.records += records;
     seg.size += frameBytes;
     this.#bytes += frameBytes;
-    this.counters.written += records;
+    this.#counters.written += records;
+  }
+
+  /** No more frames will be appended to `view` (its footer is written). */
+  sealed(view: SegmentView): void {
+    this.#own(view).sealed = true;
+  }
+
+  /** A write of `records` records failed on a storage error: they were not stored. */
+  writeFailed(records: number): void {
+    this.#counters.writeErrors += records;
+  }
+
+  /** A send of `records` records failed; they will be sent again. */
+  sendFailed(records: number): void {
+    this.#counters.sendRetries++;
+    this.#counters.resentRecords += records;
+  }
+
+  /** A filesystem operation outside a write failed (it is logged where it happened). */
+  storageFailed(): void {
+    this.#counters.storageErrors++;
+  }
+
+  /**
+   * A sealed segment read to its end held another number of records than its footer or the
+   * walk at open said; what was read was delivered.
+   */
+  footerDisagreed(): void {
+    this.#counters.footerErrors++;
+  }
+
+  /**
+   * A batch of `view` was delivered: counts its records once (delivered, dead-lettered,
+   * expired) and moves the checkpoint. When retention deleted the segment while the batch
+   * was in flight, it had counted those records as dropped or expired; they reached Kafka
+   * (or dead/, or expired), so they move to what they became, and no checkpoint is written.
+   */
+  async delivered(view: SegmentView, b: DeliveredBatch): Promise<void> {
+    const seg = this.#own(view);
+    const c = this.#counters;
+    if (seg.gone && seg.removedAs) c[seg.removedAs] -= b.sent + b.expired;
+    c.delivered += b.sent - b.rejected;
+    c.deadLettered += b.rejected;
+    c.expired += b.expired;
+    if (seg.gone) return;
+    const at = seg.checkpoint;
+    await this.commit(seg, {
+      offset: b.next.offset,
+      skip: b.next.skip,
+      delivered: at.delivered + b.sent + b.expired,
+    });
+  }
+
+  /**
+   * Retention deletes `view`, over the cap: its records not yet acknowledged count as
+   * dropped, with their bytes. Resolves with what was lost, once the deletion is queued.
+   */
+  async pruned(view: SegmentView): Promise<{ records: number; bytes: number }> {
+    const seg = this.#own(view);
+    const lost = { records: seg.records - seg.checkpoint.delivered, bytes: 0 };
+    lost.bytes = seg.size - seg.checkpoint.offset;
+    this.#counters.dropped += lost.records;
+    this.#counters.droppedBytes += lost.bytes;
+    seg.removedAs = "dropped";
+    await this.delete(seg);
+    return lost;
+  }
+
+  /**
+   * Retention deletes `view`, whose every record is past `maxRecordAgeMs`: its records not
+   * yet acknowledged count as expired. Resolves with how many.
+   */
+  async expired(view: SegmentView): Promise<number> {
+    const seg = this.#own(view);
+    const lost = seg.records - seg.checkpoint.delivered;
+    this.#counters.expired += lost;
+    seg.removedAs = "expired";
+    await this.delete(seg);
+    return lost;
   }
 
   /** Records not yet acknowledged (or dropped) in segment files. */
@@ -264,7 +408,7 @@ export class Ledger {
    */
   serial<T>(what: string, task: () => Promise<T>): Promise<T> {
     const run = this.#meta.then(task).catch((e) => {
-      this.counters.storageErrors++;
+      this.#counters.storageErrors++;
       this.#log.error(`${what} failed`, { dir: this.#dir, error: e });
       throw e;
     });
@@ -283,7 +427,8 @@ export class Ledger {
    * directory entry fsynced) before this resolves. A failed write is logged and counted;
    * the next commit writes the newer position. Resolves true once the position is written.
    */
-  async commit(seg: Segment, c: Checkpoint): Promise<boolean> {
+  async commit(view: SegmentView, c: Checkpoint): Promise<boolean> {
+    const seg = this.#own(view);
     seg.checkpoint = c;
     seg.checkpointDirty = true;
     try {
@@ -336,7 +481,8 @@ export class Ledger {
    * then its S file. A removal that fails is logged and counted, its bytes count again, and
    * {@link retryLeftovers} tries it again.
    */
-  delete(seg: Segment): Promise<void> {
+  delete(view: SegmentView): Promise<void> {
+    const seg = this.#own(view);
     if (seg.gone) return this.settled();
     seg.gone = true;
     const i = this.#segments.indexOf(seg);
@@ -381,7 +527,8 @@ export class Ledger {
    * checkpoint are counted as quarantined. Throws (leaving `seg` as it was) when the move
    * fails, so that the caller tries again.
    */
-  async quarantine(seg: Segment, offset: number, reason: string): Promise<void> {
+  async quarantine(view: SegmentView, offset: number, reason: string): Promise<void> {
+    const seg = this.#own(view);
     const moved = await this.serial(
       `quarantine of ${seg.name} from offset ${offset}`,
       // Pruned or expired meanwhile: its records were counted there, and its file is going.
@@ -389,8 +536,8 @@ export class Ledger {
     );
     if (moved < 0) return;
     const lostRecords = seg.records - seg.checkpoint.delivered;
-    this.counters.quarantinedBytes += moved;
-    this.counters.quarantinedRecords += lostRecords;
+    this.#counters.quarantinedBytes += moved;
+    this.#counters.quarantinedRecords += lostRecords;
     this.#log.error("corrupt frame in segment; moved the rest of it to quarantine", {
       segment: seg.name,
       offset,

@@ -48,34 +48,27 @@ export class Retention {
       const limit = Date.now() - maxRecordAgeMs;
       for (const seg of [...ledger.segments]) {
         if (!seg.sealed || seg.gone || seg.newestTimestamp >= limit) continue;
-        const lost = seg.records - seg.checkpoint.delivered;
-        ledger.counters.expired += lost;
-        seg.removedAs = "expired";
+        const lost = await ledger.expired(seg);
         log.warn("deleted a segment whose records are all past maxRecordAgeMs", {
           segment: seg.name,
           records: lost,
         });
-        await ledger.delete(seg);
       }
     }
     if (this.#o.whenFull !== "drop-oldest") return;
     while (this.#o.usedBytes() > maxBufferBytes) {
       const seg = ledger.segments.find((s) => s.sealed && !s.gone);
       if (!seg) break;
-      const lost = seg.records - seg.checkpoint.delivered;
-      const lostBytes = seg.size - seg.checkpoint.offset;
-      ledger.counters.dropped += lost;
-      ledger.counters.droppedBytes += lostBytes;
-      seg.removedAs = "dropped";
+      const used = this.#o.usedBytes();
+      const lost = await ledger.pruned(seg);
       log.warn("buffer over maxBufferBytes; dropped the oldest segment", {
         segment: seg.name,
-        records: lost,
-        bytes: lostBytes,
-        usedBytes: this.#o.usedBytes(),
+        records: lost.records,
+        bytes: lost.bytes,
+        usedBytes: used,
         maxBufferBytes,
         check,
       });
-      await ledger.delete(seg);
     }
   }
 }

@@ -18,12 +18,17 @@ import {
   decodeFrame,
   FrameBuilder,
   PayloadError,
+  recordBytes,
   type StoredRecord,
 } from "../segment/format.ts";
 import { SegmentCursor } from "../segment/reader.ts";
-import { DEAD_DIR } from "../segment/recovery.ts";
 import { SegmentFile } from "../segment/writer.ts";
-import type { Ledger, Segment } from "./ledger.ts";
+import { validRejections } from "../provider/outcome.ts";
+import { type LatencyStats, LatencyWindow } from "./latency.ts";
+import type { Ledger, SegmentView as Segment } from "./ledger.ts";
+import { ProgressSignal } from "./progress.ts";
+import { backoffMs, closeWithin, FailureLog, PROBE_INTERVAL_MS } from "./retry.ts";
+import { DEAD_DIR } from "../layout.ts";
 
 /**
  * `connecting` until `open()` succeeds; `retrying` while sends fail; `closed` after close.
@@ -34,28 +39,6 @@ import type { Ledger, Segment } from "./ledger.ts";
  * ```
  */
 export type ProviderState = "connecting" | "ready" | "retrying" | "closed";
-
-/**
- * Delivery latency of the records delivered in the last minute (the last 8192 at most), in ms.
- *
- * @example Print the delivery latency
- * ```ts
- * const { p50, p99 } = buffer.stats().deliveryLatencyMs;
- * console.log(`to Kafka: p50 ${p50} ms, p99 ${p99} ms`);
- * ```
- */
-export interface LatencyStats {
-  /** Median, ms; null when nothing was delivered in the last minute. */
-  p50: number | null;
-  /** 99th percentile, ms; null when nothing was delivered in the last minute. */
-  p99: number | null;
-  /** Largest, ms; null when nothing was delivered in the last minute. */
-  max: number | null;
-  /** Sum and count since open. */
-  sum: number;
-  /** Records delivered since open. */
-  count: number;
-}
 
 /** Settings and hooks of {@link Sender}. */
 export interface SenderOptions {
@@ -169,12 +152,7 @@ export class Sender {
     this.#cursor = null;
     await this.#dead?.close().catch(() => {});
     this.#dead = null;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const closed = this.#o.provider.close().catch((e) => {
-      this.#log.warn("provider close failed", { provider: this.#o.provider.name, error: e });
-    });
-    await Promise.race([closed, new Promise((r) => (timer = setTimeout(r, timeoutMs)))]);
-    clearTimeout(timer);
+    await closeWithin(this.#o.provider, timeoutMs, this.#log);
     this.#state = "closed";
   }
 
@@ -270,23 +248,12 @@ export class Sender {
     // batch is sent again after the next open.
     if (rejected.length > 0 && !(await this.#deadLetter(seg, batch.records, rejected))) return;
     // Counted as the checkpoint moves, so that the counters and the backlog always add up.
-    const counters = this.#ledger.counters;
-    if (seg.gone && seg.removedAs) {
-      // Pruned or expired while this batch was in flight: retention counted its records
-      // there, but they reached Kafka (or dead/, or expired). Count them as what they became.
-      counters[seg.removedAs] -= batch.records.length + batch.expired;
-    }
-    counters.delivered += batch.records.length - rejected.length;
-    counters.deadLettered += rejected.length;
-    counters.expired += batch.expired;
-    if (!seg.gone) {
-      const c = seg.checkpoint;
-      await this.#ledger.commit(seg, {
-        offset: batch.next.offset,
-        skip: batch.next.skip,
-        delivered: c.delivered + batch.records.length + batch.expired,
-      });
-    }
+    await this.#ledger.delivered(seg, {
+      sent: batch.records.length,
+      rejected: rejected.length,
+      expired: batch.expired,
+      next: batch.next,
+    });
     this.#notifyProgress();
   }
 
@@ -296,7 +263,7 @@ export class Sender {
    * was delivered; the difference is logged and counted.
    */
   #countMismatch(seg: Segment): void {
-    this.#ledger.counters.footerErrors++;
+    this.#ledger.footerDisagreed();
     this.#log.warn(
       "a segment held another number of records than recorded at open (its footer, or the walk)",
       {
@@ -407,7 +374,7 @@ export class Sender {
           continue;
         }
         records.push(r);
-        bytes += r.value.length + (r.key?.length ?? 0) + 64;
+        bytes += recordBytes(r);
       }
       if (i < frameRecords.length) {
         skip = i;
@@ -430,7 +397,7 @@ export class Sender {
       this.#cursor = null;
     }
     this.#frameCache = null;
-    if (!ahead) this.#ledger.counters.storageErrors++;
+    if (!ahead) this.#ledger.storageFailed();
     return new StorageError("read segment", `${this.#o.dir}/${seg.name}`, e);
   }
 
@@ -472,7 +439,7 @@ export class Sender {
         await this.#dead.append(frame, true);
         break;
       } catch (e) {
-        this.#ledger.counters.storageErrors++;
+        this.#ledger.storageFailed();
         if (this.#dead?.broken) {
           await this.#dead.close().catch(() => {});
           this.#dead = null;
@@ -511,45 +478,20 @@ export class Sender {
     abandon: () => boolean = () => false,
     topics: readonly string[] = [],
   ): Promise<T | false> {
-    let since = 0;
-    let said = "";
+    const failures = new FailureLog(this.#log, what);
     for (let attempt = 0;; attempt++) {
       if (this.#stopping || abandon()) return false;
       try {
         const out = await fn();
-        if (attempt > 0) {
-          this.#log.info(`${what} succeeded after ${attempt} retries`, {
-            provider: this.#o.provider.name,
-            failingForMs: Date.now() - since,
-          });
-        }
+        failures.succeeded({ provider: this.#o.provider.name });
         if (this.#state === "retrying") this.#state = "ready";
         return out;
       } catch (e) {
         this.#lastError = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
         if (this.#state !== "connecting") this.#state = "retrying";
-        this.#ledger.counters.sendRetries++;
-        this.#ledger.counters.resentRecords += records;
+        this.#ledger.sendFailed(records);
         const ms = this.#backoff(attempt + 1);
-        // Said once when it starts failing, and again only when the reason changes: an
-        // outage of an hour is two lines, not one every few seconds.
-        if (attempt === 0) since = Date.now();
-        const changed = this.#lastError !== said;
-        said = this.#lastError;
-        const log = attempt === 0 ? this.#log.warn : changed ? this.#log.info : this.#log.debug;
-        log(
-          attempt === 0
-            ? `${what} failed; retrying`
-            : changed
-            ? `${what} still failing, now for another reason; retrying`
-            : `${what} failed again; retrying`,
-          {
-            provider: this.#o.provider.name,
-            attempt: attempt + 1,
-            retryInMs: ms,
-            error: this.#lastError,
-          },
-        );
+        failures.failed(this.#lastError, { provider: this.#o.provider.name, retryInMs: ms });
         await this.#backoffWait(ms, topics);
       }
     }
@@ -603,112 +545,9 @@ export class Sender {
   }
 }
 
-/** How often the provider is probed while a failed send waits out its backoff. */
-export const PROBE_INTERVAL_MS = 500;
-
 /** The topics of `records`, each once. */
 function topicsOf(records: readonly ProviderRecord[]): string[] {
   const topics = new Set<string>();
   for (const r of records) topics.add(r.topic);
   return [...topics];
-}
-
-/**
- * The wait after the `failures`-th failure in a row: `initialMs`, doubling up to `maxMs`,
- * drawn from [wait/2, wait] (the sender's and the direct path's retries).
- */
-export function backoffMs(failures: number, initialMs: number, maxMs: number): number {
-  const wait = Math.min(maxMs, initialMs * 2 ** Math.min(failures - 1, 30));
-  return Math.round(wait / 2 + Math.random() * wait / 2);
-}
-
-/** Waiters for the next progress (a batch settled), each with a timeout. */
-export class ProgressSignal {
-  readonly #waiters = new Set<() => void>();
-
-  /**
-   * Resolves at the next `notify()`, or after `ms`. A wait that times out leaves nothing behind
-   * (waits are repeated once a second for as long as, say, the buffer stays full).
-   */
-  wait(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const wake = () => {
-        clearTimeout(t);
-        this.#waiters.delete(wake);
-        resolve();
-      };
-      const t = setTimeout(wake, ms);
-      this.#waiters.add(wake);
-    });
-  }
-
-  /** Wakes every waiter. */
-  notify(): void {
-    const waiters = [...this.#waiters];
-    this.#waiters.clear();
-    for (const w of waiters) w();
-  }
-}
-
-/** How long a delivery's latency counts in the quantiles. */
-export const LATENCY_WINDOW_MS = 60_000;
-
-/**
- * Time from a record's timestamp to its acknowledgement, over the last 8192 records
- * acknowledged in the last minute ({@link LATENCY_WINDOW_MS}): a ring of samples with the time
- * each was taken, so that an outage's latencies leave the quantiles a minute after it ends;
- * and the sum and count since it was made.
- */
-export class LatencyWindow {
-  readonly #ring = new Float64Array(8192);
-  readonly #at = new Float64Array(8192);
-  #count = 0;
-  #sum = 0;
-
-  /** Adds the records just acknowledged. */
-  add(records: readonly { timestamp: number }[]): void {
-    const now = Date.now();
-    const ring = this.#ring;
-    for (const r of records) {
-      const ms = Math.max(0, now - r.timestamp);
-      const i = this.#count % ring.length;
-      ring[i] = ms;
-      this.#at[i] = now;
-      this.#count++;
-      this.#sum += ms;
-    }
-  }
-
-  /** Quantiles over the samples of the last minute (null without any); sum and count since creation. */
-  stats(): LatencyStats {
-    const n = Math.min(this.#count, this.#ring.length);
-    const since = Date.now() - LATENCY_WINDOW_MS;
-    const recent: number[] = [];
-    for (let i = 0; i < n; i++) if (this.#at[i] >= since) recent.push(this.#ring[i]);
-    const m = recent.length;
-    if (m === 0) return { p50: null, p99: null, max: null, sum: this.#sum, count: this.#count };
-    const sorted = Float64Array.from(recent).sort();
-    const q = (p: number) => sorted[Math.min(m - 1, Math.floor(p * m))];
-    return { p50: q(0.5), p99: q(0.99), max: sorted[m - 1], sum: this.#sum, count: this.#count };
-  }
-}
-
-/** The provider's rejections with an index inside the batch, each index once. */
-export function validRejections(
-  outcome: unknown,
-  size: number,
-): { index: number; reason: string }[] {
-  const list = (outcome as { rejected?: unknown } | undefined)?.rejected;
-  if (!Array.isArray(list)) return [];
-  const seen = new Set<number>();
-  const out: { index: number; reason: string }[] = [];
-  for (const r of list) {
-    const i = (r as { index?: unknown })?.index;
-    if (typeof i !== "number" || !Number.isInteger(i) || i < 0 || i >= size || seen.has(i)) {
-      continue;
-    }
-    seen.add(i);
-    out.push({ index: i, reason: String((r as { reason?: unknown }).reason) });
-  }
-  return out;
 }

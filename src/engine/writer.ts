@@ -28,7 +28,7 @@ import {
 } from "../segment/format.ts";
 import { SegmentFile } from "../segment/writer.ts";
 import type { Durability } from "./durability.ts";
-import { type Ledger, newSegment, type Segment } from "./ledger.ts";
+import type { Ledger, SegmentView } from "./ledger.ts";
 
 /**
  * Per-record options of a write.
@@ -118,7 +118,7 @@ export class SegmentWriter {
   #rolling = false;
   #syncRequested = false;
   #file: SegmentFile | null = null;
-  #seg: Segment | null = null;
+  #seg: SegmentView | null = null;
   #ageTimer: ReturnType<typeof setTimeout> | null = null;
   #failure: StorageError | null = null;
   #scratch: FrameBuilder | null = null;
@@ -312,7 +312,7 @@ export class SegmentWriter {
     } catch (e) {
       settle();
       if (file?.broken) this.#fail("fsync of a frame", file.name, e);
-      this.#ledger.counters.writeErrors += count;
+      this.#ledger.writeFailed(count);
       const err = new StorageError(`write ${count} record(s) to`, file?.path ?? this.#o.dir, e);
       this.#log.error("write failed; the records were not stored", {
         records: count,
@@ -328,10 +328,9 @@ export class SegmentWriter {
     // While failed, the new segment must prove that fsync works again.
     const sync = o.durability.syncFiles || this.#failure !== null;
     const file = await SegmentFile.create(o.fs, o.dir, this.#nextSeq, sync);
-    const seg = newSegment(file.name, file.firstSeq);
+    const seg = this.#ledger.created(file.name, file.firstSeq);
     this.#file = file;
     this.#seg = seg;
-    this.#ledger.add(seg);
     if (this.#ageTimer) clearTimeout(this.#ageTimer);
     this.#ageTimer = setTimeout(() => {
       if (this.#seg === seg) {
@@ -381,7 +380,7 @@ export class SegmentWriter {
         }
       }
       await file.close().catch(() => {});
-      seg.sealed = true;
+      this.#ledger.sealed(seg);
       this.#o.onStored();
     }
     this.#rolling = false;
@@ -402,7 +401,7 @@ export class SegmentWriter {
 
   /** Enters the failed state (see the module doc). */
   #fail(what: string, segment: string, cause: unknown): void {
-    this.#ledger.counters.storageErrors++;
+    this.#ledger.storageFailed();
     this.#failure = new StorageError(`fsync`, `${this.#o.dir}/${segment}`, cause);
     this.#log.error(
       `${what} failed; the segment is retired, and writes are refused until a fresh segment can be fsynced`,

@@ -15,6 +15,7 @@ import process from "node:process";
 import { LockedError } from "../errors.ts";
 import { pidIsAlive } from "../process.ts";
 import type { DirLock, FileHandle, FileSystem } from "./types.ts";
+import { LOCK_FILE } from "../layout.ts";
 
 /** Mode of the directories the adapter creates: the owner's alone. */
 export const DIR_MODE = 0o700;
@@ -146,7 +147,7 @@ export class NodeFileSystem implements FileSystem {
     }
   }
   async lock(dir: string): Promise<DirLock> {
-    const path = `${dir}/LOCK`;
+    const path = `${dir}/${LOCK_FILE}`;
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const fh = await fsp.open(path, "wx", FILE_MODE);

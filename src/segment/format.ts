@@ -559,3 +559,11 @@ function sameBytes(b: Uint8Array, p: number, q: number, len: number): boolean {
   for (let i = 0; i < len; i++) if (b[p + i] !== b[q + i]) return false;
   return true;
 }
+
+/**
+ * What a record counts for against a batch's byte limit (`batchMaxBytes`): its key and value,
+ * and 64 bytes for its topic, headers and framing. An estimate, cheap and the same everywhere.
+ */
+export function recordBytes(r: { key: Uint8Array | null; value: Uint8Array }): number {
+  return r.value.length + (r.key?.length ?? 0) + 64;
+}

@@ -1,13 +1,16 @@
 /**
- * Reading segments: the recovery scan run at open, and the cursor the sender reads frames
- * with. Both stop at the first frame that does not check out; the caller decides whether
- * that is a torn tail (truncate) or corruption (quarantine).
+ * Reading segments, the one place that walks frames: the recovery scan run at open, the
+ * cursor the sender reads frames with, every record of a file for `dump` and `replay`
+ * ({@link readSegmentRecords}), and the readable records of quarantined bytes
+ * ({@link readQuarantined}). Each stops at the first frame that does not check out; the
+ * caller decides whether that is a torn tail (truncate) or corruption (quarantine).
  *
  * @module
  */
 
-import type { FileHandle } from "../fs/types.ts";
+import type { FileHandle, FileSystem } from "../fs/types.ts";
 import {
+  decodeFrame,
   decodeSegmentFooter,
   decodeSegmentHeader,
   FRAME_HEADER_SIZE,
@@ -16,10 +19,13 @@ import {
   frameHeaderIsSane,
   looksLikeFooter,
   newerFormatVersion,
+  PayloadError,
   readFrameHeader,
   SEGMENT_FOOTER_SIZE,
   SEGMENT_HEADER_SIZE,
+  SEGMENT_MAGIC,
   type SegmentFooter,
+  type StoredRecord,
 } from "./format.ts";
 
 /** What a scan learned about a segment. */
@@ -332,4 +338,100 @@ export class SegmentCursor {
   close(): Promise<void> {
     return this.fh.close();
   }
+}
+
+/**
+ * Calls `each` with every record of a segment file, with the offset of its frame. Returns
+ * null, or the reason reading stopped early (a torn or corrupt frame).
+ */
+export async function readSegmentRecords(
+  fs: FileSystem,
+  path: string,
+  each: (r: StoredRecord, frameOffset: number) => void,
+): Promise<string | null> {
+  const fh = await fs.open(path, "read");
+  const cursor = new SegmentCursor(fh);
+  try {
+    const scan = await scanSegment(fh, { verify: false });
+    if ("badHeader" in scan) return `not a segment file: ${scan.badHeader}`;
+    // Frames end where a footer starts (a sealed segment's, valid or not).
+    const footerStop = scan.stop?.kind === "footer" ? scan.stop : null;
+    const size = scan.footer || footerStop ? scan.validSize : scan.fileSize;
+    let offset = SEGMENT_HEADER_SIZE;
+    while (offset < size) {
+      const view = await cursor.frameAt(offset, size);
+      if (view === null) return `torn frame at offset ${offset} (${size - offset} bytes)`;
+      if (typeof view === "string") return `bad frame at offset ${offset}: ${view}`;
+      const records: StoredRecord[] = [];
+      decodeFrame(view.buf, view.at, view.header, records);
+      for (const r of records) each(r, offset);
+      offset = view.end;
+    }
+    return footerStop ? `bad footer at offset ${footerStop.offset}: ${footerStop.reason}` : null;
+  } finally {
+    await cursor.close();
+  }
+}
+
+/** Bytes that could not be read (corrupt or torn), with why. */
+export interface UnreadableRegion {
+  offset: number;
+  bytes: number;
+  reason: string;
+}
+
+/**
+ * The records in the frames of quarantined bytes whose checksum still matches. After a bad
+ * frame its length cannot be trusted, so the next good frame is searched for byte by byte:
+ * a frame header that is sane, fits, and whose CRC32C matches its payload.
+ */
+export function readQuarantined(
+  b: Uint8Array,
+): { records: StoredRecord[]; unreadable: UnreadableRegion[] } {
+  const records: StoredRecord[] = [];
+  const unreadable: UnreadableRegion[] = [];
+  const magic = b.length >= 4 && new DataView(b.buffer, b.byteOffset, 4).getUint32(0);
+  let p = magic === SEGMENT_MAGIC ? SEGMENT_HEADER_SIZE : 0;
+  const frameAt = (at: number): StoredRecord[] | null => {
+    if (at + FRAME_HEADER_SIZE > b.length) return null;
+    const h = readFrameHeader(b, at);
+    if (!frameHeaderIsSane(h) || at + FRAME_HEADER_SIZE + h.payloadLength > b.length) return null;
+    if (!frameCrcMatches(b, at, h)) return null;
+    const out: StoredRecord[] = [];
+    try {
+      decodeFrame(b, at, h, out);
+    } catch (e) {
+      if (e instanceof PayloadError) return null;
+      throw e;
+    }
+    return out;
+  };
+  while (p < b.length) {
+    if (looksLikeFooter(b, p, b.length - p)) break;
+    const got = frameAt(p);
+    if (got) {
+      for (const r of got) records.push(copyRecord(r));
+      p += FRAME_HEADER_SIZE + readFrameHeader(b, p).payloadLength;
+      continue;
+    }
+    const from = p;
+    for (p++; p < b.length && frameAt(p) === null; p++);
+    unreadable.push({
+      offset: from,
+      bytes: p - from,
+      reason: p < b.length ? "corrupt frame" : "corrupt or torn end",
+    });
+  }
+  return { records, unreadable };
+}
+
+/** A record that owns its bytes (not views of a read buffer). */
+export function copyRecord(r: StoredRecord): StoredRecord {
+  return {
+    topic: r.topic,
+    key: r.key === null ? null : r.key.slice(),
+    value: r.value.slice(),
+    headers: r.headers === null ? null : r.headers.map(([k, v]) => [k, v.slice()]),
+    timestamp: r.timestamp,
+  };
 }

@@ -22,11 +22,7 @@ import {
   SEGMENT_HEADER_SIZE,
 } from "./format.ts";
 import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
-
-/** Sub-directory of the buffer directory for records the provider refused for good. */
-export const DEAD_DIR = "dead";
-/** Sub-directory of the buffer directory for corrupt data moved out of segments. */
-export const QUARANTINE_DIR = "quarantine";
+import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR } from "../layout.ts";
 
 /** What opening the buffer does with a segment file. */
 export type SegmentAction =
@@ -113,7 +109,7 @@ const TEMP_NAME_RE = /^\d{20}-[0-9a-f]{11,}\.s\.tmp$/;
  * Entries of a buffer directory that are not segments, S files or temp files but belong
  * there: the lock, dead letters, quarantine, the lanes' folder (`src/engine/lanes.ts`).
  */
-const KNOWN_NAMES = new Set(["LOCK", DEAD_DIR, QUARANTINE_DIR, "lanes"]);
+const KNOWN_NAMES = new Set([LOCK_FILE, DEAD_DIR, QUARANTINE_DIR, LANES_DIR]);
 
 /** True for the ingest socket (`*.sock`) and its staging folder while it binds (`.mb-*`). */
 function isSocketEntry(name: string): boolean {

@@ -4,11 +4,13 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { formatSources, readQuarantined, replaySources } from "../../src/agent/replay.ts";
-import { readJournal, REPLAY_JOURNAL } from "../../src/agent/journal.ts";
+import { formatSources, replaySources } from "../../src/agent/replay.ts";
+import { readQuarantined } from "../../src/segment/reader.ts";
+import { readJournal } from "../../src/agent/journal.ts";
 import { SegmentFile } from "../../src/segment/writer.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import { encodeSegmentHeader, FrameBuilder } from "../../src/segment/format.ts";
+import { REPLAY_JOURNAL } from "../../src/layout.ts";
 
 function frame(values: string[]): Uint8Array {
   const b = new FrameBuilder(1024);

@@ -135,6 +135,27 @@ await MessageBuffer.open({
   });
 
   for (const runtime of ["deno", "bun"] as const) {
+    it(`under ${runtime}, leaves an app's own kafkajs as it was, while both deliver`, async () => {
+      const dir = await mkdtemp(join(tmpdir(), "mb-app-kafkajs-"));
+      try {
+        const topic = uniqueTopic(`app-kafkajs-${runtime}`);
+        await createTopics([topic], 1);
+        const bin = join(repo, "node_modules/.bin", runtime);
+        const args = ["tests/fixtures/app_with_kafkajs.ts", BROKERS.join(","), topic, dir];
+        const out = await run(bin, runtime === "deno" ? ["run", "-A", ...args] : args, repo);
+        const verdict = JSON.parse(out.trim().split("\n").at(-1)!);
+        assert.deepEqual(verdict, { unchanged: true });
+        const got = await consume([topic], 3);
+        assert.deepEqual(got.map((r) => r.value!.toString()), [
+          "from the app's own kafkajs",
+          "from messagebuffer's kafkajs client",
+          "from the app again",
+        ]);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
     for (const client of ["platformatic", "kafkajs"] as const) {
       it(`under ${runtime}, with the ${client} client, and the record reaches Kafka`, async () => {
         const app = await mkdtemp(join(tmpdir(), "mb-consumer-app-"));

@@ -11,7 +11,7 @@ import {
   silentLogger,
 } from "../../mod.ts";
 import { fullGc, OpenBuffers, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
-import { ProgressSignal } from "../../src/engine/sender.ts";
+import { ProgressSignal } from "../../src/engine/progress.ts";
 import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 
 const enc = new TextEncoder();

@@ -2,7 +2,7 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { LATENCY_WINDOW_MS, LatencyWindow } from "../../src/engine/sender.ts";
+import { LATENCY_WINDOW_MS, LatencyWindow } from "../../src/engine/latency.ts";
 
 describe("delivery latency", () => {
   it("forgets a minute after they were delivered the latencies of an outage", () => {

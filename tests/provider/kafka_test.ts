@@ -365,6 +365,14 @@ describe(`Kafka provider (${KAFKA_CLIENT}), real broker`, () => {
 
   for (const compression of ["none", "gzip", "snappy", "lz4", "zstd"] as const) {
     it(`compresses with ${compression}, and Kafka's Java consumer reads back every record exactly`, async () => {
+      if (KAFKA_CLIENT === "kafkajs" && compression !== "none" && compression !== "gzip") {
+        // kafkajs has gzip only, and messagebuffer leaves its shared codec registry alone.
+        assert.throws(
+          () => kafkaProvider({ compression }),
+          new RegExp(`"compression": "${compression}" needs client "platformatic"`),
+        );
+        return;
+      }
       ({ dir, cleanup } = await tempDir());
       const topic = uniqueTopic(`codec-${compression}`);
       await createTopics([topic], 2);

@@ -1,8 +1,20 @@
 /**
- * The kafkajs client behind {@link KafkaProvider}, and the reader `messagebuffer tail` uses:
- * the only file that imports kafkajs.
- * kafkajs ships gzip only; snappy, lz4 and zstd are registered here from the codecs that
- * @platformatic/kafka carries (WASM and `node:zlib`), so both clients compress alike.
+ * The kafkajs client behind `KafkaProvider`: the only file that imports kafkajs. It uses
+ * kafkajs through its documented API only, and changes nothing of kafkajs outside its own
+ * instances: an application that imports messagebuffer and uses kafkajs itself gets kafkajs
+ * as it is. What that costs, from kafkajs 2.2.4 as it is:
+ *
+ * - Compression: kafkajs has gzip built in and takes other codecs only in a registry shared
+ *   by every kafkajs user of the process (`CompressionCodecs`), so this client compresses
+ *   with none or gzip; `KafkaProvider` refuses snappy, lz4 and zstd with it (the default
+ *   client has them all).
+ * - Idle CPU: after its first response, each kafkajs connection re-arms a timer every
+ *   millisecond for as long as it lives (`RequestQueue.scheduleCheckPendingRequests` with
+ *   `throttledUntil` = -1: kafkajs issues #1751 and #1704, unfixed), about 2% of a core per
+ *   idle connection here, with a TimeoutNegativeWarning on stderr. kafkajs exposes no hook to
+ *   fix it for one instance.
+ * - A send over several leaders can resolve without sending some partitions (kafkajs issue
+ *   #1303): see {@link KafkajsClient}'s `produce`.
  *
  * @module
  */
@@ -10,10 +22,8 @@
 import { Buffer } from "node:buffer";
 import { connect as netConnect, isIP } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { compressionsAlgorithms } from "@platformatic/kafka";
 import {
   type Admin,
-  CompressionCodecs,
   CompressionTypes,
   type ISocketFactory,
   Kafka,
@@ -24,60 +34,18 @@ import {
   type RecordMetadata,
   type SASLOptions,
 } from "kafkajs";
-import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import { type Logger, silentLogger } from "../../log.ts";
 import type { ProviderCounters, ProviderRecord } from "../types.ts";
-import {
-  type ErrorLink,
-  isTlsFailure,
-  type KafkaClient,
-  type KafkaClientSettings,
-} from "./kafka.ts";
+import type { KafkaClient } from "./client.ts";
+import type { KafkaClientSettings } from "./options.ts";
+import { type ErrorLink, isTlsFailure } from "./tls.ts";
 import { Partitioner } from "./partitioner.ts";
 
-/**
- * Stops kafkajs 2.2.4's request queues from polling while idle. After every response a queue
- * calls `scheduleCheckPendingRequests`, which arms a timer for `throttledUntil - Date.now()`
- * ms even when nothing is pending and nothing is throttled. `throttledUntil` is then -1, so
- * the delay is about minus the epoch time: runtimes clamp it to 1 ms and print a
- * TimeoutNegativeWarning, and the timer re-arms itself every millisecond for the life of the
- * connection (kafkajs issues #1751 and #1704, unfixed upstream). With no request pending
- * there is nothing to check: a request queued later schedules its own check, and a response
- * checks the queue. So this skips exactly that case; the rest runs as kafkajs wrote it.
- * Idempotent; called by {@link KafkaProvider}'s constructor.
- */
-export function stopIdlePolling(): void {
-  if (idlePollingStopped) return;
-  idlePollingStopped = true;
-  const proto = RequestQueue.prototype;
-  const original = proto.scheduleCheckPendingRequests;
-  proto.scheduleCheckPendingRequests = function (this: RequestQueue) {
-    if (this.pending.length === 0 && this.throttledUntil <= Date.now()) return;
-    original.call(this);
-  };
-}
-
-let idlePollingStopped = false;
-
-const COMPRESSION = {
+/** The codecs kafkajs has built in (see the module doc). */
+export const KAFKAJS_COMPRESSION = {
   none: CompressionTypes.None,
   gzip: CompressionTypes.GZIP,
-  snappy: CompressionTypes.Snappy,
-  lz4: CompressionTypes.LZ4,
-  zstd: CompressionTypes.ZSTD,
 } as const;
-
-/** Gives kafkajs the codecs it lacks (idempotent). */
-export function registerCodecs(): void {
-  for (const name of ["snappy", "lz4", "zstd"] as const) {
-    const algo = compressionsAlgorithms[name];
-    const codec = {
-      compress: (encoder: { buffer: Buffer }) => Promise.resolve(algo.compressSync(encoder.buffer)),
-      decompress: (buffer: Buffer) => Promise.resolve(algo.decompressSync(buffer)),
-    };
-    CompressionCodecs[COMPRESSION[name]] = () => codec;
-  }
-}
 
 function toBuffer(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -160,71 +128,6 @@ function connectionConfig(s: KafkaClientSettings): KafkaConfig {
   return config;
 }
 
-/** A record read back from Kafka by {@link readTopic}. */
-export interface TopicRecord {
-  topic: string;
-  partition: number;
-  offset: string;
-  timestamp: number;
-  key: Uint8Array | null;
-  value: Uint8Array | null;
-  headers: Array<[string, Uint8Array]>;
-}
-
-/**
- * Reads `topic` with kafkajs's consumer (for `messagebuffer tail`): from its start, or only
- * what arrives from now on, calling `each` per record, until `count` records were read or
- * `stop` resolves. A consumer group of its own, never committed.
- */
-export async function readTopic(
-  settings: KafkaClientSettings,
-  topic: string,
-  o: { fromBeginning: boolean; count: number; stop: Promise<void> },
-  each: (r: TopicRecord) => void,
-): Promise<number> {
-  stopIdlePolling();
-  registerCodecs();
-  const kafka = new Kafka({ ...connectionConfig(settings), logLevel: logLevel.NOTHING });
-  const consumer = kafka.consumer({
-    groupId: `messagebuffer-tail-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`,
-    maxWaitTimeInMs: 200,
-  });
-  let read = 0;
-  let done: () => void = () => {};
-  const finished = new Promise<void>((r) => (done = r));
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: o.fromBeginning });
-    await consumer.run({
-      autoCommit: false,
-      eachMessage: ({ partition, message: m }) => {
-        if (read >= o.count) return Promise.resolve();
-        const headers: Array<[string, Uint8Array]> = [];
-        for (const [k, v] of Object.entries(m.headers ?? {})) {
-          for (const x of Array.isArray(v) ? v : [v]) {
-            if (x !== undefined) headers.push([k, typeof x === "string" ? Buffer.from(x) : x]);
-          }
-        }
-        each({
-          topic,
-          partition,
-          offset: m.offset,
-          timestamp: Number(m.timestamp),
-          key: m.key,
-          value: m.value,
-          headers,
-        });
-        if (++read >= o.count) done();
-        return Promise.resolve();
-      },
-    });
-    await Promise.race([finished, o.stop]);
-  } finally {
-    await consumer.disconnect();
-  }
-  return read;
-}
-
 /** Quick retries of partitions kafkajs left unacknowledged, before the send fails. */
 const UNACKNOWLEDGED_RETRIES = 3;
 
@@ -256,8 +159,6 @@ export class KafkajsClient implements KafkaClient {
 
   constructor(settings: KafkaClientSettings) {
     this.#s = settings;
-    stopIdlePolling();
-    registerCodecs();
     const log = this.#log = settings.logger ?? silentLogger;
     const config: KafkaConfig = {
       ...connectionConfig(settings),
@@ -370,7 +271,7 @@ export class KafkajsClient implements KafkaClient {
       const result = await this.#producer!.sendBatch({
         acks: -1,
         timeout: this.#s.requestTimeoutMs,
-        compression: COMPRESSION[this.#s.compression],
+        compression: KAFKAJS_COMPRESSION[this.#s.compression as keyof typeof KAFKAJS_COMPRESSION],
         topicMessages: byTopic(pending),
       });
       const missing = this.#unacknowledged(pending, result);

@@ -1,12 +1,12 @@
 /**
- * The `platformatic` client behind {@link KafkaProvider}: the only file that uses
- * @platformatic/kafka. The library connects (TLS, SASL), keeps the cluster metadata, gets the
- * idempotent producer's id and parses responses into its error types; the records go out as
- * record batches that `produce.ts` encodes, in a Produce request built here, because the
- * library's own `Producer.send` spends several times more CPU per record than everything
- * else in delivery. Keyed records go to the partition kafka-clients picks (`murmur2.ts`:
- * murmur2 with the sign bit masked); records without a key go to one partition per send, the
- * next partition for the next send, as the Java client's sticky partitioner does per batch.
+ * The `platformatic` client behind `KafkaProvider`, and the reader `messagebuffer tail` uses:
+ * the only file that uses @platformatic/kafka, through its public exports only. The library
+ * connects (TLS, SASL), keeps the cluster metadata, gets the idempotent producer's id, says
+ * which Produce versions a broker speaks (ApiVersions) and parses responses into its error
+ * types; the records go out as record batches that `produce.ts` encodes, in a Produce
+ * request built here at the highest version both sides speak, because the library's own
+ * `Producer.send` spends several times more CPU per record than everything else in delivery.
+ * Partitions are picked by `partitioner.ts`, as the Java client picks them.
  *
  * @module
  */
@@ -15,18 +15,29 @@ import { Buffer } from "node:buffer";
 import {
   type ClusterMetadata,
   compatibilityPartitioner,
+  type CompressionAlgorithmSpecification,
   compressionsAlgorithms,
+  Consumer,
   createAPI,
   findErrorBy,
   NetworkError,
   Producer,
   type ProducerOptions,
+  produceV10,
+  produceV11,
+  produceV3,
+  produceV4,
+  produceV5,
+  produceV6,
+  produceV7,
+  produceV8,
   produceV9,
   Writer,
 } from "@platformatic/kafka";
 import { silentLogger } from "../../log.ts";
 import type { ProviderCounters, ProviderRecord } from "../types.ts";
-import { type KafkaClient, type KafkaClientSettings, PER_RECORD_ERRORS } from "./kafka.ts";
+import { type KafkaClient, PER_RECORD_ERRORS } from "./client.ts";
+import type { KafkaClientSettings } from "./options.ts";
 import { Partitioner } from "./partitioner.ts";
 import { encodeRecords, finishBatch } from "./produce.ts";
 
@@ -58,38 +69,92 @@ interface TopicBatches {
   partitions: PartitionBatch[];
 }
 
+/** A Produce response, as every version's parser gives it (the fields read here). */
+interface ProduceAnswer {
+  responses: Array<{
+    name: string;
+    partitionResponses: Array<{ index: number; errorCode: number; baseOffset: bigint }>;
+  }>;
+}
+
+/** The Produce request versions spoken here, with the library's parser of each answer. */
+const PRODUCE_PARSERS = {
+  3: produceV3.parseResponse,
+  4: produceV4.parseResponse,
+  5: produceV5.parseResponse,
+  6: produceV6.parseResponse,
+  7: produceV7.parseResponse,
+  8: produceV8.parseResponse,
+  9: produceV9.parseResponse,
+  10: produceV10.parseResponse,
+  11: produceV11.parseResponse,
+} as const;
+
+type ProduceVersion = keyof typeof PRODUCE_PARSERS;
+
 /**
- * Produce v9 (flexible), with record batches encoded by `produce.ts`; the response is parsed
- * by the library, so that errors carry its protocol error types.
+ * The Produce API at `version` (3 to 11, as the broker's ApiVersions allows), with record
+ * batches encoded by `produce.ts`; the answer is parsed by the library, so that errors carry
+ * its protocol error types. Versions 9 and up are "flexible" (compact strings and arrays,
+ * tagged fields); the request's fields are the same in all of them.
  */
-const produceApi = createAPI<[number, number, TopicBatches[]], produceV9.ProduceResponse>(
-  0,
-  9,
-  (acks: number, timeout: number, topics: TopicBatches[]) =>
-    Writer.create()
-      .appendString(null) // transactional id
-      .appendInt16(acks)
-      .appendInt32(timeout)
-      .appendArray(topics, (w, t) => {
-        w.appendString(t.topic).appendArray(t.partitions, (w, p) => {
-          w.appendInt32(p.partition)
-            .appendUnsignedVarInt(p.batch.length + 1)
-            .append(toBuffer(p.batch));
-        });
-      })
-      .appendTaggedFields(),
-  produceV9.parseResponse,
-);
+function produceApi(version: ProduceVersion) {
+  const flexible = version >= 9;
+  return createAPI<[number, number, TopicBatches[]], ProduceAnswer>(
+    0,
+    version,
+    (acks: number, timeout: number, topics: TopicBatches[]) => {
+      const w = Writer.create()
+        .appendString(null, flexible) // transactional id
+        .appendInt16(acks)
+        .appendInt32(timeout)
+        .appendArray(
+          topics,
+          (w, t) => {
+            w.appendString(t.topic, flexible).appendArray(
+              t.partitions,
+              (w, p) => {
+                w.appendInt32(p.partition);
+                if (flexible) w.appendUnsignedVarInt(p.batch.length + 1);
+                else w.appendInt32(p.batch.length);
+                w.append(toBuffer(p.batch));
+              },
+              flexible,
+              flexible,
+            );
+          },
+          flexible,
+          flexible,
+        );
+      return flexible ? w.appendTaggedFields() : w;
+    },
+    PRODUCE_PARSERS[version] as (...args: unknown[]) => ProduceAnswer,
+  );
+}
+
+/**
+ * The highest Produce version both the broker (its ApiVersions answer) and this client
+ * speak, or an error naming both ranges.
+ */
+function produceVersionFor(
+  apis: ReadonlyArray<{ apiKey: number; minVersion: number; maxVersion: number }>,
+): ProduceVersion {
+  const produce = apis.find((a) => a.apiKey === 0);
+  const ours = Object.keys(PRODUCE_PARSERS).map(Number);
+  const [low, high] = [Math.min(...ours), Math.max(...ours)];
+  if (produce) {
+    const v = Math.min(high, produce.maxVersion);
+    if (v >= Math.max(low, produce.minVersion)) return v as ProduceVersion;
+  }
+  throw new Error(
+    `the broker speaks Produce versions ${
+      produce ? `${produce.minVersion} to ${produce.maxVersion}` : "none"
+    }; this client speaks ${low} to ${high}`,
+  );
+}
 
 function toBuffer(u: Uint8Array): Buffer {
   return Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
-/** A codec of the library's (gzip has an asynchronous form too). */
-interface Codec {
-  bitmask: number;
-  compressSync(data: Buffer): Buffer;
-  compress?(data: Buffer): Promise<Buffer>;
 }
 
 /** Errors after which the producer id and its sequence numbers no longer hold. */
@@ -129,12 +194,92 @@ class UnacknowledgedError extends NetworkError {
   }
 }
 
+/** Brokers, client id, timeouts, TLS and SASL as the library takes them. */
+function connectionOptions(s: KafkaClientSettings) {
+  return {
+    clientId: s.clientId,
+    bootstrapBrokers: s.brokers,
+    timeout: s.requestTimeoutMs,
+    connectTimeout: s.connectionTimeoutMs,
+    tls: s.tls && {
+      ca: s.tls.ca,
+      cert: s.tls.cert,
+      key: s.tls.key,
+      rejectUnauthorized: !s.tls.insecureSkipVerify,
+    },
+    sasl: s.sasl && {
+      mechanism: SASL_MECHANISMS[s.sasl.mechanism],
+      username: s.sasl.username,
+      password: s.sasl.password,
+    },
+  };
+}
+
+/** A record read back from Kafka by {@link readTopic}. */
+export interface TopicRecord {
+  topic: string;
+  partition: number;
+  offset: bigint;
+  timestamp: number;
+  key: Uint8Array | null;
+  value: Uint8Array;
+  headers: Array<[string, Uint8Array]>;
+}
+
+/**
+ * Reads `topic` with the library's consumer (for `messagebuffer tail`; it decodes every
+ * codec): from its start, or only what arrives from now on, calling `each` per record, until
+ * `count` records were read or `stop` resolves. A consumer group of its own, never committed.
+ * Resolves with how many were read.
+ */
+export async function readTopic(
+  settings: KafkaClientSettings,
+  topic: string,
+  o: { fromBeginning: boolean; count: number; stop: Promise<void> },
+  each: (r: TopicRecord) => void,
+): Promise<number> {
+  const consumer = new Consumer({
+    ...connectionOptions(settings),
+    groupId: `messagebuffer-tail-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`,
+  });
+  let read = 0;
+  try {
+    const stream = await consumer.consume({
+      topics: [topic],
+      mode: o.fromBeginning ? "earliest" : "latest",
+      autocommit: false,
+      maxWaitTime: 200,
+    });
+    await new Promise<void>((resolve, reject) => {
+      stream.on("data", (m) => {
+        if (read >= o.count) return;
+        each({
+          topic,
+          partition: m.partition,
+          offset: m.offset,
+          timestamp: Number(m.timestamp),
+          key: m.key && m.key.length > 0 ? m.key : null,
+          value: m.value ?? new Uint8Array(0),
+          headers: m.headerEntries.map(([k, v]) => [k.toString(), v]),
+        });
+        if (++read >= o.count) resolve();
+      });
+      stream.on("error", reject);
+      o.stop.then(() => resolve());
+    });
+    await stream.close().catch(() => {});
+  } finally {
+    await consumer.close(true).catch(() => {});
+  }
+  return read;
+}
+
 /** See the module doc. */
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
   readonly #timeout: number;
   readonly #autoCreate: boolean;
-  readonly #codec: Codec | null;
+  readonly #codec: CompressionAlgorithmSpecification | null;
   readonly #log;
   /**
    * The idempotent producer's id (asked for once, shared by concurrent sends) and the next
@@ -147,6 +292,8 @@ export class PlatformaticClient implements KafkaClient {
   /** The leader each `topic:partition` was last sent to (leader moves are counted). */
   readonly #leaders = new Map<string, number>();
   #producer: Producer<Buffer, Buffer, Buffer, Buffer> | null = null;
+  /** Produce at the version the broker's ApiVersions allows (set by open()). */
+  #produce: ReturnType<typeof produceApi> | null = null;
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
   readonly counters: ProviderCounters = {
@@ -160,35 +307,19 @@ export class PlatformaticClient implements KafkaClient {
     this.#timeout = s.requestTimeoutMs;
     this.#autoCreate = s.autoCreateTopics;
     this.#log = s.logger ?? silentLogger;
-    this.#codec = s.compression === "none"
-      ? null
-      : compressionsAlgorithms[s.compression] as unknown as Codec;
+    this.#codec = s.compression === "none" ? null : compressionsAlgorithms[s.compression];
     this.#options = {
-      clientId: s.clientId,
-      bootstrapBrokers: s.brokers,
+      ...connectionOptions(s),
       idempotent: true,
       acks: -1,
       compression: s.compression,
       partitioner: compatibilityPartitioner,
       autocreateTopics: this.#autoCreate,
-      timeout: s.requestTimeoutMs,
-      connectTimeout: s.connectionTimeoutMs,
       // The library retries a little by itself (a leader move, a reconnect); longer outages
       // come back to the engine, which keeps the batch on disk and retries with its backoff.
       // (With the idempotent producer, 0 or 1 here would mean "retry forever".)
       retries: RETRIES,
       retryDelay: RETRY_DELAY_MS,
-      tls: s.tls && {
-        ca: s.tls.ca,
-        cert: s.tls.cert,
-        key: s.tls.key,
-        rejectUnauthorized: !s.tls.insecureSkipVerify,
-      },
-      sasl: s.sasl && {
-        mechanism: SASL_MECHANISMS[s.sasl.mechanism],
-        username: s.sasl.username,
-        password: s.sasl.password,
-      },
     };
   }
 
@@ -199,6 +330,7 @@ export class PlatformaticClient implements KafkaClient {
     // TLS, and SASL) now, so that a wrong address or credentials show at open.
     try {
       await producer.metadata({ topics: [] });
+      this.#produce = produceApi(produceVersionFor(await producer.listApis()));
     } catch (e) {
       await producer.close(true).catch(() => {});
       throw e;
@@ -429,7 +561,7 @@ export class PlatformaticClient implements KafkaClient {
       else byTopic.set(pb.topic, [pb]);
     }
     const topics = [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
-    const response = await produceApi.async(connection, -1, this.#timeout, topics);
+    const response = await this.#produce!.async(connection, -1, this.#timeout, topics);
     const offsets = new Map<string, bigint>();
     for (const t of response.responses) {
       for (const p of t.partitionResponses) {
