@@ -1,8 +1,9 @@
 /**
  * The agent's configuration: the agent section of the settings table (`src/settings.ts`)
  * drives the command-line flags, the JSON config file keys, the defaults, `--help` and
- * `--print-config`. The seed's keys keep their meaning and units: `file_max_time` (s),
- * `file_max_size` (MB), `total_size` (MB), `buffer_dir`, `prune_frequency` (min).
+ * `--print-config`. A plain number is in the key's unit: `file_max_time` (s),
+ * `file_max_size` (MB, that is MiB), `total_size` (MB), `prune_frequency` (min); a string
+ * takes a unit (`"5s"`, `"16MiB"`).
  *
  * Precedence: flag > environment (secrets only) > config file > default.
  *
@@ -38,7 +39,7 @@ import {
 
 /** One setting of `messagebuffer run`, as the agent sees it. */
 export interface Setting {
-  /** Key in the JSON config file (snake_case, the seed's names where it had one). */
+  /** Key in the JSON config file (snake_case). */
   key: AgentKey;
   /** Command-line flag without `--`: the key with `-` for `_`. */
   flag: string;

@@ -31,7 +31,7 @@ import { type Durability, durabilityOf } from "./durability.ts";
 import { type Counters, Ledger } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { Retention } from "./retention.ts";
-import { type LatencyStats, LatencyWindow } from "./latency.ts";
+import type { LatencyStats, LatencyWindow } from "./latency.ts";
 import { ProgressSignal } from "./progress.ts";
 import { type ProviderState, Sender } from "./sender.ts";
 import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
@@ -138,7 +138,7 @@ export class DiskPath {
   static async open(
     o: ResolvedOptions,
     provider: Provider,
-    latency: LatencyWindow = new LatencyWindow(),
+    latency: LatencyWindow,
   ): Promise<DiskPath> {
     const fs = o.fs;
     await fs.mkdirp(o.dir);
@@ -181,11 +181,6 @@ export class DiskPath {
   /** First sequence number of the oldest segment on disk, or null when there is none. */
   get oldestSegmentSeq(): number | null {
     return this.#ledger.segments[0]?.firstSeq ?? null;
-  }
-
-  /** The buffer directory of this path (a lane's directory, with lanes). */
-  get dir(): string {
-    return this.#o.dir;
   }
 
   /** The provider as the sender sees it. */
@@ -301,7 +296,8 @@ export class DiskPath {
 
   /**
    * Writes and fsyncs what was accepted, lets the sender finish the batch in flight (up to
-   * `closeTimeoutMs`), writes the checkpoint, closes the provider and releases the directory.
+   * `closeTimeoutMs`), writes the checkpoint and releases the directory. The provider is the
+   * facade's to close, once every lane has stopped.
    *
    * @throws {StorageError} (after closing all the same) the fsync that sealed the last
    *   segment failed, so what it held is not known to be on stable storage

@@ -47,11 +47,6 @@ export class ProviderGate {
     return this.#view(this.#max);
   }
 
-  /** Sends in flight now. */
-  get inFlight(): number {
-    return this.#max - this.#free;
-  }
-
   /**
    * Closes the provider itself. Sends still waiting for a permit then fail (their senders
    * have stopped; the batch is sent again after the next open), and none starts after it.

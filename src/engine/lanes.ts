@@ -211,11 +211,6 @@ export class Lanes {
     return new Lanes(o, lanes, topics, legacy, latency);
   }
 
-  /** The number of lanes open. */
-  get count(): number {
-    return this.#lanes.length;
-  }
-
   /** True when a write to some lane now would be refused or would wait. */
   get full(): boolean {
     return this.#lanes.some((l) => l.full);
@@ -328,11 +323,6 @@ export class Lanes {
       await fh.close();
     }
     if (created) await fs.syncDir(`${this.#o.dir}/${LANES_DIR}`);
-  }
-
-  /** Checks a record as `write` would; throws TypeError/RangeError. */
-  validate(topic: string, value: Bytes, options?: WriteOptions): void {
-    this.#lanes[0].validate(topic, value, options);
   }
 
   /** Resolves when every write made so far is durable (or failed), in every lane. */

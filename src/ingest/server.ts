@@ -307,7 +307,6 @@ class Connection {
     if (!this.#draining) void this.#drain();
   }
 
-  /** Answers (or, without #ack, counts and logs) each line's outcome, in order. */
   /**
    * Answers (or, without #ack, counts and logs) each line's outcome, in order. The answers of
    * lines already settled go out together in one socket write, and the loop gives the event

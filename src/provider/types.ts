@@ -1,6 +1,6 @@
 /**
- * The Provider interface: what the sender delivers records through. The seed's
- * OpenProducer / SendMessage / CloseProducer / GetRetryWaitTime / Name, made batch-oriented.
+ * The Provider interface: what the sender delivers records through, a batch at a time: a
+ * name, a first retry wait, open, send, close, and optionally prepare, probe and counters.
  *
  * @module
  */

@@ -10,7 +10,7 @@ import {
 } from "../../src/agent/config.ts";
 
 describe("agent configuration", () => {
-  it("keeps the seed's keys and units: file_max_time s, file_max_size MB, total_size MB, prune_frequency min", () => {
+  it("reads plain numbers in each key's unit: file_max_time s, file_max_size MB, total_size MB, prune_frequency min", () => {
     const c = buildConfig({}, {
       file_max_time: 5,
       file_max_size: 2,

@@ -1,4 +1,4 @@
-// Error paths that used to lose or misreport data, each with the behaviour it must have.
+// Error paths where data could be lost or misreported, each with the behaviour it must have.
 // Fault injection uses the in-memory filesystem; a fake provider stands in for Kafka.
 
 import { describe, it } from "node:test";

@@ -117,8 +117,8 @@ describe("segment footers", () => {
   it("open a segment without a footer (one from before footers, or cut short by a crash) by walking it, then give it one", async () => {
     const vs = await backlog(200);
     const segs = await segmentFiles();
-    // Take every footer off: the files are then byte for byte what the previous version
-    // wrote, whose segments had no footer.
+    // Take every footer off: the files are then byte for byte segments without a footer
+    // (format version 1 allows either).
     for (const s of segs) {
       const bytes = await readFile(`${dir}/${s}`);
       await writeFile(`${dir}/${s}`, bytes.subarray(0, -SEGMENT_FOOTER_SIZE));
