@@ -311,16 +311,42 @@ async function run(args: string[]): Promise<number> {
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,
   });
+  const agent = await startAgent(config, logger, provider, existed);
+  if (agent === null) return 1;
+  const reminder = remindOfBacklog(agent.buffer, logger);
+  const code = await untilStopped(agent, logger);
+  clearInterval(reminder);
+  return code;
+}
+
+/** The agent's running parts. */
+interface RunningAgent {
+  buffer: MessageBuffer;
+  ingest: IngestServer;
+  metrics: { close(): void } | null;
+  /** Tells /health the buffer is closed. */
+  closed(): void;
+}
+
+/**
+ * Opens the buffer, listens on the socket, serves metrics; logs `agent ready`. A start that
+ * fails logs one ERROR naming the setting and the fix, and leaves nothing behind (no socket
+ * file, no LOCK, no half-open buffer): then null.
+ */
+async function startAgent(
+  config: AgentConfig,
+  logger: Logger,
+  provider: KafkaProvider,
+  existed: boolean,
+): Promise<RunningAgent | null> {
   const started = Date.now();
-  const dir = config.values.buffer_dir;
   const fs = defaultFileSystem();
   let buffer: MessageBuffer | null = null;
   let ingest: IngestServer | null = null;
-  let metrics: { close(): void } | null = null;
   let open = true;
   let phase: StartPhase = "buffer_dir";
   try {
-    logger.info("opening buffer", { dir });
+    logger.info("opening buffer", { dir: config.values.buffer_dir });
     buffer = await MessageBuffer.open({ ...engineOptions(config), provider, logger, fs });
     // Made by another user between the check and the open (which takes an existing one)?
     if (!existed) await guardBufferDir(config, logger);
@@ -338,36 +364,40 @@ async function run(args: string[]): Promise<number> {
     });
     const b = buffer, i = ingest;
     phase = "metrics";
-    metrics = config.values.metrics
+    const metrics = config.values.metrics
       ? await serveMetrics(
         config.values.metrics,
         () => ({ stats: b.stats(), ingest: i.stats, open }),
       )
       : null;
+    logger.info("agent ready", {
+      socket: ingest.path,
+      brokers: config.values.brokers?.join(","),
+      mode: config.values.mode,
+      fsync: config.values.fsync,
+      metrics: config.values.metrics,
+      backlogRecords: buffer.stats().backlog.records,
+      startupMs: Date.now() - started,
+    });
+    return { buffer, ingest, metrics, closed: () => (open = false) };
   } catch (e) {
-    // A failed start leaves nothing behind: no socket file, no LOCK, no half-open buffer.
     logger.error("cannot start", { error: explainStartError(e, phase, config) });
     await ingest?.close().catch(() => {});
     await buffer?.close().catch(() => {});
-    return 1;
+    return null;
   }
-  const buf = buffer, server = ingest;
-  logger.info("agent ready", {
-    socket: server.path,
-    brokers: config.values.brokers?.join(","),
-    mode: config.values.mode,
-    fsync: config.values.fsync,
-    metrics: config.values.metrics,
-    backlogRecords: buf.stats().backlog.records,
-    startupMs: Date.now() - started,
-  });
-  // The sender says when sends start failing and when the reason changes; while records
-  // wait, a reminder every 5 minutes says how many and for how long; a large backlog's
-  // drain is reported every minute.
+}
+
+/**
+ * While records wait for Kafka, a reminder every 5 minutes of how many and for how long (the
+ * sender says when sends start failing and when the reason changes); while a backlog of over
+ * 100,000 records drains, its progress every minute.
+ */
+function remindOfBacklog(buffer: MessageBuffer, logger: Logger): ReturnType<typeof setInterval> {
   let waitingSince: number | null = null;
   let lastNote = 0;
-  const progress = setInterval(() => {
-    const s = buf.stats();
+  const timer = setInterval(() => {
+    const s = buffer.stats();
     const now = Date.now();
     if (s.backlog.records > 0 && s.provider.state !== "ready") {
       if (waitingSince === null) waitingSince = lastNote = now;
@@ -390,9 +420,17 @@ async function run(args: string[]): Promise<number> {
       });
     }
   }, 10_000);
-  (progress as { unref?: () => void }).unref?.();
+  (timer as { unref?: () => void }).unref?.();
+  return timer;
+}
 
-  return await new Promise<number>((resolve) => {
+/**
+ * Runs until SIGTERM or SIGINT, then stops cleanly: stop taking lines; close the buffer
+ * (stores what was read, fails writes that wait for room, lets the batch in flight finish);
+ * answer every line and hang up. A second signal exits at once. Resolves with the exit code.
+ */
+function untilStopped(agent: RunningAgent, logger: Logger): Promise<number> {
+  return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = async (signal: string) => {
       if (stopping) {
@@ -404,20 +442,17 @@ async function run(args: string[]): Promise<number> {
       }
       stopping = true;
       logger.info("shutting down", { signal });
-      clearInterval(progress);
       try {
-        // Stop taking lines; close the buffer (stores what was read, fails writes that wait
-        // for room, lets the batch in flight finish); then answer every line and hang up.
-        server.stop();
-        await buf.close();
-        await server.close();
-        open = false;
-        metrics?.close();
-        const c = buf.stats().counters;
+        agent.ingest.stop();
+        await agent.buffer.close();
+        await agent.ingest.close();
+        agent.closed();
+        agent.metrics?.close();
+        const s = agent.buffer.stats();
         logger.info("stopped", {
-          written: c.written,
-          delivered: c.delivered,
-          backlogRecords: buf.stats().backlog.records,
+          written: s.counters.written,
+          delivered: s.counters.delivered,
+          backlogRecords: s.backlog.records,
         });
         resolve(0);
       } catch (e) {

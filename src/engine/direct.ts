@@ -288,7 +288,6 @@ export class DirectPath {
   /** Sends one batch and settles its writes as the policy says. */
   async #deliver(flight: { writes: DirectWrite[]; abandoned: boolean }): Promise<void> {
     const o = this.#o;
-    const c = this.#counters;
     for (let attempt = 1;; attempt++) {
       const writes = flight.writes.filter((w) => !w.settled);
       if (writes.length === 0) return;
@@ -306,71 +305,86 @@ export class DirectPath {
       }
       if (flight.abandoned) {
         // Taken by the owner while in flight: under spill, it stores and sends them again.
-        if (error === null && o.policy === "spill") c.resentRecords += records.length;
+        if (error === null && o.policy === "spill") this.#counters.resentRecords += records.length;
         return;
       }
-      if (error === null) {
-        this.#state = "ready";
-        this.#failures.succeeded({ provider: o.provider.name });
-        const rejected = validRejections(outcome, records.length);
-        const refused = new Set(rejected.map((r) => r.index));
-        const reasons = new Map(rejected.map((r) => [r.index, r.reason]));
-        this.#latency.add(records);
-        let delivered = 0;
-        for (let i = 0; i < writes.length; i++) {
-          if (refused.has(i) || writes[i].settled) continue;
-          writes[i].settled = true;
-          this.#pending--;
-          delivered++;
-          writes[i].resolve();
-        }
-        c.delivered += delivered;
-        c.sentDirect += delivered;
-        if (refused.size === 0) return;
-        if (o.policy === "spill") {
-          // The refused records go to the disk path, whose sender dead-letters them.
-          this.#inFlight = null;
-          this.#ready.unshift(...writes.filter((_, i) => refused.has(i)));
-          this.#trouble("Kafka refused a record", reasons.values().next().value);
-          return;
-        }
-        for (const [i, reason] of reasons) {
-          this.#fail(writes[i], new RecordRejectedError(writes[i].record.topic, reason));
-        }
-        return;
-      }
-      this.#lastError = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-      this.#lastCause = error;
-      c.sendRetries++;
-      if (o.policy === "spill") {
-        this.#inFlight = null;
-        this.#ready.unshift(...writes);
-        this.#trouble("send failed", error);
-        return;
-      }
-      if (o.policy === "error") {
-        this.#state = this.#opened ? "retrying" : "connecting";
-        for (const w of writes) this.#fail(w, new DeliveryError(w.record.topic, error));
-        return;
-      }
-      // block: try again after a backoff, while some write's deadline allows it; never
-      // sleep past the first deadline, so that a provider back before it is not missed.
-      this.#state = this.#opened ? "retrying" : "connecting";
-      const front = writes.find((w) => !w.settled);
-      const wait = Math.max(
-        0,
-        Math.min(
-          backoffMs(attempt, o.retryInitialMs, o.retryMaxMs),
-          (front?.deadline ?? Infinity) - Date.now(),
-        ),
-      );
-      this.#failures.failed(this.#lastError, { provider: o.provider.name, retryInMs: wait });
-      await new Promise((r) => setTimeout(r, wait));
+      if (error === null) return this.#delivered(writes, outcome);
+      if (!(await this.#sendFailed(writes, error, attempt))) return;
       this.#expire();
       const left = flight.writes.filter((w) => !w.settled).length;
-      if (left > 0) c.resentRecords += left;
+      if (left > 0) this.#counters.resentRecords += left;
       this.#topUp(flight);
     }
+  }
+
+  /**
+   * The provider acknowledged `writes`: each resolves, but those it refused for good, which
+   * go to the disk path (spill, whose sender dead-letters them) or fail with
+   * {@link RecordRejectedError}.
+   */
+  #delivered(writes: DirectWrite[], outcome: unknown): void {
+    const o = this.#o;
+    const c = this.#counters;
+    this.#state = "ready";
+    this.#failures.succeeded({ provider: o.provider.name });
+    const rejected = validRejections(outcome, writes.length);
+    const reasons = new Map(rejected.map((r) => [r.index, r.reason]));
+    this.#latency.add(writes.map((w) => w.record));
+    let delivered = 0;
+    for (let i = 0; i < writes.length; i++) {
+      if (reasons.has(i) || writes[i].settled) continue;
+      writes[i].settled = true;
+      this.#pending--;
+      delivered++;
+      writes[i].resolve();
+    }
+    c.delivered += delivered;
+    c.sentDirect += delivered;
+    if (reasons.size === 0) return;
+    if (o.policy === "spill") {
+      this.#inFlight = null;
+      this.#ready.unshift(...writes.filter((_, i) => reasons.has(i)));
+      this.#trouble("Kafka refused a record", reasons.values().next().value);
+      return;
+    }
+    for (const [i, reason] of reasons) {
+      this.#fail(writes[i], new RecordRejectedError(writes[i].record.topic, reason));
+    }
+  }
+
+  /**
+   * A send of `writes` failed, as the policy says: spill hands them back to the owner, error
+   * fails them with {@link DeliveryError}, block waits out a backoff (never past the first
+   * write's deadline, so that a provider back before it is not missed). Resolves true when
+   * the send is to be tried again.
+   */
+  async #sendFailed(writes: DirectWrite[], error: unknown, attempt: number): Promise<boolean> {
+    const o = this.#o;
+    this.#lastError = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    this.#lastCause = error;
+    this.#counters.sendRetries++;
+    if (o.policy === "spill") {
+      this.#inFlight = null;
+      this.#ready.unshift(...writes);
+      this.#trouble("send failed", error);
+      return false;
+    }
+    this.#state = this.#opened ? "retrying" : "connecting";
+    if (o.policy === "error") {
+      for (const w of writes) this.#fail(w, new DeliveryError(w.record.topic, error));
+      return false;
+    }
+    const front = writes.find((w) => !w.settled);
+    const wait = Math.max(
+      0,
+      Math.min(
+        backoffMs(attempt, o.retryInitialMs, o.retryMaxMs),
+        (front?.deadline ?? Infinity) - Date.now(),
+      ),
+    );
+    this.#failures.failed(this.#lastError, { provider: o.provider.name, retryInMs: wait });
+    await new Promise((r) => setTimeout(r, wait));
+    return true;
   }
 
   /** Adds writes that waited behind a retried batch to it, up to the batch limits. */

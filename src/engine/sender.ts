@@ -313,62 +313,24 @@ export class Sender {
     let expired = 0;
     let { offset, skip } = from;
     const ttlLimit = o.maxRecordAgeMs > 0 ? Date.now() - o.maxRecordAgeMs : -Infinity;
-    if (this.#cursor?.seg !== seg) {
-      await this.#cursor?.cursor.close().catch(() => {});
-      this.#cursor = null;
-      try {
-        const fh = await o.fs.open(`${o.dir}/${seg.name}`, "read");
-        this.#cursor = { seg, cursor: new SegmentCursor(fh) };
-      } catch (e) {
-        if (seg.gone) return null;
-        throw await this.#readFailed(seg, e, ahead);
-      }
-    }
-    const cursor = this.#cursor.cursor;
+    const cursor = await this.#cursorOf(seg, ahead);
+    if (cursor === null) return null;
     while (records.length < o.batchMaxRecords && bytes < o.batchMaxBytes) {
-      let frameRecords: StoredRecord[];
-      let frameEnd: number;
-      const cached = this.#frameCache;
-      if (cached && cached.seg === seg && cached.offset === offset) {
-        frameRecords = cached.records;
-        frameEnd = cached.end;
-      } else {
-        let view;
-        try {
-          view = await cursor.frameAt(offset, seg.size);
-        } catch (e) {
-          if (seg.gone) return null;
-          throw await this.#readFailed(seg, e, ahead);
-        }
-        if (seg.gone) return null;
-        if (view === null) break;
-        if (typeof view === "string") {
-          if (records.length > 0 || expired > 0) break; // deliver what is good first
-          if (ahead) return null;
-          await this.#quarantine(seg, offset, view);
-          return null;
-        }
-        frameRecords = [];
-        try {
-          decodeFrame(view.buf, view.at, view.header, frameRecords);
-        } catch (e) {
-          // The checksum matched but the records do not parse: treat it as corruption
-          // rather than retrying it forever.
-          if (!(e instanceof PayloadError)) throw e;
-          if (records.length > 0 || expired > 0) break;
-          if (ahead) return null;
-          await this.#quarantine(seg, offset, `undecodable frame: ${e.message}`);
-          return null;
-        }
-        frameEnd = view.end;
-        this.#frameCache = { seg, offset, end: frameEnd, records: frameRecords };
+      const frame = await this.#frame(seg, cursor, offset, ahead);
+      if (frame === "gone") return null;
+      if (frame === "end") break;
+      if (typeof frame === "string") {
+        if (records.length > 0 || expired > 0) break; // deliver what is good first
+        if (ahead) return null;
+        await this.#quarantine(seg, offset, frame);
+        return null;
       }
       let i = skip;
-      for (; i < frameRecords.length; i++) {
+      for (; i < frame.records.length; i++) {
         if (
           records.length >= o.batchMaxRecords || (bytes >= o.batchMaxBytes && records.length > 0)
         ) break;
-        const r = frameRecords[i];
+        const r = frame.records[i];
         if (r.timestamp < ttlLimit) {
           expired++;
           continue;
@@ -376,14 +338,64 @@ export class Sender {
         records.push(r);
         bytes += recordBytes(r);
       }
-      if (i < frameRecords.length) {
+      if (i < frame.records.length) {
         skip = i;
         break;
       }
-      offset = frameEnd;
+      offset = frame.end;
       skip = 0;
     }
     return { records, expired, next: { offset, skip } };
+  }
+
+  /** The cursor reading `seg` (opened on first use), or null when `seg` went away meanwhile. */
+  async #cursorOf(seg: Segment, ahead: boolean): Promise<SegmentCursor | null> {
+    if (this.#cursor?.seg === seg) return this.#cursor.cursor;
+    await this.#cursor?.cursor.close().catch(() => {});
+    this.#cursor = null;
+    try {
+      const fh = await this.#o.fs.open(`${this.#o.dir}/${seg.name}`, "read");
+      this.#cursor = { seg, cursor: new SegmentCursor(fh) };
+      return this.#cursor.cursor;
+    } catch (e) {
+      if (seg.gone) return null;
+      throw await this.#readFailed(seg, e, ahead);
+    }
+  }
+
+  /**
+   * The records of the frame at `offset` of `seg` and where it ends (the last one decoded is
+   * kept, while a batch boundary falls inside it); "end" when no whole frame is there yet;
+   * "gone" when `seg` went away; or why the frame is corrupt (a bad frame, or one whose
+   * checksum matched but whose records do not parse: corruption too, not retried forever).
+   */
+  async #frame(
+    seg: Segment,
+    cursor: SegmentCursor,
+    offset: number,
+    ahead: boolean,
+  ): Promise<{ records: StoredRecord[]; end: number } | "end" | "gone" | string> {
+    const cached = this.#frameCache;
+    if (cached && cached.seg === seg && cached.offset === offset) return cached;
+    let view;
+    try {
+      view = await cursor.frameAt(offset, seg.size);
+    } catch (e) {
+      if (seg.gone) return "gone";
+      throw await this.#readFailed(seg, e, ahead);
+    }
+    if (seg.gone) return "gone";
+    if (view === null) return "end";
+    if (typeof view === "string") return view;
+    const records: StoredRecord[] = [];
+    try {
+      decodeFrame(view.buf, view.at, view.header, records);
+    } catch (e) {
+      if (!(e instanceof PayloadError)) throw e;
+      return `undecodable frame: ${e.message}`;
+    }
+    this.#frameCache = { seg, offset, end: view.end, records };
+    return this.#frameCache;
   }
 
   /**
