@@ -48,6 +48,22 @@ fi
 files=("$@")
 [[ ${#files[@]} -gt 0 ]] || files=(tests/)
 
+# An Apache Kafka 3.9.1 broker beside the 4.1.2 one, for tests/provider/versions_test.ts (the
+# Produce version negotiated, both clients): started for a whole run, or when that file is
+# named. MB_TEST_OLD_BROKERS names a running one instead.
+started_old=""
+need_old=""
+for f in "${files[@]}"; do
+  case $f in tests | tests/ | tests/provider | tests/provider/ | tests/provider/versions_test.ts) need_old=yes ;; esac
+done
+if [[ -n $need_old && -z ${MB_TEST_OLD_BROKERS:-} ]]; then
+  old_port=${KAFKA_OLD_PORT:-39292}
+  old_dir=$(mktemp -d "${TMPDIR:-/tmp}/messagebuffer-test-kafka391-XXXXXX")
+  KAFKA_VERSION=3.9.1 KAFKA_PORT=$old_port KAFKA_DATA_DIR=$old_dir scripts/kafka.sh start
+  started_old=$old_dir
+  export MB_TEST_OLD_BROKERS=127.0.0.1:$old_port
+fi
+
 # The 3-broker cluster (scripts/kafka_cluster.sh) that tests/cluster/ runs against: started
 # for a whole run, or when the files named include tests/cluster. MB_TEST_CLUSTER_BROKERS
 # names a running one instead.
@@ -73,6 +89,8 @@ fi
 cleanup() {
   [[ -n $started_broker ]] && scripts/kafka.sh wipe
   [[ -n $started_cluster ]] && scripts/kafka_cluster.sh wipe
+  [[ -n $started_old ]] && KAFKA_VERSION=3.9.1 KAFKA_PORT=$old_port KAFKA_DATA_DIR=$started_old \
+    scripts/kafka.sh wipe
   true
 }
 trap cleanup EXIT

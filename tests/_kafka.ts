@@ -189,6 +189,7 @@ export function consumeWithJava(
   topic: string,
   expected: number,
   timeoutMs = 60_000,
+  brokers: string[] = BROKERS,
 ): Promise<JavaConsumed[] | null> {
   const libs = process.env.MB_TEST_KAFKA_LIBS;
   if (!libs) return Promise.resolve(null);
@@ -199,7 +200,7 @@ export function consumeWithJava(
         "-cp",
         `${libs}/*`,
         "tests/fixtures/JavaConsumer.java",
-        BROKERS.join(","),
+        brokers.join(","),
         topic,
         String(expected),
         String(timeoutMs),

@@ -9,6 +9,7 @@ import { murmur2 as libraryMurmur2, Reader, readRecordsBatch } from "@platformat
 import { crc32c } from "../../src/binary/crc32c.ts";
 import { murmur2, partitionForKey } from "../../src/provider/kafka/murmur2.ts";
 import { encodeRecords, finishBatch } from "../../src/provider/kafka/produce.ts";
+import { produceVersionFor } from "../../src/provider/kafka/platformatic.ts";
 import type { ProviderRecord } from "../../src/provider/types.ts";
 
 const enc = new TextEncoder();
@@ -91,5 +92,22 @@ describe("Kafka record batches", () => {
     assert.equal(murmur2(enc.encode("foobar")), -790332482);
     assert.equal(murmur2(enc.encode("a-little-bit-long-string")), -985981536);
     assert.equal(partitionForKey(enc.encode("k0"), 1), 0);
+  });
+});
+
+describe("the Produce version", () => {
+  it("is the highest both the broker and the client speak, or an error naming both ranges", () => {
+    const broker = (min: number, max: number) => [
+      { apiKey: 18, minVersion: 0, maxVersion: 4 },
+      { apiKey: 0, minVersion: min, maxVersion: max },
+    ];
+    assert.equal(produceVersionFor(broker(3, 12)), 11); // Kafka 4.1
+    assert.equal(produceVersionFor(broker(0, 11)), 11); // Kafka 3.9
+    assert.equal(produceVersionFor(broker(0, 8)), 8); // an older broker: the non-flexible form
+    assert.throws(
+      () => produceVersionFor(broker(0, 2)),
+      /the broker speaks Produce versions 0 to 2; this client speaks 3 to 11/,
+    );
+    assert.throws(() => produceVersionFor([]), /Produce versions none/);
   });
 });

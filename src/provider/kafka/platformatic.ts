@@ -136,7 +136,7 @@ function produceApi(version: ProduceVersion) {
  * The highest Produce version both the broker (its ApiVersions answer) and this client
  * speak, or an error naming both ranges.
  */
-function produceVersionFor(
+export function produceVersionFor(
   apis: ReadonlyArray<{ apiKey: number; minVersion: number; maxVersion: number }>,
 ): ProduceVersion {
   const produce = apis.find((a) => a.apiKey === 0);
@@ -330,7 +330,13 @@ export class PlatformaticClient implements KafkaClient {
     // TLS, and SASL) now, so that a wrong address or credentials show at open.
     try {
       await producer.metadata({ topics: [] });
-      this.#produce = produceApi(produceVersionFor(await producer.listApis()));
+      const apis = await producer.listApis();
+      const version = produceVersionFor(apis);
+      this.#produce = produceApi(version);
+      const theirs = apis.find((a) => a.apiKey === 0)!;
+      this.#log.debug("kafka: producing with Produce v" + version, {
+        broker: `${theirs.minVersion} to ${theirs.maxVersion}`,
+      });
     } catch (e) {
       await producer.close(true).catch(() => {});
       throw e;
