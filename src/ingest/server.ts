@@ -170,47 +170,14 @@ class Connection {
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#ended) {
-      // Sent after the idle close began (the client did not see it yet): never stored, so
-      // counted and logged, not dropped silently (an ack-mode client also sees no answer).
-      if (this.#idleClosed) {
-        let lines = 0;
-        for (let i = chunk.indexOf(NL); i >= 0; i = chunk.indexOf(NL, i + 1)) lines++;
-        this.#server.stats.linesRejected += lines;
-        this.#server.logger.warn("ingest lines arrived after an idle close; not stored", {
-          lines,
-          bytes: chunk.length,
-        });
-      }
-      return;
-    }
+    if (this.#ended) return this.#afterClose(chunk);
     const max = this.#server.maxLineBytes;
     let buf = chunk;
     let start = 0;
     if (this.#partBytes > 0) {
-      // An unfinished line goes on: append the chunk until its newline (or the limit) comes;
-      // doubling keeps the copying linear however finely the line is split.
-      const nl = chunk.indexOf(NL);
-      if (nl < 0) {
-        const need = this.#partBytes + chunk.length;
-        if (need > max) {
-          this.#part = null;
-          this.#partBytes = 0;
-          this.#skipping = true;
-        } else {
-          if (need > this.#part!.length) {
-            const grown = Buffer.allocUnsafe(Math.min(max, Math.max(need, 2 * this.#part!.length)));
-            this.#part!.copy(grown, 0, 0, this.#partBytes);
-            this.#part = grown;
-          }
-          chunk.copy(this.#part!, this.#partBytes);
-          this.#partBytes = need;
-        }
-        return;
-      }
-      buf = Buffer.concat([this.#part!.subarray(0, this.#partBytes), chunk]);
-      this.#part = null;
-      this.#partBytes = 0;
+      const joined = this.#continueLine(chunk);
+      if (joined === null) return;
+      buf = joined;
     }
     if (this.#skipping) {
       const nl = buf.indexOf(NL);
@@ -221,20 +188,7 @@ class Connection {
     }
     const last = buf.lastIndexOf(NL);
     if (last >= start) {
-      // Lines end at an ASCII byte, so the region decodes as whole UTF-8 characters.
-      const text = buf.toString("utf8", start, last);
-      let from = 0;
-      for (;;) {
-        const nl = text.indexOf("\n", from);
-        const line = nl < 0 ? text.slice(from) : text.slice(from, nl);
-        if (line.length > max || (line.length * 3 > max && Buffer.byteLength(line) > max)) {
-          this.#line(null, `line too long (over ${max} bytes); skipped`);
-        } else {
-          this.#line(line, null);
-        }
-        if (nl < 0) break;
-        from = nl + 1;
-      }
+      this.#lines(buf, start, last);
       start = last + 1;
     }
     if (start < buf.length) {
@@ -247,6 +201,70 @@ class Connection {
       }
     }
     this.#maybePause();
+  }
+
+  /**
+   * Input sent after the idle close began (the client did not see it yet): never stored, so
+   * counted and logged, not dropped silently (an ack-mode client also sees no answer).
+   */
+  #afterClose(chunk: Buffer): void {
+    if (!this.#idleClosed) return;
+    let lines = 0;
+    for (let i = chunk.indexOf(NL); i >= 0; i = chunk.indexOf(NL, i + 1)) lines++;
+    this.#server.stats.linesRejected += lines;
+    this.#server.logger.warn("ingest lines arrived after an idle close; not stored", {
+      lines,
+      bytes: chunk.length,
+    });
+  }
+
+  /**
+   * An unfinished line goes on with `chunk`: appended until its newline (or the limit) comes,
+   * in a buffer grown by doubling, so that the copying stays linear however finely the line
+   * is split. Returns the line's bytes joined with the chunk once a newline came, else null.
+   */
+  #continueLine(chunk: Buffer): Buffer | null {
+    const max = this.#server.maxLineBytes;
+    if (chunk.indexOf(NL) < 0) {
+      const need = this.#partBytes + chunk.length;
+      if (need > max) {
+        this.#part = null;
+        this.#partBytes = 0;
+        this.#skipping = true;
+      } else {
+        if (need > this.#part!.length) {
+          const grown = Buffer.allocUnsafe(Math.min(max, Math.max(need, 2 * this.#part!.length)));
+          this.#part!.copy(grown, 0, 0, this.#partBytes);
+          this.#part = grown;
+        }
+        chunk.copy(this.#part!, this.#partBytes);
+        this.#partBytes = need;
+      }
+      return null;
+    }
+    const joined = Buffer.concat([this.#part!.subarray(0, this.#partBytes), chunk]);
+    this.#part = null;
+    this.#partBytes = 0;
+    return joined;
+  }
+
+  /** Handles the whole lines of `buf[start, last)` (`last` is a newline's index). */
+  #lines(buf: Buffer, start: number, last: number): void {
+    const max = this.#server.maxLineBytes;
+    // Lines end at an ASCII byte, so the region decodes as whole UTF-8 characters.
+    const text = buf.toString("utf8", start, last);
+    let from = 0;
+    for (;;) {
+      const nl = text.indexOf("\n", from);
+      const line = nl < 0 ? text.slice(from) : text.slice(from, nl);
+      if (line.length > max || (line.length * 3 > max && Buffer.byteLength(line) > max)) {
+        this.#line(null, `line too long (over ${max} bytes); skipped`);
+      } else {
+        this.#line(line, null);
+      }
+      if (nl < 0) break;
+      from = nl + 1;
+    }
   }
 
   /** Handles one line; `error` set means it was refused before parsing. Control lines are not numbered. */
