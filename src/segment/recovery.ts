@@ -212,7 +212,6 @@ async function inspectSegment(
   } finally {
     await fh.close();
   }
-  const start: Checkpoint = { offset: SEGMENT_HEADER_SIZE, skip: 0, delivered: 0 };
   if ("badHeader" in scan) {
     // A segment is created, then its header written and fsynced: a crash in between leaves
     // the newest file shorter than a header. That is an interrupted creation, not damage.
@@ -229,36 +228,8 @@ async function inspectSegment(
         : "quarantine-file",
     };
   }
-  let tail: SegmentReport["tail"] = null;
-  if (scan.stop) {
-    tail = {
-      action: scan.stop.kind === "corrupt" || (scan.stop.kind === "torn" && !newest)
-        ? "quarantine"
-        : "cut",
-      offset: scan.stop.offset,
-      bytes: scan.fileSize - scan.stop.offset,
-      reason: scan.stop.reason,
-    };
-  }
-  let checkpoint = start;
-  let checkpointFile: Checkpoint | null = null;
-  let checkpointProblem: string | null = null;
-  if (typeof found === "string") {
-    checkpointProblem = `unreadable S file: ${found}`;
-  } else if (found !== null) {
-    checkpointFile = found;
-    if (scan.recordsBeforeMark < 0) {
-      checkpointProblem = found.offset > scan.validSize
-        ? `S file points at offset ${found.offset}, past the end of this segment's frames (${scan.validSize} bytes)`
-        : `S file points at offset ${found.offset}, not at a frame start of this segment (${scan.validSize} bytes)`;
-    } else {
-      checkpoint = {
-        offset: found.offset,
-        skip: found.skip,
-        delivered: scan.recordsBeforeMark + found.skip,
-      };
-    }
-  }
+  const tail = tailOf(scan, newest);
+  const { checkpoint, checkpointFile, checkpointProblem } = checkpointOf(found, scan);
   return {
     name,
     firstSeq: scan.firstSeq,
@@ -282,6 +253,59 @@ async function inspectSegment(
     readError: null,
     tail,
     action: checkpoint.delivered >= scan.records ? "remove-delivered" : "keep",
+  };
+}
+
+/**
+ * What follows a segment's last good frame: nothing, a torn tail of the newest segment (what
+ * an interrupted write leaves: cut), or corrupt data (quarantined).
+ */
+function tailOf(scan: ScanResult, newest: boolean): SegmentReport["tail"] {
+  if (!scan.stop) return null;
+  return {
+    action: scan.stop.kind === "corrupt" || (scan.stop.kind === "torn" && !newest)
+      ? "quarantine"
+      : "cut",
+    offset: scan.stop.offset,
+    bytes: scan.fileSize - scan.stop.offset,
+    reason: scan.stop.reason,
+  };
+}
+
+/**
+ * Where delivery of a segment resumes: at its S file's position when that points at a frame
+ * of the segment, else at its start, saying why the S file is not used.
+ */
+function checkpointOf(
+  found: Checkpoint | string | null,
+  scan: ScanResult,
+): Pick<SegmentReport, "checkpoint" | "checkpointFile" | "checkpointProblem"> {
+  const start: Checkpoint = { offset: SEGMENT_HEADER_SIZE, skip: 0, delivered: 0 };
+  if (found === null) return { checkpoint: start, checkpointFile: null, checkpointProblem: null };
+  if (typeof found === "string") {
+    return {
+      checkpoint: start,
+      checkpointFile: null,
+      checkpointProblem: `unreadable S file: ${found}`,
+    };
+  }
+  if (scan.recordsBeforeMark < 0) {
+    return {
+      checkpoint: start,
+      checkpointFile: found,
+      checkpointProblem: found.offset > scan.validSize
+        ? `S file points at offset ${found.offset}, past the end of this segment's frames (${scan.validSize} bytes)`
+        : `S file points at offset ${found.offset}, not at a frame start of this segment (${scan.validSize} bytes)`,
+    };
+  }
+  return {
+    checkpoint: {
+      offset: found.offset,
+      skip: found.skip,
+      delivered: scan.recordsBeforeMark + found.skip,
+    },
+    checkpointFile: found,
+    checkpointProblem: null,
   };
 }
 
@@ -475,30 +499,7 @@ async function recoverSegment(
     await fs.remove(ckptPath);
     return true;
   }
-  if (s.tail?.action === "cut") {
-    const w = await fs.open(path, "append");
-    try {
-      await w.truncate(s.tail.offset);
-      await w.sync();
-    } finally {
-      await w.close();
-    }
-    logger.warn("cut a torn tail off a segment (an interrupted write or footer)", {
-      segment: s.name,
-      offset: s.tail.offset,
-      bytes: s.tail.bytes,
-      reason: s.tail.reason,
-    });
-    out.tornBytes += s.tail.bytes;
-  } else if (s.tail) {
-    out.quarantinedBytes += await quarantineTail(fs, dir, s.name, s.tail.offset);
-    logger.error("corrupt data in segment; moved the rest of the segment to quarantine", {
-      segment: s.name,
-      offset: s.tail.offset,
-      bytes: s.tail.bytes,
-      reason: s.tail.reason,
-    });
-  }
+  if (s.tail) await repairTail(fs, dir, s, s.tail, logger, out);
   if (s.footerProblem !== null) {
     logger.warn("segment footer failed its checks; walked the segment instead", {
       segment: s.name,
@@ -532,6 +533,32 @@ async function recoverSegment(
  * walk reads frame base times only). A failure only costs the next open a walk: it is
  * logged, and what was appended is cut off again.
  */
+/** Cuts a torn tail off a segment, or moves corrupt data to quarantine; logged and counted. */
+async function repairTail(
+  fs: FileSystem,
+  dir: string,
+  s: SegmentReport,
+  tail: NonNullable<SegmentReport["tail"]>,
+  logger: Logger,
+  out: RecoveryOutcome,
+): Promise<void> {
+  const what = { segment: s.name, offset: tail.offset, bytes: tail.bytes, reason: tail.reason };
+  if (tail.action === "quarantine") {
+    out.quarantinedBytes += await quarantineTail(fs, dir, s.name, tail.offset);
+    logger.error("corrupt data in segment; moved the rest of the segment to quarantine", what);
+    return;
+  }
+  const w = await fs.open(`${dir}/${s.name}`, "append");
+  try {
+    await w.truncate(tail.offset);
+    await w.sync();
+  } finally {
+    await w.close();
+  }
+  logger.warn("cut a torn tail off a segment (an interrupted write or footer)", what);
+  out.tornBytes += tail.bytes;
+}
+
 async function addFooter(
   fs: FileSystem,
   path: string,
