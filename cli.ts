@@ -300,13 +300,24 @@ async function run(args: string[]): Promise<number> {
   const config = await loadConfig(flags);
   if (flags["print-config"]) {
     process.stdout.write(JSON.stringify(printableConfig(config), null, 2) + "\n");
+    if (!config.values.brokers?.length) {
+      process.stderr.write('note: run needs brokers (--brokers or "brokers" in the file)\n');
+    }
     return 0;
   }
   const logger: Logger = createLogger({
     level: config.values.log_level,
     format: config.values.log_format,
   });
-  const existed = await guardBufferDir(config, logger);
+  let existed: boolean;
+  try {
+    existed = await guardBufferDir(config, logger);
+  } catch (e) {
+    // The directory cannot even be looked at (ENOTDIR, EACCES...): say which and why.
+    if (typeof (e as { code?: unknown }).code !== "string") throw e;
+    logger.error("cannot start", { error: explainStartError(e, "buffer_dir", config) });
+    return 1;
+  }
   const provider = new KafkaProvider({
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,

@@ -9,6 +9,7 @@
 #   scripts/kafka.sh logs      print the broker log
 #   scripts/kafka.sh wipe      stop and delete the data directory (a data directory made by
 #                              an older version of this script lacks the SASL user: wipe it)
+#   scripts/kafka.sh dir       print the data directory (its tls/ holds the test certificates)
 #
 # Listeners, all on 127.0.0.1:
 #   KAFKA_PORT     PLAINTEXT
@@ -33,7 +34,8 @@
 #
 # Environment:
 #   KAFKA_PORT       client port (default 9092); the other listeners follow it (above)
-#   KAFKA_DATA_DIR   data, pid and log (default ${TMPDIR:-/tmp}/messagebuffer-kafka-$KAFKA_PORT)
+#   KAFKA_DATA_DIR   data, pid and log (default ${TMPDIR:-/tmp}/messagebuffer-kafka-$KAFKA_PORT-<n>,
+#                    n a checksum of this checkout's path: `scripts/kafka.sh dir` prints it)
 #   KAFKA_VERSION    Kafka version resolved from Maven Central (default 4.1.2)
 #   KAFKA_LIBS       jar folder (default ~/.cache/messagebuffer/kafka-$KAFKA_VERSION)
 #   KAFKA_HEAP       broker heap (default 512m)
@@ -49,7 +51,10 @@ tport=$((port + 3))
 mport=$((port + 4))
 xport=$((port + 5))
 version=${KAFKA_VERSION:-4.1.2}
-data=${KAFKA_DATA_DIR:-${TMPDIR:-/tmp}/messagebuffer-kafka-$port}
+# One data directory per checkout and port: a broker another checkout started on the same
+# port is not this one's to stop or wipe (starting then says the port is taken).
+checkout=$(printf %s "$here" | cksum | cut -d' ' -f1)
+data=${KAFKA_DATA_DIR:-${TMPDIR:-/tmp}/messagebuffer-kafka-$port-$checkout}
 libs=${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-$version}
 heap=${KAFKA_HEAP:-512m}
 pidfile=$data/broker.pid
@@ -213,6 +218,7 @@ case "${1:-}" in
   restart) stop; start ;;
   status) if pid_alive; then echo "running $(cat "$pidfile") 127.0.0.1:$port"; else echo stopped; exit 3; fi ;;
   logs) cat "$logfile" ;;
+  dir) echo "$data" ;;
   wipe) stop; rm -rf "$data" ;;
-  *) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

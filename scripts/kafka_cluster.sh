@@ -24,7 +24,8 @@
 #
 # Environment:
 #   KAFKA_CLUSTER_PORT  first broker's port (default 29092)
-#   KAFKA_CLUSTER_DIR   data, pids and logs (default ${TMPDIR:-/tmp}/messagebuffer-cluster-$port)
+#   KAFKA_CLUSTER_DIR   data, pids and logs (default ${TMPDIR:-/tmp}/messagebuffer-cluster-$port-<n>,
+#                       n a checksum of this checkout's path)
 #   KAFKA_VERSION       Kafka version resolved from Maven Central (default 4.1.2)
 #   KAFKA_LIBS          jar folder (default ~/.cache/messagebuffer/kafka-$KAFKA_VERSION)
 #   KAFKA_HEAP          heap of each broker (default 384m; the controller gets 192m)
@@ -35,7 +36,9 @@ port=${KAFKA_CLUSTER_PORT:-29092}
 brokers=3
 cport=$((port + brokers))
 version=${KAFKA_VERSION:-4.1.2}
-data=${KAFKA_CLUSTER_DIR:-${TMPDIR:-/tmp}/messagebuffer-cluster-$port}
+# One data directory per checkout and port (see kafka.sh).
+checkout=$(printf %s "$here" | cksum | cut -d' ' -f1)
+data=${KAFKA_CLUSTER_DIR:-${TMPDIR:-/tmp}/messagebuffer-cluster-$port-$checkout}
 libs=${KAFKA_LIBS:-$HOME/.cache/messagebuffer/kafka-$version}
 heap=${KAFKA_HEAP:-384m}
 
@@ -208,5 +211,5 @@ case "${1:-}" in
   bootstrap) bootstrap ;;
   logs) cat "$(logfile "${2:-1}")" ;;
   wipe) stop; rm -rf "$data" ;;
-  *) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -13,11 +13,12 @@ cat >&2 <<MSG
   messagebuffer is starting with buffer directory $dir and Kafka at 127.0.0.1:$port.
   In another terminal, send it lines (TOPIC<TAB>KEY<TAB>VALUE):
 
-    printf 'demo\tuser-1\thello from messagebuffer\n' | npx deno run -A cli.ts send --buffer-dir $dir
-    npx deno run -A cli.ts status --buffer-dir $dir
+    printf 'demo\tuser-1\thello from messagebuffer\n' | ./messagebuffer send --buffer-dir $dir
+    ./messagebuffer status --buffer-dir $dir
+    ./messagebuffer tail --brokers 127.0.0.1:$port --topic demo --from-beginning --count 1
     curl -s 127.0.0.1:9464/metrics | grep messagebuffer_records
 
   Ctrl-C stops the agent (it finishes the batch in flight and saves its checkpoint).
 
 MSG
-exec node_modules/.bin/deno run -A cli.ts run --brokers "127.0.0.1:$port" --buffer-dir "$dir" --metrics 127.0.0.1:9464 "$@"
+exec ./messagebuffer run --brokers "127.0.0.1:$port" --buffer-dir "$dir" --metrics 127.0.0.1:9464 "$@"

@@ -60,7 +60,7 @@ install -D -m 0644 README.md "$root/usr/share/doc/messagebuffer/README.md"
 install -D -m 0644 LICENSE "$root/usr/share/doc/messagebuffer/copyright"
 # The reference the README links to, and the changelog (compressed, as Debian keeps it).
 if [[ -d docs ]]; then
-  (cd docs && find . -name '*.md' -print0 | xargs -0 -I{} install -D -m 0644 {} "$root/usr/share/doc/messagebuffer/docs/{}")
+  (cd docs && find . -type f -print0 | xargs -0 -I{} install -D -m 0644 {} "$root/usr/share/doc/messagebuffer/docs/{}")
 fi
 if [[ -f CHANGELOG.md ]]; then
   gzip -9nc CHANGELOG.md >"$root/usr/share/doc/messagebuffer/changelog.gz"

@@ -37,7 +37,7 @@ if [[ -z ${MB_TEST_BROKERS:-} ]]; then
   export MB_TEST_SASL_BROKERS=127.0.0.1:$((KAFKA_PORT + 2))
   # Its SSL listeners (one-way, mutual) and their certificates, unless a broker already running
   # was started by an older kafka.sh that made none.
-  tls_dir=${KAFKA_DATA_DIR:-${TMPDIR:-/tmp}/messagebuffer-kafka-$KAFKA_PORT}/tls
+  tls_dir=$(scripts/kafka.sh dir)/tls
   if [[ -f $tls_dir/.complete ]]; then
     export MB_TEST_TLS_BROKERS=127.0.0.1:$((KAFKA_PORT + 3))
     export MB_TEST_MTLS_BROKERS=127.0.0.1:$((KAFKA_PORT + 4))

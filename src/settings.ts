@@ -29,7 +29,7 @@ export const UNITS = { ms: 1, s: 1000, min: 60_000, bytes: 1, MB: MiB } as const
 /** A unit an agent setting is given in. */
 export type Unit = keyof typeof UNITS;
 
-/** Suffixes a time may be written with, in ms. */
+/** Suffixes a time may be written with, in ms; matched without regard to case. */
 export const TIME_SUFFIXES: Readonly<Record<string, number>> = {
   ms: 1,
   s: 1000,
@@ -56,6 +56,11 @@ export const SIZE_SUFFIXES: Readonly<Record<string, number>> = {
   tib: 1024 * 1024 * MiB,
 };
 
+/** How a unit is named to users: `MB` (a plain number of `file_max_size`) is a mebibyte. */
+export function unitLabel(u: Unit): string {
+  return u === "MB" ? "MiB" : u;
+}
+
 /** Whether a unit measures time (else size). */
 export function isTimeUnit(u: Unit): boolean {
   return u === "ms" || u === "s" || u === "min";
@@ -71,12 +76,11 @@ export function parseWithUnit(text: string, unit: Unit): number | null {
   if (!m) return null;
   const [, num, suffix] = m;
   const time = isTimeUnit(unit);
-  const table = time ? TIME_SUFFIXES : SIZE_SUFFIXES;
-  const factor = table[time ? suffix : suffix.toLowerCase()];
+  const factor = (time ? TIME_SUFFIXES : SIZE_SUFFIXES)[suffix.toLowerCase()];
   if (factor === undefined) {
     throw time
-      ? `unknown time unit "${suffix}" (use ms, s, min, h or d, e.g. 500ms or 5s)`
-      : `unknown size unit "${suffix}" (use B, KB, MB, GB, KiB, MiB or GiB, e.g. 16MiB)`;
+      ? `unknown time unit "${suffix}" (use ms, s or sec, m or min, h or d, e.g. 500ms or 5s)`
+      : `unknown size unit "${suffix}" (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB, e.g. 16MiB)`;
   }
   return Number(num) * factor;
 }

@@ -25,7 +25,11 @@ def main() -> int:
     sent = ["#ack"] + lines
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(30)
-        s.connect(path)
+        try:
+            s.connect(path)
+        except OSError as e:
+            print(f"send.py: cannot connect to {path}: {e.strerror} (is the agent running?)", file=sys.stderr)
+            return 1
         s.sendall("".join(line + "\n" for line in sent).encode())
         s.shutdown(socket.SHUT_WR)  # nothing more to send: the agent answers all, then closes
         answers = s.makefile("rb")

@@ -34,6 +34,7 @@ import {
   relationMessage,
   type Spec,
   type Unit,
+  unitLabel,
   UNITS,
 } from "../settings.ts";
 
@@ -134,7 +135,7 @@ function coerce(s: Setting, v: unknown, where: string): unknown {
       }
       if (!Number.isFinite(n)) {
         throw new ConfigError(
-          `${where}: expected a number${s.unit ? ` (${s.unit})` : ""}${
+          `${where}: expected a number${s.unit ? ` (${unitLabel(s.unit)})` : ""}${
             s.unit
               ? `, or one with a unit (${
                 isTimeUnit(s.unit) ? "500ms, 5s, 2min" : "64KiB, 16MiB, 2GB"
@@ -150,7 +151,7 @@ function coerce(s: Setting, v: unknown, where: string): unknown {
       if (n * s.scale < spec.min) {
         throw new ConfigError(
           `${where}: must be at least ${shownMin(spec.min, s.scale)}${
-            s.unit ? ` ${s.unit}` : ""
+            s.unit ? ` ${unitLabel(s.unit)}` : ""
           }, got ${got}`,
         );
       }
@@ -249,7 +250,8 @@ function validate(c: AgentConfig): void {
     const a = SETTINGS.find((s) => s.sets?.section === "engine" && s.sets.option === r.option);
     const b = SETTINGS.find((s) => s.sets?.section === "engine" && s.sets.option === r.other);
     if (!a || !b) continue;
-    const shown = (s: Setting) => `--${s.flag} (${c.values[s.key]}${s.unit ? ` ${s.unit}` : ""})`;
+    const shown = (s: Setting) =>
+      `--${s.flag} (${c.values[s.key]}${s.unit ? ` ${unitLabel(s.unit)}` : ""})`;
     if (breaks(r, { [r.option]: inEngineUnits(a, c), [r.other]: inEngineUnits(b, c) })) {
       throw new ConfigError(relationMessage(r, shown(a), shown(b)));
     }
@@ -261,10 +263,22 @@ function validate(c: AgentConfig): void {
     setting("segmentMaxBytes"),
     setting("lanes"),
   ];
-  const shown = (s: Setting) => `--${s.flag} (${c.values[s.key]}${s.unit ? ` ${s.unit}` : ""})`;
+  const shown = (s: Setting) =>
+    `--${s.flag} (${c.values[s.key]}${s.unit ? ` ${unitLabel(s.unit)}` : ""})`;
   const n = inEngineUnits(lanes, c) as number;
   if (n > 1 && (inEngineUnits(cap, c) as number) < 2 * (inEngineUnits(seg, c) as number) * n) {
     throw new ConfigError(lanesRelationMessage(shown(cap), shown(seg), shown(lanes)));
+  }
+  for (
+    const [flag, address] of [
+      ["metrics", c.values.metrics],
+      ...(c.values.brokers ?? []).map((b) => ["brokers", b]),
+    ] as const
+  ) {
+    const port = address === undefined ? 1 : Number(address.slice(address.lastIndexOf(":") + 1));
+    if (port < 1 || port > 65535) {
+      throw new ConfigError(`--${flag}: port ${port} of "${address}" is not between 1 and 65535`);
+    }
   }
   const { kafka_client: client, compression } = c.values;
   if (client === "kafkajs" && !KAFKAJS_CODECS.has(compression)) {
@@ -403,10 +417,10 @@ export function settingsHelp(): string {
           : s.default
       }]`
       : s.unit
-      ? ` (${s.unit})`
+      ? ` (${unitLabel(s.unit)})`
       : "";
     const plain = s.unit && s.spec.type === "integer"
-      ? ` (a plain number is in ${s.unit === "MB" ? "MiB" : s.unit})`
+      ? ` (a plain number is in ${unitLabel(s.unit)})`
       : "";
     const arg = s.spec.type === "integer" && s.unit
       ? isTimeUnit(s.unit) ? " <time>" : " <size>"
@@ -424,6 +438,8 @@ const ERRNO_MEANING: Readonly<Record<string, string>> = {
   EPERM: "not permitted",
   EROFS: "the file system is read-only",
   ENOTDIR: "a part of the path is a file, not a directory",
+  EEXIST: "a file of that name is in the way (a directory is needed there)",
+  EINVAL: "the system refused the value (for an address: is it one of this host's?)",
   ENOSPC: "the disk is full",
   EADDRINUSE: "the address is in use",
   EADDRNOTAVAIL: "no interface has that address",

@@ -608,6 +608,21 @@ describe("agent (messagebuffer run)", () => {
     }
   });
 
+  it("a buffer directory whose path runs through a file is refused with an ERROR naming the flag", async () => {
+    const r = await runCli(
+      ["run", "--brokers", BROKERS.join(","), "--buffer-dir", "/dev/null/x"],
+      undefined,
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /ERROR cannot start error="--buffer-dir \\"\/dev\/null\/x\\": a part of the path is a file, not a directory \(ENOTDIR/,
+    );
+  });
+
   it("./messagebuffer (the from-source command) passes SIGTERM to the agent, which stops cleanly", {
     skip: process.env.MB_AGENT_BIN ? "the executable has no wrapper" : false,
   }, async () => {

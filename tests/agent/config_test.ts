@@ -28,7 +28,7 @@ describe("agent configuration", () => {
 
   it("takes times and sizes with units, in the config file and on flags; plain numbers keep the unit shown", () => {
     const c = buildConfig(
-      { "file-max-time": "250ms", "total-size": "2GB", "max-line-bytes": "64KiB" },
+      { "file-max-time": "250MS", "total-size": "2GB", "max-line-bytes": "64kib" },
       { file_max_size: "16MiB", prune_frequency: "90s", fsync_interval: "1.5s", close_timeout: 3 },
       {},
     );
@@ -70,6 +70,12 @@ describe("agent configuration", () => {
       /--file-max-time: expected a number \(s\), or one with a unit \(500ms, 5s, 2min\), got "soon"/,
     ],
     [{ "file-max-time": "5x" }, null, /--file-max-time: unknown time unit "x" \(use ms, s/],
+    [
+      { metrics: "localhost:99999" },
+      null,
+      /^--metrics: port 99999 of "localhost:99999" is not between/,
+    ],
+    [{ brokers: "h:0" }, null, /^--brokers: port 0 of "h:0" is not between 1 and 65535$/],
     [{}, { file_max_size: "5s" }, /"file_max_size" in the config file: unknown size unit "s"/],
     [{ "fsync-interval": "0.1ms" }, null, /^--fsync-interval: must be at least 1 ms, got "0.1ms"$/],
     [{ fsync: "sometimes" }, null, /--fsync: must be one of always, interval, never/],
@@ -79,14 +85,14 @@ describe("agent configuration", () => {
     [
       { "total-size": "10", "file-max-size": "8" },
       null,
-      /--total-size \(10 MB\) must be at least twice --file-max-size/,
+      /--total-size \(10 MiB\) must be at least twice --file-max-size/,
     ],
     [{ "socket-mode": "rw" }, null, /--socket-mode: expected octal/],
     [{ brokers: "localhost" }, null, /--brokers: "localhost" is not host:port/],
     [{ metrics: "9464" }, null, /--metrics: expected host:port/],
     [{ "sasl-mechanism": "plain" }, null, /--sasl-mechanism needs --sasl-username/],
     [{ "file-max-time": "-1" }, null, /^--file-max-time: must be at least 0\.001 s, got -1$/],
-    [{ "file-max-size": "0.0005" }, null, /^--file-max-size: must be at least 0\.0009766 MB, got/],
+    [{ "file-max-size": "0.0005" }, null, /^--file-max-size: must be at least 0\.0009766 MiB, got/],
     [{}, { max_record_age: -5 }, /^"max_record_age" in the config file: must be at least 0/],
     [{ "buffer-dir": "" }, null, /^--buffer-dir: expected a non-empty string, got ""$/],
     [{ tls: "yes" }, null, /^--tls: expected true or false, got "yes"$/],
