@@ -908,7 +908,7 @@ describe("agent CLI", () => {
       ],
       [
         ["run", "--brokers", "h:1", "--file-max-time", "5 parsecs"],
-        /^messagebuffer run: --file-max-time: unknown time unit "parsecs" \(use ms, s, min, h or d/m,
+        /^messagebuffer run: --file-max-time: unknown time unit "parsecs" \(use ms, s or sec, m or min, h or d/m,
       ],
       [
         ["run", "--brokers", "h:1", "--fsync", "sometimes"],
