@@ -4,6 +4,7 @@
  *
  * ```text
  * <dir>/LOCK                      the live process holding the directory (its pid)
+ * <dir>/SYNCED                    how far the segment being written was known fsynced
  * <dir>/<20-digit seq>-<id>.seg   segments; <segment>.s their checkpoints (S files)
  * <dir>/dead/                     records Kafka refused for good; dead/replay.log the replay
  *                                 journal; dead/LOCK a replay in progress
@@ -27,6 +28,8 @@ export const LANES_DIR = "lanes";
 export const TOPICS_FILE = `${LANES_DIR}/topics`;
 /** The journal of what was replayed, in the dead-letter folder. */
 export const REPLAY_JOURNAL = `${DEAD_DIR}/replay.log`;
+/** How far the engine knew its segments to be fsynced (`src/checkpoint/sync_mark.ts`). */
+export const SYNC_MARK_FILE = "SYNCED";
 /** The agent's socket in the buffer directory, when no `socket` is given. */
 export const SOCKET_FILE = "messagebuffer.sock";
 

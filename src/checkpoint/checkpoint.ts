@@ -75,14 +75,16 @@ function decodeSlot(b: Uint8Array): Checkpoint | string {
 
 /**
  * Decodes an S file: the newest valid slot and its index, or the reason none can be used.
+ * A piece of a slot after the first (a file of 33 to 63 bytes) is the first write of slot 1,
+ * torn by a power loss: it is not a slot, and slot 0 is read as in a file of one slot.
  */
 export function decodeCheckpoint(b: Uint8Array): { checkpoint: Checkpoint; slot: number } | string {
-  if (b.length !== SLOT_SIZE && b.length !== 2 * SLOT_SIZE) {
+  if (b.length < SLOT_SIZE || b.length > 2 * SLOT_SIZE) {
     return `size ${b.length}, expected ${SLOT_SIZE} or ${2 * SLOT_SIZE}`;
   }
   let best: { checkpoint: Checkpoint; slot: number } | null = null;
   let why = "";
-  for (let slot = 0; slot * SLOT_SIZE < b.length; slot++) {
+  for (let slot = 0; (slot + 1) * SLOT_SIZE <= b.length; slot++) {
     const c = decodeSlot(b.subarray(slot * SLOT_SIZE, (slot + 1) * SLOT_SIZE));
     if (typeof c === "string") {
       why ||= c;
@@ -93,7 +95,7 @@ export function decodeCheckpoint(b: Uint8Array): { checkpoint: Checkpoint; slot:
   return best ?? why;
 }
 
-/** Reads an S file: the checkpoint, null when absent, or the reason it is unusable. */
+/** Reads an S file: the checkpoint, null when absent or empty, or the reason it is unusable. */
 export async function loadCheckpoint(
   fs: FileSystem,
   path: string,
@@ -101,6 +103,11 @@ export async function loadCheckpoint(
   const b = await fs.readFile(path);
   if (b === null) return null;
   const d = decodeCheckpoint(b);
+  // No valid slot in at most one slot's bytes (empty, zeros, a piece of a slot): what a
+  // power cut leaves of an S file whose first write did not reach the disk. It never held
+  // a position (a committed one is a whole slot, never overwritten by the next), so there
+  // is none, and nothing is damaged.
+  if (typeof d === "string" && (b.length <= SLOT_SIZE || b.every((x) => x === 0))) return null;
   return typeof d === "string" ? d : d.checkpoint;
 }
 

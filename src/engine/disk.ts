@@ -148,6 +148,8 @@ export class DiskPath {
     try {
       const r = await recover(fs, o.dir, o.logger);
       const disk = new DiskPath(o, provider, () => lock.release(), r, latency);
+      // Before the first write: what this process writes is not known fsynced until it says.
+      if (disk.#durability.syncFiles) await disk.#ledger.syncedBefore(r.nextSeq);
       disk.#start();
       return disk;
     } catch (e) {

@@ -17,6 +17,13 @@
  */
 
 import { type Checkpoint, CheckpointFile, checkpointFileName } from "../checkpoint/checkpoint.ts";
+import {
+  SYNC_MARK_INTERVAL_MS,
+  type SyncMark,
+  SyncMarkFile,
+  syncMarkOf,
+} from "../checkpoint/sync_mark.ts";
+import { SYNC_MARK_FILE } from "../layout.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import { SEGMENT_HEADER_SIZE } from "../segment/format.ts";
@@ -209,6 +216,14 @@ export class Ledger {
   /** The open S file was written since its last fdatasync (under `interval`). */
   #ckptUnsynced = false;
   readonly #onRoom: Array<() => void> = [];
+  /** The sync mark: its open file, the mark waiting to be written, and the timer that will. */
+  #mark: {
+    file: SyncMarkFile | null;
+    next: SyncMark | null;
+    timer: ReturnType<typeof setTimeout> | null;
+    writing: Promise<void> | null;
+    lastAt: number;
+  } = { file: null, next: null, timer: null, writing: null, lastAt: 0 };
 
   /**
    * The ledger of a directory just recovered: its segments (all sealed: a segment is
@@ -306,6 +321,63 @@ export class Ledger {
   /** No more frames will be appended to `view` (its footer is written). */
   sealed(view: SegmentView): void {
     this.#own(view).sealed = true;
+  }
+
+  /**
+   * `view`'s first `size` bytes are on stable storage (an fsync of it succeeded). The sync
+   * mark says so, at most every {@link SYNC_MARK_INTERVAL_MS}, off the path of writes; a
+   * failed mark write only leaves the mark behind (it is logged at debug, not counted: the
+   * mark informs recovery, it holds no records).
+   */
+  synced(view: SegmentView, size: number): void {
+    this.#mark.next = syncMarkOf(view.name, view.firstSeq, size);
+    this.#scheduleMark();
+  }
+
+  /**
+   * Every segment below sequence number `nextSeq` (all the recovered ones) is on stable
+   * storage, and nothing of a later one is yet: the sync mark says so before this resolves
+   * (the start of a process that fsyncs), so that a power cut before the first data fsync
+   * is judged by it too.
+   */
+  async syncedBefore(nextSeq: number): Promise<void> {
+    this.#mark.next = { firstSeq: nextSeq, nameCrc: 0, synced: 0 };
+    await this.#writeMark();
+  }
+
+  #scheduleMark(): void {
+    const m = this.#mark;
+    if (m.next === null || m.timer !== null || m.writing !== null || this.#closed) return;
+    const wait = Math.max(0, m.lastAt + SYNC_MARK_INTERVAL_MS - Date.now());
+    m.timer = setTimeout(() => {
+      m.timer = null;
+      m.writing = this.#writeMark().finally(() => {
+        m.writing = null;
+        this.#scheduleMark();
+      });
+    }, wait);
+    (m.timer as { unref?: () => void }).unref?.();
+  }
+
+  async #writeMark(): Promise<void> {
+    const m = this.#mark;
+    const mark = m.next;
+    if (mark === null) return;
+    m.next = null;
+    m.lastAt = Date.now();
+    try {
+      if (m.file === null) {
+        const opened = await SyncMarkFile.open(this.#fs, `${this.#dir}/${SYNC_MARK_FILE}`);
+        m.file = opened.file;
+        await m.file.write(mark);
+        if (opened.created) await this.#fs.syncDir(this.#dir);
+      } else await m.file.write(mark);
+    } catch (e) {
+      this.#log.debug("sync mark write failed (recovery then judges by the bytes)", {
+        dir: this.#dir,
+        error: e,
+      });
+    }
   }
 
   /** A write of `records` records failed on a storage error: they were not stored. */
@@ -560,8 +632,15 @@ export class Ledger {
 
   /** Closes the open S file (at close); no S file is written after this. */
   closeFiles(): Promise<void> {
-    return this.serial("close of the S file", () => {
+    return this.serial("close of the S file", async () => {
       this.#closed = true;
+      const m = this.#mark;
+      if (m.timer !== null) clearTimeout(m.timer);
+      m.timer = null;
+      await m.writing;
+      await this.#writeMark();
+      await m.file?.close().catch(() => {});
+      m.file = null;
       return this.#closeCheckpointFile();
     });
   }

@@ -297,6 +297,7 @@ export class SegmentWriter {
       const probing = this.#failure !== null;
       const before = file.size;
       await file.append(bytes, this.#o.durability.ackAfterSync || probing);
+      if (file.syncedSize === file.size) this.#ledger.synced(seg, file.size);
       if (probing) {
         this.#log.warn("storage works again: a fresh segment and a frame were fsynced", {
           segment: seg.name,
@@ -375,6 +376,7 @@ export class SegmentWriter {
       if (this.#o.durability.syncFiles && !broken) {
         try {
           await file.sync();
+          this.#ledger.synced(seg, file.size);
         } catch (e) {
           this.#fail("fsync while sealing", file.name, e);
         }
@@ -390,9 +392,11 @@ export class SegmentWriter {
 
   async #syncActive(): Promise<void> {
     const file = this.#file;
-    if (!file) return;
+    const seg = this.#seg;
+    if (!file || !seg) return;
     try {
       await file.sync();
+      this.#ledger.synced(seg, file.syncedSize);
     } catch (e) {
       this.#fail("fsync of the active segment", file.name, e);
       await this.#roll();

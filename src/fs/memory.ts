@@ -115,9 +115,13 @@ export class MemoryFileSystem implements FileSystem {
 
   /**
    * A new filesystem holding what survives a power loss now. With `torn`, each file keeps a
-   * random prefix of its unsynced tail (`random` returns [0, 1)), as a disk may.
+   * random prefix of its unsynced tail (`random` returns [0, 1)), as a disk may. With
+   * `holes`, it keeps a random part of that tail with a run of zeros inside it: the pages of
+   * the last writes reached the disk out of order, and the file's size got there too.
    */
-  crash(options: { torn?: boolean; random?: () => number } = {}): MemoryFileSystem {
+  crash(
+    options: { torn?: boolean; holes?: boolean; random?: () => number } = {},
+  ): MemoryFileSystem {
     const random = options.random ?? Math.random;
     const next = new MemoryFileSystem();
     next.#dirs = new Set(this.#dirs);
@@ -127,14 +131,17 @@ export class MemoryFileSystem implements FileSystem {
       if (!copy) {
         copy = new MemFile();
         let keep = file.synced;
-        if (options.torn && file.length > file.synced.length) {
+        const from = file.synced.length;
+        if ((options.torn || options.holes) && file.length > from) {
           const current = file.bytes();
-          const prefixOk = current.subarray(0, file.synced.length).every((b, i) =>
-            b === file.synced[i]
-          );
+          const prefixOk = current.subarray(0, from).every((b, i) => b === file.synced[i]);
           if (prefixOk) {
-            const extra = Math.floor(random() * (file.length - file.synced.length + 1));
-            keep = current.slice(0, file.synced.length + extra);
+            const extra = Math.floor(random() * (file.length - from + 1));
+            keep = current.slice(0, from + extra);
+            if (options.holes && extra > 0) {
+              const start = from + Math.floor(random() * extra);
+              keep.fill(0, start, start + 1 + Math.floor(random() * (from + extra - start)));
+            }
           }
         }
         copy.ensure(keep.length);

@@ -11,6 +11,7 @@
  */
 
 import { type Checkpoint, checkpointFileName, loadCheckpoint } from "../checkpoint/checkpoint.ts";
+import { knownSynced, loadSyncMark, markNames } from "../checkpoint/sync_mark.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -22,7 +23,7 @@ import {
   SEGMENT_HEADER_SIZE,
 } from "./format.ts";
 import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
-import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR } from "../layout.ts";
+import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR, SYNC_MARK_FILE } from "../layout.ts";
 
 /** What opening the buffer does with a segment file. */
 export type SegmentAction =
@@ -109,7 +110,7 @@ const TEMP_NAME_RE = /^\d{20}-[0-9a-f]{11,}\.s\.tmp$/;
  * Entries of a buffer directory that are not segments, S files or temp files but belong
  * there: the lock, dead letters, quarantine, the lanes' folder (`src/engine/lanes.ts`).
  */
-const KNOWN_NAMES = new Set([LOCK_FILE, DEAD_DIR, QUARANTINE_DIR, LANES_DIR]);
+const KNOWN_NAMES = new Set([LOCK_FILE, DEAD_DIR, QUARANTINE_DIR, LANES_DIR, SYNC_MARK_FILE]);
 
 /** True for the ingest socket (`*.sock`) and its staging folder while it binds (`.mb-*`). */
 function isSocketEntry(name: string): boolean {
@@ -133,6 +134,12 @@ export async function inspectBuffer(fs: FileSystem, dir: string): Promise<Buffer
     ).sort(),
     nextSeq: 0,
   };
+  // How far the engine knew the segments to be fsynced. A mark that cannot be read leaves
+  // recovery to judge damage by the bytes alone, as without one.
+  const mark = await loadSyncMark(fs, `${dir}/${SYNC_MARK_FILE}`).catch(() => null);
+  const markIndex = mark === null
+    ? -1
+    : segNames.findIndex((s) => markNames(mark, s.name, s.firstSeq));
   // Segments are independent: inspect several at once, so that on a cold cache the disk
   // serves their reads in parallel. The report keeps write order.
   const CONCURRENCY = 16;
@@ -146,6 +153,7 @@ export async function inspectBuffer(fs: FileSystem, dir: string): Promise<Buffer
         firstSeq,
         from + j === segNames.length - 1,
         checkpoints.has(checkpointFileName(name)),
+        knownSynced(mark, markIndex, from + j, firstSeq, SEGMENT_HEADER_SIZE),
       ).catch(async (e): Promise<SegmentReport> => ({
         ...unusable(name, firstSeq, (await fs.stat(`${dir}/${name}`).catch(() => null))?.size ?? 0),
         readError: describeError(e),
@@ -199,6 +207,7 @@ async function inspectSegment(
   nameSeq: number,
   newest: boolean,
   hasCheckpoint: boolean,
+  synced: number | undefined,
 ): Promise<SegmentReport> {
   const found = hasCheckpoint
     ? await loadCheckpoint(fs, `${dir}/${checkpointFileName(name)}`)
@@ -208,7 +217,9 @@ async function inspectSegment(
   let scan: ScanResult | BadHeader;
   let footerProblem: string | null = null;
   try {
-    scan = await summarize(fh, nameSeq, newest, mark, (why) => (footerProblem = why));
+    // A segment that may hold bytes past its last fsync is walked checking every CRC.
+    const verify = newest || (synced !== undefined && synced !== Infinity);
+    scan = await summarize(fh, nameSeq, verify, mark, (why) => (footerProblem = why));
   } finally {
     await fh.close();
   }
@@ -228,7 +239,7 @@ async function inspectSegment(
         : "quarantine-file",
     };
   }
-  const tail = tailOf(scan, newest);
+  const tail = tailOf(scan, newest, synced);
   const { checkpoint, checkpointFile, checkpointProblem } = checkpointOf(found, scan);
   return {
     name,
@@ -257,18 +268,29 @@ async function inspectSegment(
 }
 
 /**
- * What follows a segment's last good frame: nothing, a torn tail of the newest segment (what
- * an interrupted write leaves: cut), or corrupt data (quarantined).
+ * What follows a segment's last good frame: nothing, a torn tail (cut), or corrupt data
+ * (quarantined). What lies past the last fsync the engine knew of (`synced`, from the sync
+ * mark) was never promised to survive a power cut, so damage there is a torn tail whatever
+ * it looks like: zeros, or a hole followed by a later piece of the write, as pages reach
+ * the disk out of order. Without a mark, damage in the newest segment is torn when nothing
+ * that could be a later frame follows it (the scan decides), and corrupt otherwise.
  */
-function tailOf(scan: ScanResult, newest: boolean): SegmentReport["tail"] {
+function tailOf(
+  scan: ScanResult,
+  newest: boolean,
+  synced: number | undefined,
+): SegmentReport["tail"] {
   if (!scan.stop) return null;
+  const { kind, offset, reason } = scan.stop;
+  const unsynced = synced !== undefined && offset >= synced;
+  const torn = unsynced || kind === "footer" || (kind === "torn" && newest);
   return {
-    action: scan.stop.kind === "corrupt" || (scan.stop.kind === "torn" && !newest)
-      ? "quarantine"
-      : "cut",
-    offset: scan.stop.offset,
-    bytes: scan.fileSize - scan.stop.offset,
-    reason: scan.stop.reason,
+    action: torn ? "cut" : "quarantine",
+    offset,
+    bytes: scan.fileSize - offset,
+    reason: unsynced && kind === "corrupt"
+      ? `${reason}, past the last fsync (at ${synced} bytes)`
+      : reason,
   };
 }
 
@@ -287,6 +309,17 @@ function checkpointOf(
       checkpoint: start,
       checkpointFile: null,
       checkpointProblem: `unreadable S file: ${found}`,
+    };
+  }
+  if (found.offset > scan.validSize && scan.frames >= 0) {
+    // In a walked segment (the one being written when the process stopped), frames past the
+    // end were delivered and then lost from the disk: a power cut took writes not fsynced
+    // yet, under `interval`. Every frame left was delivered. (A sealed segment's footer says
+    // where its frames end; an S file past that is not used.)
+    return {
+      checkpoint: { offset: scan.validSize, skip: 0, delivered: scan.records },
+      checkpointFile: found,
+      checkpointProblem: null,
     };
   }
   if (scan.recordsBeforeMark < 0) {
@@ -312,13 +345,13 @@ function checkpointOf(
 /**
  * What recovery needs of a segment. A valid footer answers it with two small reads (and,
  * when an S file points inside the segment, a walk of the frame headers before that point);
- * otherwise the segment is walked: the newest one checking every CRC, sealed ones their frame
- * headers only. `frames` is -1 when the footer was used without a walk.
+ * otherwise the segment is walked: with `verify` (the newest one, and any the sync mark says may
+ * hold unsynced bytes) checking every CRC, else (sealed ones) their frame headers only. `frames` is -1 when the footer was used without a walk.
  */
 async function summarize(
   fh: FileHandle,
   nameSeq: number,
-  newest: boolean,
+  verify: boolean,
   mark: number | undefined,
   footerFailed: (why: string) => void,
 ): Promise<ScanResult | BadHeader> {
@@ -352,7 +385,7 @@ async function summarize(
   } else if (footer !== "no footer") {
     footerFailed(footer);
   }
-  return await scanSegment(fh, { verify: newest, mark });
+  return await scanSegment(fh, { verify, mark });
 }
 
 /** What {@link recover} changed, for the counters. */
@@ -513,6 +546,12 @@ async function recoverSegment(
       { segment: s.name, checkpoint: checkpointFileName(s.name) },
     );
     out.checkpointErrors++;
+  }
+  if (s.checkpointFile !== null && s.checkpointFile.offset > s.validSize) {
+    logger.warn(
+      "S file points past the segment's frames: frames delivered before a power cut did not reach the disk; nothing of the segment is sent again",
+      { segment: s.name, checkpoint: s.checkpointFile.offset, frames: s.validSize },
+    );
   }
   if (s.action === "remove-delivered") {
     // The segment goes first, then its S file, so that a crash in between leaves an S file

@@ -1097,10 +1097,13 @@ describe("agent CLI", () => {
     const first = await readFile(`${t.dir}/${segs[0]}`);
     first[first.length >> 1] ^= 0x10;
     await writeFile(`${t.dir}/${segs[0]}`, first);
-    // A garbage S file for the second, an S file past the end of the third.
-    await writeFile(`${t.dir}/${segs[1].replace(/\.seg$/, ".s")}`, "not a checkpoint at all");
-    const past = new Uint8Array(32);
-    past.set([0x4d, 0x42, 0x43, 0x4b, 0, 0, 0, 1]); // "MBCK", then garbage: unusable either way
+    // A garbage S file for the second and the third.
+    await writeFile(
+      `${t.dir}/${segs[1].replace(/\.seg$/, ".s")}`,
+      "not a checkpoint at all ".repeat(4),
+    );
+    const past = new Uint8Array(64);
+    past.set([0x4d, 0x42, 0x43, 0x4b, 0, 0, 0, 1]); // "MBCK", then garbage: two unusable slots
     await writeFile(`${t.dir}/${segs[2].replace(/\.seg$/, ".s")}`, past);
     // The newest as a power loss leaves it while being written: no footer, a zero-filled tail.
     const newest = `${t.dir}/${segs.at(-1)}`;

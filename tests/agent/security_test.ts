@@ -129,6 +129,7 @@ describe("agent: the buffer directory is owner-only", () => {
         "buffer/LOCK",
         "buffer/N.seg",
         "buffer/N.s",
+        "buffer/SYNCED",
         "buffer/dead",
         "buffer/dead/N.seg",
         "buffer/dead/replay.log",

@@ -76,8 +76,54 @@ describe("S files", () => {
     await fh.append(encodeSlot({ offset: 16, skip: 2, delivered: 2 }));
     await fh.close();
     assert.deepEqual(await loadCheckpoint(fs, PATH), { offset: 16, skip: 2, delivered: 2 });
-    fs.corrupt(PATH, 0, new Uint8Array([0, 0, 0, 0]));
-    assert.match(String(await loadCheckpoint(fs, PATH)), /bad magic/);
     assert.equal(await loadCheckpoint(fs, `${DIR}/missing.s`), null);
   });
+
+  it("names what is wrong with a file of two slots neither of which is valid", async () => {
+    const fs = await fresh();
+    const fh = await fs.open(PATH, "create");
+    await fh.append(encodeSlot({ offset: 16, skip: 2, delivered: 2 }));
+    await fh.append(encodeSlot({ offset: 116, skip: 0, delivered: 9 }));
+    await fh.close();
+    fs.corrupt(PATH, 0, new Uint8Array([0, 0, 0, 0]));
+    fs.corrupt(PATH, 40, new Uint8Array([0xff]));
+    assert.match(String(await loadCheckpoint(fs, PATH)), /bad magic/);
+    const more = await fs.open(PATH, "append");
+    await more.append(new Uint8Array([1]));
+    await more.close();
+    assert.match(String(await loadCheckpoint(fs, PATH)), /size 65, expected 32 or 64/);
+  });
+
+  // What a power cut leaves of an S file whose first write (or the first write of its second
+  // slot) did not reach the disk: the file was created, the data was not all written.
+  it("an S file cut short by a power loss: no position when no slot was whole, else the whole one", async () => {
+    const fs = await fresh();
+    const slot = encodeSlot({ offset: 116, skip: 1, delivered: 7 });
+    const cases: Array<[string, Uint8Array, unknown]> = [
+      ["empty (created, its first write lost)", new Uint8Array(0), null],
+      ["zeros where the first slot goes", new Uint8Array(32), null],
+      ["a piece of the first slot", slot.slice(0, 19), null],
+      ["the first slot with a hole", Uint8Array.from(slot).fill(0, 8, 20), null],
+      ["64 zero bytes", new Uint8Array(64), null],
+      ["slot 0, then a piece of slot 1", concat(slot, slot.slice(0, 17)), {
+        offset: 116,
+        skip: 1,
+        delivered: 7,
+      }],
+    ];
+    for (const [what, bytes, expected] of cases) {
+      await fs.remove(PATH);
+      const fh = await fs.open(PATH, "create");
+      await fh.append(bytes);
+      await fh.close();
+      assert.deepEqual(await loadCheckpoint(fs, PATH), expected, what);
+    }
+  });
 });
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -366,7 +366,7 @@ describe("MessageBuffer", () => {
     assert.equal(p1.received.length, 5);
     await closeBuffer(b1);
     const sFile = (await readdir(dir)).find((n) => n.endsWith(".s"))!;
-    await writeFile(`${dir}/${sFile}`, "garbage");
+    await writeFile(`${dir}/${sFile}`, "garbage ".repeat(8));
     const lines: string[] = [];
     const p2 = new RecordingProvider();
     const b2 = await MessageBuffer.open({
