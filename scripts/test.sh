@@ -131,8 +131,16 @@ if [[ $# -eq 0 ]]; then
     $bin/deno run -A scripts/crash_loop.ts --kills 20 --outage-every 7 --prune-every 9 --quiet || status=1
     $bin/deno run -A scripts/crash_loop.ts --kills 20 --outage-every 7 --prune-every 9 --quiet \
       --exe "$exe" || status=1
+    # The power-cut loop (the executable on pcfs, a FUSE file system that drops, tears or
+    # reorders unsynced writes; see scripts/powercut_loop.ts). It says SKIPPED without root,
+    # /dev/fuse or Go.
+    echo "== power-cut loop: 12 cuts under --fsync always, 12 under interval" >&2
+    for policy in always interval; do
+      $bin/deno run -A scripts/powercut_loop.ts --cuts 12 --fsync $policy --exe "$exe" --quiet ||
+        status=1
+    done
   else
-    echo "== crash loop skipped: the broker at $MB_TEST_BROKERS is not one scripts/kafka.sh runs" >&2
+    echo "== crash and power-cut loops skipped: the broker at $MB_TEST_BROKERS is not one scripts/kafka.sh runs" >&2
   fi
   rm -rf "$(dirname "$exe")"
   # The release (tarball and .deb) and the package installed as a host would (root only).

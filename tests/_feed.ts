@@ -46,8 +46,9 @@ export interface FeedCheck {
   /** Records in the topic, by its offsets. */
   total: number;
   consumed: number;
-  /** Acknowledged records not in Kafka. */
+  /** Acknowledged records not in Kafka, and their ids. */
   missing: number;
+  missingIds: string[];
   /** Of those, acknowledged in a life after `lastPruneLife`. */
   missingAfterPrune: number;
   /** Records whose bytes differ from what was sent, or that no client sent. */
@@ -69,8 +70,8 @@ export interface FeedCheck {
 /** See the module doc. */
 export class Feed {
   readonly #o: FeedOptions;
-  /** id ("c.seq") → digest and the life it was acknowledged in. */
-  readonly acked = new Map<string, { d: string; life: number }>();
+  /** id ("c.seq") → digest, the life it was acknowledged in, and when (ms since the epoch). */
+  readonly acked = new Map<string, { d: string; life: number; at: number }>();
   /** Sent but never answered (the agent died first): may or may not be in Kafka. */
   readonly unknown = new Map<string, string>();
   /** Answered with an error: must not be in Kafka. */
@@ -176,7 +177,7 @@ export class Feed {
         if (p === undefined) throw new Error(`client ${c}: an answer with no line: ${answer}`);
         if (p === null) continue;
         this.unknown.delete(p.id);
-        if (answer === "ok") this.acked.set(p.id, { d: p.d, life });
+        if (answer === "ok") this.acked.set(p.id, { d: p.d, life, at: Date.now() });
         else this.errored.add(p.id);
       }
       wake();
@@ -289,9 +290,11 @@ export class Feed {
     await consumer.disconnect();
 
     let missing = 0, missingAfterPrune = 0, duplicates = 0, unknownDelivered = 0;
+    const missingIds: string[] = [];
     for (const [id, a] of this.acked) {
       if (!seen.has(id)) {
         missing++;
+        missingIds.push(id);
         if (a.life > lastPruneLife) missingAfterPrune++;
       }
     }
@@ -303,6 +306,7 @@ export class Feed {
       total,
       consumed,
       missing,
+      missingIds,
       missingAfterPrune,
       corrupt,
       reordered,

@@ -219,7 +219,7 @@ export class Ledger {
   /** The sync mark: its open file, the mark waiting to be written, and the timer that will. */
   #mark: {
     file: SyncMarkFile | null;
-    next: SyncMark | null;
+    next: SyncMark | { view: SegmentView; size: number } | null;
     timer: ReturnType<typeof setTimeout> | null;
     writing: Promise<void> | null;
     lastAt: number;
@@ -330,7 +330,8 @@ export class Ledger {
    * mark informs recovery, it holds no records).
    */
   synced(view: SegmentView, size: number): void {
-    this.#mark.next = syncMarkOf(view.name, view.firstSeq, size);
+    // Only noted here (once per frame under "always"); encoded when written.
+    this.#mark.next = { view, size };
     this.#scheduleMark();
   }
 
@@ -361,8 +362,9 @@ export class Ledger {
 
   async #writeMark(): Promise<void> {
     const m = this.#mark;
-    const mark = m.next;
-    if (mark === null) return;
+    const next = m.next;
+    if (next === null) return;
+    const mark = "view" in next ? syncMarkOf(next.view.name, next.view.firstSeq, next.size) : next;
     m.next = null;
     m.lastAt = Date.now();
     try {
@@ -373,7 +375,7 @@ export class Ledger {
         if (opened.created) await this.#fs.syncDir(this.#dir);
       } else await m.file.write(mark);
     } catch (e) {
-      this.#log.debug("sync mark write failed (recovery then judges by the bytes)", {
+      this.#log.debug("sync mark write failed; the mark on disk stays behind", {
         dir: this.#dir,
         error: e,
       });
