@@ -11,6 +11,7 @@ import { inspectBuffer } from "../segment/recovery.ts";
 import { readJournal } from "./journal.ts";
 import { laneNumbers } from "../engine/lanes.ts";
 import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR } from "../layout.ts";
+import { lockHolderRuns, parseLock } from "../process.ts";
 
 /** One segment as `status` shows it: what opening the buffer would resume from. */
 export interface SegmentStatus {
@@ -92,8 +93,8 @@ export async function lockHolder(
   pidAlive: (pid: number) => boolean,
 ): Promise<{ pid: number; running: boolean } | null> {
   const lock = await fs.readFile(`${dir}/${LOCK_FILE}`).catch(() => null);
-  const pid = lock ? Number.parseInt(new TextDecoder().decode(lock), 10) : NaN;
-  return Number.isInteger(pid) ? { pid, running: pidAlive(pid) } : null;
+  const found = lock ? parseLock(new TextDecoder().decode(lock)) : null;
+  return found?.complete ? { pid: found.pid, running: lockHolderRuns(found, pidAlive) } : null;
 }
 
 async function laneStatus(

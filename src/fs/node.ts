@@ -13,7 +13,7 @@ import { constants, promises as fsp } from "node:fs";
 import { dirname, resolve } from "node:path";
 import process from "node:process";
 import { LockedError } from "../errors.ts";
-import { pidIsAlive } from "../process.ts";
+import { type LockContent, lockHolderRuns, lockLine, parseLock } from "../process.ts";
 import type { DirLock, FileHandle, FileSystem } from "./types.ts";
 import { LOCK_FILE } from "../layout.ts";
 
@@ -148,45 +148,65 @@ export class NodeFileSystem implements FileSystem {
   }
   async lock(dir: string): Promise<DirLock> {
     const path = `${dir}/${LOCK_FILE}`;
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        const fh = await fsp.open(path, "wx", FILE_MODE);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const fh = await fsp.open(path, "wx", FILE_MODE).catch((e) => {
+        if ((e as { code?: string }).code !== "EEXIST") throw e;
+        return null;
+      });
+      if (fh) {
+        let mine = false;
         try {
           await fh.chmod(FILE_MODE);
-          await fh.writeFile(`${process.pid}\n`);
+          await fh.writeFile(lockLine());
+          // Another process may have found this file empty, judged it stale and replaced it
+          // while it was being written: it is ours only if the path still names it.
+          mine = (await fsp.stat(path).catch(() => null))?.ino === (await fh.stat()).ino;
         } finally {
           await fh.close();
         }
+        if (!mine) continue;
         heldLocks.add(path);
         return {
           release: async () => {
             heldLocks.delete(path);
-            const holder = await readPid(path);
-            if (holder === process.pid) await fsp.rm(path, { force: true });
+            const holder = await readLock(path);
+            if (holder?.complete && holder.pid === process.pid) await fsp.rm(path, { force: true });
           },
         };
-      } catch (e) {
-        if ((e as { code?: string }).code !== "EEXIST") throw e;
       }
-      const holder = await readPid(path);
-      if (holder === process.pid && heldLocks.has(path)) throw new LockedError(dir, holder);
-      if (holder !== null && holder !== process.pid && pidIsAlive(holder)) {
-        throw new LockedError(dir, holder);
+      let holder = await readLock(path);
+      if (holder !== null && !holder.complete) {
+        // Part of a line: a holder writing it right now, or what a power cut left of it.
+        // A live holder completes its line at once; one that stays cut short is stale.
+        await new Promise((r) => setTimeout(r, LOCK_SETTLE_MS));
+        holder = await readLock(path);
       }
-      // Stale: the holder is gone, the file is unreadable, or it names our own pid from an
-      // earlier life (pid reuse, e.g. pid 1 in a container). Remove and try again; of two
-      // processes racing here, the exclusive create lets only one win.
+      if (holder === null) continue; // removed meanwhile: try to create it again
+      if (holder.complete) {
+        const ours = holder.pid === process.pid;
+        if (ours && heldLocks.has(path)) throw new LockedError(dir, holder.pid);
+        if (!ours && lockHolderRuns(holder)) throw new LockedError(dir, holder.pid);
+      }
+      // Stale: the holder is gone, ran in an earlier boot, the line was cut short, or it
+      // names our own pid from an earlier life (pid reuse, e.g. pid 1 in a container).
+      // Remove and try again; of two processes racing here, the exclusive create and the
+      // check above let only one win.
       await fsp.rm(path, { force: true });
     }
-    throw new LockedError(dir, (await readPid(path)) ?? -1);
+    const last = await readLock(path);
+    throw new LockedError(dir, last?.complete ? last.pid : -1);
   }
 }
 
-async function readPid(path: string): Promise<number | null> {
+/** How long a `LOCK` cut short may stay so before it is taken for stale. */
+const LOCK_SETTLE_MS = 200;
+
+/** A `LOCK` file's content, or null when there is none. */
+async function readLock(path: string): Promise<LockContent | null> {
   try {
-    const n = Number.parseInt(await fsp.readFile(path, "utf8"), 10);
-    return Number.isInteger(n) && n > 0 ? n : null;
-  } catch {
-    return null;
+    return parseLock(await fsp.readFile(path, "utf8"));
+  } catch (e) {
+    if ((e as { code?: string }).code === "ENOENT") return null;
+    return { complete: false };
   }
 }

@@ -3,8 +3,10 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { chmod, mkdir, stat } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { chmod, mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import process from "node:process";
+import { LockedError } from "../../mod.ts";
 import { NodeFileSystem } from "../../src/fs/node.ts";
 import { tempDir } from "../_helpers.ts";
 
@@ -63,6 +65,63 @@ describe("NodeFileSystem permissions", () => {
       assert.equal(await modeOf(`${t.dir}/old/x`), "640");
     } finally {
       await t.cleanup();
+    }
+  });
+});
+
+// The directory lock after a power cut: its LOCK file may be cut short (its write never
+// reached the disk) or name a pid that a process of the new boot now has.
+describe("NodeFileSystem lock", () => {
+  const fs = new NodeFileSystem();
+  const live = process.ppid; // a process that runs now, not this one
+  const boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+
+  async function withLock(content: string, fn: (dir: string) => Promise<void>) {
+    const t = await tempDir();
+    try {
+      await writeFile(`${t.dir}/LOCK`, content);
+      await fn(t.dir);
+    } finally {
+      await t.cleanup();
+    }
+  }
+
+  it("writes its pid and this boot's id, and removes the file on release", async () => {
+    await withLock("", async (dir) => {
+      await rm(`${dir}/LOCK`);
+      const lock = await fs.lock(dir);
+      assert.equal(await readFile(`${dir}/LOCK`, "utf8"), `${process.pid} ${boot}\n`);
+      await assert.rejects(fs.lock(dir), LockedError);
+      await lock.release();
+      await assert.rejects(stat(`${dir}/LOCK`), /ENOENT/);
+    });
+  });
+
+  it("refuses a directory whose LOCK names a live process of this boot, in either format", async () => {
+    for (const content of [`${live} ${boot}\n`, `${live}\n`]) {
+      await withLock(content, async (dir) => {
+        await assert.rejects(fs.lock(dir), (e) => {
+          assert.ok(e instanceof LockedError);
+          assert.match(e.message, new RegExp(`in use by process ${live}\\b`));
+          return true;
+        });
+      });
+    }
+  });
+
+  it("takes over a LOCK cut short by a power cut, or one of an earlier boot naming a live pid", async () => {
+    const cases = {
+      "empty": "",
+      "a piece of the line (the pid 2, alive, is a prefix of it)": "2",
+      "zeros": "\0\0\0\0\0\0",
+      "an earlier boot": `${live} 00000000-0000-4000-8000-000000000000\n`,
+    };
+    for (const [what, content] of Object.entries(cases)) {
+      await withLock(content, async (dir) => {
+        const lock = await fs.lock(dir);
+        assert.equal(await readFile(`${dir}/LOCK`, "utf8"), `${process.pid} ${boot}\n`, what);
+        await lock.release();
+      });
     }
   });
 });

@@ -189,13 +189,15 @@ func cut(mode string, seed int64) (files, kept, dropped int64, err error) {
 		default:
 			return 0, 0, 0, fmt.Errorf("unknown mode %q (drop, prefix, holes, reorder)", mode)
 		}
+		var all, k int64
 		for _, o := range ov.ops {
-			dropped += int64(len(o.data))
+			all += int64(len(o.data))
 		}
 		for _, o := range keep {
-			kept += int64(len(o.data))
+			k += int64(len(o.data))
 		}
-		dropped -= kept
+		kept += k
+		dropped += all - k
 		if err := write(ov.fd, keep); err != nil {
 			return 0, 0, 0, err
 		}
