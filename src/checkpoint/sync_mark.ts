@@ -5,7 +5,9 @@
  * starts (before its first write), the first sequence number it will write, with checksum 0:
  * every segment below it is on stable storage, nothing of a later one is known to be. The
  * ledger writes it in place after data fsyncs (at most every {@link SYNC_MARK_INTERVAL_MS}, fdatasynced), two slots in
- * turn like an S file, so that a torn write spoils only the slot it went to.
+ * turn like an S file, so that a torn write spoils only the slot it went to. Each slot carries
+ * a write count: the valid slot with the higher count is the mark (sequence numbers start
+ * over at 0 when a process opens an empty directory, so they cannot tell which is newer).
  *
  * Recovery tells a torn tail from corruption by it, from what the fsync policy promised
  * rather than from what the bytes look like: nothing past the last fsync the engine knew of
@@ -17,9 +19,9 @@
  * window is classified.
  *
  * ```
- * Slot (32 bytes): 0 magic "MBSY" | 4 version (1) | 5 reserved (3) | 8 first sequence number of
- * the segment (u64 BE) | 16 synced size (u64 BE) | 24 CRC32C of the segment's file name |
- * 28 CRC32C of bytes [0, 28)
+ * Slot (40 bytes): 0 magic "MBSY" | 4 version (1) | 5 reserved (3) | 8 write count (u64 BE) |
+ * 16 first sequence number of the segment (u64 BE) | 24 synced size (u64 BE) | 32 CRC32C of
+ * the segment's file name | 36 CRC32C of bytes [0, 36)
  * ```
  *
  * @module
@@ -31,7 +33,7 @@ import type { FileHandle, FileSystem } from "../fs/types.ts";
 
 const MAGIC = 0x4d425359;
 const VERSION = 1;
-const SLOT_SIZE = 32;
+const SLOT_SIZE = 40;
 const textEncoder = new TextEncoder();
 
 /** At most one sync mark write in this period (it follows the data's fsyncs). */
@@ -50,35 +52,36 @@ export function syncMarkOf(name: string, firstSeq: number, synced: number): Sync
   return { firstSeq, nameCrc: crc32c(b, 0, b.length), synced };
 }
 
-function encodeSlot(m: SyncMark): Uint8Array {
+function encodeSlot(m: SyncMark, count: number): Uint8Array {
   const b = new Uint8Array(SLOT_SIZE);
   const v = new DataView(b.buffer);
   v.setUint32(0, MAGIC);
   b[4] = VERSION;
-  writeU64(v, 8, m.firstSeq);
-  writeU64(v, 16, m.synced);
-  v.setUint32(24, m.nameCrc);
-  v.setUint32(28, crc32c(b, 0, 28));
+  writeU64(v, 8, count);
+  writeU64(v, 16, m.firstSeq);
+  writeU64(v, 24, m.synced);
+  v.setUint32(32, m.nameCrc);
+  v.setUint32(36, crc32c(b, 0, 36));
   return b;
 }
 
-function decodeSlot(b: Uint8Array): SyncMark | null {
+function decodeSlot(b: Uint8Array): { mark: SyncMark; count: number } | null {
   if (b.length < SLOT_SIZE) return null;
   const v = new DataView(b.buffer, b.byteOffset, SLOT_SIZE);
   if (v.getUint32(0) !== MAGIC || b[4] !== VERSION) return null;
-  if (crc32c(b, 0, 28) !== v.getUint32(28)) return null;
-  return { firstSeq: readU64(v, 8), synced: readU64(v, 16), nameCrc: v.getUint32(24) };
+  if (crc32c(b, 0, 36) !== v.getUint32(36)) return null;
+  return {
+    count: readU64(v, 8),
+    mark: { firstSeq: readU64(v, 16), synced: readU64(v, 24), nameCrc: v.getUint32(32) },
+  };
 }
 
-/** The newest valid slot of a sync mark file's bytes, with its index; null when none is. */
-function decodeSyncMark(b: Uint8Array): { mark: SyncMark; slot: number } | null {
-  let best: { mark: SyncMark; slot: number } | null = null;
+/** The valid slot written last, with its index and write count; null when none is valid. */
+function decodeSyncMark(b: Uint8Array): { mark: SyncMark; slot: number; count: number } | null {
+  let best: { mark: SyncMark; slot: number; count: number } | null = null;
   for (let slot = 0; (slot + 1) * SLOT_SIZE <= b.length && slot < 2; slot++) {
-    const m = decodeSlot(b.subarray(slot * SLOT_SIZE, (slot + 1) * SLOT_SIZE));
-    if (!m) continue;
-    const newer = !best || m.firstSeq > best.mark.firstSeq ||
-      (m.firstSeq === best.mark.firstSeq && m.synced > best.mark.synced);
-    if (newer) best = { mark: m, slot };
+    const d = decodeSlot(b.subarray(slot * SLOT_SIZE, (slot + 1) * SLOT_SIZE));
+    if (d && (!best || d.count > best.count)) best = { ...d, slot };
   }
   return best;
 }
@@ -119,10 +122,12 @@ export function knownSynced(
 export class SyncMarkFile {
   readonly #fh: FileHandle;
   #slot: number;
+  #count: number;
 
-  private constructor(fh: FileHandle, slot: number) {
+  private constructor(fh: FileHandle, slot: number, count: number) {
     this.#fh = fh;
     this.#slot = slot;
+    this.#count = count;
   }
 
   /** Opens (creating when missing) the sync mark at `path`; `created` says which. */
@@ -132,18 +137,23 @@ export class SyncMarkFile {
   ): Promise<{ file: SyncMarkFile; created: boolean }> {
     const found = await fs.readFile(path);
     if (found !== null) {
+      // Write over the slot that does not hold the mark, with a higher count.
       const d = decodeSyncMark(found);
       const fh = await fs.open(path, "append");
-      return { file: new SyncMarkFile(fh, d === null ? 0 : 1 - d.slot), created: false };
+      return {
+        file: new SyncMarkFile(fh, d === null ? 0 : 1 - d.slot, (d?.count ?? 0) + 1),
+        created: false,
+      };
     }
-    return { file: new SyncMarkFile(await fs.open(path, "create"), 0), created: true };
+    return { file: new SyncMarkFile(await fs.open(path, "create"), 0, 1), created: true };
   }
 
   /** Writes `m` to the next slot and fdatasyncs it. */
   async write(m: SyncMark): Promise<void> {
-    await this.#fh.writeAt(encodeSlot(m), this.#slot * SLOT_SIZE);
+    await this.#fh.writeAt(encodeSlot(m, this.#count), this.#slot * SLOT_SIZE);
     await this.#fh.sync();
     this.#slot = 1 - this.#slot;
+    this.#count++;
   }
 
   close(): Promise<void> {

@@ -221,7 +221,7 @@ export class Ledger {
     file: SyncMarkFile | null;
     next: SyncMark | { view: SegmentView; size: number } | null;
     timer: ReturnType<typeof setTimeout> | null;
-    writing: Promise<void> | null;
+    writing: Promise<unknown> | null;
     lastAt: number;
   } = { file: null, next: null, timer: null, writing: null, lastAt: 0 };
 
@@ -343,7 +343,13 @@ export class Ledger {
    */
   async syncedBefore(nextSeq: number): Promise<void> {
     this.#mark.next = { firstSeq: nextSeq, nameCrc: 0, synced: 0 };
-    await this.#writeMark();
+    if (await this.#writeMark()) return;
+    // A mark from before (sequence numbers may start over at 0) must not judge this
+    // process's segments: without one, recovery judges by the bytes.
+    const m = this.#mark;
+    await m.file?.close().catch(() => {});
+    m.file = null;
+    await this.#fs.remove(`${this.#dir}/${SYNC_MARK_FILE}`).catch(() => {});
   }
 
   #scheduleMark(): void {
@@ -360,10 +366,11 @@ export class Ledger {
     (m.timer as { unref?: () => void }).unref?.();
   }
 
-  async #writeMark(): Promise<void> {
+  /** Writes the waiting mark; false when that failed (logged at debug). */
+  async #writeMark(): Promise<boolean> {
     const m = this.#mark;
     const next = m.next;
-    if (next === null) return;
+    if (next === null) return true;
     const mark = "view" in next ? syncMarkOf(next.view.name, next.view.firstSeq, next.size) : next;
     m.next = null;
     m.lastAt = Date.now();
@@ -374,11 +381,13 @@ export class Ledger {
         await m.file.write(mark);
         if (opened.created) await this.#fs.syncDir(this.#dir);
       } else await m.file.write(mark);
+      return true;
     } catch (e) {
       this.#log.debug("sync mark write failed; the mark on disk stays behind", {
         dir: this.#dir,
         error: e,
       });
+      return false;
     }
   }
 

@@ -29,7 +29,7 @@ describe("sync mark", () => {
     assert.equal((await loadSyncMark(fs, PATH))?.synced, 11000);
     // A power cut tears the last write: part of slot 0 reads as zeros.
     const after = fs.crash();
-    after.corrupt(PATH, 12, new Uint8Array(10));
+    after.corrupt(PATH, 12, new Uint8Array(10)); // slot 0
     const mark = await loadSyncMark(after, PATH);
     assert.equal(mark?.synced, 9000);
     assert.ok(mark && markNames(mark, SEG, 100));
@@ -41,6 +41,14 @@ describe("sync mark", () => {
     assert.equal((await loadSyncMark(after, PATH))?.synced, 12000);
     await again.file.write(syncMarkOf(SEG, 100, 13000));
     assert.equal((await loadSyncMark(after, PATH))?.synced, 13000);
+    // The directory emptied and a process started over at sequence number 0: its mark is the
+    // one written last, not the one with the higher sequence number.
+    const restarted = await SyncMarkFile.open(after, PATH);
+    await restarted.file.write({ firstSeq: 0, nameCrc: 0, synced: 0 });
+    assert.deepEqual(await loadSyncMark(after, PATH), { firstSeq: 0, nameCrc: 0, synced: 0 });
+    const reopened = await SyncMarkFile.open(after, PATH);
+    await reopened.file.write(syncMarkOf(SEG, 0, 500));
+    assert.equal((await loadSyncMark(after, PATH))?.synced, 500);
   });
 
   it("says how far each segment was known fsynced: all before the marked one, its size, nothing after", () => {

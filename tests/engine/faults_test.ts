@@ -530,6 +530,37 @@ describe("what a power cut leaves", () => {
     assert.deepEqual(logged(first, "ERROR", ""), []);
   });
 
+  it('fsync "interval": the same, in a process that started on an emptied directory (sequence numbers start over at 0)', async () => {
+    const fs0 = new MemoryFileSystem();
+    const interval = { fsync: "interval" as const, fsyncIntervalMs: 60_000 };
+    // A first run delivers everything: its segments are gone, its last mark names one of
+    // them, far past sequence number 0.
+    const p = new RecordingProvider();
+    const a = await MessageBuffer.open(opts(fs0, p, interval));
+    for (const v of ALL) await a.write("t", v);
+    await a.drained(5000);
+    await a.close();
+    assert.deepEqual(await layout(fs0), []);
+    // The next starts over at 0 and writes 30 records the periodic fsync never covers.
+    p.down = true;
+    const b = await MessageBuffer.open(opts(fs0, p, { segmentMaxBytes: 64 * 1024, ...interval }));
+    for (const v of range(0, 30)) await b.write("t", v);
+    const [seg] = await layout(fs0);
+    assert.equal(seg.first, 0);
+    const written = fs0.peek(seg.path)!;
+    const fs = fs0.crash();
+    await b.close();
+    const tail = written.slice(SEGMENT_HEADER_SIZE);
+    tail.fill(0, 0, seg.frames[1].offset + 5 - SEGMENT_HEADER_SIZE);
+    await rewrite(fs, seg.path, concat(written.subarray(0, SEGMENT_HEADER_SIZE), tail));
+
+    const first = await openAndDeliver(fs, interval);
+    assert.deepEqual(first.got, []);
+    assert.equal(first.counters.quarantinedBytes, 0);
+    assert.equal(first.counters.tornBytes, written.length - SEGMENT_HEADER_SIZE);
+    assert.deepEqual(logged(first, "ERROR", ""), []);
+  });
+
   it("a 0-byte S file (its creation interrupted): the segment is delivered from its start, no checkpoint error", async () => {
     const fs = new MemoryFileSystem();
     await backlog(fs);

@@ -292,17 +292,36 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
 	}
-	return ch, &file{fd: fd, ino: ch.StableAttr().Ino}, fuse.FOPEN_DIRECT_IO, 0
+	ino := ch.StableAttr().Ino
+	// A new file: the inode number may be that of a removed file whose unsynced writes are
+	// still kept. They belong to that file, gone with it (as its page cache would be).
+	mu.Lock()
+	if ov := overlays[ino]; ov != nil {
+		if ov.fd >= 0 {
+			syscall.Close(ov.fd)
+		}
+		delete(overlays, ino)
+	}
+	mu.Unlock()
+	return ch, &file{fd: fd, ino: ino}, fuse.FOPEN_DIRECT_IO, 0
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if isDead() {
 		return nil, 0, syscall.EIO
 	}
+	trunc := flags&syscall.O_TRUNC != 0
 	flags = flags &^ (syscall.O_APPEND | syscall.O_TRUNC | fuse.FMODE_EXEC)
 	fd, err := syscall.Open(n.backingPath(), int(flags), 0)
 	if err != nil {
 		return nil, 0, fs.ToErrno(err)
+	}
+	if trunc {
+		// O_TRUNC is a truncation: it waits for fsync like a write.
+		mu.Lock()
+		ov := overlayOf(n.StableAttr().Ino, fd)
+		ov.ops = append(ov.ops, op{trunc: 0})
+		mu.Unlock()
 	}
 	return &file{fd: fd, ino: n.StableAttr().Ino}, fuse.FOPEN_DIRECT_IO, 0
 }
