@@ -150,6 +150,7 @@ export class DiskPath {
       const disk = new DiskPath(o, provider, () => lock.release(), r, latency);
       // Before the first write: what this process writes is not known fsynced until it says.
       if (disk.#durability.syncFiles) await disk.#ledger.syncedBefore(r.nextSeq);
+      else await disk.#ledger.forgetSyncMark();
       disk.#start();
       return disk;
     } catch (e) {

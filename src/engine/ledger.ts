@@ -3,13 +3,15 @@
  * buffer (`ledger.rs`). It holds the ordered list of segments with how far each is written
  * and acknowledged, the counters, the bytes on disk, and the metadata queue: the one place
  * that changes files other than the active segment (S files, deletions, quarantine), one
- * change at a time, in order.
+ * change at a time, in order. It also keeps the sync mark (`SYNCED`,
+ * `src/checkpoint/sync_mark.ts`): how far the writer's fsyncs got, which recovery uses to
+ * tell a torn tail from corruption.
  *
  * It is the only owner of that state. The writer, the sender and retention tell it what
  * happened, through methods named for it (`appended`, `sealed`, `delivered`, `pruned`,
  * `expired`, `writeFailed`, `sendFailed`, `storageFailed`...), and read it through read-only
  * views ({@link SegmentView}, `Readonly<Counters>`): the type checker refuses an assignment
- * anywhere else, and `tests/engine/ownership_test.ts` greps for one. So the invariant that
+ * anywhere else, and `tests/architecture_test.ts` greps for one. So the invariant that
  * the counters and the backlog add up (the model test's) lives in this file: each record is
  * counted once, here.
  *
@@ -343,9 +345,16 @@ export class Ledger {
    */
   async syncedBefore(nextSeq: number): Promise<void> {
     this.#mark.next = { firstSeq: nextSeq, nameCrc: 0, synced: 0 };
-    if (await this.#writeMark()) return;
-    // A mark from before (sequence numbers may start over at 0) must not judge this
-    // process's segments: without one, recovery judges by the bytes.
+    if (!(await this.#writeMark())) await this.forgetSyncMark();
+  }
+
+  /**
+   * Removes the sync mark (best effort): at the start of a process that does not fsync
+   * (`never`), or after its first mark failed. A mark from before (sequence numbers may start
+   * over at 0) must not judge this process's segments: without one, recovery judges by the
+   * bytes.
+   */
+  async forgetSyncMark(): Promise<void> {
     const m = this.#mark;
     await m.file?.close().catch(() => {});
     m.file = null;

@@ -345,8 +345,9 @@ function checkpointOf(
 /**
  * What recovery needs of a segment. A valid footer answers it with two small reads (and,
  * when an S file points inside the segment, a walk of the frame headers before that point);
- * otherwise the segment is walked: with `verify` (the newest one, and any the sync mark says may
- * hold unsynced bytes) checking every CRC, else (sealed ones) their frame headers only. `frames` is -1 when the footer was used without a walk.
+ * otherwise the segment is walked: with `verify` (the newest one, and any the sync mark says
+ * may hold unsynced bytes) checking every CRC, else (sealed ones) their frame headers only.
+ * `frames` is -1 when the footer was used without a walk.
  */
 async function summarize(
   fh: FileHandle,
@@ -547,7 +548,10 @@ async function recoverSegment(
     );
     out.checkpointErrors++;
   }
-  if (s.checkpointFile !== null && s.checkpointFile.offset > s.validSize) {
+  if (
+    s.checkpointProblem === null && s.checkpointFile !== null &&
+    s.checkpointFile.offset > s.validSize
+  ) {
     logger.warn(
       "S file points past the segment's frames: frames delivered before a power cut did not reach the disk; nothing of the segment is sent again",
       { segment: s.name, checkpoint: s.checkpointFile.offset, frames: s.validSize },
