@@ -172,6 +172,7 @@ async function startAgent(waitReady: boolean): Promise<Life> {
 // ---- the loop ------------------------------------------------------------------------------
 
 const started = Date.now();
+await kafkaSh("start"); // when an interrupted run left it stopped (a no-op when it runs)
 const kafka = new Kafka({
   brokers: BROKERS.split(","),
   clientId: "mb-powercut-loop",
