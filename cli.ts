@@ -45,6 +45,8 @@ import { recordToJson } from "./src/ingest/protocol.ts";
 import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
+import type { Provider } from "./src/provider/types.ts";
+import { withFailpoint } from "./src/agent/failpoint.ts";
 import { resolveKafkaSettings } from "./src/provider/kafka/options.ts";
 import { AGENT } from "./src/settings.ts";
 import { DEAD_DIR, defaultSocketPath, REPLAY_JOURNAL } from "./src/layout.ts";
@@ -322,7 +324,12 @@ async function run(args: string[]): Promise<number> {
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,
   });
-  const agent = await startAgent(config, logger, provider, existed);
+  const agent = await startAgent(
+    config,
+    logger,
+    withFailpoint(provider, process.env.MB_FAILPOINT),
+    existed,
+  );
   if (agent === null) return 1;
   const reminder = remindOfBacklog(agent.buffer, logger);
   const code = await untilStopped(agent, logger);
@@ -347,7 +354,7 @@ interface RunningAgent {
 async function startAgent(
   config: AgentConfig,
   logger: Logger,
-  provider: KafkaProvider,
+  provider: Provider,
   existed: boolean,
 ): Promise<RunningAgent | null> {
   const started = Date.now();

@@ -83,11 +83,13 @@ export {
   type WhenFull,
 } from "./src/engine/options.ts";
 export type {
+  DuplicateReason,
   Provider,
   ProviderCounters,
   ProviderHeader,
   ProviderRecord,
   RecordRejection,
+  SendContext,
   SendResult,
 } from "./src/provider/types.ts";
 export {

@@ -111,12 +111,13 @@ async function drain(client: "platformatic" | "kafkajs"): Promise<number> {
   let inSend = 0;
   const held: Provider = {
     name: "kafka",
+    keepsIdentity: kp.keepsIdentity,
     open: () => kp.open(),
-    send: async (records) => {
+    send: async (records, context) => {
       await gate;
       const t = performance.now();
       try {
-        return await kp.send(records);
+        return await kp.send(records, context);
       } finally {
         inSend += performance.now() - t;
       }

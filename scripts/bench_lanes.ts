@@ -53,10 +53,11 @@ async function drain(topicCount: number, lanes: number): Promise<number> {
   const kp = new KafkaProvider({ brokers, client });
   const held: Provider = {
     name: "kafka",
+    keepsIdentity: kp.keepsIdentity,
     open: () => kp.open(),
-    send: async (records) => {
+    send: async (records, context) => {
       await gate;
-      return kp.send(records);
+      return kp.send(records, context);
     },
     close: () => kp.close(),
   };

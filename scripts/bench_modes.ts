@@ -71,10 +71,11 @@ function timedProvider(samples: number[]): Provider {
   return {
     name: inner.name,
     retryWaitMs: inner.retryWaitMs,
+    keepsIdentity: inner.keepsIdentity,
     open: () => inner.open(),
     close: () => inner.close(),
-    async send(records) {
-      const out = await inner.send(records);
+    async send(records, context) {
+      const out = await inner.send(records, context);
       const now = Date.now();
       for (const r of records) samples.push(now - r.timestamp);
       return out;

@@ -2,15 +2,19 @@
 // MB_AGENT_BIN) fed by several socket clients in ack mode with adversarial records, killed
 // with SIGKILL at random moments, many times; between kills the broker is sometimes stopped
 // and started (scripts/kafka.sh) and, once in a while, a small cap prunes during an outage.
-// Segments roll every second or megabyte. At the end the agent drains, and an independent
-// client (kafkajs's consumer; the agent produces with @platformatic/kafka by default) reads
-// the topic and checks: every acknowledged record is in Kafka byte for byte (key, value,
-// headers), in order per key; duplicates stay inside the window the README documents (the
-// batch in flight at each kill); nothing was quarantined; only what the agent counted as
-// dropped is missing. One summary line; exit 1 on any violation.
+// Some lives end by the agent's own SIGKILL right after Kafka acknowledged a send, before the
+// checkpoint moves (MB_FAILPOINT=kill-after-send:N, src/agent/failpoint.ts): the batch is in
+// Kafka and the next life sends it again. Segments roll every second or megabyte. At the end
+// the agent drains, and an independent client (kafkajs's consumer) reads the topic and
+// checks: every acknowledged record is in Kafka byte for byte (key, value, headers), in order
+// per key; no record twice with the default client (exactly once: each batch sent again goes
+// under the identity it was first sent under), and with kafkajs (at least once) no more
+// than the batch in flight at each kill; nothing was quarantined; only what the agent counted
+// as dropped is missing. One summary line; exit 1 on any violation.
 //
 //   deno run -A scripts/crash_loop.ts [--kills 20] [--seed N] [--exe PATH] [--rate 1500]
-//     [--outage-every 8] [--prune-every 10] [--fsync interval] [--keep]
+//     [--outage-every 8] [--prune-every 10] [--append-kill-every 4] [--fsync interval]
+//     [--kafka-client platformatic|kafkajs] [--keep]
 //
 // Needs a broker started by scripts/kafka.sh (MB_TEST_BROKERS, KAFKA_PORT as scripts/test.sh
 // sets them); it stops and starts that broker.
@@ -37,6 +41,8 @@ const { values: args } = parseArgs({
     "prune-every": { type: "string", default: "10" },
     fsync: { type: "string", default: "interval" },
     "batch-max-records": { type: "string", default: "500" },
+    "append-kill-every": { type: "string", default: "4" },
+    "kafka-client": { type: "string", default: "platformatic" },
     keep: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
   },
@@ -49,6 +55,12 @@ const RATE = Number(args.rate);
 const OUTAGE_EVERY = Number(args["outage-every"]);
 const PRUNE_EVERY = Number(args["prune-every"]);
 const BATCH = Number(args["batch-max-records"]);
+/** Every how many lives one ends by the agent's own SIGKILL after an acknowledged send. */
+const APPEND_KILL_EVERY = Number(args["append-kill-every"]);
+const CLIENT = args["kafka-client"]!;
+if (CLIENT !== "platformatic" && CLIENT !== "kafkajs") {
+  throw new Error(`--kafka-client: "${CLIENT}" is not platformatic or kafkajs`);
+}
 const EXE = args.exe ?? process.env.MB_AGENT_BIN;
 const BROKERS = process.env.MB_TEST_BROKERS ?? "127.0.0.1:9092";
 const CLIENTS = 3;
@@ -93,7 +105,12 @@ interface Life {
   port: number;
 }
 
-async function startAgent(dir: string, extra: string[], waitReady: boolean): Promise<Life> {
+async function startAgent(
+  dir: string,
+  extra: string[],
+  waitReady: boolean,
+  env: Record<string, string> = {},
+): Promise<Life> {
   const port = await freePort();
   const [cmd, argv] = agentCommand([
     "run",
@@ -117,9 +134,14 @@ async function startAgent(dir: string, extra: string[], waitReady: boolean): Pro
     `127.0.0.1:${port}`,
     "--log-level",
     "warn",
+    "--kafka-client",
+    CLIENT,
     ...extra,
   ]);
-  const proc = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(cmd, argv, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
   let log = "";
   proc.stdout!.on("data", (d) => (log += d));
   proc.stderr!.on("data", (d) => (log += d));
@@ -170,6 +192,7 @@ const kafka = new Kafka({
 say(`seed ${SEED}, ${KILLS} kills, agent ${EXE ?? "from source"}, buffer ${dir}`);
 
 let outages = 0, prunes = 0, startupKills = 0, droppedCounted = 0, lastPruneLife = -1;
+let appendKills = 0;
 const logsOfNote: string[] = [];
 for (let life = 0; life < KILLS; life++) {
   const outage = OUTAGE_EVERY > 0 && (life % OUTAGE_EVERY === OUTAGE_EVERY - 1);
@@ -211,6 +234,22 @@ for (let life = 0; life < KILLS; life++) {
     lastPruneLife = life;
     prunes++;
     await kill(a);
+  } else if (!outage && APPEND_KILL_EVERY > 0 && life % APPEND_KILL_EVERY === 1) {
+    // The agent kills itself right after Kafka acknowledged its N-th send, before the
+    // checkpoint moves: the batch is in Kafka, and the next life sends it again.
+    const n = between(1, 12);
+    const a = await startAgent(dir, [], true, { MB_FAILPOINT: `kill-after-send:${n}` });
+    const stop = { now: false };
+    const clients = Array.from(
+      { length: CLIENTS },
+      (_, c) => feed.client(c, socketPath, life, Infinity, stop),
+    );
+    const died = await Promise.race([a.exited.then(() => true), sleep(15_000).then(() => false)]);
+    if (died) appendKills++;
+    await kill(a);
+    stop.now = true;
+    await Promise.all(clients);
+    if (/quarantin|corrupt/i.test(a.log())) logsOfNote.push(a.log());
   } else {
     const a = await startAgent(dir, [], true);
     const stop = { now: false };
@@ -255,7 +294,9 @@ const deadFiles = (await readdir(join(dir, "dead")).catch(() => [])).filter((f) 
 
 // Read everything back with an independent client.
 const r = await feed.check(BROKERS.split(","), lastPruneLife);
-const window = KILLS * BATCH;
+// With the default client a batch sent again goes under its first identity: no duplicates.
+// kafkajs keeps its own sequence numbers: the batch in flight at each kill may come again.
+const window = CLIENT === "platformatic" ? 0 : KILLS * BATCH;
 // Missing acknowledged records are allowed only as many as the agent counted dropped, and only
 // from before the last prune.
 const unexplained = Math.max(0, r.missing - droppedCounted) + r.missingAfterPrune;
@@ -263,7 +304,7 @@ const ok = unexplained === 0 && r.corrupt === 0 && r.reordered === 0 && r.ghosts
   quarantined === 0 && deadFiles.length === 0 && r.duplicates <= window &&
   r.consumed >= r.total && r.longestDupRun <= BATCH;
 console.log(
-  `crash-loop: seed ${SEED}, kills ${KILLS} (${startupKills} at startup), outages ${outages}, prunes ${prunes}, acked ${feed.acked.size}, delivered ${r.delivered} (${r.unknownDelivered} of ${feed.unknown.size} unanswered), lost ${unexplained} (missing ${r.missing}, ${droppedCounted} counted dropped), duplicated ${r.duplicates} (window ${window}; ${r.dupRuns} runs, longest ${r.longestDupRun}, batch ${BATCH}), corrupt ${r.corrupt}, reordered ${r.reordered}, errored-but-delivered ${r.ghosts}, quarantined ${quarantined}, dead-lettered files ${deadFiles.length}, ${
+  `crash-loop: seed ${SEED}, client ${CLIENT}, kills ${KILLS} (${startupKills} at startup, ${appendKills} right after Kafka acknowledged a send), outages ${outages}, prunes ${prunes}, acked ${feed.acked.size}, delivered ${r.delivered} (${r.unknownDelivered} of ${feed.unknown.size} unanswered), lost ${unexplained} (missing ${r.missing}, ${droppedCounted} counted dropped), duplicated ${r.duplicates} (window ${window}; ${r.dupRuns} runs, longest ${r.longestDupRun}, batch ${BATCH}), corrupt ${r.corrupt}, reordered ${r.reordered}, errored-but-delivered ${r.ghosts}, quarantined ${quarantined}, dead-lettered files ${deadFiles.length}, ${
     ((Date.now() - started) / 1000).toFixed(0)
   } s, agent ${EXE ? "executable" : "from source"}, ${machine()} => ${ok ? "OK" : "FAIL"}`,
 );

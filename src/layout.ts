@@ -5,6 +5,8 @@
  * ```text
  * <dir>/LOCK                      the live process holding the directory (its pid)
  * <dir>/SYNCED                    how far the segment being written was known fsynced
+ * <dir>/INFLIGHT                  the batch being sent and its identity (INFLIGHT.new: while
+ *                                 it grows)
  * <dir>/<20-digit seq>-<id>.seg   segments; <segment>.s their checkpoints (S files)
  * <dir>/dead/                     records Kafka refused for good; dead/replay.log the replay
  *                                 journal; dead/LOCK a replay in progress
@@ -30,6 +32,8 @@ export const TOPICS_FILE = `${LANES_DIR}/topics`;
 export const REPLAY_JOURNAL = `${DEAD_DIR}/replay.log`;
 /** How far the engine knew its segments to be fsynced (`src/checkpoint/sync_mark.ts`). */
 export const SYNC_MARK_FILE = "SYNCED";
+/** The batch being sent and the identity it goes under (`src/checkpoint/inflight.ts`). */
+export const INFLIGHT_FILE = "INFLIGHT";
 /** The agent's socket in the buffer directory, when no `socket` is given. */
 export const SOCKET_FILE = "messagebuffer.sock";
 

@@ -10,7 +10,8 @@ import { scanSegment } from "../segment/reader.ts";
 import { inspectBuffer } from "../segment/recovery.ts";
 import { readJournal } from "./journal.ts";
 import { laneNumbers } from "../engine/lanes.ts";
-import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR } from "../layout.ts";
+import { DEAD_DIR, INFLIGHT_FILE, LANES_DIR, LOCK_FILE, QUARANTINE_DIR } from "../layout.ts";
+import { loadInflight } from "../checkpoint/inflight.ts";
 import { lockHolderRuns, parseLock } from "../process.ts";
 
 /** One segment as `status` shows it: what opening the buffer would resume from. */
@@ -48,6 +49,12 @@ export interface DirStatus {
   quarantine: Array<{ name: string; bytes: number }>;
   /** Entries of the directory this version does not know: opening leaves them alone. */
   unknownFiles: string[];
+  /**
+   * Batches not acknowledged that were handed to Kafka (the in-flight file of each lane):
+   * the next start sends each first, the same records under the same identity (`identity`),
+   * or, without one, as records that may arrive twice.
+   */
+  inFlight: Array<{ segment: string; records: number; identity: boolean }>;
 }
 
 /**
@@ -80,6 +87,7 @@ export async function dirStatus(
     status.deadLetters.replayed += l.deadLetters.replayed;
     status.quarantine.push(...l.quarantine);
     status.unknownFiles.push(...l.unknownFiles);
+    status.inFlight.push(...l.inFlight);
   }
   status.backlog.oldestRecordAgeMs = oldest.length ? Math.max(...oldest) : null;
   status.lanes = 1 + lanes.length;
@@ -127,7 +135,20 @@ async function laneStatus(
     deadLetters: { files: 0, records: 0, bytes: 0, replayed: 0 },
     quarantine: [],
     unknownFiles: report.unknownFiles.map((n) => prefix + n),
+    inFlight: [],
   };
+  const flight = await loadInflight(fs, `${dir}/${INFLIGHT_FILE}`).catch(() => null);
+  const sent = flight && report.segments.find((r) => r.name === flight.segment);
+  if (
+    flight && sent && sent.checkpoint.offset === flight.from.offset &&
+    sent.checkpoint.skip === flight.from.skip
+  ) {
+    status.inFlight.push({
+      segment: prefix + flight.segment,
+      records: flight.records,
+      identity: flight.identity !== null,
+    });
+  }
   let oldest = Infinity;
   for (const r of report.segments) {
     const s: SegmentStatus = {
@@ -235,6 +256,14 @@ export function formatStatus(s: DirStatus): string {
           d.records - d.replayed
         } wait to be replayed (messagebuffer replay), ${d.replayed} replayed (messagebuffer dead-letters purge removes them)`),
   );
+  for (const f of s.inFlight) {
+    lines.push(
+      `in flight: ${f.records} records of ${f.segment}, sent and not yet acknowledged; ` +
+        (f.identity
+          ? "sent again first at the next start, under the same identity (Kafka keeps one copy)"
+          : "sent again first at the next start (without an identity: they may arrive twice)"),
+    );
+  }
   lines.push(`quarantine: ${s.quarantine.length} file(s)`);
   for (const q of s.quarantine) lines.push(`  ${q.name}  ${q.bytes} bytes`);
   if (s.unknownFiles.length > 0) {

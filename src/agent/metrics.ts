@@ -8,6 +8,7 @@
 import http from "node:http";
 import type { BufferStats } from "../engine/buffer.ts";
 import type { IngestStats } from "../ingest/server.ts";
+import { DUPLICATE_COUNTERS } from "../engine/ledger.ts";
 
 type Sample = [
   name: string,
@@ -113,7 +114,7 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
     [
       "messagebuffer_records_resent_total",
       "counter",
-      "Records sent again after a failed send (any of them may reach Kafka twice).",
+      "Records sent again after a failed send (the default client sends them under the same identity: the broker keeps one copy).",
       c.resentRecords,
     ],
     [
@@ -270,6 +271,13 @@ export function renderMetrics(s: BufferStats, ingest: IngestStats | null): strin
   let text = "";
   for (const [name, type, help, value] of metricSamples(s, ingest)) {
     text += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value ?? "NaN"}\n`;
+  }
+  const dup = "messagebuffer_records_maybe_duplicated_total";
+  text +=
+    `# HELP ${dup} Records that may have reached Kafka twice, by reason (docs/delivery.md).\n`;
+  text += `# TYPE ${dup} counter\n`;
+  for (const [reason, counter] of Object.entries(DUPLICATE_COUNTERS)) {
+    text += `${dup}{reason="${reason}"} ${s.counters[counter]}\n`;
   }
   const l = s.deliveryLatencyMs;
   const name = "messagebuffer_delivery_latency_seconds";

@@ -8,6 +8,7 @@
 
 import net from "node:net";
 import type { AgentSnapshot } from "../ingest/server.ts";
+import { DUPLICATE_COUNTERS } from "../engine/ledger.ts";
 
 /** A connection to an agent's socket that asks for `#stats`, one answer at a time. */
 export class StatsClient {
@@ -123,6 +124,18 @@ function duration(ms: number): string {
   return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(s % 60).padStart(2, "0")}s`;
 }
 
+/** Records that may have reached Kafka twice: the total, and by reason when any. */
+function maybeDuplicated(c: AgentSnapshot["buffer"]["counters"]): string {
+  const by = Object.entries(DUPLICATE_COUNTERS).map(([reason, counter]) =>
+    [reason, c[counter]] as const
+  );
+  const total = by.reduce((n, [, v]) => n + v, 0);
+  if (total === 0) return "0 records";
+  return `${total} records (${
+    by.filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(", ")
+  })`;
+}
+
 /** The view: one screen of text. */
 export function formatTop(prev: AgentSnapshot | null, cur: AgentSnapshot): string {
   const b = cur.buffer;
@@ -193,6 +206,7 @@ export function formatTop(prev: AgentSnapshot | null, cur: AgentSnapshot): strin
       "retries",
       `${c.sendRetries} failed sends, ${c.resentRecords} records resent, ${c.storageErrors} storage errors, ${c.footerErrors} footer errors`,
     ),
+    row("maybe twice", maybeDuplicated(c)),
   ];
   if (b.lanes.length > 1) {
     const secs = prev && cur.time > prev.time ? (cur.time - prev.time) / 1000 : null;

@@ -304,15 +304,24 @@ export class DirectPath {
         error = e ?? new Error("send failed");
       }
       if (flight.abandoned) {
-        // Taken by the owner while in flight: under spill, it stores and sends them again.
-        if (error === null && o.policy === "spill") this.#counters.resentRecords += records.length;
+        // Taken by the owner while in flight: under spill, it stores and sends them again,
+        // whatever became of this send (a failed one may have reached Kafka in part).
+        if (o.policy === "spill") {
+          if (error === null) this.#counters.resentRecords += records.length;
+          this.#counters.maybeDuplicatedDirect += records.length;
+        }
         return;
       }
       if (error === null) return this.#delivered(writes, outcome);
       if (!(await this.#sendFailed(writes, error, attempt))) return;
       this.#expire();
       const left = flight.writes.filter((w) => !w.settled).length;
-      if (left > 0) this.#counters.resentRecords += left;
+      // Sent again in a send of other records, so under another identity: a failed send may
+      // have reached Kafka in part.
+      if (left > 0) {
+        this.#counters.resentRecords += left;
+        this.#counters.maybeDuplicatedDirect += left;
+      }
       this.#topUp(flight);
     }
   }
@@ -332,7 +341,13 @@ export class DirectPath {
     this.#latency.add(writes.map((w) => w.record));
     let delivered = 0;
     for (let i = 0; i < writes.length; i++) {
-      if (reasons.has(i) || writes[i].settled) continue;
+      if (reasons.has(i)) continue;
+      // Its writer was told it failed (timed out) while the send ran: it is in Kafka now,
+      // and a writer that writes it again makes a copy.
+      if (writes[i].settled) {
+        c.maybeDuplicatedDirect++;
+        continue;
+      }
       writes[i].settled = true;
       this.#pending--;
       delivered++;

@@ -35,7 +35,8 @@ import type { LatencyStats, LatencyWindow } from "./latency.ts";
 import { ProgressSignal } from "./progress.ts";
 import { type ProviderState, Sender } from "./sender.ts";
 import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
-import { DEAD_DIR, QUARANTINE_DIR } from "../layout.ts";
+import { DEAD_DIR, INFLIGHT_FILE, QUARANTINE_DIR } from "../layout.ts";
+import { type InflightEntry, loadInflight } from "../checkpoint/inflight.ts";
 
 interface BlockedWrite {
   topic: string;
@@ -78,6 +79,7 @@ export class DiskPath {
     releaseLock: () => Promise<void>,
     recovered: RecoveryOutcome,
     latency: LatencyWindow,
+    restored: InflightEntry | null,
   ) {
     this.#o = o;
     this.#releaseLock = releaseLock;
@@ -120,6 +122,7 @@ export class DiskPath {
       requestRoll: () => this.#writer.requestRoll(),
       writesWaiting: () => this.#blocked.length > 0,
       latency,
+      restored,
     });
     ledger.onRoom(() => {
       this.#admitBlocked();
@@ -147,7 +150,9 @@ export class DiskPath {
     const lock = await fs.lock(o.dir);
     try {
       const r = await recover(fs, o.dir, o.logger);
-      const disk = new DiskPath(o, provider, () => lock.release(), r, latency);
+      // The batch in flight when the last run stopped (an unreadable file: none known).
+      const inflight = await loadInflight(fs, `${o.dir}/${INFLIGHT_FILE}`).catch(() => null);
+      const disk = new DiskPath(o, provider, () => lock.release(), r, latency, inflight);
       // Before the first write: what this process writes is not known fsynced until it says.
       if (disk.#durability.syncFiles) await disk.#ledger.syncedBefore(r.nextSeq);
       else await disk.#ledger.forgetSyncMark();

@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { Provider, ProviderRecord, SendResult } from "../provider/types.ts";
+import type { Provider, ProviderRecord, SendContext, SendResult } from "../provider/types.ts";
 
 interface Waiter {
   permits: number;
@@ -63,9 +63,10 @@ export class ProviderGate {
     return {
       name: inner.name,
       retryWaitMs: inner.retryWaitMs,
+      keepsIdentity: inner.keepsIdentity,
       open: () => this.#open(),
       close: () => Promise.resolve(),
-      send: (records) => this.#send(records, permits),
+      send: (records, context) => this.#send(records, permits, context),
       prepare: inner.prepare && (() => inner.prepare!()),
       counters: inner.counters && (() => inner.counters!()),
       probe: inner.probe && ((topics) => inner.probe!(topics)),
@@ -87,11 +88,15 @@ export class ProviderGate {
     return this.#opening;
   }
 
-  async #send(records: readonly ProviderRecord[], permits: number): Promise<SendResult | void> {
+  async #send(
+    records: readonly ProviderRecord[],
+    permits: number,
+    context?: SendContext,
+  ): Promise<SendResult | void> {
     if (this.#closed) throw closedError();
     await this.#acquire(permits);
     try {
-      return await this.#inner.send(records);
+      return await this.#inner.send(records, context);
     } finally {
       this.#free += permits;
       this.#grant();

@@ -25,12 +25,14 @@ import {
   SyncMarkFile,
   syncMarkOf,
 } from "../checkpoint/sync_mark.ts";
-import { SYNC_MARK_FILE } from "../layout.ts";
+import { INFLIGHT_FILE, SYNC_MARK_FILE } from "../layout.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
 import { SEGMENT_HEADER_SIZE } from "../segment/format.ts";
 import { quarantineTail, type RecoveryOutcome } from "../segment/recovery.ts";
 import type { Durability } from "./durability.ts";
+import type { DuplicateReason } from "../provider/types.ts";
+import { type InflightEntry, InflightFile } from "../checkpoint/inflight.ts";
 
 /** One segment file as the ledger tracks it (its own, mutable, state). */
 interface Segment {
@@ -118,8 +120,25 @@ export interface Counters {
   writeErrors: number;
   /** Failed provider sends (each is retried). */
   sendRetries: number;
-  /** Records sent again after a failed send (any of them may reach Kafka twice). */
+  /**
+   * Records sent again after a failed send. With a provider that keeps an identity (the
+   * default Kafka client) they go under the same one, and the broker drops what it has.
+   */
   resentRecords: number;
+  /** Records that may have reached Kafka twice, by reason (see {@link DuplicateReason}). */
+  maybeDuplicatedProducerStateLost: number;
+  /** See {@link DuplicateReason} `producer-expired`. */
+  maybeDuplicatedProducerExpired: number;
+  /** See {@link DuplicateReason} `partitions-changed`. */
+  maybeDuplicatedPartitionsChanged: number;
+  /** See {@link DuplicateReason} `at-least-once-client`. */
+  maybeDuplicatedAtLeastOnce: number;
+  /** See {@link DuplicateReason} `direct`. */
+  maybeDuplicatedDirect: number;
+  /** See {@link DuplicateReason} `refused-record`. */
+  maybeDuplicatedRefusedRecord: number;
+  /** See {@link DuplicateReason} `identity-not-stored`. */
+  maybeDuplicatedIdentityNotStored: number;
   /**
    * Filesystem operations that failed outside a write: fsyncs, S file writes, deletions,
    * quarantine, dead-letter writes, segment reads, and repairs at open. Each is logged with
@@ -141,6 +160,25 @@ export interface Counters {
   switchesToDirect: number;
 }
 
+/** The in-flight file is closed (the buffer is closing): the batch is not to be sent now. */
+export class InflightClosedError extends Error {
+  constructor() {
+    super("the buffer is closing; the batch is sent after the next open");
+    this.name = "InflightClosedError";
+  }
+}
+
+/** The counter of each {@link DuplicateReason}. */
+export const DUPLICATE_COUNTERS: Readonly<Record<DuplicateReason, keyof Counters>> = {
+  "producer-state-lost": "maybeDuplicatedProducerStateLost",
+  "producer-expired": "maybeDuplicatedProducerExpired",
+  "partitions-changed": "maybeDuplicatedPartitionsChanged",
+  "at-least-once-client": "maybeDuplicatedAtLeastOnce",
+  "direct": "maybeDuplicatedDirect",
+  "refused-record": "maybeDuplicatedRefusedRecord",
+  "identity-not-stored": "maybeDuplicatedIdentityNotStored",
+};
+
 /** Counters, all zero. */
 export function newCounters(): Counters {
   return {
@@ -160,6 +198,13 @@ export function newCounters(): Counters {
     writeErrors: 0,
     sendRetries: 0,
     resentRecords: 0,
+    maybeDuplicatedProducerStateLost: 0,
+    maybeDuplicatedProducerExpired: 0,
+    maybeDuplicatedPartitionsChanged: 0,
+    maybeDuplicatedAtLeastOnce: 0,
+    maybeDuplicatedDirect: 0,
+    maybeDuplicatedRefusedRecord: 0,
+    maybeDuplicatedIdentityNotStored: 0,
     storageErrors: 0,
     sentDirect: 0,
     failedWrites: 0,
@@ -217,6 +262,11 @@ export class Ledger {
   #closed = false;
   /** The open S file was written since its last fdatasync (under `interval`). */
   #ckptUnsynced = false;
+  /** The in-flight file, opened on first use, and whether it was written since its fdatasync. */
+  readonly #inflight: { file: InflightFile | null; unsynced: boolean } = {
+    file: null,
+    unsynced: false,
+  };
   readonly #onRoom: Array<() => void> = [];
   /** The sync mark: its open file, the mark waiting to be written, and the timer that will. */
   #mark: {
@@ -409,6 +459,43 @@ export class Ledger {
   sendFailed(records: number): void {
     this.#counters.sendRetries++;
     this.#counters.resentRecords += records;
+  }
+
+  /** `records` records may have reached the destination twice, for `reason` (logged by the caller). */
+  maybeDuplicated(records: number, reason: DuplicateReason): void {
+    this.#counters[DUPLICATE_COUNTERS[reason]] += records;
+  }
+
+  /**
+   * Writes `entry` (the batch about to be sent, and its identity) to the in-flight file, in
+   * the metadata queue: fdatasynced before this resolves under `syncMetadata`, else synced
+   * with the S files. Throws when it cannot be written (logged and counted), and
+   * {@link InflightClosedError} once the files are closed.
+   */
+  inflight(entry: InflightEntry): Promise<void> {
+    if (this.#closed) return Promise.reject(new InflightClosedError());
+    return this.serial("write of the in-flight file", async () => {
+      if (this.#closed) throw new InflightClosedError();
+      const sync = this.#durability.syncMetadata;
+      const f = this.#inflight;
+      if (f.file === null) {
+        const opened = await InflightFile.open(this.#fs, `${this.#dir}/${INFLIGHT_FILE}`);
+        f.file = opened.file;
+        if (opened.created) {
+          if (sync) await this.#fs.syncDir(this.#dir);
+          else this.#dirDirty = true;
+        }
+      }
+      try {
+        if (await f.file.write(entry, sync, this.#dir) && !sync) this.#dirDirty = true;
+      } catch (e) {
+        // The file may be half written or gone: open it afresh next time.
+        await f.file.close().catch(() => {});
+        f.file = null;
+        throw e;
+      }
+      if (!sync) f.unsynced = true;
+    });
   }
 
   /** A filesystem operation outside a write failed (it is logged where it happened). */
@@ -661,18 +748,27 @@ export class Ledger {
       await this.#writeMark();
       await m.file?.close().catch(() => {});
       m.file = null;
+      const f = this.#inflight;
+      if (f.file && f.unsynced) await f.file.sync().catch(() => {});
+      await f.file?.close().catch(() => {});
+      f.file = null;
       return this.#closeCheckpointFile();
     });
   }
 
   /** Under `interval`, makes S file writes, creations and removals since the last call durable. */
   async syncMetadata(): Promise<void> {
-    if (!this.#dirDirty && !this.#ckptUnsynced) return;
+    const f = this.#inflight;
+    if (!this.#dirDirty && !this.#ckptUnsynced && !f.unsynced) return;
     try {
       await this.serial("fsync of S files and the buffer directory", async () => {
         if (this.#ckptUnsynced && this.#ckpt) {
           this.#ckptUnsynced = false;
           await this.#ckpt.file.sync();
+        }
+        if (f.unsynced && f.file) {
+          f.unsynced = false;
+          await f.file.sync();
         }
         if (this.#dirDirty) {
           this.#dirDirty = false;
@@ -682,6 +778,7 @@ export class Ledger {
     } catch {
       this.#dirDirty = true;
       this.#ckptUnsynced = true;
+      if (f.file) f.unsynced = true;
     }
   }
 }

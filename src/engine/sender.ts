@@ -12,7 +12,8 @@
 import { StorageError } from "../errors.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
-import type { Provider, ProviderRecord } from "../provider/types.ts";
+import type { DuplicateReason, Provider, ProviderRecord, SendContext } from "../provider/types.ts";
+import type { InflightEntry, Position } from "../checkpoint/inflight.ts";
 import {
   type Bytes,
   decodeFrame,
@@ -25,7 +26,7 @@ import { SegmentCursor } from "../segment/reader.ts";
 import { SegmentFile } from "../segment/writer.ts";
 import { validRejections } from "../provider/outcome.ts";
 import { type LatencyStats, LatencyWindow } from "./latency.ts";
-import type { Ledger, SegmentView as Segment } from "./ledger.ts";
+import { InflightClosedError, type Ledger, type SegmentView as Segment } from "./ledger.ts";
 import { ProgressSignal } from "./progress.ts";
 import { backoffMs, closeWithin, FailureLog, PROBE_INTERVAL_MS } from "./retry.ts";
 import { DEAD_DIR } from "../layout.ts";
@@ -58,12 +59,90 @@ export interface SenderOptions {
   writesWaiting: () => boolean;
   /** Where delivery latency is noted (lanes share one). @default its own */
   latency?: LatencyWindow;
+  /** The in-flight file's entry found at open: the batch to send first, as it was. */
+  restored?: InflightEntry | null;
 }
 
 interface Batch {
   records: ProviderRecord[];
   expired: number;
-  next: { offset: number; skip: number };
+  /** Where it starts and ends in its segment. */
+  from: Position;
+  next: Position;
+  /** Records older than this were skipped as expired (null: no age limit). */
+  ttlLimit: number | null;
+  /** Read back from the in-flight file: the batch that was in flight when the last run stopped. */
+  restored?: { identity: string | null };
+}
+
+/**
+ * A batch's {@link SendContext}: its identity commits go to the in-flight file, with the
+ * batch's place in its segment.
+ */
+class BatchContext implements SendContext {
+  identity: string | null;
+  readonly #write: (identity: string | null) => Promise<void>;
+  readonly #count: (records: number, reason: DuplicateReason, detail: string) => void;
+
+  constructor(
+    readonly records: number,
+    identity: string | null,
+    write: (identity: string | null) => Promise<void>,
+    count: (records: number, reason: DuplicateReason, detail: string) => void,
+  ) {
+    this.identity = identity;
+    this.#write = write;
+    this.#count = count;
+  }
+
+  /** Called once, after the first commit (or note) is stored. */
+  onStored: (() => void) | null = null;
+
+  /** Set once the batch was counted as `identity-not-stored`. */
+  #unstoredCounted = false;
+
+  async commit(identity: string): Promise<void> {
+    await this.#store(identity);
+    this.identity = identity;
+    this.#stored();
+  }
+
+  /**
+   * Writes the in-flight entry. A disk that refuses it (full, failing) must not stop
+   * delivery, which is what frees it: the batch goes on with its identity in memory only,
+   * counted once. Only a closing buffer stops the send.
+   */
+  async #store(identity: string | null): Promise<void> {
+    try {
+      await this.#write(identity);
+    } catch (e) {
+      if (e instanceof InflightClosedError) throw e;
+      if (!this.#unstoredCounted) {
+        this.#unstoredCounted = true;
+        this.#count(
+          this.records,
+          "identity-not-stored",
+          `cannot write the in-flight file: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+    }
+  }
+
+  #stored(): void {
+    const f = this.onStored;
+    this.onStored = null;
+    f?.();
+  }
+
+  /** Notes the batch as in flight without an identity (a provider that keeps none). */
+  async noteInFlight(): Promise<void> {
+    await this.#store(null);
+    this.#stored();
+  }
+
+  maybeDuplicated(records: number, reason: DuplicateReason, detail: string): void {
+    this.#count(records, reason, detail);
+  }
 }
 
 /** See the module doc. */
@@ -95,12 +174,15 @@ export class Sender {
   } | null = null;
   readonly #deadBuilder = new FrameBuilder(1 << 16);
   readonly #latency: LatencyWindow;
+  /** The batch that was in flight when the last run stopped, until it is sent (or gone). */
+  #restored: InflightEntry | null;
 
   constructor(o: SenderOptions) {
     this.#o = o;
     this.#log = o.logger;
     this.#ledger = o.ledger;
     this.#latency = o.latency ?? new LatencyWindow();
+    this.#restored = o.restored ?? null;
     this.#resetWake();
   }
 
@@ -204,7 +286,8 @@ export class Sender {
       await this.#idleWait();
       return;
     }
-    const batch = await this.#takePrefetched(seg) ?? await this.#readBatch(seg, seg.checkpoint);
+    const batch = await this.#takeRestored(seg) ?? await this.#takePrefetched(seg) ??
+      await this.#readBatch(seg, seg.checkpoint);
     if (batch === null) return; // the segment changed under us (quarantined, dropped)
     if (batch.records.length === 0 && batch.expired === 0) {
       if (seg.sealed && batch.next.offset >= seg.size) {
@@ -224,16 +307,48 @@ export class Sender {
     }
     let rejected: { index: number; reason: string }[] = [];
     if (batch.records.length > 0) {
+      const context = this.#contextOf(seg, batch);
+      const provider = this.#o.provider;
+      let attempts = 0;
       const sent = this.#retrying(
         "send",
-        () => this.#o.provider.send(batch.records),
+        async () => {
+          // A batch sent again without an identity may arrive twice: counted. (Without one,
+          // the batch is noted in flight before it leaves, so that a crash's next run counts
+          // it too.)
+          const r = batch.restored;
+          if (attempts === 0 && r && (r.identity === null || !provider.keepsIdentity)) {
+            context.maybeDuplicated(
+              batch.records.length,
+              "at-least-once-client",
+              "in flight when the last run stopped, and sent without an identity",
+            );
+          }
+          if (!provider.keepsIdentity) {
+            if (attempts === 0 && !r) await context.noteInFlight();
+            if (attempts > 0) {
+              context.maybeDuplicated(
+                batch.records.length,
+                "at-least-once-client",
+                "sent again after a failed send, without an identity",
+              );
+            }
+          }
+          attempts++;
+          return await provider.send(batch.records, context);
+        },
         batch.records.length,
         () => seg.gone, // pruned during an outage: its records are counted as dropped
         topicsOf(batch.records),
       );
       // While the provider works, read and decode the next batch (pipelining: the send of
-      // one batch overlaps the read of the next; sends stay one at a time, in order).
-      this.#prefetch(seg, batch.next);
+      // one batch overlaps the read of the next; sends stay one at a time, in order). It
+      // starts once the batch's identity is stored, so that its decoding does not hold up
+      // the request between that write and the network.
+      // (A send that stores nothing, failing first, leaves the next batch to be read afresh;
+      // a restored batch keeps the identity it has, and reads ahead at once.)
+      if (batch.restored) this.#prefetch(seg, batch.next);
+      else context.onStored = () => this.#prefetch(seg, batch.next);
       const outcome = await sent;
       // Stopping (the batch is sent again after the next open) or the segment is gone.
       if (outcome === false) return;
@@ -274,6 +389,73 @@ export class Sender {
     );
   }
 
+  /**
+   * The batch that was in flight when the last run stopped, read again as it was (the same
+   * records, whatever the batch limits are now), when `seg` is its segment and its checkpoint
+   * is still where the batch starts; otherwise null (it was acknowledged, or its segment is
+   * gone), and the entry is dropped once `seg` is past it.
+   */
+  async #takeRestored(seg: Segment): Promise<Batch | null> {
+    const r = this.#restored;
+    if (r === null) return null;
+    const c = seg.checkpoint;
+    if (r.segment !== seg.name || c.offset !== r.from.offset || c.skip !== r.from.skip) {
+      if (r.segment <= seg.name) this.#restored = null;
+      return null;
+    }
+    this.#restored = null;
+    const batch = await this.#readBatch(seg, r.from, false, {
+      next: r.next,
+      ttlLimit: r.ttlLimit,
+    });
+    if (batch === null) return null;
+    if (
+      batch.records.length !== r.records || batch.next.offset !== r.next.offset ||
+      batch.next.skip !== r.next.skip
+    ) {
+      this.#log.warn(
+        "the in-flight file names records this segment does not hold; sending afresh",
+        { segment: seg.name, from: r.from, next: r.next, records: r.records },
+      );
+      return null;
+    }
+    this.#log.info("sending first the batch that was in flight when the last run stopped", {
+      segment: seg.name,
+      records: r.records,
+      identity: r.identity !== null,
+    });
+    return { ...batch, restored: { identity: r.identity } };
+  }
+
+  /** The context `seg`'s `batch` is sent with (see {@link SendContext}). */
+  #contextOf(seg: Segment, batch: Batch): BatchContext {
+    const provider = this.#o.provider;
+    return new BatchContext(
+      batch.records.length,
+      batch.restored?.identity ?? null,
+      (identity) =>
+        this.#ledger.inflight({
+          segment: seg.name,
+          from: batch.from,
+          next: batch.next,
+          ttlLimit: batch.ttlLimit,
+          records: batch.records.length,
+          at: Date.now(),
+          provider: provider.name,
+          identity,
+        }),
+      (records, reason, detail) => {
+        this.#ledger.maybeDuplicated(records, reason);
+        this.#log.warn("records may reach the destination twice", {
+          segment: seg.name,
+          records,
+          reason,
+          detail,
+        });
+      },
+    );
+  }
+
   /** Starts reading the batch at `from` in `seg` (only good frames; see #takePrefetched). */
   #prefetch(seg: Segment, from: { offset: number; skip: number }): void {
     const read = this.#readBatch(seg, from, true).catch(() => null);
@@ -299,23 +481,35 @@ export class Sender {
   }
 
   /**
-   * Reads up to one batch from `seg` at `from`. Returns null when the segment was
+   * Reads up to one batch from `seg` at `from`; or, `exactly`, the records up to `next`, with
+   * the age limit given (a batch read again as it was). Returns null when the segment was
    * quarantined or went away while reading, or, reading ahead, when a frame is not good.
    */
   async #readBatch(
     seg: Segment,
-    from: { offset: number; skip: number },
+    from: Position,
     ahead = false,
+    exactly?: { next: Position; ttlLimit: number | null },
   ): Promise<Batch | null> {
     const o = this.#o;
     const records: ProviderRecord[] = [];
     let bytes = 0;
     let expired = 0;
     let { offset, skip } = from;
-    const ttlLimit = o.maxRecordAgeMs > 0 ? Date.now() - o.maxRecordAgeMs : -Infinity;
+    const ttl = exactly
+      ? exactly.ttlLimit
+      : o.maxRecordAgeMs > 0
+      ? Date.now() - o.maxRecordAgeMs
+      : null;
+    const ttlLimit = ttl ?? -Infinity;
+    const until = exactly?.next;
     const cursor = await this.#cursorOf(seg, ahead);
     if (cursor === null) return null;
-    while (records.length < o.batchMaxRecords && bytes < o.batchMaxBytes) {
+    while (
+      until
+        ? offset < until.offset || (offset === until.offset && skip < until.skip)
+        : records.length < o.batchMaxRecords && bytes < o.batchMaxBytes
+    ) {
       const frame = await this.#frame(seg, cursor, offset, ahead);
       if (frame === "gone") return null;
       if (frame === "end") break;
@@ -327,7 +521,10 @@ export class Sender {
       }
       let i = skip;
       for (; i < frame.records.length; i++) {
-        if (
+        // (Inline, not a closure: the loop's counters stay in registers.)
+        if (until !== undefined) {
+          if (offset === until.offset && i === until.skip) break;
+        } else if (
           records.length >= o.batchMaxRecords || (bytes >= o.batchMaxBytes && records.length > 0)
         ) break;
         const r = frame.records[i];
@@ -345,7 +542,7 @@ export class Sender {
       offset = frame.end;
       skip = 0;
     }
-    return { records, expired, next: { offset, skip } };
+    return { records, expired, from: { ...from }, next: { offset, skip }, ttlLimit: ttl };
   }
 
   /** The cursor reading `seg` (opened on first use), or null when `seg` went away meanwhile. */

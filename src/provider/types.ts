@@ -96,6 +96,74 @@ export interface ProviderCounters {
 }
 
 /**
+ * Why records may have reached the destination twice, as counted
+ * (`messagebuffer_records_maybe_duplicated_total{reason}`, `stats().counters`):
+ *
+ * - `producer-state-lost`: the broker no longer knew the producer or its sequence numbers
+ *   when a batch was sent again (`UNKNOWN_PRODUCER_ID`, `OUT_OF_ORDER_SEQUENCE_NUMBER`,
+ *   `INVALID_PRODUCER_EPOCH`), so it was sent under a new identity;
+ * - `producer-expired`: the batch in flight at a crash was older than the broker keeps
+ *   producer state (`producer.id.expiration.ms`), so it was sent under a new identity;
+ * - `partitions-changed`: a topic's partition count changed since the batch's identity
+ *   was made, so its records were placed again;
+ * - `at-least-once-client`: the batch was sent again through a provider that keeps no
+ *   identity (the `kafkajs` client);
+ * - `direct`: a direct send (the direct modes) whose outcome was not waited for: taken
+ *   over by the disk path while in flight (`direct-until-error`), or timed out for its
+ *   writer and acknowledged after;
+ * - `refused-record`: a record of a batch sent before was refused for good, so the records
+ *   after it in its partition went under a new producer id (its sequence number is never
+ *   taken again), and some of them may have been appended before;
+ * - `identity-not-stored`: the in-flight file could not be written (a full or failing disk):
+ *   the batch went out with its identity kept in memory only, so a crash before Kafka
+ *   acknowledged it would send it again under a new one.
+ *
+ * @example Alert on possible duplicates
+ * ```ts
+ * const reason: DuplicateReason = "producer-state-lost";
+ * ```
+ */
+export type DuplicateReason =
+  | "producer-state-lost"
+  | "producer-expired"
+  | "partitions-changed"
+  | "at-least-once-client"
+  | "direct"
+  | "refused-record"
+  | "identity-not-stored";
+
+/**
+ * What the engine gives `send` so that a batch sent again reaches the destination once: the
+ * identity the provider committed for it before (a retry after a failed send, or the batch
+ * that was in flight when the process stopped, read back from the in-flight file), a way
+ * to commit one, and a way to count the records it cannot keep that promise for.
+ *
+ * @example A provider that keeps an identity (a sketch)
+ * ```ts
+ * async function send(records: readonly ProviderRecord[], context?: SendContext) {
+ *   const identity = context?.identity ?? JSON.stringify({ batch: crypto.randomUUID() });
+ *   await context?.commit(identity); // stored before anything leaves
+ *   // ... send `records` under `identity`; the destination drops a copy it already has
+ * }
+ * ```
+ */
+export interface SendContext {
+  /** The identity committed for this batch earlier, or null for a batch not sent before. */
+  readonly identity: string | null;
+  /**
+   * Stores `identity` as the batch's: on stable storage under `fsync: "always"`, before
+   * this resolves. Call it before any record of the send leaves, and again when the
+   * identity changes. When the disk refuses the write, the identity is kept in memory (a
+   * retry in this process still gets it) and the batch is counted as `identity-not-stored`,
+   * so that delivery goes on from a full disk. Throws only when the buffer is closing: then
+   * send nothing and throw.
+   */
+  commit(identity: string): Promise<void>;
+  /** Counts `records` of this batch that may arrive twice, logged with why (see {@link DuplicateReason}). */
+  maybeDuplicated(records: number, reason: DuplicateReason, detail: string): void;
+}
+
+/**
  * A destination for records.
  *
  * - `send` resolves once the destination has acknowledged every record it did not reject;
@@ -131,8 +199,18 @@ export interface Provider {
   prepare?(): Promise<void>;
   /** Connects. Throwing is retried like a failed send. */
   open(): Promise<void>;
-  /** Delivers records in order. See the interface doc for the outcome contract. */
-  send(records: readonly ProviderRecord[]): Promise<SendResult | void>;
+  /**
+   * True when `send` commits an identity through its context before sending, so that a
+   * batch sent again (after a failure, after a crash) reaches the destination once. Without
+   * it, the engine counts a batch it sends again as `at-least-once-client`.
+   * @default false
+   */
+  readonly keepsIdentity?: boolean;
+  /**
+   * Delivers records in order. See the interface doc for the outcome contract; `context`
+   * (given by the disk path) carries the batch's identity ({@link SendContext}).
+   */
+  send(records: readonly ProviderRecord[], context?: SendContext): Promise<SendResult | void>;
   /** Disconnects; called once by `MessageBuffer.close()`. */
   close(): Promise<void>;
   /** What it counted inside its sends since it was made. @default none */

@@ -23,7 +23,14 @@ import {
   SEGMENT_HEADER_SIZE,
 } from "./format.ts";
 import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
-import { DEAD_DIR, LANES_DIR, LOCK_FILE, QUARANTINE_DIR, SYNC_MARK_FILE } from "../layout.ts";
+import {
+  DEAD_DIR,
+  INFLIGHT_FILE,
+  LANES_DIR,
+  LOCK_FILE,
+  QUARANTINE_DIR,
+  SYNC_MARK_FILE,
+} from "../layout.ts";
 
 /** What opening the buffer does with a segment file. */
 export type SegmentAction =
@@ -110,7 +117,15 @@ const TEMP_NAME_RE = /^\d{20}-[0-9a-f]{11,}\.s\.tmp$/;
  * Entries of a buffer directory that are not segments, S files or temp files but belong
  * there: the lock, dead letters, quarantine, the lanes' folder (`src/engine/lanes.ts`).
  */
-const KNOWN_NAMES = new Set([LOCK_FILE, DEAD_DIR, QUARANTINE_DIR, LANES_DIR, SYNC_MARK_FILE]);
+const KNOWN_NAMES = new Set([
+  LOCK_FILE,
+  DEAD_DIR,
+  QUARANTINE_DIR,
+  LANES_DIR,
+  SYNC_MARK_FILE,
+  INFLIGHT_FILE,
+  `${INFLIGHT_FILE}.new`,
+]);
 
 /** True for the ingest socket (`*.sock`) and its staging folder while it binds (`.mb-*`). */
 function isSocketEntry(name: string): boolean {

@@ -130,6 +130,7 @@ describe("agent: the buffer directory is owner-only", () => {
         "buffer/N.seg",
         "buffer/N.s",
         "buffer/SYNCED",
+        "buffer/INFLIGHT",
         "buffer/dead",
         "buffer/dead/N.seg",
         "buffer/dead/replay.log",

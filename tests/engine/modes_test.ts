@@ -120,6 +120,7 @@ describe("mode direct-until-error", () => {
     assert.deepEqual([...new Set(values)], range(0, 20), "in order, none lost");
     const duplicates = values.length - 20;
     assert.equal(b.stats().counters.resentRecords, duplicates, "every duplicate is counted");
+    assert.equal(b.stats().counters.maybeDuplicatedDirect, duplicates, "as maybe duplicated");
     assert.ok(duplicates > 0, "the slow send did deliver");
   });
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { ProviderCounters, ProviderRecord } from "../types.ts";
+import type { ProviderCounters, ProviderRecord, RecordRejection, SendContext } from "../types.ts";
 import type { ErrorLink } from "./tls.ts";
 
 /** Protocol errors that concern particular records and will not pass by retrying. */
@@ -28,6 +28,16 @@ export interface KafkaClient {
   open(): Promise<void>;
   /** Produces `records` in order in one call; resolves once all are acknowledged. */
   produce(records: readonly ProviderRecord[]): Promise<void>;
+  /**
+   * Sends `records` under an identity kept through `context` (exactly once across retries
+   * and restarts), cut into requests by `limits`; resolves with the refused records. Absent
+   * for a client that keeps no identity.
+   */
+  sendPlanned?(
+    records: readonly ProviderRecord[],
+    context: SendContext,
+    limits: { maxRequestBytes: number; maxMessageBytes: number },
+  ): Promise<RecordRejection[]>;
   /** The protocol error name behind `e` (such as `MESSAGE_TOO_LARGE`), if it has one. */
   errorType(e: unknown): string | undefined;
   /** See {@link Provider.probe}. */

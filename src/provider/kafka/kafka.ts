@@ -19,7 +19,13 @@
  * @module
  */
 
-import type { Provider, ProviderCounters, ProviderRecord, SendResult } from "../types.ts";
+import type {
+  Provider,
+  ProviderCounters,
+  ProviderRecord,
+  SendContext,
+  SendResult,
+} from "../types.ts";
 import { type KafkaClient, KafkaSendError } from "./client.ts";
 import {
   type KafkaClientName,
@@ -149,9 +155,35 @@ export class KafkaProvider implements Provider {
     return tlsProblem(e, this.#client?.takeSocketFailure?.() ?? null, this.#tls);
   }
 
-  async send(records: readonly ProviderRecord[]): Promise<SendResult> {
+  /**
+   * True with the `platformatic` client: a batch sent again goes under the identity it was
+   * first sent under (see {@link SendContext}), and the broker drops what it already has.
+   * The `kafkajs` client keeps its own sequence numbers: at least once.
+   */
+  get keepsIdentity(): boolean {
+    return this.#o.client === "platformatic";
+  }
+
+  async send(records: readonly ProviderRecord[], context?: SendContext): Promise<SendResult> {
     if (this.#closed) throw new KafkaSendError("not sent", new Error("the provider is closed"));
     await this.open();
+    const client = this.#client!;
+    if (context && client.sendPlanned) {
+      try {
+        const rejected = await client.sendPlanned(records, context, {
+          maxRequestBytes: this.#o.maxRequestBytes,
+          maxMessageBytes: this.#o.maxMessageBytes,
+        });
+        return { rejected };
+      } catch (e) {
+        if (e instanceof KafkaSendError) throw e;
+        throw new KafkaSendError(
+          `sending ${records.length} record(s) failed`,
+          e,
+          this.#tlsProblem(e),
+        );
+      }
+    }
     const rejected = await sendInRequests({
       client: this.#client!,
       maxRequestBytes: this.#o.maxRequestBytes,

@@ -13,10 +13,12 @@
 
 import { Buffer } from "node:buffer";
 import {
+  Admin,
   type ClusterMetadata,
   compatibilityPartitioner,
   type CompressionAlgorithmSpecification,
   compressionsAlgorithms,
+  ConfigResourceTypes,
   Consumer,
   createAPI,
   findErrorBy,
@@ -32,11 +34,29 @@ import {
   produceV7,
   produceV8,
   produceV9,
+  protocolErrorsCodesById,
+  ResponseError,
   Writer,
 } from "@platformatic/kafka";
 import { silentLogger } from "../../log.ts";
-import type { ProviderCounters, ProviderRecord } from "../types.ts";
-import { type KafkaClient, PER_RECORD_ERRORS } from "./client.ts";
+import type {
+  DuplicateReason,
+  ProviderCounters,
+  ProviderRecord,
+  RecordRejection,
+  SendContext,
+} from "../types.ts";
+import { describeError, type KafkaClient, PER_RECORD_ERRORS } from "./client.ts";
+import {
+  decodePlan,
+  encodePlan,
+  type Plan,
+  type PlannedBatch,
+  plannedRecords,
+  refuse,
+  SEQUENCE_WRAP,
+} from "./plan.ts";
+import { requestsOf, TOPIC_ERRORS } from "./split.ts";
 import type { KafkaClientSettings } from "./options.ts";
 import { Partitioner } from "./partitioner.ts";
 import { encodeRecords, finishBatch } from "./produce.ts";
@@ -59,8 +79,10 @@ interface PartitionBatch {
 
 /** A send's records, encoded: one batch per partition, with the partition counts used. */
 interface PartitionBatches {
-  partitionCounts: Map<string, number>;
-  batches: Array<PartitionBatch & { topic: string; acknowledged?: boolean }>;
+  partitionCounts: ReadonlyMap<string, number>;
+  batches: Array<
+    PartitionBatch & { topic: string; acknowledged?: boolean; planned?: PlannedBatch }
+  >;
 }
 
 /** One topic's partitions in a Produce request. */
@@ -164,6 +186,36 @@ const PRODUCER_STATE_ERRORS = [
   "INVALID_PRODUCER_EPOCH",
 ];
 
+/**
+ * Room kept below `producer.id.expiration.ms`: the brokers' check interval
+ * (`producer.id.expiration.check.interval.ms`, 10 min by default) and some clock skew.
+ */
+const EXPIRATION_MARGIN_MS = 11 * 60_000;
+
+/** The key of batch `b` of request `r` of a plan. */
+function batchKey(r: number, b: PlannedBatch): string {
+  return `${r}:${b.topic}:${b.partition}:${b.sequence}:${b.records.length}`;
+}
+
+/** Kafka's default `producer.id.expiration.ms`: how long a broker keeps an idle producer's state. */
+const PRODUCER_ID_EXPIRATION_MS = 86_400_000;
+
+/** DUPLICATE_SEQUENCE_NUMBER: the broker has the batch already (an acknowledgement). */
+const DUPLICATE_SEQUENCE_NUMBER = 46;
+
+/**
+ * Batches the broker refused for good (a per-record error: too large, invalid record, not
+ * authorized...): their records were not appended and consumed no sequence numbers.
+ */
+class RefusedBatchesError extends Error {
+  readonly type: string;
+  constructor(readonly refused: Array<{ batch: SendBatch; type: string; reason: string }>) {
+    super(refused.map((r) => `${r.batch.topic}:${r.batch.partition}: ${r.reason}`).join("; "));
+    this.name = "RefusedBatchesError";
+    this.type = refused[0].type;
+  }
+}
+
 /** A topic Kafka has no producible metadata for (an internal topic). */
 class RefusedTopicError extends Error {
   readonly type = "INVALID_TOPIC_EXCEPTION";
@@ -175,6 +227,8 @@ class RefusedTopicError extends Error {
 
 interface ProducerSession {
   id: Promise<{ producerId: bigint; producerEpoch: number }>;
+  /** The id, once it came. */
+  known?: { producerId: bigint; producerEpoch: number };
   sequences: Map<string, number>;
 }
 
@@ -277,6 +331,11 @@ export async function readTopic(
 /** See the module doc. */
 export class PlatformaticClient implements KafkaClient {
   readonly #options: ProducerOptions<Buffer, Buffer, Buffer, Buffer>;
+  readonly #settings: KafkaClientSettings;
+  /** The brokers' `producer.id.expiration.ms`, once asked. */
+  #expiration: number | null = null;
+  /** For plans whose send failed, by identity: the batches already acknowledged. */
+  readonly #acked = new Map<string, Set<string>>();
   readonly #timeout: number;
   readonly #autoCreate: boolean;
   readonly #codec: CompressionAlgorithmSpecification | null;
@@ -304,6 +363,7 @@ export class PlatformaticClient implements KafkaClient {
   };
 
   constructor(s: KafkaClientSettings) {
+    this.#settings = s;
     this.#timeout = s.requestTimeoutMs;
     this.#autoCreate = s.autoCreateTopics;
     this.#log = s.logger ?? silentLogger;
@@ -408,6 +468,350 @@ export class PlatformaticClient implements KafkaClient {
     }
   }
 
+  /**
+   * Sends `records` under the identity of a plan (see `plan.ts`): the one `context` holds
+   * (a batch sent before), unless it no longer fits (then its records are counted as maybe
+   * duplicated, with why, and placed afresh); else a new one, committed before anything
+   * leaves. Requests go one after another, each retried as {@link produce} does; a batch
+   * the broker refuses for good is narrowed down to its refused records in the plan, which
+   * is committed again; a broker that no longer knows the producer gets the rest under a new
+   * id (counted). Anything else is thrown with the plan committed, for the engine to send
+   * again under it. Resolves with the refused records.
+   */
+  async sendPlanned(
+    records: readonly ProviderRecord[],
+    context: SendContext,
+    limits: { maxRequestBytes: number; maxMessageBytes: number },
+  ): Promise<RecordRejection[]> {
+    if (!this.#producer) await this.open();
+    const refusedTopics = await this.#refusedTopics(records);
+    let plan = context.identity === null ? null : decodePlan(context.identity, records.length);
+    let why: { reason: DuplicateReason; detail: string } | null = null;
+    if (context.identity !== null && plan === null) {
+      why = { reason: "producer-state-lost", detail: "the batch's stored identity is unreadable" };
+    } else if (plan !== null) why = await this.#outdated(plan, records);
+    if (why !== null) {
+      context.maybeDuplicated(plan ? plannedRecords(plan) : records.length, why.reason, why.detail);
+      if (plan) this.#dropSession(plan);
+      plan = null;
+    }
+    /** The plan may have had requests appended before this send (a retry, a restart). */
+    let sentBefore = plan !== null;
+    let committed = context.identity ?? "";
+    if (plan === null) {
+      const { requests, rejected } = requestsOf(
+        records,
+        limits.maxRequestBytes,
+        limits.maxMessageBytes,
+      );
+      // Records of a topic Kafka offers no metadata for are refused as the broker would.
+      const sent = refusedTopics.size === 0 ? requests : requests.map((q) =>
+        q.filter((i) => {
+          const reason = refusedTopics.get(records[i].topic);
+          if (reason === undefined) return true;
+          rejected.push({ index: i, reason });
+          return false;
+        })
+      ).filter((q) => q.length > 0);
+      rejected.sort((a, b) => a.index - b.index);
+      plan = await this.#planned(records, sent, rejected);
+      await context.commit(committed = encodePlan(plan));
+    }
+    // Batches this plan had acknowledged in an earlier send of it in this process.
+    const before = this.#acked.get(committed);
+    let acked = new Set<PlannedBatch>();
+    if (before) {
+      plan.requests.forEach((q, r) => {
+        for (const b of q) if (before.has(batchKey(r, b))) acked.add(b);
+      });
+    }
+    let encoded = new Map<PlannedBatch, Uint8Array>();
+    let replans = 0;
+    for (let r = 0, attempt = 0; r < plan.requests.length;) {
+      const list = plan.requests[r].filter((b) => !acked.has(b));
+      if (list.length === 0) {
+        r++;
+        attempt = 0;
+        continue;
+      }
+      const batches: PartitionBatches = { partitionCounts: plan.partitionCounts, batches: [] };
+      for (const b of list) {
+        batches.batches.push({
+          topic: b.topic,
+          partition: b.partition,
+          batch: await this.#encodePlanned(records, plan, b, encoded),
+          planned: b,
+        });
+      }
+      const failure = await this.#sendBatches(batches, attempt);
+      for (const b of batches.batches) if (b.acknowledged) acked.add(b.planned!);
+      if (failure === null) continue;
+      // The sequence numbers this client handed out no longer follow on from the broker's.
+      this.#dropSession(plan);
+      // What this plan has not had acknowledged, from request r on, as requests of indexes.
+      const left = () =>
+        plan!.requests.slice(r).map((q) =>
+          q.filter((b) => !acked.has(b)).flatMap((b) => b.records).sort((x, y) => x - y)
+        ).filter((q) => q.length > 0);
+      const count = (q: number[][]) => q.reduce((n, x) => n + x.length, 0);
+      if (failure instanceof RefusedBatchesError) {
+        let gap = false;
+        for (const { batch, type, reason } of failure.refused) {
+          encoded.delete(batch.planned!);
+          gap = refuse(plan, r, batch.planned!, reason, TOPIC_ERRORS.has(type), acked) || gap;
+        }
+        if (gap) {
+          // A refused record's sequence number is not taken again: the rest goes under a new
+          // id. A plan sent before may have had some of it appended under the old one.
+          const rest = left();
+          if (sentBefore) {
+            context.maybeDuplicated(
+              count(rest),
+              "refused-record",
+              `a record of a batch sent before was refused for good; the rest goes under a new producer id`,
+            );
+          }
+          plan = await this.#planned(records, rest, plan.rejected);
+          [acked, encoded, r, attempt] = [new Set(), new Map(), 0, 0];
+          sentBefore = false;
+        }
+        await context.commit(committed = encodePlan(plan));
+        continue;
+      }
+      const e = failure as Error;
+      const lost = PRODUCER_STATE_ERRORS.find((id) => findErrorBy(e, "apiId", id));
+      if (lost !== undefined && replans++ === 0) {
+        // The broker no longer knows the producer (expired, or its state lost with a
+        // partition's log): what it has not acknowledged goes under a new id, once per send
+        // (if that fails the same way, the engine's backoff takes over).
+        // Counted when some of it may have been appended before: a plan sent before, or a
+        // request tried again in this send (a first try may have been appended, unanswered).
+        const rest = left();
+        if (sentBefore || attempt > 0) {
+          context.maybeDuplicated(
+            count(rest),
+            "producer-state-lost",
+            `${lost} from the broker for producer id ${plan.producerId}`,
+          );
+        }
+        plan = await this.#planned(records, rest, plan.rejected);
+        await context.commit(committed = encodePlan(plan));
+        [acked, encoded, r, attempt] = [new Set(), new Map(), 0, 0];
+        sentBefore = false;
+        continue;
+      }
+      const stale = findErrorBy(e, "hasStaleMetadata", true);
+      const passing = (stale || e instanceof NetworkError || findErrorBy(e, "canRetry", true)) &&
+        !findErrorBy(e, "canRetry", false);
+      if (stale || e instanceof NetworkError) this.#refreshMetadata(e);
+      if (!passing || attempt >= RETRIES || !this.#producer) {
+        // Sent again by the engine under this plan: what was acknowledged is not sent again
+        // (a partition keeps only its last 5 batches to recognize copies by).
+        this.#rememberAcked(committed, plan, acked);
+        throw e;
+      }
+      attempt++;
+      await new Promise((res) => setTimeout(res, RETRY_DELAY_MS));
+    }
+    this.#acked.delete(committed);
+    return plan.rejected;
+  }
+
+  /** Notes `acked` batches of `plan` (committed as `identity`) for the plan's next send. */
+  #rememberAcked(identity: string, plan: Plan, acked: ReadonlySet<PlannedBatch>): void {
+    this.#acked.delete(identity);
+    if (this.#acked.size >= 64) this.#acked.delete(this.#acked.keys().next().value!);
+    const keys = new Set<string>();
+    plan.requests.forEach((q, r) => {
+      for (const b of q) if (acked.has(b)) keys.add(batchKey(r, b));
+    });
+    this.#acked.set(identity, keys);
+  }
+
+  /**
+   * Why `plan` can no longer be sent as it is, or null: a topic whose partition count
+   * changed (its records would be placed elsewhere now), or a producer id idle for longer
+   * than a broker keeps it by default (a copy of a first batch would then be taken anew).
+   */
+  async #outdated(
+    plan: Plan,
+    records: readonly ProviderRecord[],
+  ): Promise<{ reason: DuplicateReason; detail: string } | null> {
+    const metadata = await this.#producer!.metadata({
+      topics: [...plan.partitionCounts.keys()],
+      autocreateTopics: this.#autoCreate,
+    });
+    for (const [topic, count] of plan.partitionCounts) {
+      const now = metadata.topics.get(topic)?.partitionsCount;
+      if (now !== count) {
+        return {
+          reason: "partitions-changed",
+          detail: `topic ${topic} had ${count} partitions when the batch was placed, now ${now}`,
+        };
+      }
+    }
+    // A broker forgets a producer once the newest record timestamp of its last batch (not the
+    // time it was sent) is older than producer.id.expiration.ms, checked every 10 minutes by
+    // default: the oldest batch of the plan, or when it was made, with that much to spare.
+    let since = plan.madeAt;
+    for (const q of plan.requests) {
+      for (const b of q) {
+        let newest = -Infinity;
+        for (const i of b.records) newest = Math.max(newest, records[i].timestamp);
+        since = Math.min(since, newest);
+      }
+    }
+    const idle = Date.now() - since;
+    const keep = await this.#producerIdExpirationMs(metadata);
+    const limit = keep - Math.min(EXPIRATION_MARGIN_MS, keep / 2);
+    if (idle > limit) {
+      return {
+        reason: "producer-expired",
+        detail: `the batch's records or its identity are ${idle} ms old, too close to how long ` +
+          `the brokers keep an idle producer id (producer.id.expiration.ms: ${keep})`,
+      };
+    }
+    return null;
+  }
+
+  /**
+   * How long the brokers keep an idle producer's state (`producer.id.expiration.ms`, asked
+   * of a broker once; Kafka's default, 24 h, when the answer is refused).
+   */
+  async #producerIdExpirationMs(metadata: ClusterMetadata): Promise<number> {
+    if (this.#expiration !== null) return this.#expiration;
+    const broker = [...metadata.brokers.keys()][0];
+    const admin = new Admin({ ...connectionOptions(this.#settings), retries: 0 });
+    try {
+      const [d] = await admin.describeConfigs({
+        resources: [{
+          resourceType: ConfigResourceTypes.BROKER,
+          resourceName: String(broker),
+          configurationKeys: ["producer.id.expiration.ms"],
+        }],
+      });
+      const value = Number(d?.configs.find((c) => c.name === "producer.id.expiration.ms")?.value);
+      this.#expiration = Number.isFinite(value) && value > 0 ? value : PRODUCER_ID_EXPIRATION_MS;
+    } catch (e) {
+      this.#log.debug("kafka: cannot read producer.id.expiration.ms; taking Kafka's default", {
+        error: e,
+      });
+      this.#expiration = PRODUCER_ID_EXPIRATION_MS;
+    } finally {
+      await admin.close().catch(() => {});
+    }
+    return this.#expiration;
+  }
+
+  /**
+   * A plan for `records`: each request's records placed on partitions (the sticky choice
+   * for unkeyed records made per request, as unplanned sends do) and given `session`'s next
+   * sequence numbers.
+   */
+  async #plan(
+    records: readonly ProviderRecord[],
+    requests: number[][],
+    rejected: RecordRejection[],
+    session: ProducerSession,
+  ): Promise<Plan> {
+    const topics = new Set<string>();
+    for (const q of requests) for (const i of q) topics.add(records[i].topic);
+    const metadata = await this.#producer!.metadata({
+      topics: [...topics],
+      autocreateTopics: this.#autoCreate,
+    });
+    const id = await session.id;
+    const plan: Plan = {
+      producerId: id.producerId,
+      producerEpoch: id.producerEpoch,
+      madeAt: Date.now(),
+      partitionCounts: new Map(),
+      requests: [],
+      rejected: [...rejected],
+    };
+    for (const q of requests) {
+      this.#partitioner.newSend();
+      // topic -> partition -> its batch (no string built per record: this runs per record).
+      const byTopic = new Map<string, Map<number, PlannedBatch>>();
+      let topic = "";
+      let count = 0;
+      let partitions: Map<number, PlannedBatch> | undefined;
+      for (const i of q) {
+        const r = records[i];
+        if (r.topic !== topic || partitions === undefined) {
+          topic = r.topic;
+          count = metadata.topics.get(topic)!.partitionsCount;
+          plan.partitionCounts.set(topic, count);
+          partitions = byTopic.get(topic);
+          if (!partitions) byTopic.set(topic, partitions = new Map());
+        }
+        const partition = this.#partitioner.partition(topic, r.key, count);
+        let b = partitions.get(partition);
+        if (!b) partitions.set(partition, b = { topic, partition, sequence: 0, records: [] });
+        b.records.push(i);
+      }
+      const batches: PlannedBatch[] = [];
+      for (const partitionsOf of byTopic.values()) {
+        for (const b of partitionsOf.values()) {
+          const key = `${b.topic}:${b.partition}`;
+          b.sequence = session.sequences.get(key) ?? 0;
+          session.sequences.set(key, (b.sequence + b.records.length) % SEQUENCE_WRAP);
+          batches.push(b);
+        }
+      }
+      plan.requests.push(batches);
+    }
+    return plan;
+  }
+
+  /** {@link #plan} under this client's producer id (a new one when getting it fails). */
+  async #planned(
+    records: readonly ProviderRecord[],
+    requests: number[][],
+    rejected: RecordRejection[],
+  ): Promise<Plan> {
+    const session = this.#session ??= this.#newSession();
+    try {
+      return await this.#plan(records, requests, rejected, session);
+    } catch (e) {
+      if (this.#session === session) this.#session = null;
+      throw e;
+    }
+  }
+
+  /** Batch `b` of `plan` as a finished record batch (kept in `cache` for its retries). */
+  async #encodePlanned(
+    records: readonly ProviderRecord[],
+    plan: Plan,
+    b: PlannedBatch,
+    cache: Map<PlannedBatch, Uint8Array>,
+  ): Promise<Uint8Array> {
+    const hit = cache.get(b);
+    if (hit) return hit;
+    const codec = this.#codec;
+    const encoded = encodeRecords(records, b.records);
+    const payload = codec
+      ? new Uint8Array(
+        codec.compress
+          ? await codec.compress(toBuffer(encoded.bytes))
+          : codec.compressSync(toBuffer(encoded.bytes)),
+      )
+      : encoded.bytes;
+    const batch = finishBatch(encoded, payload, codec?.bitmask ?? 0, {
+      producerId: plan.producerId,
+      producerEpoch: plan.producerEpoch,
+      baseSequence: b.sequence,
+    });
+    cache.set(b, batch);
+    return batch;
+  }
+
+  /** The next plan gets a new producer id, if this client's is still `plan`'s. */
+  #dropSession(plan: Plan): void {
+    const s = this.#session;
+    if (s?.known?.producerId === plan.producerId) this.#session = null;
+  }
+
   /** Drops the cached metadata, so that the next look-up asks a broker (counted). */
   #refreshMetadata(cause: Error): void {
     this.counters.metadataRefreshes++;
@@ -417,8 +821,9 @@ export class PlatformaticClient implements KafkaClient {
 
   #newSession(): ProducerSession {
     const id = this.#producer!.initIdempotentProducer({});
-    id.catch(() => {}); // the send awaiting it reports the failure
-    return { id, sequences: new Map() };
+    const session: ProducerSession = { id, sequences: new Map() };
+    id.then((known) => (session.known = known), () => {}); // a send awaiting it reports a failure
+    return session;
   }
 
   /** Encodes each partition's records as one batch, under this id's next sequence numbers. */
@@ -508,9 +913,11 @@ export class PlatformaticClient implements KafkaClient {
       [...byLeader].map(([leader, list]) => this.#sendTo(metadata, leader, list)),
     );
     let first: unknown = null;
+    const refused: RefusedBatchesError["refused"] = [];
     outcomes.forEach((o, i) => {
       if (o.status === "fulfilled") return;
-      first ??= o.reason;
+      if (o.reason instanceof RefusedBatchesError) refused.push(...o.reason.refused);
+      else first ??= o.reason;
       const [leader, list] = [...byLeader][i];
       if (attempt < RETRIES) this.counters.retriesInSend++;
       this.#log.debug("kafka: a produce request failed inside a send", {
@@ -521,7 +928,8 @@ export class PlatformaticClient implements KafkaClient {
         then: attempt < RETRIES ? `retried in ${RETRY_DELAY_MS} ms` : "the send fails",
       });
     });
-    return first;
+    // What may pass is retried first; the refusals come back with the retry.
+    return first ?? (refused.length > 0 ? new RefusedBatchesError(refused) : null);
   }
 
   /**
@@ -567,20 +975,42 @@ export class PlatformaticClient implements KafkaClient {
       else byTopic.set(pb.topic, [pb]);
     }
     const topics = [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
-    const response = await this.#produce!.async(connection, -1, this.#timeout, topics);
-    const offsets = new Map<string, bigint>();
+    let response: ProduceAnswer;
+    let failure: unknown = null;
+    try {
+      response = await this.#produce!.async(connection, -1, this.#timeout, topics);
+    } catch (e) {
+      // An answer with errors: each partition's own code says what became of its batch.
+      const answer = (e as { response?: ProduceAnswer }).response;
+      if (!(e instanceof ResponseError) || !Array.isArray(answer?.responses)) throw e;
+      response = answer;
+      failure = e;
+    }
+    const answers = new Map<string, { errorCode: number; baseOffset: bigint; message?: string }>();
     for (const t of response.responses) {
-      for (const p of t.partitionResponses) {
-        if (p.errorCode === 0) offsets.set(`${t.name}:${p.index}`, p.baseOffset);
-      }
+      for (const p of t.partitionResponses) answers.set(`${t.name}:${p.index}`, p);
     }
     const missing: string[] = [];
+    const refused: Array<{ batch: SendBatch; type: string; reason: string }> = [];
+    let other = false;
     for (const pb of list) {
       const key = `${pb.topic}:${pb.partition}`;
-      const offset = offsets.get(key);
-      if (offset !== undefined && offset >= 0n) pb.acknowledged = true;
-      else missing.push(key);
+      const a = answers.get(key);
+      if (a === undefined) missing.push(key);
+      else if (a.errorCode === DUPLICATE_SEQUENCE_NUMBER) pb.acknowledged = true;
+      else if (a.errorCode === 0) {
+        if (a.baseOffset >= 0n) pb.acknowledged = true;
+        else missing.push(key);
+      } else {
+        const type = protocolErrorsCodesById[a.errorCode as keyof typeof protocolErrorsCodesById];
+        if (type !== undefined && PER_RECORD_ERRORS.has(type)) {
+          const said = (a as { errorMessage?: string | null }).errorMessage;
+          refused.push({ batch: pb, type, reason: `${type}: ${said || describeError(failure)}` });
+        } else other = true;
+      }
     }
+    if (other) throw failure;
+    if (refused.length > 0) throw new RefusedBatchesError(refused);
     if (missing.length > 0) {
       this.counters.unacknowledgedPartitions += missing.length;
       throw new UnacknowledgedError(leader, missing);
@@ -611,8 +1041,47 @@ export class PlatformaticClient implements KafkaClient {
     }
   }
 
+  /**
+   * The topics of `records` Kafka refuses whole, with why: one it offers no metadata for (an
+   * internal topic, see #checkTopics), or whose metadata it refuses with a per-record error
+   * (not authorized, an invalid name). Other failures are thrown.
+   */
+  async #refusedTopics(records: readonly ProviderRecord[]): Promise<Map<string, string>> {
+    const refused = new Map<string, string>();
+    const unknown = new Set<string>();
+    for (const r of records) if (!this.#producible.has(r.topic)) unknown.add(r.topic);
+    if (unknown.size === 0) return refused;
+    const lookUp = (topics: string[]) =>
+      this.#producer!.metadata({ topics, autocreateTopics: this.#autoCreate });
+    let metadata: ClusterMetadata | null = null;
+    try {
+      metadata = await lookUp([...unknown]);
+    } catch (e) {
+      if (!PER_RECORD_ERRORS.has(this.errorType(e) ?? "")) throw e;
+    }
+    for (const t of unknown) {
+      let m = metadata;
+      if (m === null) {
+        // A refusal of the whole look-up: ask topic by topic which one it is.
+        try {
+          m = await lookUp([t]);
+        } catch (e) {
+          const type = this.errorType(e);
+          if (type === undefined || !PER_RECORD_ERRORS.has(type)) throw e;
+          refused.set(t, `${type}: ${describeError(e)}`);
+          continue;
+        }
+      }
+      if (m.topics.get(t) === undefined) {
+        const e = new RefusedTopicError(t);
+        refused.set(t, `${e.type}: ${e.message}`);
+      } else this.#producible.add(t);
+    }
+    return refused;
+  }
+
   errorType(e: unknown): string | undefined {
-    if (e instanceof RefusedTopicError) return e.type;
+    if (e instanceof RefusedTopicError || e instanceof RefusedBatchesError) return e.type;
     for (const id of PER_RECORD_ERRORS) if (findErrorBy(e as Error, "apiId", id)) return id;
     return undefined;
   }

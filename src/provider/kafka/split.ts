@@ -13,7 +13,7 @@ import type { ProviderRecord, RecordRejection } from "../types.ts";
 import { describeError, type KafkaClient, KafkaSendError, PER_RECORD_ERRORS } from "./client.ts";
 
 /** Of those, the errors that concern a whole topic: every record of it is refused. */
-const TOPIC_ERRORS: ReadonlySet<string> = new Set([
+export const TOPIC_ERRORS: ReadonlySet<string> = new Set([
   "INVALID_TOPIC_EXCEPTION",
   "TOPIC_AUTHORIZATION_FAILED",
 ]);
@@ -36,37 +36,52 @@ export interface SplitContext {
   tlsProblem: (e: unknown) => string | undefined;
 }
 
-/** Sends `records` in requests as the module doc says; resolves with the rejected ones. */
-export async function sendInRequests(
-  c: SplitContext,
+/**
+ * `records` cut into requests of at most `maxRequestBytes` (each a list of indexes, in
+ * order), with the records over `maxMessageBytes` rejected and left out.
+ */
+export function requestsOf(
   records: readonly ProviderRecord[],
-): Promise<RecordRejection[]> {
+  maxRequestBytes: number,
+  maxMessageBytes: number,
+): { requests: number[][]; rejected: RecordRejection[] } {
+  const requests: number[][] = [];
   const rejected: RecordRejection[] = [];
   let chunk: number[] = [];
   let bytes = 0;
   for (let i = 0; i < records.length; i++) {
     const size = recordBytes(records[i]);
-    if (size > c.maxMessageBytes) {
-      if (chunk.length) await sendIndexes(c, records, chunk, rejected);
+    if (size > maxMessageBytes) {
+      if (chunk.length) requests.push(chunk);
       chunk = [];
       bytes = 0;
       rejected.push({
         index: i,
         reason:
-          `MESSAGE_TOO_LARGE: record of ${size} bytes is over maxMessageBytes (${c.maxMessageBytes})`,
+          `MESSAGE_TOO_LARGE: record of ${size} bytes is over maxMessageBytes (${maxMessageBytes})`,
       });
       continue;
     }
-    if (chunk.length > 0 && bytes + size > c.maxRequestBytes) {
-      await sendIndexes(c, records, chunk, rejected);
+    if (chunk.length > 0 && bytes + size > maxRequestBytes) {
+      requests.push(chunk);
       chunk = [];
       bytes = 0;
     }
     chunk.push(i);
     bytes += size;
   }
-  if (chunk.length) await sendIndexes(c, records, chunk, rejected);
-  return rejected;
+  if (chunk.length) requests.push(chunk);
+  return { requests, rejected };
+}
+
+/** Sends `records` in requests as the module doc says; resolves with the rejected ones. */
+export async function sendInRequests(
+  c: SplitContext,
+  records: readonly ProviderRecord[],
+): Promise<RecordRejection[]> {
+  const { requests, rejected } = requestsOf(records, c.maxRequestBytes, c.maxMessageBytes);
+  for (const idx of requests) await sendIndexes(c, records, idx, rejected);
+  return rejected.sort((a, b) => a.index - b.index);
 }
 
 /**
