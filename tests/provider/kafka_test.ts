@@ -43,6 +43,11 @@ afterEach(async () => {
 
 const enc = new TextEncoder();
 
+/** How this runtime runs a script in a child process. */
+const runtime = (globalThis as { Deno?: unknown }).Deno
+  ? [process.execPath, "run", "-A"]
+  : [process.execPath];
+
 /** Values per topic+partition in offset order. */
 function byPartition(records: Consumed[]): Map<string, string[]> {
   const m = new Map<string, string[]>();
@@ -253,9 +258,6 @@ describe(`Kafka provider (${KAFKA_CLIENT}), real broker`, () => {
     ({ dir, cleanup } = await tempDir());
     const topic = uniqueTopic("appended");
     await createTopics([topic], 3);
-    const runtime = (globalThis as { Deno?: unknown }).Deno
-      ? [process.execPath, "run", "-A"]
-      : [process.execPath];
     const run = async (mode: string) => {
       const child = spawn(runtime[0], [
         ...runtime.slice(1),
@@ -307,9 +309,6 @@ describe(`Kafka provider (${KAFKA_CLIENT}), real broker`, () => {
     ({ dir, cleanup } = await tempDir());
     const topic = uniqueTopic("sigkill");
     await createTopics([topic], 1);
-    const runtime = (globalThis as { Deno?: unknown }).Deno
-      ? [process.execPath, "run", "-A"]
-      : [process.execPath];
     const child = spawn(runtime[0], [
       ...runtime.slice(1),
       "tests/fixtures/crash_child.ts",

@@ -764,6 +764,20 @@ export class PlatformaticClient implements KafkaClient {
     return plan;
   }
 
+  /** A batch's records compressed with the configured codec (as they are without one). */
+  async #compress(bytes: Uint8Array): Promise<Uint8Array> {
+    const codec = this.#codec;
+    if (!codec) return bytes;
+    return new Uint8Array(
+      codec.compress ? await codec.compress(toBuffer(bytes)) : codec.compressSync(toBuffer(bytes)),
+    );
+  }
+
+  /** The codec's bits in a record batch's attributes (0: none). */
+  get #codecBits(): number {
+    return this.#codec?.bitmask ?? 0;
+  }
+
   /** {@link #plan} under this client's producer id (a new one when getting it fails). */
   async #planned(
     records: readonly ProviderRecord[],
@@ -788,16 +802,8 @@ export class PlatformaticClient implements KafkaClient {
   ): Promise<Uint8Array> {
     const hit = cache.get(b);
     if (hit) return hit;
-    const codec = this.#codec;
     const encoded = encodeRecords(records, b.records);
-    const payload = codec
-      ? new Uint8Array(
-        codec.compress
-          ? await codec.compress(toBuffer(encoded.bytes))
-          : codec.compressSync(toBuffer(encoded.bytes)),
-      )
-      : encoded.bytes;
-    const batch = finishBatch(encoded, payload, codec?.bitmask ?? 0, {
+    const batch = finishBatch(encoded, await this.#compress(encoded.bytes), this.#codecBits, {
       producerId: plan.producerId,
       producerEpoch: plan.producerEpoch,
       baseSequence: b.sequence,
@@ -854,18 +860,11 @@ export class PlatformaticClient implements KafkaClient {
       idx.push(i);
     }
     const id = await session.id;
-    const codec = this.#codec;
     const out: PartitionBatches = { partitionCounts, batches: [] };
     for (const [topic, byPartition] of plan) {
       for (const [partition, idx] of byPartition) {
         const encoded = encodeRecords(records, idx);
-        const payload = codec
-          ? new Uint8Array(
-            codec.compress
-              ? await codec.compress(toBuffer(encoded.bytes))
-              : codec.compressSync(toBuffer(encoded.bytes)),
-          )
-          : encoded.bytes;
+        const payload = await this.#compress(encoded.bytes);
         const key = `${topic}:${partition}`;
         const baseSequence = session.sequences.get(key) ?? 0;
         // Sequence numbers wrap to 0 after 2^31 - 1, as the broker counts them.
@@ -873,7 +872,7 @@ export class PlatformaticClient implements KafkaClient {
         out.batches.push({
           topic,
           partition,
-          batch: finishBatch(encoded, payload, codec?.bitmask ?? 0, {
+          batch: finishBatch(encoded, payload, this.#codecBits, {
             producerId: id.producerId,
             producerEpoch: id.producerEpoch,
             baseSequence,
