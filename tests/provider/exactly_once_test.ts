@@ -12,6 +12,7 @@ import process from "node:process";
 import { MessageBuffer, type Provider, silentLogger } from "../../mod.ts";
 import { recordingLogger, tempDir } from "../_helpers.ts";
 import {
+  alterTopic,
   BROKERS,
   consume,
   type Consumed,
@@ -42,8 +43,14 @@ function endOffsets(rs: Consumed[]): number {
  * acknowledged it, before the checkpoint moves (as a crash there would): the batch is in
  * Kafka and in the in-flight file.
  */
-async function appendThenStop(topic: string, n: number): Promise<void> {
-  const kp = kafkaProvider();
+async function appendThenStop(
+  topic: string,
+  n: number,
+  options: { big?: { at: number; bytes: number }; maxMessageBytes?: number } = {},
+): Promise<void> {
+  const kp = kafkaProvider(
+    options.maxMessageBytes ? { maxMessageBytes: options.maxMessageBytes } : {},
+  );
   let written!: () => void;
   const allWritten = new Promise<void>((r) => (written = r));
   let appended!: () => void;
@@ -61,7 +68,13 @@ async function appendThenStop(topic: string, n: number): Promise<void> {
   };
   const b = await MessageBuffer.open({ dir, provider, logger: silentLogger, closeTimeoutMs: 100 });
   await Promise.all(
-    Array.from({ length: n }, (_, i) => b.write(topic, `v${i}`, { key: `k${i % 7}` })),
+    Array.from(
+      { length: n },
+      (_, i) =>
+        b.write(topic, i === options.big?.at ? "x".repeat(options.big.bytes) : `v${i}`, {
+          key: `k${i % 7}`,
+        }),
+    ),
   );
   written();
   await inKafka;
@@ -69,9 +82,10 @@ async function appendThenStop(topic: string, n: number): Promise<void> {
 }
 
 /** The next run: delivers the backlog, with its counters and log. */
-async function nextRun() {
+async function nextRun(maxMessageBytes?: number) {
   const { logger, lines } = recordingLogger();
-  const b = await MessageBuffer.open({ dir, provider: kafkaProvider(), logger });
+  const provider = kafkaProvider(maxMessageBytes ? { maxMessageBytes } : {});
+  const b = await MessageBuffer.open({ dir, provider, logger });
   await b.drained(60_000);
   const counters = b.stats().counters;
   await b.close();
@@ -163,4 +177,21 @@ describe("exactly once (platformatic), real broker", { skip }, () => {
       }
     },
   );
+
+  it("a record refused for good when its batch is sent again: the rest goes under a new id, counted", async () => {
+    ({ dir, cleanup } = await tempDir());
+    const topic = uniqueTopic("eo-refused");
+    const big = 2 << 20;
+    await createTopics([topic], 1, { "max.message.bytes": String(4 << 20) });
+    await appendThenStop(topic, 30, { big: { at: 10, bytes: big }, maxMessageBytes: 4 << 20 });
+    // Before the next run, the topic's limit falls under the record Kafka already holds: sent
+    // again, it is refused, and the 19 records after it may not take its sequence number.
+    await alterTopic(topic, { "max.message.bytes": String(1 << 20) });
+    const { counters, lines } = await nextRun(4 << 20);
+    assert.equal(counters.deadLettered, 1);
+    assert.equal(counters.maybeDuplicatedRefusedRecord, 19);
+    assert.ok(lines.some((l) => l.includes("refused-record")), lines.join("\n"));
+    // As counted: the 19 records after it are in Kafka twice, the 10 before it once.
+    assert.equal(endOffsets(await consume([topic], 30 + 19)), 30 + 19);
+  });
 });
