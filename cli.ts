@@ -46,6 +46,7 @@ import { IngestServer } from "./src/ingest/server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
 import type { Provider } from "./src/provider/types.ts";
+import { delegating } from "./src/provider/delegate.ts";
 import { withFailpoint } from "./src/agent/failpoint.ts";
 import { resolveKafkaSettings } from "./src/provider/kafka/options.ts";
 import { AGENT } from "./src/settings.ts";
@@ -324,15 +325,26 @@ async function run(args: string[]): Promise<number> {
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,
   });
+  // The client library loads once the socket listens: it is most of the start-up (about 0.2 s
+  // of the executable's CPU), and lines sent meanwhile wait in the socket, then are stored and
+  // answered. So the sender's first connection waits for the socket too. A library that
+  // cannot load stops the agent, as a start error would.
+  let listening!: () => void;
+  const afterListen = new Promise<void>((r) => (listening = r));
+  const late = delegating(provider, {
+    prepare: undefined,
+    open: () => afterListen.then(() => provider.open()),
+  });
   const agent = await startAgent(
     config,
     logger,
-    withFailpoint(provider, process.env.MB_FAILPOINT),
+    withFailpoint(late, process.env.MB_FAILPOINT),
     existed,
-  );
+  ).finally(listening);
   if (agent === null) return 1;
+  const loaded = provider.prepare().then(() => null, (e: unknown) => e);
   const reminder = remindOfBacklog(agent.buffer, logger);
-  const code = await untilStopped(agent, logger);
+  const code = await untilStopped(agent, logger, loaded);
   clearInterval(reminder);
   return code;
 }
@@ -445,11 +457,17 @@ function remindOfBacklog(buffer: MessageBuffer, logger: Logger): ReturnType<type
 /**
  * Runs until SIGTERM or SIGINT, then stops cleanly: stop taking lines; close the buffer
  * (stores what was read, fails writes that wait for room, lets the batch in flight finish);
- * answer every line and hang up. A second signal exits at once. Resolves with the exit code.
+ * answer every line and hang up. A second signal exits at once. Resolves with the exit code
+ * (1 when `loaded`, the client library's load, resolves with an error: the same stop).
  */
-function untilStopped(agent: RunningAgent, logger: Logger): Promise<number> {
+function untilStopped(
+  agent: RunningAgent,
+  logger: Logger,
+  loaded: Promise<unknown>,
+): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
+    let failed = false;
     const stop = async (signal: string) => {
       if (stopping) {
         logger.warn(
@@ -472,7 +490,7 @@ function untilStopped(agent: RunningAgent, logger: Logger): Promise<number> {
           delivered: s.counters.delivered,
           backlogRecords: s.backlog.records,
         });
-        resolve(0);
+        resolve(failed ? 1 : 0);
       } catch (e) {
         logger.error("shutdown failed", { error: e });
         resolve(1);
@@ -480,6 +498,12 @@ function untilStopped(agent: RunningAgent, logger: Logger): Promise<number> {
     };
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
+    void loaded.then((e) => {
+      if (e === null || stopping) return;
+      failed = true;
+      logger.error("cannot start", { error: String((e as Error)?.message ?? e) });
+      void stop("client library");
+    });
   });
 }
 

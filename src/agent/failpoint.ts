@@ -9,6 +9,7 @@
  */
 
 import process from "node:process";
+import { delegating } from "../provider/delegate.ts";
 import type { Provider } from "../provider/types.ts";
 
 /** `provider`, or, when `spec` names a crash point, a provider that crashes there. */
@@ -22,19 +23,11 @@ export function withFailpoint(provider: Provider, spec: string | undefined): Pro
   }
   const at = Number(m[1]);
   let sends = 0;
-  return {
-    name: provider.name,
-    retryWaitMs: provider.retryWaitMs,
-    keepsIdentity: provider.keepsIdentity,
-    prepare: provider.prepare && (() => provider.prepare!()),
-    open: () => provider.open(),
-    close: () => provider.close(),
-    counters: provider.counters && (() => provider.counters!()),
-    probe: provider.probe && ((topics) => provider.probe!(topics)),
+  return delegating(provider, {
     send: async (records, context) => {
       const out = await provider.send(records, context);
       if (++sends === at) process.kill(process.pid, "SIGKILL");
       return out;
     },
-  };
+  });
 }

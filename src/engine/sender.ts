@@ -586,7 +586,7 @@ export class Sender {
     if (typeof view === "string") return view;
     const records: StoredRecord[] = [];
     try {
-      decodeFrame(view.buf, view.at, view.header, records);
+      decodeFrame(view.buf, view.at, view.header, records, true);
     } catch (e) {
       if (!(e instanceof PayloadError)) throw e;
       return `undecodable frame: ${e.message}`;

@@ -44,7 +44,9 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { crc32c } from "../binary/crc32c.ts";
+import { keyLength, type KeyValue, RangedRecord, valueLength } from "../binary/ranges.ts";
 import { readU64, writeU64 } from "../binary/u64.ts";
 
 /** "MBSG" as a big-endian u32. */
@@ -444,6 +446,20 @@ function writeHeaders(b: Uint8Array, p: number, h: HeadersInit): number {
   return p;
 }
 
+/**
+ * Encodes `s` as UTF-8 into `b` at `p` (which has room for it); returns the bytes written.
+ * Under Bun, Buffer's native `utf8Write` writes in place; `encodeInto` needs a view of `b`
+ * per string, and on the ingest path (two strings per record) allocating those views cost
+ * more than the encoding. Deno's `utf8Write` is slower than its `encodeInto`.
+ */
+const utf8WriteAt: (b: Uint8Array, s: string, p: number) => number = (() => {
+  const native = (Buffer.prototype as { utf8Write?: (s: string, p: number) => number }).utf8Write;
+  if ("Bun" in globalThis && typeof native === "function") {
+    return (b, s, p) => native.call(b, s, p);
+  }
+  return (b, s, p) => textEncoder.encodeInto(s, b.subarray(p)).written;
+})();
+
 /** Writes `v` with a length prefix (length + `bias`). Strings are encoded in place. */
 function writeBytes(b: Uint8Array, p: number, v: Bytes, bias: number): number {
   if (typeof v !== "string") {
@@ -462,7 +478,7 @@ function writeBytes(b: Uint8Array, p: number, v: Bytes, bias: number): number {
     : maxLen < 0x10000000
     ? 4
     : 5;
-  const written = textEncoder.encodeInto(v, b.subarray(p + width)).written;
+  const written = utf8WriteAt(b, v, p + width);
   writePaddedVarint(b, p, written + bias, width);
   return p + width + written;
 }
@@ -497,13 +513,16 @@ export class PayloadError extends Error {}
 
 /**
  * Decodes the records of a frame whose CRC has been checked. Values and keys are views into
- * `b`; callers that keep them past the buffer's reuse must copy.
+ * `b`; callers that keep them past the buffer's reuse must copy. `ranged`: each record is a
+ * {@link RangedRecord}, whose key and value stay offsets into `b` until asked for (the
+ * sender's form: no view per field).
  */
 export function decodeFrame(
   b: Uint8Array,
   at: number,
   h: FrameHeader,
   out: StoredRecord[],
+  ranged = false,
 ): void {
   let p = at + FRAME_HEADER_SIZE;
   const end = p + h.payloadLength;
@@ -526,6 +545,16 @@ export function decodeFrame(
     p += len;
     return v;
   };
+  const decodeHeaders = (): RecordHeader[] | null => {
+    const hcount = varint();
+    if (hcount === 0) return null;
+    const headers: RecordHeader[] = [];
+    for (let j = 0; j < hcount; j++) {
+      const name = textDecoder.decode(take(varint()));
+      headers.push([name, take(varint())]);
+    }
+    return headers;
+  };
   for (let i = 0; i < h.count; i++) {
     const z = varint();
     const timestamp = base + (z % 2 === 0 ? z / 2 : -(z + 1) / 2);
@@ -538,16 +567,21 @@ export function decodeFrame(
     if (p + tlen > end) throw new PayloadError("record runs past the end of its frame");
     p += tlen;
     const klen = varint();
-    const key = klen === 0 ? null : take(klen - 1);
-    const hcount = varint();
-    let headers: RecordHeader[] | null = null;
-    if (hcount > 0) {
-      headers = [];
-      for (let j = 0; j < hcount; j++) {
-        const name = textDecoder.decode(take(varint()));
-        headers.push([name, take(varint())]);
-      }
+    if (ranged) {
+      const keyAt = klen === 0 ? -1 : p;
+      if (p + klen - 1 > end) throw new PayloadError("record runs past the end of its frame");
+      if (klen > 0) p += klen - 1;
+      const headers = decodeHeaders();
+      const vlen = varint();
+      if (p + vlen > end) throw new PayloadError("record runs past the end of its frame");
+      out.push(
+        new RangedRecord(topic, timestamp, headers, b, keyAt, klen === 0 ? 0 : klen - 1, p, vlen),
+      );
+      p += vlen;
+      continue;
     }
+    const key = klen === 0 ? null : take(klen - 1);
+    const headers = decodeHeaders();
     const value = take(varint());
     out.push({ topic, key, value, headers, timestamp });
   }
@@ -564,6 +598,6 @@ function sameBytes(b: Uint8Array, p: number, q: number, len: number): boolean {
  * What a record counts for against a batch's byte limit (`batchMaxBytes`): its key and value,
  * and 64 bytes for its topic, headers and framing. An estimate, cheap and the same everywhere.
  */
-export function recordBytes(r: { key: Uint8Array | null; value: Uint8Array }): number {
-  return r.value.length + (r.key?.length ?? 0) + 64;
+export function recordBytes(r: KeyValue): number {
+  return valueLength(r) + Math.max(0, keyLength(r)) + 64;
 }

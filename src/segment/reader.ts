@@ -254,8 +254,9 @@ export interface FrameView {
 }
 
 /**
- * A window of a file in memory, refilled a block at a time. With `fresh`, each refill gets a
- * new buffer, so that views handed out earlier keep the bytes they saw.
+ * A window of a file in memory, refilled a block at a time (or what there is, up to a block).
+ * With `fresh`, each refill gets a new buffer of the size read, so that views handed out
+ * earlier keep the bytes they saw.
  */
 class BlockWindow {
   readonly #fh: FileHandle;
@@ -287,8 +288,10 @@ class BlockWindow {
       return offset - this.#start;
     }
     const want = Math.max(length, Math.min(block, limit - offset));
-    if (this.buf.length < want) this.buf = new Uint8Array(want);
-    else if (this.#fresh) this.buf = new Uint8Array(this.buf.length);
+    // A fresh buffer holds only what is read: a sender that follows the writer's tail reads a
+    // few kilobytes at a time, and a whole block for each cost a megabyte of garbage per read.
+    if (this.#fresh) this.buf = new Uint8Array(want);
+    else if (this.buf.length < want) this.buf = new Uint8Array(want);
     this.#start = offset;
     // Empty until the read succeeds: a read that fails must not leave the window claiming
     // bytes at `offset` that it never read.

@@ -8,12 +8,14 @@
 
 const M = 0x5bd1e995;
 
-/** murmur2 of `data`, as a signed 32-bit integer, as the Java client computes it. */
-export function murmur2(data: Uint8Array): number {
-  const length = data.length;
+/**
+ * murmur2 of `data[start, start + length)` (all of `data` by default), as a signed 32-bit
+ * integer, as the Java client computes it.
+ */
+export function murmur2(data: Uint8Array, start = 0, length = data.length - start): number {
   let h = (0x9747b28c ^ length) | 0;
-  const whole = length & ~3;
-  for (let i = 0; i < whole; i += 4) {
+  const whole = start + (length & ~3);
+  for (let i = start; i < whole; i += 4) {
     let k = data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24);
     k = Math.imul(k, M);
     k ^= k >>> 24;

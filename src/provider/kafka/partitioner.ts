@@ -12,7 +12,8 @@
  * @module
  */
 
-import { partitionForKey } from "./murmur2.ts";
+import { type KeyValue, RangedRecord } from "../../binary/ranges.ts";
+import { murmur2, partitionForKey } from "./murmur2.ts";
 
 /** See the module doc. One per client; {@link Partitioner.newSend} before each send. */
 export class Partitioner {
@@ -29,6 +30,19 @@ export class Partitioner {
   /** The partition of a record of `topic` with `key`, out of `partitions`. */
   partition(topic: string, key: Uint8Array | null, partitions: number): number {
     if (key !== null) return partitionForKey(key, partitions);
+    return this.#unkeyed(topic, partitions);
+  }
+
+  /** The partition of record `r` of `topic`, out of `partitions` (as {@link partition}). */
+  partitionOf(topic: string, r: KeyValue, partitions: number): number {
+    if (r instanceof RangedRecord) {
+      if (r.keyAt < 0) return this.#unkeyed(topic, partitions);
+      return (murmur2(r.bytes, r.keyAt, r.keyLength) & 0x7fffffff) % partitions;
+    }
+    return this.partition(topic, r.key, partitions);
+  }
+
+  #unkeyed(topic: string, partitions: number): number {
     let p = this.#sticky.get(topic);
     if (p === undefined) {
       const next = this.#next.get(topic) ?? 0;

@@ -745,7 +745,7 @@ export class PlatformaticClient implements KafkaClient {
           partitions = byTopic.get(topic);
           if (!partitions) byTopic.set(topic, partitions = new Map());
         }
-        const partition = this.#partitioner.partition(topic, r.key, count);
+        const partition = this.#partitioner.partitionOf(topic, r, count);
         let b = partitions.get(partition);
         if (!b) partitions.set(partition, b = { topic, partition, sequence: 0, records: [] });
         b.records.push(i);
@@ -852,7 +852,7 @@ export class PlatformaticClient implements KafkaClient {
       const r = records[i];
       const count = metadata.topics.get(r.topic)!.partitionsCount;
       partitionCounts.set(r.topic, count);
-      const partition = this.#partitioner.partition(r.topic, r.key, count);
+      const partition = this.#partitioner.partitionOf(r.topic, r, count);
       let byPartition = plan.get(r.topic);
       if (!byPartition) plan.set(r.topic, byPartition = new Map());
       let idx = byPartition.get(partition);

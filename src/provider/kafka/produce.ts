@@ -31,6 +31,7 @@
  */
 
 import { crc32c } from "../../binary/crc32c.ts";
+import { copyKey, copyValue, keyLength, valueLength } from "../../binary/ranges.ts";
 import type { ProviderRecord } from "../types.ts";
 
 /** Bytes before the first record of a batch. */
@@ -96,8 +97,9 @@ export function encodeRecords(
     const r = records[idx[i]];
     if (r.timestamp > max) max = r.timestamp;
     let body = 1 + varintSize(r.timestamp - base) + varintSize(i);
-    body += r.key === null ? 1 : varintSize(r.key.length) + r.key.length;
-    body += varintSize(r.value.length) + r.value.length;
+    const kl = keyLength(r), vl = valueLength(r);
+    body += kl < 0 ? 1 : varintSize(kl) + kl;
+    body += varintSize(vl) + vl;
     const h = r.headers;
     body += varintSize(h === null ? 0 : h.length);
     if (h !== null) {
@@ -117,15 +119,11 @@ export function encodeRecords(
     b[p++] = 0; // attributes
     p = writeVarint(b, p, r.timestamp - base);
     p = writeVarint(b, p, i);
-    if (r.key === null) p = writeVarint(b, p, -1);
-    else {
-      p = writeVarint(b, p, r.key.length);
-      b.set(r.key, p);
-      p += r.key.length;
-    }
-    p = writeVarint(b, p, r.value.length);
-    b.set(r.value, p);
-    p += r.value.length;
+    const kl = keyLength(r);
+    p = writeVarint(b, p, kl);
+    if (kl >= 0) p = copyKey(r, b, p);
+    p = writeVarint(b, p, valueLength(r));
+    p = copyValue(r, b, p);
     const h = r.headers;
     p = writeVarint(b, p, h === null ? 0 : h.length);
     if (h !== null) {

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { keyLength, valueLength } from "../../binary/ranges.ts";
 import type { ProviderRecord, RecordRejection } from "../types.ts";
 import { describeError, type KafkaClient, KafkaSendError, PER_RECORD_ERRORS } from "./client.ts";
 
@@ -20,7 +21,7 @@ export const TOPIC_ERRORS: ReadonlySet<string> = new Set([
 
 /** Bytes a record adds to a request, roughly (record framing included). */
 function recordBytes(r: ProviderRecord): number {
-  let n = r.value.length + (r.key?.length ?? 0) + 24;
+  let n = valueLength(r) + Math.max(0, keyLength(r)) + 24;
   if (r.headers) { for (const [k, v] of r.headers) n += k.length + v.length + 8; }
   return n;
 }

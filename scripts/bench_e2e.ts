@@ -1,0 +1,341 @@
+// The agent end to end and draining, beside librdkafka (`kcat -P`) on the same records, in one
+// sitting, for each partition count given. For each:
+//   - kcat: `kcat -P` sends N records (keyed, 100-byte values by default) with idempotence
+//     and acks=all, from a file; timed until it exits (every record acknowledged);
+//   - end to end: a fresh agent with the broker; N lines are fed through its socket in
+//     acknowledged mode as fast as it answers (Python's sendfile, so that the feeder costs
+//     next to nothing); timed from the first byte until its metrics count N delivered;
+//   - drain: an agent with no broker stores the N lines; a second agent on that directory,
+//     with the broker, is timed from its start until its metrics count N delivered.
+// It reports records/s, the agent's CPU per delivered record (user + system, from /proc, for
+// the whole life of the agent process) and its peak RSS (VmHWM), and kcat's (getrusage).
+//
+//   scripts/kafka.sh start
+//   npm run compile
+//   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
+//       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
+//       [--agent-args "--kafka-client kafkajs"]
+//
+// With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
+
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { Kafka, logLevel } from "kafkajs";
+import { fmtRate, machine, MiB } from "./_bench_util.ts";
+
+const { values } = parseArgs({
+  args: process.argv.slice(2),
+  options: {
+    records: { type: "string", default: "1000000" },
+    partitions: { type: "string", default: "1,6" },
+    runs: { type: "string", default: "1" },
+    agent: { type: "string", default: "dist/messagebuffer" },
+    "agent-args": { type: "string", default: "" },
+    brokers: { type: "string", default: "127.0.0.1:9092" },
+    "value-bytes": { type: "string", default: "100" },
+    "no-kcat": { type: "boolean", default: false },
+  },
+  strict: true,
+});
+const N = Number(values.records);
+const RUNS = Number(values.runs);
+const PARTITIONS = values.partitions.split(",").map(Number);
+const BROKERS = values.brokers;
+const METRICS = "127.0.0.1:19467";
+const EXTRA = values["agent-args"].split(" ").filter((a) => a !== "");
+const agentCmd = values.agent.split(" ");
+if (!existsSync(agentCmd[0])) {
+  console.error(`bench_e2e: ${agentCmd[0]} not found (npm run compile, or --agent "PATH ARGS")`);
+  process.exit(2);
+}
+
+const CLK_TCK = 100;
+/** CPU seconds (user + system) and peak RSS of a live process, from /proc. */
+function procUsage(pid: number): { cpu: number; rss: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+  return { cpu, rss: hwm };
+}
+
+function run(cmd: string, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"] });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.on("error", reject);
+    p.on(
+      "exit",
+      (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args[0] ?? ""}: exit ${code}`)),
+    );
+    p.stdin.end(input ?? "");
+  });
+}
+
+// Feeds FILE through the socket in acknowledged mode, reading the answers as they come;
+// exits 0 once every line is answered "ok".
+const FEEDER = `
+import socket, sys, threading
+path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall(b"#ack\\n")
+res = {"ok": 0, "bad": b""}
+def read():
+    got, tail = 0, b""
+    while got < n + 1:
+        d = s.recv(1 << 20)
+        if not d: break
+        got += d.count(b"\\n")
+        if b"error" in d and not res["bad"]: res["bad"] = d[:200]
+    res["ok"] = got
+t = threading.Thread(target=read)
+t.start()
+with open(name, "rb") as f:
+    s.sendfile(f)
+t.join()
+if res["bad"] or res["ok"] != n + 1:
+    sys.exit(f"feeder: {res['ok']} answers, {res['bad']!r}")
+`;
+
+async function feed(sock: string, file: string): Promise<void> {
+  await run("python3", ["-c", FEEDER, sock, file, String(N)]);
+}
+
+async function delivered(): Promise<number> {
+  try {
+    const text = await (await fetch(`http://${METRICS}/metrics`)).text();
+    return Number(/^messagebuffer_records_delivered_total (\d+)$/m.exec(text)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+interface Agent {
+  pid: number;
+  sock: string;
+  /** When it was spawned, and ms from then until its socket was there. */
+  started: number;
+  readyMs: number;
+  stop(): Promise<{ cpu: number; rss: number }>;
+}
+
+async function startAgent(dir: string, brokers: string, metrics: boolean): Promise<Agent> {
+  const [cmd, ...pre] = agentCmd;
+  const args = [
+    ...pre,
+    "run",
+    "--brokers",
+    brokers,
+    "--buffer-dir",
+    dir,
+    "--log-level",
+    metrics ? "warn" : "error", // (the storing agent warns that it cannot connect)
+    ...(metrics ? ["--metrics", METRICS] : []),
+    ...EXTRA,
+  ];
+  const started = performance.now();
+  const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
+  const exited = new Promise<void>((r) => p.on("exit", () => r()));
+  const sock = join(dir, "messagebuffer.sock");
+  for (let i = 0; !existsSync(sock); i++) {
+    if (i > 10_000 || p.exitCode !== null) throw new Error("the agent did not open its socket");
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return {
+    pid: p.pid!,
+    sock,
+    started,
+    readyMs: performance.now() - started,
+    async stop() {
+      const u = procUsage(p.pid!);
+      p.kill("SIGTERM");
+      await exited;
+      return u;
+    },
+  };
+}
+
+async function untilDelivered(): Promise<void> {
+  while ((await delivered()) < N) await new Promise((r) => setTimeout(r, 20));
+}
+
+interface Figure {
+  rate: number;
+  cpuUs: number;
+  rss: number;
+  /** Agents: ms from start to socket ready; drain: also to the first record delivered. */
+  readyMs?: number;
+  firstMs?: number;
+}
+
+async function endToEnd(topicFile: string): Promise<Figure> {
+  const dir = await mkdtemp(join(tmpdir(), "mb-e2e-"));
+  try {
+    const a = await startAgent(join(dir, "buf"), BROKERS, true);
+    const t0 = performance.now();
+    await feed(a.sock, topicFile);
+    await untilDelivered();
+    const s = (performance.now() - t0) / 1000;
+    const u = await a.stop();
+    return { rate: N / s, cpuUs: (u.cpu / N) * 1e6, rss: u.rss, readyMs: a.readyMs };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function drain(topicFile: string): Promise<Figure> {
+  const dir = await mkdtemp(join(tmpdir(), "mb-drain-"));
+  try {
+    const store = await startAgent(join(dir, "buf"), "127.0.0.1:1", false);
+    await feed(store.sock, topicFile);
+    await store.stop();
+    const a = await startAgent(join(dir, "buf"), BROKERS, true);
+    while ((await delivered()) === 0) await new Promise((r) => setTimeout(r, 1));
+    const firstMs = performance.now() - a.started;
+    await untilDelivered();
+    const s = (performance.now() - a.started) / 1000;
+    const u = await a.stop();
+    return { rate: N / s, cpuUs: (u.cpu / N) * 1e6, rss: u.rss, readyMs: a.readyMs, firstMs };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const RUSAGE = `
+import json, resource, subprocess, sys, time
+t = time.monotonic()
+p = subprocess.run(sys.argv[1:])
+s = time.monotonic() - t
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": p.returncode, "s": s, "cpu": r.ru_utime + r.ru_stime, "rss": r.ru_maxrss * 1024}))
+`;
+
+async function kcat(topic: string, file: string, n = N): Promise<Figure> {
+  const out = JSON.parse(
+    await run("python3", [
+      "-c",
+      RUSAGE,
+      "kcat",
+      "-P",
+      "-b",
+      BROKERS,
+      "-t",
+      topic,
+      "-K",
+      "\t",
+      "-X",
+      "enable.idempotence=true",
+      "-X",
+      "acks=all",
+      "-X",
+      "linger.ms=5",
+      "-l",
+      file,
+    ]),
+  );
+  if (out.rc !== 0) throw new Error(`kcat exited ${out.rc}`);
+  return { rate: n / out.s, cpuUs: (out.cpu / n) * 1e6, rss: out.rss };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function show(name: string, figs: Figure[], ref?: Figure[]): string {
+  const r = median(figs.map((f) => f.rate));
+  const c = median(figs.map((f) => f.cpuUs));
+  const m = median(figs.map((f) => f.rss));
+  const range = (xs: number[], fmt: (x: number) => string) =>
+    xs.length > 1 ? ` (${fmt(Math.min(...xs))}-${fmt(Math.max(...xs))})` : "";
+  const ratio = ref
+    ? ` | ${(r / median(ref.map((f) => f.rate))).toFixed(2)}x | ${
+      (c / median(ref.map((f) => f.cpuUs))).toFixed(2)
+    }x`
+    : " | | ";
+  return `| ${name} | ${fmtRate(r)}/s${range(figs.map((f) => f.rate), fmtRate)} | ${
+    c.toFixed(2)
+  } us | ${(m / MiB).toFixed(0)} MiB${
+    range(figs.map((f) => f.rss), (x) => (x / MiB).toFixed(0))
+  }${ratio} |`;
+}
+
+const kafka = new Kafka({ brokers: [BROKERS], logLevel: logLevel.NOTHING, clientId: "bench-e2e" });
+const admin = kafka.admin();
+await admin.connect();
+const work = await mkdtemp(join(tmpdir(), "mb-bench-e2e-"));
+const stamp = Date.now().toString(36);
+console.log(`# ${machine()}`);
+console.log(`# command: deno run -A scripts/bench_e2e.ts ${process.argv.slice(2).join(" ")}`);
+console.log(
+  `# agent: ${values.agent} ${EXTRA.join(" ")}; ${N} records, ${
+    values["value-bytes"]
+  }-byte values, keys k0..k999`,
+);
+try {
+  const value = "x".repeat(Number(values["value-bytes"]));
+  // A first idempotent producer waits for the broker's coordinator to load: not measured.
+  const warm = `bench-e2e-${stamp}-warm-up`;
+  await admin.createTopics({ topics: [{ topic: warm }], waitForLeaders: true });
+  await writeFile(join(work, "warm.txt"), `k\t${value}\n`.repeat(1000));
+  await kcat(warm, join(work, "warm.txt"), 1000);
+  await admin.deleteTopics({ topics: [warm] });
+  for (const p of PARTITIONS) {
+    const figs = { kcat: [] as Figure[], e2e: [] as Figure[], drain: [] as Figure[] };
+    for (let r = 0; r < RUNS; r++) {
+      const t = (k: string) => `bench-e2e-${stamp}-p${p}-r${r}-${k}`;
+      await admin.createTopics({
+        topics: ["kcat", "e2e", "drain"].map((k) => ({ topic: t(k), numPartitions: p })),
+        waitForLeaders: true,
+      });
+      const lines: string[] = [];
+      const kc: string[] = [];
+      for (let i = 0; i < N; i++) kc.push(`k${i % 1000}\t${value}\n`);
+      await writeFile(join(work, "kcat.txt"), kc.join(""));
+      for (const k of ["e2e", "drain"]) {
+        lines.length = 0;
+        for (let i = 0; i < N; i++) lines.push(`${t(k)}\tk${i % 1000}\t${value}\n`);
+        await writeFile(join(work, `${k}.txt`), lines.join(""));
+      }
+      if (!values["no-kcat"]) figs.kcat.push(await kcat(t("kcat"), join(work, "kcat.txt")));
+      figs.e2e.push(await endToEnd(join(work, "e2e.txt")));
+      figs.drain.push(await drain(join(work, "drain.txt")));
+      for (const k of ["e2e", "drain", ...(values["no-kcat"] ? [] : ["kcat"])]) {
+        const offsets = await admin.fetchTopicOffsets(t(k));
+        const sum = offsets.reduce((n, o) => n + Number(o.high), 0);
+        if (sum !== N) throw new Error(`topic ${t(k)} holds ${sum} records, not ${N}`);
+      }
+      await admin.deleteTopics({ topics: ["kcat", "e2e", "drain"].map(t) });
+    }
+    const ref = values["no-kcat"] ? undefined : figs.kcat;
+    console.log(`\n${p} partition(s), median of ${RUNS}:\n`);
+    console.log("| sender | records/s | CPU per record | peak RSS | rate / kcat | CPU / kcat |");
+    console.log("|---|---|---|---|---|---|");
+    if (ref) console.log(show("kcat -P", ref));
+    console.log(show("agent end to end", figs.e2e, ref));
+    console.log(show("agent drain", figs.drain, ref));
+    const ready = [...figs.e2e, ...figs.drain].map((f) => f.readyMs!);
+    const first = figs.drain.map((f) => f.firstMs!);
+    console.log(
+      `\nagent start to socket ready: median ${median(ready).toFixed(0)} ms (${
+        Math.min(...ready).toFixed(0)
+      }-${Math.max(...ready).toFixed(0)}); start to the first stored record delivered (${
+        N / 1e6
+      }M backlog): median ${median(first).toFixed(0)} ms (${Math.min(...first).toFixed(0)}-${
+        Math.max(...first).toFixed(0)
+      })`,
+    );
+  }
+} finally {
+  await admin.disconnect();
+  await rm(work, { recursive: true, force: true });
+}
