@@ -4,6 +4,7 @@
 //
 //   scripts/kafka.sh start
 //   npx deno run -A scripts/bench_ingest.ts [--brokers HOST:PORT] [--lines N] [--agent-bin PATH]
+//       [--latency-only] [--latency-seconds N] [--mode buffer|direct-until-error] [--fsync POLICY]
 //
 // Throughput is measured until the agent has stored every line (metrics endpoint,
 // messagebuffer_records_written_total), not merely until the client has written them.
@@ -25,6 +26,10 @@ const { values } = parseArgs({
     lines: { type: "string", default: "1000000" },
     "agent-bin": { type: "string" },
     "latency-seconds": { type: "string", default: "10" },
+    // Only the latency run; and the delivery mode and fsync policy it runs under.
+    "latency-only": { type: "boolean", default: false },
+    mode: { type: "string", default: "buffer" },
+    fsync: { type: "string", default: "interval" },
     // Point the agent at an address where no broker listens, so that its sender idles:
     // ingest alone, without delivery competing for the CPU (no latency run then).
     "ingest-only": { type: "boolean", default: false },
@@ -62,6 +67,10 @@ async function withAgent<T>(fn: (sock: string) => Promise<T>): Promise<T> {
     "warn",
     "--total-size",
     "8192",
+    "--mode",
+    values.mode,
+    "--fsync",
+    values.fsync,
   ]);
   const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
   const sock = `${dir}/messagebuffer.sock`;
@@ -164,6 +173,19 @@ async function latency(
   s.end();
   const deadline = Date.now() + 30_000;
   while (lat.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  // The agent's own view: from each record's timestamp (when it was read from the socket) to
+  // Kafka's acknowledgement, without the consumer's share.
+  const metrics = await (await fetch(`http://${METRICS}/metrics`)).text();
+  const q = (x: string) =>
+    Number(
+      new RegExp(`^messagebuffer_delivery_latency_seconds\\{quantile="${x}"\\} (\\S+)`, "m")
+        .exec(metrics)?.[1],
+    ) * 1000;
+  console.log(
+    `  the agent's delivery latency (read from the socket -> acknowledged by Kafka), its last window: p50 ${
+      q("0.5").toFixed(1)
+    } ms, p99 ${q("0.99").toFixed(1)} ms`,
+  );
   await consumer.disconnect();
   lat.sort((a, b) => a - b);
   return {
@@ -177,23 +199,25 @@ console.log(`# messagebuffer agent benchmark (Unix-socket ingest)`);
 console.log(`# ${machine()}; agent: ${agentCommand([]).flat().join(" ")}`);
 console.log(`# command: ${process.argv.join(" ")}`);
 console.log(
-  `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run; fsync=interval; ` +
+  `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run; mode=${values.mode}, fsync=${values.fsync}; ` +
     (values["ingest-only"]
       ? "no broker (the sender idles): ingest alone"
       : "delivering to the broker on the same machine meanwhile"),
 );
-await withAgent(async (sock) => {
-  for (const ack of [false, true]) {
-    for (const clients of [1, 4, 16]) {
-      const r = await throughput(sock, clients, ack, `ingest-bench-${Date.now().toString(36)}`);
-      console.log(
-        `ingest ${ack ? "with #ack   " : "without acks"} ${
-          String(clients).padStart(2)
-        } client(s): ${fmtRate(r)} lines/s stored`,
-      );
+if (!values["latency-only"]) {
+  await withAgent(async (sock) => {
+    for (const ack of [false, true]) {
+      for (const clients of [1, 4, 16]) {
+        const r = await throughput(sock, clients, ack, `ingest-bench-${Date.now().toString(36)}`);
+        console.log(
+          `ingest ${ack ? "with #ack   " : "without acks"} ${
+            String(clients).padStart(2)
+          } client(s): ${fmtRate(r)} lines/s stored`,
+        );
+      }
     }
-  }
-});
+  });
+}
 if (!values["ingest-only"]) {
   await withAgent(async (sock) => {
     const l = await latency(

@@ -339,7 +339,7 @@ export class Sender {
         },
         batch.records.length,
         () => seg.gone, // pruned during an outage: its records are counted as dropped
-        topicsOf(batch.records),
+        () => topicsOf(batch.records),
       );
       // While the provider works, read and decode the next batch (pipelining: the send of
       // one batch overlaps the read of the next; sends stay one at a time, in order). It
@@ -685,7 +685,7 @@ export class Sender {
     fn: () => Promise<T>,
     records = 0,
     abandon: () => boolean = () => false,
-    topics: readonly string[] = [],
+    topics: () => readonly string[] = () => [],
   ): Promise<T | false> {
     const failures = new FailureLog(this.#log, what);
     for (let attempt = 0;; attempt++) {
@@ -714,10 +714,11 @@ export class Sender {
    * replica back in sync), the wait ends and the send is tried at once; a provider that
    * answers the same as when the send failed keeps the whole backoff.
    */
-  async #backoffWait(ms: number, topics: readonly string[]): Promise<void> {
+  async #backoffWait(ms: number, topicsOf: () => readonly string[]): Promise<void> {
     const provider = this.#o.provider;
     if (!provider.probe || ms <= PROBE_INTERVAL_MS) return this.#sleep(ms);
     const deadline = Date.now() + ms;
+    const topics = topicsOf();
     const ask = () => provider.probe!(topics).catch(() => "no answer");
     const first = await ask();
     while (!this.#stopping) {
@@ -757,6 +758,10 @@ export class Sender {
 /** The topics of `records`, each once. */
 function topicsOf(records: readonly ProviderRecord[]): string[] {
   const topics = new Set<string>();
-  for (const r of records) topics.add(r.topic);
+  let last: string | undefined;
+  for (const r of records) {
+    if (r.topic === last) continue; // (a batch's records mostly share their topic)
+    topics.add(last = r.topic);
+  }
   return [...topics];
 }

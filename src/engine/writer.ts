@@ -117,6 +117,14 @@ export class SegmentWriter {
   /** A roll is sealing a segment (requestRoll() then waits for it). */
   #rolling = false;
   #syncRequested = false;
+  /**
+   * The periodic fsync (`interval`), running beside the writes: frames go on being written
+   * while it runs (an fsync can take tens of ms, and frames queued behind it were what the
+   * slowest deliveries waited for). Null when none runs; a roll waits for it.
+   */
+  #syncing: Promise<void> | null = null;
+  /** A periodic fsync that failed, for the flush loop to act on. */
+  #syncFailed: { file: SegmentFile; error: unknown } | null = null;
   #file: SegmentFile | null = null;
   #seg: SegmentView | null = null;
   #ageTimer: ReturnType<typeof setTimeout> | null = null;
@@ -250,6 +258,11 @@ export class SegmentWriter {
   async #flushLoop(): Promise<void> {
     try {
       for (;;) {
+        const failed = this.#takeSyncFailure();
+        if (failed) {
+          if (failed === this.#file) await this.#roll();
+          continue;
+        }
         if (this.#rollRequested) await this.#roll();
         this.#seal();
         const next = this.#queue.shift();
@@ -258,9 +271,9 @@ export class SegmentWriter {
           this.#spare.push(next.builder);
           continue;
         }
-        if (this.#syncRequested) {
+        if (this.#syncRequested && this.#syncing === null) {
           this.#syncRequested = false;
-          await this.#syncActive();
+          this.#syncing = this.#syncActive();
           continue;
         }
         break;
@@ -269,7 +282,10 @@ export class SegmentWriter {
       this.#flushing = false;
       this.#idleResolve?.();
       // Work that arrived after the last check (between the awaits above) gets a new loop.
-      if (this.#queue.length > 0 || this.#open.builder.count > 0 || this.#rollRequested) {
+      if (
+        this.#queue.length > 0 || this.#open.builder.count > 0 || this.#rollRequested ||
+        this.#syncFailed
+      ) {
         this.#kick();
       }
     }
@@ -344,6 +360,9 @@ export class SegmentWriter {
 
   /** Seals the active segment (fsynced unless the policy is `never`). */
   async #roll(): Promise<void> {
+    // The segment's periodic fsync ends before it is sealed (and its handle closed).
+    if (this.#syncing) await this.#syncing;
+    this.#takeSyncFailure();
     this.#rollRequested = false;
     this.#rolling = true;
     const file = this.#file;
@@ -390,17 +409,32 @@ export class SegmentWriter {
     await this.#o.afterWrite();
   }
 
+  /**
+   * fsyncs the active segment beside the flush loop (see `#syncing`); a failure is handed to
+   * the loop, which enters the failed state and seals the segment.
+   */
   async #syncActive(): Promise<void> {
     const file = this.#file;
     const seg = this.#seg;
-    if (!file || !seg) return;
     try {
+      if (!file || !seg) return;
       await file.sync();
       this.#ledger.synced(seg, file.syncedSize);
     } catch (e) {
-      this.#fail("fsync of the active segment", file.name, e);
-      await this.#roll();
+      this.#syncFailed = { file: file!, error: e };
+      this.#kick();
+    } finally {
+      this.#syncing = null;
     }
+  }
+
+  /** Enters the failed state if a periodic fsync failed; returns its file, else null. */
+  #takeSyncFailure(): SegmentFile | null {
+    const failed = this.#syncFailed;
+    if (!failed) return null;
+    this.#syncFailed = null;
+    this.#fail("fsync of the active segment", failed.file.name, failed.error);
+    return failed.file;
   }
 
   /** Enters the failed state (see the module doc). */

@@ -121,7 +121,8 @@ export class SegmentFile {
       this.broken = true;
       throw e;
     }
-    this.syncedSize = size;
+    // (An fsync that ran beside this one may have covered more.)
+    this.syncedSize = Math.max(this.syncedSize, size);
   }
 
   close(): Promise<void> {

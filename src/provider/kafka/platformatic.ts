@@ -1048,7 +1048,12 @@ export class PlatformaticClient implements KafkaClient {
   async #refusedTopics(records: readonly ProviderRecord[]): Promise<Map<string, string>> {
     const refused = new Map<string, string>();
     const unknown = new Set<string>();
-    for (const r of records) if (!this.#producible.has(r.topic)) unknown.add(r.topic);
+    let last: string | undefined;
+    for (const r of records) {
+      if (r.topic === last) continue; // (a batch's records mostly share their topic)
+      last = r.topic;
+      if (!this.#producible.has(last)) unknown.add(last);
+    }
     if (unknown.size === 0) return refused;
     const lookUp = (topics: string[]) =>
       this.#producer!.metadata({ topics, autocreateTopics: this.#autoCreate });
