@@ -16,7 +16,7 @@
  * @module
  */
 
-import { Buffer } from "node:buffer";
+import { Buffer, isUtf8 } from "node:buffer";
 import { setImmediate } from "node:timers";
 import { chmod, lstat, mkdtemp, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -91,6 +91,14 @@ interface AckEntry {
 }
 
 const NL = 10;
+const TAB = 9;
+const BACKSLASH = 92;
+
+/** Index of the first `byte` in `buf[from, last)`, else `last` + 1. */
+function nextIndex(buf: Buffer, byte: number, from: number, last: number): number {
+  const i = buf.indexOf(byte, from);
+  return i < 0 || i >= last ? last + 1 : i;
+}
 /** Answers not yet read by a client beyond which its socket is paused. */
 const MAX_UNREAD_ANSWER_BYTES = 1 << 20;
 /** Unanswered lines per connection beyond which its socket is paused. */
@@ -250,6 +258,61 @@ class Connection {
 
   /** Handles the whole lines of `buf[start, last)` (`last` is a newline's index). */
   #lines(buf: Buffer, start: number, last: number): void {
+    // Plain text lines (TOPIC<TAB>KEY<TAB>VALUE, no escapes, valid UTF-8) go from the socket's
+    // bytes into the frame as they are: no string per line or field, nothing decoded and then
+    // encoded again. Any other line is parsed as text, as below.
+    if (!isUtf8(buf.subarray(start, last))) return this.#textLines(buf, start, last);
+    const max = this.#server.maxLineBytes;
+    let backslash = nextIndex(buf, BACKSLASH, start, last);
+    let from = start;
+    while (from <= last) {
+      const nl = buf.indexOf(NL, from); // (at most `last`, a newline)
+      if (backslash < from) backslash = nextIndex(buf, BACKSLASH, from, last);
+      const plain = backslash > nl && nl - from <= max && this.#plainLine(buf, from, nl);
+      if (!plain) this.#textLines(buf, from, nl);
+      from = nl + 1;
+    }
+  }
+
+  /**
+   * Takes `buf[from, nl)` if it is a plain text line (see #lines): returns false, taking
+   * nothing, for anything else (JSON, a control line, a CR before the LF, an error).
+   */
+  #plainLine(buf: Buffer, from: number, nl: number): boolean {
+    const c = buf[from];
+    if (nl === from || c === 123 /* { */ || c === 35 /* # */ || buf[nl - 1] === 13) return false;
+    const t1 = buf.indexOf(TAB, from);
+    if (t1 <= from || t1 >= nl) return false;
+    const t2 = buf.indexOf(TAB, t1 + 1);
+    if (t2 < 0 || t2 >= nl) return false;
+    const t3 = buf.indexOf(TAB, t2 + 1);
+    if (t3 >= 0 && t3 < nl) return false;
+    const topic = this.#topicOf(buf, from, t1);
+    const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
+    this.#server.stats.linesReceived++;
+    this.#lineNo++;
+    this.#record(topic, buf.subarray(t2 + 1, nl), key, null, undefined);
+    return true;
+  }
+
+  /** The last topic read as bytes, and as a string (consecutive lines mostly share it). */
+  #topicBytes: Buffer | null = null;
+  #topic = "";
+
+  #topicOf(buf: Buffer, from: number, end: number): string {
+    const t = this.#topicBytes;
+    if (t !== null && t.length === end - from) {
+      // (A loop: topics are short, and a native compare costs more in the call than the bytes.)
+      let i = 0;
+      while (i < t.length && t[i] === buf[from + i]) i++;
+      if (i === t.length) return this.#topic;
+    }
+    this.#topicBytes = Buffer.from(buf.subarray(from, end));
+    return this.#topic = buf.toString("utf8", from, end);
+  }
+
+  /** Handles the lines of `buf[start, last)` (`last` is a newline's index) as text. */
+  #textLines(buf: Buffer, start: number, last: number): void {
     const max = this.#server.maxLineBytes;
     // Lines end at an ASCII byte, so the region decodes as whole UTF-8 characters.
     const text = buf.toString("utf8", start, last);
@@ -284,37 +347,7 @@ class Connection {
       }
       this.#lineNo++;
       if (parsed.kind === "record") {
-        const p = this.#server.buffer.write(parsed.topic, parsed.value, {
-          key: parsed.key,
-          headers: parsed.headers,
-          timestamp: parsed.timestamp,
-        });
-        // (Only an entry not answered yet can take more lines.)
-        const last = this.#queue.length > this.#head ? this.#queue.at(-1) : undefined;
-        if (last && last.p === p && last.answer === this.#ack) {
-          last.n++;
-          return;
-        }
-        // One entry and one handler per distinct promise (lines in one frame share it); the
-        // handler notes the outcome, the answer loop reads it.
-        const entry: AckEntry = {
-          p,
-          n: 1,
-          first: this.#lineNo,
-          answer: this.#ack,
-          error: null,
-          settled: false,
-          failure: null,
-        };
-        p.then(
-          () => (entry.settled = true),
-          (err) => {
-            entry.settled = true;
-            entry.failure = String((err as Error)?.message ?? err).replace(/\n/g, " ");
-          },
-        );
-        this.#queue.push(entry);
-        if (!this.#draining) void this.#drain();
+        this.#record(parsed.topic, parsed.value, parsed.key, parsed.headers, parsed.timestamp);
         return;
       }
       error = parsed.reason;
@@ -322,6 +355,43 @@ class Connection {
       this.#lineNo++;
     }
     this.#queue.push({ p: null, n: 1, first: this.#lineNo, answer: this.#ack, error });
+    if (!this.#draining) void this.#drain();
+  }
+
+  /** Writes the record of line `#lineNo`, and queues its answer. */
+  #record(
+    topic: string,
+    value: string | Uint8Array,
+    key: string | Uint8Array | null,
+    headers: Array<[string, string | Uint8Array]> | null,
+    timestamp: number | undefined,
+  ): void {
+    const p = this.#server.buffer.write(topic, value, { key, headers, timestamp });
+    // (Only an entry not answered yet can take more lines.)
+    const last = this.#queue.length > this.#head ? this.#queue.at(-1) : undefined;
+    if (last && last.p === p && last.answer === this.#ack) {
+      last.n++;
+      return;
+    }
+    // One entry and one handler per distinct promise (lines in one frame share it); the
+    // handler notes the outcome, the answer loop reads it.
+    const entry: AckEntry = {
+      p,
+      n: 1,
+      first: this.#lineNo,
+      answer: this.#ack,
+      error: null,
+      settled: false,
+      failure: null,
+    };
+    p.then(
+      () => (entry.settled = true),
+      (err) => {
+        entry.settled = true;
+        entry.failure = String((err as Error)?.message ?? err).replace(/\n/g, " ");
+      },
+    );
+    this.#queue.push(entry);
     if (!this.#draining) void this.#drain();
   }
 

@@ -162,6 +162,55 @@ describe("ingest server: careless and hostile clients", () => {
     await r.close();
   });
 
+  it("stores the lines of a chunk that mixes plain text with escapes, JSON, CRLF, bad lines and bad UTF-8 exactly as the parser reads them, answered in order", async () => {
+    const r = await rig();
+    const c = await ackClient(r.path);
+    // Plain lines go from the socket's bytes straight into the frame; the others are parsed as
+    // text. Within one chunk, each must come out as the text parser reads it, in order.
+    c.write(
+      [
+        "t\tk1\tplain-1",
+        "t\t\tno-key",
+        "t\tk\\tab\tv\\nline\\\\",
+        '{"topic":"t","key":"j","value":"json"}',
+        "t\tk2\tcrlf\r",
+        "t\tk3\tünïcödé ✓",
+        "t\tk4\tv\tx", // a raw tab in the value
+        "", // empty
+        "\tk\tv", // no topic
+        "t\tk5 only one tab",
+        "bad topic!\tk\tv",
+        "t\tk6\tplain-2",
+      ].map((l) => `${l}\n`).join(""),
+    );
+    const answers = await c.waitAnswers(13);
+    assert.deepEqual(answers.slice(1, 7), ["ok", "ok", "ok", "ok", "ok", "ok"]);
+    for (const a of answers.slice(7, 12)) assert.match(a, /^error /);
+    assert.equal(answers[12], "ok");
+    // Invalid UTF-8 is read as the text parser reads it: U+FFFD in its place.
+    c.write(Buffer.concat([Buffer.from("t\tk7\tbad-"), Buffer.from([0xff]), Buffer.from("\n")]));
+    c.write("t\tk8\tafter\n");
+    assert.deepEqual((await c.waitAnswers(15)).slice(13), ["ok", "ok"]);
+    await r.buffer.drained(10_000);
+    const dec = new TextDecoder();
+    assert.deepEqual(
+      r.provider.received.map((x) => [x.key, dec.decode(x.value)]),
+      [
+        ["k1", "plain-1"],
+        [null, "no-key"],
+        ["k\tab", "v\nline\\"],
+        ["j", "json"],
+        ["k2", "crlf"],
+        ["k3", "ünïcödé ✓"],
+        ["k6", "plain-2"],
+        ["k7", "bad-\ufffd"],
+        ["k8", "after"],
+      ],
+    );
+    c.end();
+    await r.close();
+  });
+
   it("reassembles a long line sent in tiny pieces, exactly", async () => {
     const r = await rig();
     const c = await ackClient(r.path);
