@@ -325,22 +325,27 @@ async function run(args: string[]): Promise<number> {
     ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
     logger,
   });
-  // The client library loads once the socket listens: it is most of the start-up (about 0.2 s
+  // The client library loads once the agent is ready: it is most of the start-up (about 0.2 s
   // of the executable's CPU), and lines sent meanwhile wait in the socket, then are stored and
-  // answered. So the sender's first connection waits for the socket too. A library that
-  // cannot load stops the agent, as a start error would.
-  let listening!: () => void;
-  const afterListen = new Promise<void>((r) => (listening = r));
+  // answered. So the sender's first connection waits for that too (and, when the start fails,
+  // is refused: the buffer then closes without ever connecting). A library that cannot load
+  // stops the agent, as a start error would.
+  let started!: (ok: boolean) => void;
+  const ready = new Promise<void>((resolve, reject) => {
+    started = (ok) => ok ? resolve() : reject(new Error("the agent did not start"));
+  });
+  ready.catch(() => {}); // (only the sender's open awaits it)
   const late = delegating(provider, {
     prepare: undefined,
-    open: () => afterListen.then(() => provider.open()),
+    open: () => ready.then(() => provider.open()),
   });
   const agent = await startAgent(
     config,
     logger,
     withFailpoint(late, process.env.MB_FAILPOINT),
     existed,
-  ).finally(listening);
+    started,
+  );
   if (agent === null) return 1;
   const loaded = provider.prepare().then(() => null, (e: unknown) => e);
   const reminder = remindOfBacklog(agent.buffer, logger);
@@ -361,15 +366,17 @@ interface RunningAgent {
 /**
  * Opens the buffer, listens on the socket, serves metrics; logs `agent ready`. A start that
  * fails logs one ERROR naming the setting and the fix, and leaves nothing behind (no socket
- * file, no LOCK, no half-open buffer): then null.
+ * file, no LOCK, no half-open buffer): then null. `started` is told which, before the
+ * buffer closes on a failure.
  */
 async function startAgent(
   config: AgentConfig,
   logger: Logger,
   provider: Provider,
   existed: boolean,
+  started: (ok: boolean) => void = () => {},
 ): Promise<RunningAgent | null> {
-  const started = Date.now();
+  const startedAt = Date.now();
   const fs = defaultFileSystem();
   let buffer: MessageBuffer | null = null;
   let ingest: IngestServer | null = null;
@@ -407,10 +414,12 @@ async function startAgent(
       fsync: config.values.fsync,
       metrics: config.values.metrics,
       backlogRecords: buffer.stats().backlog.records,
-      startupMs: Date.now() - started,
+      startupMs: Date.now() - startedAt,
     });
+    started(true);
     return { buffer, ingest, metrics, closed: () => (open = false) };
   } catch (e) {
+    started(false);
     logger.error("cannot start", { error: explainStartError(e, phase, config) });
     await ingest?.close().catch(() => {});
     await buffer?.close().catch(() => {});

@@ -14,7 +14,7 @@
 //   npm run compile
 //   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
 //       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
-//       [--agent-args "--kafka-client kafkajs"]
+//       [--agent-args="--kafka-client kafkajs"]
 //
 // With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 

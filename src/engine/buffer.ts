@@ -150,12 +150,9 @@ export class MessageBuffer {
       );
     }
     const o = resolveOptions(options, options?.fs, options?.logger);
-    // A provider that can never send (its client library does not load) fails the open. The
-    // library loads (CPU) while the directory is recovered (I/O): neither waits for the other.
-    const prepared = Promise.resolve(o.provider.prepare?.());
-    prepared.catch(() => {}); // awaited below; a recovery failure may come first
+    // A provider that can never send (its client library does not load) fails the open.
+    await o.provider.prepare?.();
     if (o.mode === "block-on-error" || o.mode === "error-on-error") {
-      await prepared;
       if (options.dir !== undefined) await warnOfBacklog(o);
       const policy = o.mode === "block-on-error" ? "block" : "error";
       return new this(o, null, newDirect(o, o.provider, policy), null);
@@ -166,13 +163,6 @@ export class MessageBuffer {
       lanes = await Lanes.open(o, gate);
     } catch (e) {
       // A lane that did open may have opened the provider already.
-      await closeGate(gate, o);
-      throw e;
-    }
-    try {
-      await prepared;
-    } catch (e) {
-      await lanes.close().catch(() => {});
       await closeGate(gate, o);
       throw e;
     }

@@ -158,7 +158,7 @@ export interface MessageBufferOptions {
   fsyncIntervalMs?: number;
   /** Largest encoded record accepted by `write`. @default 4 MiB */
   maxRecordBytes?: number;
-  /** Most records handed to one `Provider.send`. @default 1000 */
+  /** Most records handed to one `Provider.send`. @default 5000 */
   batchMaxRecords?: number;
   /** Most bytes handed to one `Provider.send` (a larger single record goes alone). @default 4 MiB */
   batchMaxBytes?: number;

@@ -271,9 +271,14 @@ export class SegmentWriter {
           this.#spare.push(next.builder);
           continue;
         }
-        if (this.#syncRequested && this.#syncing === null) {
+        if (this.#syncRequested && this.#syncing === null && this.#file) {
           this.#syncRequested = false;
-          this.#syncing = this.#syncActive();
+          const sync: Promise<void> = this.#syncActive().finally(() => {
+            if (this.#syncing === sync) this.#syncing = null;
+            // A request that came while it ran (the next period) gets its turn.
+            if (this.#syncRequested) this.#kick();
+          });
+          this.#syncing = sync;
           continue;
         }
         break;
@@ -423,8 +428,6 @@ export class SegmentWriter {
     } catch (e) {
       this.#syncFailed = { file: file!, error: e };
       this.#kick();
-    } finally {
-      this.#syncing = null;
     }
   }
 

@@ -288,6 +288,8 @@ class Connection {
     const t3 = buf.indexOf(TAB, t2 + 1);
     if (t3 >= 0 && t3 < nl) return false;
     const topic = this.#topicOf(buf, from, t1);
+    // Views of the chunk: a write that waits (for a lane, for room) keeps them, and so the
+    // chunk, whose memory Node, Deno and Bun never reuse while it is referenced.
     const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
     this.#server.stats.linesReceived++;
     this.#lineNo++;

@@ -18,6 +18,8 @@ export type ProviderHeader = readonly [name: string, value: Uint8Array];
 /**
  * A record handed to a provider: what a writer stored, as it reads back. `value`, `key` and
  * header values may view memory the engine reuses after `send` settles: copy to keep them.
+ * `key` and `value` may be accessors that make a view on each read (the engine keeps them as
+ * ranges of the bytes it read): read each once, and copy fields by name, not with `{...r}`.
  *
  * @example The value as text
  * ```ts

@@ -163,7 +163,7 @@ describe("ingest server: careless and hostile clients", () => {
   });
 
   it("stores the lines of a chunk that mixes plain text with escapes, JSON, CRLF, bad lines and bad UTF-8 exactly as the parser reads them, answered in order", async () => {
-    const r = await rig();
+    const r = await rig({ maxLineBytes: 64 });
     const c = await ackClient(r.path);
     // Plain lines go from the socket's bytes straight into the frame; the others are parsed as
     // text. Within one chunk, each must come out as the text parser reads it, in order.
@@ -181,16 +181,22 @@ describe("ingest server: careless and hostile clients", () => {
         "t\tk5 only one tab",
         "bad topic!\tk\tv",
         "t\tk6\tplain-2",
+        `t\tk9\t${"z".repeat(64)}`, // over maxLineBytes
       ].map((l) => `${l}\n`).join(""),
     );
-    const answers = await c.waitAnswers(13);
+    const answers = await c.waitAnswers(14);
     assert.deepEqual(answers.slice(1, 7), ["ok", "ok", "ok", "ok", "ok", "ok"]);
-    for (const a of answers.slice(7, 12)) assert.match(a, /^error /);
+    assert.equal(answers[7], "error line 7: raw tab in value (escape it as \\t)");
+    assert.equal(answers[8], "error line 8: empty line");
+    assert.equal(answers[9], "error line 9: empty topic");
+    assert.equal(answers[10], "error line 10: expected TOPIC<TAB>KEY<TAB>VALUE, found one tab");
+    assert.match(answers[11], /^error line 11: .*bad topic!/);
     assert.equal(answers[12], "ok");
+    assert.equal(answers[13], "error line 13: line too long (over 64 bytes); skipped");
     // Invalid UTF-8 is read as the text parser reads it: U+FFFD in its place.
     c.write(Buffer.concat([Buffer.from("t\tk7\tbad-"), Buffer.from([0xff]), Buffer.from("\n")]));
     c.write("t\tk8\tafter\n");
-    assert.deepEqual((await c.waitAnswers(15)).slice(13), ["ok", "ok"]);
+    assert.deepEqual((await c.waitAnswers(16)).slice(14), ["ok", "ok"]);
     await r.buffer.drained(10_000);
     const dec = new TextDecoder();
     assert.deepEqual(

@@ -63,7 +63,11 @@ function writeVarint(b: Uint8Array, p: number, n: number): number {
 
 /** The records of one batch, encoded; what {@link finishBatch} frames. */
 export interface EncodedRecords {
-  /** The records, back to back (uncompressed). */
+  /**
+   * The records, back to back (uncompressed): a view of a buffer that keeps
+   * {@link BATCH_HEADER_SIZE} bytes before them, so that an uncompressed batch is finished in
+   * place, without a copy.
+   */
   bytes: Uint8Array;
   count: number;
   baseTimestamp: number;
@@ -111,7 +115,8 @@ export function encodeRecords(
     sizes[i] = body;
     total += varintSize(body) + body;
   }
-  const b = new Uint8Array(total);
+  const whole = new Uint8Array(BATCH_HEADER_SIZE + total);
+  const b = whole.subarray(BATCH_HEADER_SIZE);
   let p = 0;
   for (let i = 0; i < idx.length; i++) {
     const r = records[idx[i]];
@@ -150,7 +155,8 @@ export interface BatchIdentity {
 
 /**
  * Frames `records` (their `bytes` already compressed when `codecBits` is not 0) as one
- * record batch.
+ * record batch. Uncompressed (`payload` is `records.bytes`), the header goes into the room
+ * before them; a compressed payload is copied behind a new header.
  */
 export function finishBatch(
   records: EncodedRecords,
@@ -158,8 +164,11 @@ export function finishBatch(
   codecBits: number,
   id: BatchIdentity,
 ): Uint8Array {
-  const b = new Uint8Array(BATCH_HEADER_SIZE + payload.length);
-  const v = new DataView(b.buffer);
+  const inPlace = payload === records.bytes && payload.byteOffset === BATCH_HEADER_SIZE;
+  const b = inPlace
+    ? new Uint8Array(payload.buffer, 0, BATCH_HEADER_SIZE + payload.length)
+    : new Uint8Array(BATCH_HEADER_SIZE + payload.length);
+  const v = new DataView(b.buffer, b.byteOffset, b.length);
   v.setBigInt64(0, 0n);
   v.setInt32(8, b.length - 12);
   v.setInt32(12, -1);
@@ -172,7 +181,7 @@ export function finishBatch(
   v.setInt16(51, id.producerEpoch);
   v.setInt32(53, id.baseSequence);
   v.setInt32(57, records.count);
-  b.set(payload, BATCH_HEADER_SIZE);
+  if (!inPlace) b.set(payload, BATCH_HEADER_SIZE);
   v.setUint32(17, crc32c(b, 21, b.length));
   return b;
 }
