@@ -263,26 +263,31 @@ class Connection {
     // encoded again. Any other line is parsed as text, as below.
     if (!isUtf8(buf.subarray(start, last))) return this.#textLines(buf, start, last);
     const max = this.#server.maxLineBytes;
+    // The next backslash and the next tab are searched for once, not once per line: lines
+    // without them (garbage) would otherwise each scan to the end of the chunk.
     let backslash = nextIndex(buf, BACKSLASH, start, last);
+    let tab = nextIndex(buf, TAB, start, last);
     let from = start;
     while (from <= last) {
       const nl = buf.indexOf(NL, from); // (at most `last`, a newline)
       if (backslash < from) backslash = nextIndex(buf, BACKSLASH, from, last);
-      const plain = backslash > nl && nl - from <= max && this.#plainLine(buf, from, nl);
+      if (tab < from) tab = nextIndex(buf, TAB, from, last);
+      const plain = backslash > nl && tab < nl && nl - from <= max &&
+        this.#plainLine(buf, from, tab, nl);
       if (!plain) this.#textLines(buf, from, nl);
       from = nl + 1;
     }
   }
 
   /**
-   * Takes `buf[from, nl)` if it is a plain text line (see #lines): returns false, taking
-   * nothing, for anything else (JSON, a control line, a CR before the LF, an error).
+   * Takes `buf[from, nl)`, whose first tab is at `t1`, if it is a plain text line (see #lines):
+   * returns false, taking nothing, for anything else (JSON, a control line, a CR before the
+   * LF, an error).
    */
-  #plainLine(buf: Buffer, from: number, nl: number): boolean {
+  #plainLine(buf: Buffer, from: number, t1: number, nl: number): boolean {
     const c = buf[from];
-    if (nl === from || c === 123 /* { */ || c === 35 /* # */ || buf[nl - 1] === 13) return false;
-    const t1 = buf.indexOf(TAB, from);
-    if (t1 <= from || t1 >= nl) return false;
+    if (c === 123 /* { */ || c === 35 /* # */ || buf[nl - 1] === 13) return false;
+    if (t1 === from) return false; // no topic
     const t2 = buf.indexOf(TAB, t1 + 1);
     if (t2 < 0 || t2 >= nl) return false;
     const t3 = buf.indexOf(TAB, t2 + 1);
