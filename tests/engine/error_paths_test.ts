@@ -157,32 +157,6 @@ describe("failed fsync is a lasting state", () => {
     await b.close();
   });
 
-  it('under "interval", writes are stored and answered while the periodic fsync runs (a slow disk does not hold them up)', async () => {
-    const fs = new MemoryFileSystem();
-    const p = new RecordingProvider();
-    // Note when fsyncs start and end; each takes half a second.
-    let started = 0, ended = 0;
-    const slow = fs._slow.bind(fs);
-    fs._slow = <T>(op: Parameters<typeof fs._slow>[0], fn: () => T): Promise<T> => {
-      if (op !== "sync") return slow(op, fn);
-      started++;
-      return slow(op, fn).finally(() => ended++);
-    };
-    fs.latencyMs.sync = 500;
-    const b = await MessageBuffer.open(opts(fs, p, { fsync: "interval", fsyncIntervalMs: 5 }));
-    await b.write("t", "first"); // (waits for the new segment's fsyncs)
-    await b.drained(5000);
-    // From here, the next fsync is the periodic one of the segment (S files are not fsynced
-    // under "interval"; the sync mark is written after the segment's fsync ends).
-    started = ended = 0;
-    await waitFor(() => started > 0, 5000, "the periodic fsync to start");
-    await b.write("t", "second");
-    assert.equal(ended, 0, "the write waited for the fsync");
-    await b.drained(5000);
-    assert.deepEqual(p.values(), ["first", "second"]);
-    await b.close();
-  });
-
   it("a failed fsync while sealing a segment enters the failed state too", async () => {
     const fs = new MemoryFileSystem();
     const p = new RecordingProvider();

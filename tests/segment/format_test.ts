@@ -29,6 +29,22 @@ describe("crc32c", () => {
     assert.equal(crc32c(new Uint8Array(32)), 0x8a9136aa);
     assert.equal(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8ab43);
   });
+  it("agrees with a bit-at-a-time CRC32C over every length and alignment up to 100 bytes", () => {
+    const bitwise = (d: Uint8Array, from: number, to: number): number => {
+      let c = 0xffffffff;
+      for (let i = from; i < to; i++) {
+        c ^= d[i];
+        for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+      }
+      return (c ^ 0xffffffff) >>> 0;
+    };
+    const data = new Uint8Array(140).map((_, i) => (i * 151 + 7) & 0xff);
+    for (let from = 0; from < 20; from++) {
+      for (let to = from; to <= from + 100; to++) {
+        assert.equal(crc32c(data, from, to), bitwise(data, from, to), `[${from}, ${to})`);
+      }
+    }
+  });
   it("gives the same result in one call or in pieces", () => {
     const data = enc.encode("The quick brown fox jumps over the lazy dog, twice over.");
     assert.equal(crc32c(data, 10, data.length, crc32c(data, 0, 10)), crc32c(data));
