@@ -347,9 +347,13 @@ async function run(args: string[]): Promise<number> {
     started,
   );
   if (agent === null) return 1;
-  const loaded = provider.prepare().then(() => null, (e: unknown) => e);
   const reminder = remindOfBacklog(agent.buffer, logger);
-  const code = await untilStopped(agent, logger, loaded);
+  // (Once the signal handlers are in place: loading the library blocks for a moment, and a
+  // SIGTERM then must find them.)
+  const code = await untilStopped(agent, logger, () => {
+    started(true);
+    return provider.prepare().then(() => null, (e: unknown) => e);
+  });
   clearInterval(reminder);
   return code;
 }
@@ -366,8 +370,8 @@ interface RunningAgent {
 /**
  * Opens the buffer, listens on the socket, serves metrics; logs `agent ready`. A start that
  * fails logs one ERROR naming the setting and the fix, and leaves nothing behind (no socket
- * file, no LOCK, no half-open buffer): then null. `started` is told which, before the
- * buffer closes on a failure.
+ * file, no LOCK, no half-open buffer): then null, and `started(false)` is called before the
+ * buffer closes (the caller says `started(true)` once it is ready for the sender to connect).
  */
 async function startAgent(
   config: AgentConfig,
@@ -416,7 +420,6 @@ async function startAgent(
       backlogRecords: buffer.stats().backlog.records,
       startupMs: Date.now() - startedAt,
     });
-    started(true);
     return { buffer, ingest, metrics, closed: () => (open = false) };
   } catch (e) {
     started(false);
@@ -467,12 +470,13 @@ function remindOfBacklog(buffer: MessageBuffer, logger: Logger): ReturnType<type
  * Runs until SIGTERM or SIGINT, then stops cleanly: stop taking lines; close the buffer
  * (stores what was read, fails writes that wait for room, lets the batch in flight finish);
  * answer every line and hang up. A second signal exits at once. Resolves with the exit code
- * (1 when `loaded`, the client library's load, resolves with an error: the same stop).
+ * (1 when `load()`, called once the signal handlers are in place, resolves with an error: the
+ * client library did not load; the same stop).
  */
 function untilStopped(
   agent: RunningAgent,
   logger: Logger,
-  loaded: Promise<unknown>,
+  load: () => Promise<unknown>,
 ): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -507,7 +511,7 @@ function untilStopped(
     };
     process.on("SIGTERM", () => void stop("SIGTERM"));
     process.on("SIGINT", () => void stop("SIGINT"));
-    void loaded.then((e) => {
+    void load().then((e) => {
       if (e === null || stopping) return;
       failed = true;
       logger.error("cannot start", { error: String((e as Error)?.message ?? e) });
