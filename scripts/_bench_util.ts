@@ -1,5 +1,6 @@
 // Shared by the benchmark scripts: machine description, RSS sampling, result lines.
 
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
 
@@ -42,4 +43,45 @@ export const MiB = 1024 * 1024;
 
 export function fmtRate(n: number): string {
   return n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : `${(n / 1e3).toFixed(1)}K`;
+}
+
+/** Peak RSS (VmHWM) of process `pid` (or this one) in bytes; 0 when it cannot be read. */
+export function peakRss(pid: number | "self"): number {
+  let status = "";
+  try {
+    status = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    // gone, or not Linux
+  }
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+}
+
+/**
+ * `kcat -P` producing the KEY<TAB>VALUE lines of `file` to `topic` with idempotence and
+ * acks=all, as every benchmark compares with; `extra` goes before the file (`-z codec`).
+ */
+export function kcatProduceArgs(
+  brokers: string,
+  topic: string,
+  file: string,
+  extra: string[] = [],
+): string[] {
+  return [
+    "-P",
+    "-b",
+    brokers,
+    "-t",
+    topic,
+    "-K",
+    "\t",
+    ...extra,
+    "-X",
+    "enable.idempotence=true",
+    "-X",
+    "acks=all",
+    "-X",
+    "linger.ms=5",
+    "-l",
+    file,
+  ];
 }

@@ -27,7 +27,7 @@ import { compatibilityPartitioner, Producer } from "@platformatic/kafka";
 import { CompressionTypes, Kafka, logLevel, Partitioners } from "kafkajs";
 import { KafkaProvider, MessageBuffer, type Provider, silentLogger } from "../mod.ts";
 import { addKafkajsCodecs } from "../tests/_kafkajs_codecs.ts";
-import { fmtRate, machine } from "./_bench_util.ts";
+import { fmtRate, kcatProduceArgs, machine } from "./_bench_util.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -256,25 +256,7 @@ async function kcat(): Promise<number | null> {
   await new Promise<void>((resolve, reject) =>
     execFile(
       "kcat",
-      [
-        "-P",
-        "-b",
-        brokers.join(","),
-        "-t",
-        topic,
-        "-K",
-        "\t",
-        "-z",
-        compression,
-        "-X",
-        "enable.idempotence=true",
-        "-X",
-        "acks=all",
-        "-X",
-        "linger.ms=5",
-        "-l",
-        file,
-      ],
+      kcatProduceArgs(brokers.join(","), topic, file, ["-z", compression]),
       { maxBuffer: 1 << 26 },
       (e, _out, err) => (e ? reject(new Error(`kcat failed: ${err || e.message}`)) : resolve()),
     )

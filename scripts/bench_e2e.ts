@@ -26,7 +26,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
-import { fmtRate, machine, MiB } from "./_bench_util.ts";
+import { fmtRate, kcatProduceArgs, machine, MiB, peakRss } from "./_bench_util.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -60,9 +60,7 @@ function procUsage(pid: number): { cpu: number; rss: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-  return { cpu, rss: hwm };
+  return { cpu, rss: peakRss(pid) };
 }
 
 function run(cmd: string, args: string[], input?: string): Promise<string> {
@@ -226,21 +224,7 @@ async function kcat(topic: string, file: string, n = N): Promise<Figure> {
       "-c",
       RUSAGE,
       "kcat",
-      "-P",
-      "-b",
-      BROKERS,
-      "-t",
-      topic,
-      "-K",
-      "\t",
-      "-X",
-      "enable.idempotence=true",
-      "-X",
-      "acks=all",
-      "-X",
-      "linger.ms=5",
-      "-l",
-      file,
+      ...kcatProduceArgs(BROKERS, topic, file),
     ]),
   );
   if (out.rc !== 0) throw new Error(`kcat exited ${out.rc}`);

@@ -11,13 +11,13 @@
 
 import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { machine } from "./_bench_util.ts";
+import { machine, peakRss as peakRssOf } from "./_bench_util.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -46,12 +46,6 @@ function connect(path: string): Promise<net.Socket | null> {
     s.once("connect", () => resolve(s));
     s.once("error", () => resolve(null));
   });
-}
-
-async function vmHwm(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
-  const m = /VmHWM:\s+(\d+) kB/.exec(status);
-  return m ? Number(m[1]) * 1024 : 0;
 }
 
 interface Result {
@@ -173,12 +167,12 @@ async function run(hostile: boolean): Promise<Result> {
     }
   }
   let peakRss = 0;
-  const sampler = setInterval(async () => {
-    peakRss = Math.max(peakRss, await vmHwm(agent.pid!));
+  const sampler = setInterval(() => {
+    peakRss = Math.max(peakRss, peakRssOf(agent.pid!));
   }, 200);
   await Promise.all([...good, ...hostiles]);
   clearInterval(sampler);
-  peakRss = Math.max(peakRss, await vmHwm(agent.pid!));
+  peakRss = Math.max(peakRss, peakRssOf(agent.pid!));
   agent.kill("SIGTERM");
   await new Promise((r) => agent.once("exit", r));
   await rm(dir, { recursive: true, force: true });

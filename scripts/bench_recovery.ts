@@ -21,12 +21,12 @@
 
 import { Buffer } from "node:buffer";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, open, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { machine } from "./_bench_util.ts";
+import { machine, peakRss } from "./_bench_util.ts";
 import { NodeFileSystem } from "../src/fs/node.ts";
 import { FOOTER_MAGIC, SEGMENT_FOOTER_SIZE } from "../src/segment/format.ts";
 import { inspectBuffer } from "../src/segment/recovery.ts";
@@ -68,8 +68,7 @@ if (values.child) {
   const openMs = performance.now() - t0;
   const backlog = b.stats().backlog.records;
   await sent;
-  const status = await readFile("/proc/self/status", "utf8").catch(() => "");
-  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+  const hwm = peakRss("self") / 1024 / 1024;
   console.log(JSON.stringify({ openMs, firstMs: firstSend - t0, backlog, rssMiB: hwm }));
   process.exit(0);
 }
