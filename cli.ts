@@ -17,12 +17,14 @@ import {
   ConfigError,
   engineOptions,
   explainStartError,
+  httpOptions,
   printableConfig,
   providerOptions,
   SETTINGS,
   settingsHelp,
   socketPath,
   type StartPhase,
+  syslogOptions,
 } from "./src/agent/config.ts";
 import { checkBufferDir } from "./src/agent/buffer_dir.ts";
 import { closest, FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
@@ -43,6 +45,8 @@ import { pidIsAlive } from "./src/process.ts";
 import { sendLines } from "./src/ingest/client.ts";
 import { recordToJson } from "./src/ingest/protocol.ts";
 import { IngestServer } from "./src/ingest/server.ts";
+import { HttpIngest } from "./src/ingest/http.ts";
+import { SyslogServer } from "./src/ingest/syslog_server.ts";
 import { createLogger, type Logger } from "./src/log.ts";
 import { KafkaProvider } from "./src/provider/kafka/kafka.ts";
 import type { Provider } from "./src/provider/types.ts";
@@ -362,6 +366,8 @@ async function run(args: string[]): Promise<number> {
 interface RunningAgent {
   buffer: MessageBuffer;
   ingest: IngestServer;
+  http: HttpIngest | null;
+  syslog: SyslogServer | null;
   metrics: { close(): void } | null;
   /** Tells /health the buffer is closed. */
   closed(): void;
@@ -384,6 +390,8 @@ async function startAgent(
   const fs = defaultFileSystem();
   let buffer: MessageBuffer | null = null;
   let ingest: IngestServer | null = null;
+  let http: HttpIngest | null = null;
+  let syslog: SyslogServer | null = null;
   let open = true;
   let phase: StartPhase = "buffer_dir";
   try {
@@ -403,12 +411,19 @@ async function startAgent(
       buffer,
       logger,
     });
+    phase = "http";
+    const httpConfig = await httpOptions(config, (p) => readFile(p, "utf8"));
+    if (httpConfig) http = await HttpIngest.listen({ ...httpConfig, buffer, logger });
+    phase = config.values.syslog_socket !== undefined ? "syslog_socket" : "syslog_tcp";
+    const syslogConfig = syslogOptions(config);
+    if (syslogConfig) syslog = await SyslogServer.start({ ...syslogConfig, buffer, logger });
     const b = buffer, i = ingest;
+    i.inputs = { http: http?.stats, syslog: syslog?.stats };
     phase = "metrics";
     const metrics = config.values.metrics
       ? await serveMetrics(
         config.values.metrics,
-        () => ({ stats: b.stats(), ingest: i.stats, open }),
+        () => ({ stats: b.stats(), ingest: i.stats, inputs: i.inputs, open }),
       )
       : null;
     logger.info("agent ready", {
@@ -417,13 +432,19 @@ async function startAgent(
       mode: config.values.mode,
       fsync: config.values.fsync,
       metrics: config.values.metrics,
+      ...(http ? { http: http.address } : {}),
+      ...(syslog
+        ? { syslogSocket: config.values.syslog_socket, syslogTcp: syslog.tcpAddress }
+        : {}),
       backlogRecords: buffer.stats().backlog.records,
       startupMs: Date.now() - startedAt,
     });
-    return { buffer, ingest, metrics, closed: () => (open = false) };
+    return { buffer, ingest, http, syslog, metrics, closed: () => (open = false) };
   } catch (e) {
     started(false);
     logger.error("cannot start", { error: explainStartError(e, phase, config) });
+    await http?.close().catch(() => {});
+    await syslog?.close().catch(() => {});
     await ingest?.close().catch(() => {});
     await buffer?.close().catch(() => {});
     return null;
@@ -493,8 +514,12 @@ function untilStopped(
       logger.info("shutting down", { signal });
       try {
         agent.ingest.stop();
+        agent.http?.stop();
+        agent.syslog?.stop();
         await agent.buffer.close();
         await agent.ingest.close();
+        await agent.http?.close();
+        await agent.syslog?.close();
         agent.closed();
         agent.metrics?.close();
         const s = agent.buffer.stats();

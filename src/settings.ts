@@ -446,6 +446,80 @@ export const AGENT = {
     format: LISTEN_ADDRESS,
     help: "host:port for the HTTP listener with /metrics and /health (off when unset)",
   },
+  http: {
+    type: "text",
+    format: LISTEN_ADDRESS,
+    help:
+      "host:port for the HTTP input: POST /topics/{topic} (Kafka REST Proxy v2) and POST /records (NDJSON); off when unset. Beyond loopback it needs TLS or --http-allow-remote",
+  },
+  http_allow_remote: {
+    type: "boolean",
+    default: false,
+    help: "Serve plain HTTP on an address beyond loopback (refused otherwise)",
+  },
+  http_token_file: {
+    type: "text",
+    help: "File holding a bearer token every HTTP request must carry (Authorization: Bearer …)",
+  },
+  http_tls_cert_file: {
+    type: "text",
+    help: "PEM certificate chain: serve the HTTP input as HTTPS",
+  },
+  http_tls_key_file: { type: "text", help: "PEM private key of --http-tls-cert-file" },
+  http_max_body: {
+    type: "integer",
+    min: 1024,
+    default: 16 * MiB,
+    unit: "bytes",
+    help: "Largest HTTP request body; larger ones are answered 413",
+  },
+  http_max_records: {
+    type: "integer",
+    min: 1,
+    default: 10_000,
+    help: "Most records in one HTTP request; more are answered 413",
+  },
+  http_max_requests: {
+    type: "integer",
+    min: 1,
+    default: 256,
+    help: "HTTP requests served at once; more are answered 429 with Retry-After",
+  },
+  http_timeout: {
+    type: "integer",
+    min: 1,
+    default: 30_000,
+    unit: "ms",
+    help: "How long an HTTP client may take to send its request body (408 after)",
+  },
+  syslog_socket: {
+    type: "text",
+    help:
+      "Unix datagram socket for syslog messages (like /dev/log; logger -u PATH); off when unset",
+  },
+  syslog_tcp: {
+    type: "text",
+    format: LISTEN_ADDRESS,
+    help:
+      "host:port for syslog over TCP (RFC 6587: octet counting or one message per line); off when unset",
+  },
+  syslog_topic: {
+    type: "text",
+    default: "syslog",
+    help: "Topic of syslog records, or a template over {facility}, {severity}, {app}, {host}",
+  },
+  syslog_key: {
+    type: "choice",
+    choices: ["hostname", "app", "none"],
+    default: "hostname",
+    help: "Key of syslog records: the message's HOSTNAME, its APP-NAME (tag), or none",
+  },
+  syslog_value: {
+    type: "choice",
+    choices: ["json", "raw"],
+    default: "json",
+    help: "Value of syslog records: the parsed fields as a JSON object, or the message as received",
+  },
   log_level: {
     type: "choice",
     choices: ["debug", "info", "warn", "error"],

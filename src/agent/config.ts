@@ -12,6 +12,9 @@
 
 import type { MessageBufferOptions } from "../engine/options.ts";
 import { closest } from "./flags.ts";
+import type { HttpIngestOptions } from "../ingest/http.ts";
+import type { SyslogServerOptions } from "../ingest/syslog_server.ts";
+import { checkTopicTemplate } from "../ingest/syslog.ts";
 import { defaultSocketPath } from "../layout.ts";
 import {
   KAFKAJS_CODECS,
@@ -272,6 +275,8 @@ function validate(c: AgentConfig): void {
   for (
     const [flag, address] of [
       ["metrics", c.values.metrics],
+      ["http", c.values.http],
+      ["syslog-tcp", c.values.syslog_tcp],
       ...(c.values.brokers ?? []).map((b) => ["brokers", b]),
     ] as const
   ) {
@@ -279,6 +284,17 @@ function validate(c: AgentConfig): void {
     if (port < 1 || port > 65535) {
       throw new ConfigError(`--${flag}: port ${port} of "${address}" is not between 1 and 65535`);
     }
+  }
+  if (c.values.http_tls_cert_file !== undefined && c.values.http_tls_key_file === undefined) {
+    throw new ConfigError("--http-tls-cert-file needs --http-tls-key-file");
+  }
+  if (c.values.http_tls_key_file !== undefined && c.values.http_tls_cert_file === undefined) {
+    throw new ConfigError("--http-tls-key-file needs --http-tls-cert-file");
+  }
+  try {
+    checkTopicTemplate(c.values.syslog_topic);
+  } catch (message) {
+    throw new ConfigError(`--syslog-topic: ${message}`);
   }
   const { kafka_client: client, compression } = c.values;
   if (client === "kafkajs" && !KAFKAJS_CODECS.has(compression)) {
@@ -374,6 +390,70 @@ export async function providerOptions(
   return o;
 }
 
+/** What a setting's file could not be read for: a ConfigError naming the flag and the path. */
+async function readSettingFile(
+  flag: string,
+  path: string,
+  readText: (path: string) => Promise<string>,
+): Promise<string> {
+  try {
+    return await readText(path);
+  } catch (e) {
+    throw new ConfigError(
+      `--${flag}: cannot read "${path}": ${(e as { code?: string }).code ?? (e as Error).message}`,
+    );
+  }
+}
+
+/** The HTTP input's options, reading its token and TLS files with `readText`; null when off. */
+export async function httpOptions(
+  c: AgentConfig,
+  readText: (path: string) => Promise<string>,
+): Promise<Omit<HttpIngestOptions, "buffer" | "logger"> | null> {
+  const v = c.values;
+  if (v.http === undefined) return null;
+  let token: string | null = null;
+  if (v.http_token_file !== undefined) {
+    token = (await readSettingFile("http-token-file", v.http_token_file, readText)).trim();
+    if (token.length === 0) {
+      throw new ConfigError(`--http-token-file: "${v.http_token_file}" is empty`);
+    }
+  }
+  const tls = v.http_tls_cert_file !== undefined && v.http_tls_key_file !== undefined
+    ? {
+      cert: await readSettingFile("http-tls-cert-file", v.http_tls_cert_file, readText),
+      key: await readSettingFile("http-tls-key-file", v.http_tls_key_file, readText),
+    }
+    : null;
+  return {
+    address: v.http,
+    allowRemote: v.http_allow_remote,
+    token,
+    tls,
+    maxBodyBytes: v.http_max_body,
+    maxRecords: v.http_max_records,
+    maxRequests: v.http_max_requests,
+    timeoutMs: v.http_timeout,
+  };
+}
+
+/** The syslog inputs' options; null when neither is on. */
+export function syslogOptions(
+  c: AgentConfig,
+): Omit<SyslogServerOptions, "buffer" | "logger"> | null {
+  const v = c.values;
+  if (v.syslog_socket === undefined && v.syslog_tcp === undefined) return null;
+  return {
+    socket: v.syslog_socket,
+    socketMode: Number.parseInt(v.socket_mode, 8),
+    tcp: v.syslog_tcp,
+    mapping: { topic: v.syslog_topic, key: v.syslog_key, value: v.syslog_value },
+    maxMessageBytes: v.max_line_bytes,
+    maxConnections: v.max_connections,
+    idleTimeoutMs: v.idle_timeout * 1000,
+  };
+}
+
 /** The socket the agent listens on: `socket`, else `messagebuffer.sock` in the buffer directory. */
 export function socketPath(c: AgentConfig): string {
   return c.values.socket ?? defaultSocketPath(c.values.buffer_dir);
@@ -430,7 +510,13 @@ export function settingsHelp(): string {
 }
 
 /** What the agent was doing when a start failed: the setting that names the thing. */
-export type StartPhase = "buffer_dir" | "socket" | "metrics";
+export type StartPhase =
+  | "buffer_dir"
+  | "socket"
+  | "metrics"
+  | "http"
+  | "syslog_socket"
+  | "syslog_tcp";
 
 const ERRNO_MEANING: Readonly<Record<string, string>> = {
   ENOENT: "a directory on the way does not exist, or cannot hold directories",
@@ -452,6 +538,10 @@ const ERRNO_FIX: Readonly<Record<StartPhase, string>> = {
   socket:
     "choose a socket path in a directory this user may write (the Debian package uses /run/messagebuffer/messagebuffer.sock)",
   metrics: "choose another host:port, or stop what listens there",
+  http: "choose another host:port, or stop what listens there",
+  syslog_socket:
+    "choose a path in a directory this user may write, or stop the syslog daemon that holds it",
+  syslog_tcp: "choose another host:port, or stop what listens there",
 };
 
 /**

@@ -7,7 +7,7 @@
 
 import http from "node:http";
 import type { BufferStats } from "../engine/buffer.ts";
-import type { IngestStats } from "../ingest/server.ts";
+import type { IngestStats, InputStats } from "../ingest/server.ts";
 import { DUPLICATE_COUNTERS } from "../engine/ledger.ts";
 
 type Sample = [
@@ -18,7 +18,11 @@ type Sample = [
 ];
 
 /** Every metric, from a stats snapshot. Names are listed in the README. */
-export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sample[] {
+export function metricSamples(
+  s: BufferStats,
+  ingest: IngestStats | null,
+  inputs: InputStats = {},
+): Sample[] {
   const c = s.counters;
   const out: Sample[] = [
     [
@@ -263,13 +267,74 @@ export function metricSamples(s: BufferStats, ingest: IngestStats | null): Sampl
       ],
     );
   }
+  const h = inputs.http;
+  if (h) {
+    out.push(
+      ["messagebuffer_http_requests_total", "counter", "HTTP input requests answered.", h.requests],
+      [
+        "messagebuffer_http_requests_failed_total",
+        "counter",
+        "HTTP input requests answered with a 4xx or 5xx status (nothing stored for a 4xx).",
+        h.requestsFailed,
+      ],
+      ["messagebuffer_http_requests_active", "gauge", "HTTP input requests in progress.", h.active],
+      [
+        "messagebuffer_http_records_total",
+        "counter",
+        "Records the HTTP input stored.",
+        h.records,
+      ],
+    );
+  }
+  const y = inputs.syslog;
+  if (y) {
+    out.push(
+      ["messagebuffer_syslog_messages_total", "counter", "Syslog messages read.", y.received],
+      ["messagebuffer_syslog_stored_total", "counter", "Syslog messages stored.", y.stored],
+      [
+        "messagebuffer_syslog_without_priority_total",
+        "counter",
+        "Syslog messages without a valid <PRI>, stored whole as user.notice.",
+        y.withoutPriority,
+      ],
+      [
+        "messagebuffer_syslog_dropped_too_long_total",
+        "counter",
+        "Syslog messages dropped: longer than max_line_bytes.",
+        y.droppedTooLong,
+      ],
+      [
+        "messagebuffer_syslog_dropped_refused_total",
+        "counter",
+        "Syslog messages dropped: the buffer refused them (full under reject, storage error).",
+        y.droppedRefused,
+      ],
+      [
+        "messagebuffer_syslog_partial_dropped_total",
+        "counter",
+        "Unfinished syslog TCP frames dropped when the sender closed or went idle.",
+        y.partialDropped,
+      ],
+      ["messagebuffer_syslog_connections", "gauge", "Open syslog TCP connections.", y.connections],
+      [
+        "messagebuffer_syslog_connections_refused_total",
+        "counter",
+        "Syslog TCP connections refused: max_connections were open.",
+        y.connectionsRefused,
+      ],
+    );
+  }
   return out;
 }
 
 /** The Prometheus text format (version 0.0.4). */
-export function renderMetrics(s: BufferStats, ingest: IngestStats | null): string {
+export function renderMetrics(
+  s: BufferStats,
+  ingest: IngestStats | null,
+  inputs: InputStats = {},
+): string {
   let text = "";
-  for (const [name, type, help, value] of metricSamples(s, ingest)) {
+  for (const [name, type, help, value] of metricSamples(s, ingest, inputs)) {
     text += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value ?? "NaN"}\n`;
   }
   const dup = "messagebuffer_records_maybe_duplicated_total";
@@ -293,16 +358,21 @@ export function renderMetrics(s: BufferStats, ingest: IngestStats | null): strin
 /** Serves `/metrics` and `/health` on `host:port`; resolves once listening. */
 export async function serveMetrics(
   address: string,
-  snapshot: () => { stats: BufferStats; ingest: IngestStats | null; open: boolean },
+  snapshot: () => {
+    stats: BufferStats;
+    ingest: IngestStats | null;
+    inputs?: InputStats;
+    open: boolean;
+  },
 ): Promise<http.Server> {
   const i = address.lastIndexOf(":");
   const host = address.slice(0, i) || "127.0.0.1";
   const port = Number(address.slice(i + 1));
   const server = http.createServer((req, res) => {
-    const { stats, ingest, open } = snapshot();
+    const { stats, ingest, inputs, open } = snapshot();
     if (req.url === "/metrics") {
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-      res.end(renderMetrics(stats, ingest));
+      res.end(renderMetrics(stats, ingest, inputs));
     } else if (req.url === "/health") {
       const healthy = open && stats.provider.state === "ready" && stats.storage.state === "ok";
       res.writeHead(healthy ? 200 : 503, { "content-type": "application/json" });

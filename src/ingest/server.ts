@@ -25,6 +25,8 @@ import process from "node:process";
 import type { BufferStats, MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
 import { parseLine } from "./protocol.ts";
+import type { HttpStats } from "./http.ts";
+import type { SyslogStats } from "./syslog_server.ts";
 
 /** Options of {@link IngestServer.listen}. */
 export interface IngestServerOptions {
@@ -70,6 +72,15 @@ export interface AgentSnapshot {
   socket: string;
   buffer: BufferStats;
   ingest: IngestStats;
+  /** The other inputs' counters, those that are on. */
+  http?: HttpStats;
+  syslog?: SyslogStats;
+}
+
+/** The counters of the agent's other inputs, when on. */
+export interface InputStats {
+  http?: HttpStats;
+  syslog?: SyslogStats;
 }
 
 interface AckEntry {
@@ -565,6 +576,8 @@ export class IngestServer {
     connectionsRefused: 0,
     idleTimeouts: 0,
   };
+  /** The other inputs' counters, shown in `#stats` (set by the agent). */
+  inputs: InputStats = {};
   readonly #server: net.Server;
   readonly #started = Date.now();
   readonly #connections = new Set<Connection>();
@@ -591,6 +604,8 @@ export class IngestServer {
       socket: this.path,
       buffer: this.buffer.stats(),
       ingest: { ...this.stats },
+      ...(this.inputs.http ? { http: { ...this.inputs.http } } : {}),
+      ...(this.inputs.syslog ? { syslog: { ...this.inputs.syslog } } : {}),
     };
   }
 

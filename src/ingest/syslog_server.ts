@@ -1,0 +1,380 @@
+/**
+ * The syslog inputs: a Unix datagram socket (like `/dev/log`; `logger -u PATH`) and a TCP
+ * listener (RFC 6587: octet counting, `LEN SP MSG`, or one message per LF-terminated line,
+ * told apart by each frame's first byte). Each message is parsed (`syslog.ts`), mapped to a
+ * record and written to the buffer, through the same engine, limits and metrics as socket
+ * lines.
+ *
+ * Syslog has no answers: a message is as safe as its record once stored (under the fsync
+ * policy), and a message refused by the buffer (full under `whenFull: "reject"`, a storage
+ * error) is counted and logged, not answered. Under `whenFull: "block"`, both inputs stop
+ * reading while the buffer is full (TCP senders then wait on their socket; datagram senders
+ * on the kernel's queue, or drop there), and read on when room returns.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { chmod, lstat, mkdtemp, rename, rm } from "node:fs/promises";
+import { hostname } from "node:os";
+import { dirname, join } from "node:path";
+import net from "node:net";
+import type { MessageBuffer } from "../engine/buffer.ts";
+import type { Logger } from "../log.ts";
+import { parseSyslog, type SyslogMapping, toRecord } from "./syslog.ts";
+import { UnixDatagramSocket } from "./unix_datagram.ts";
+
+/** Options of {@link SyslogServer.start}. */
+export interface SyslogServerOptions {
+  /** Unix datagram socket to bind (off when unset). */
+  socket?: string;
+  /** Permission bits of the socket file. @default 0o660 */
+  socketMode?: number;
+  /** `host:port` to listen on for TCP syslog (off when unset). */
+  tcp?: string;
+  mapping: SyslogMapping;
+  /** Longest message taken, in bytes; longer ones are dropped and counted. @default 1 MiB */
+  maxMessageBytes?: number;
+  /** TCP connections served at once; more are closed at once. @default 1024 */
+  maxConnections?: number;
+  /** A TCP connection silent this long is closed. 0 = never. @default 600000 */
+  idleTimeoutMs?: number;
+  buffer: MessageBuffer;
+  logger: Logger;
+}
+
+/** Syslog counters (also exported as metrics and in `#stats`). */
+export interface SyslogStats {
+  /** Messages read, from both inputs. */
+  received: number;
+  /** Messages stored in the buffer. */
+  stored: number;
+  /** Messages taken without a valid `<PRI>` (stored as user.notice, with the text whole). */
+  withoutPriority: number;
+  /** Messages not stored: longer than the limit. */
+  droppedTooLong: number;
+  /** Messages not stored: the buffer refused them (full under "reject", storage error, closing). */
+  droppedRefused: number;
+  /** TCP connections open. */
+  connections: number;
+  /** TCP connections refused because `maxConnections` were open. */
+  connectionsRefused: number;
+  /** Unfinished TCP frames dropped when the sender closed or went idle. */
+  partialDropped: number;
+}
+
+const LF = 10;
+
+/** See the module doc. */
+export class SyslogServer {
+  readonly stats: SyslogStats = {
+    received: 0,
+    stored: 0,
+    withoutPriority: 0,
+    droppedTooLong: 0,
+    droppedRefused: 0,
+    connections: 0,
+    connectionsRefused: 0,
+    partialDropped: 0,
+  };
+  readonly #o: Required<Omit<SyslogServerOptions, "socket" | "tcp">> & SyslogServerOptions;
+  readonly #host = hostname();
+  readonly #sockets = new Set<net.Socket>();
+  #tcp: net.Server | null = null;
+  #dgram: UnixDatagramSocket | null = null;
+  #dgramPath: string | null = null;
+  #dgramLoop: Promise<void> | null = null;
+  #stopped = false;
+  #lastLog = new Map<string, number>();
+  /** Writes not settled yet: close() waits for them, so the counters are final. */
+  #pending = new Set<Promise<unknown>>();
+
+  private constructor(o: SyslogServerOptions) {
+    this.#o = {
+      socketMode: 0o660,
+      maxMessageBytes: 1 << 20,
+      maxConnections: 1024,
+      idleTimeoutMs: 600_000,
+      ...o,
+    };
+  }
+
+  /** The TCP address listened on (`host:port`, the port resolved), or null. */
+  get tcpAddress(): string | null {
+    const a = this.#tcp?.address();
+    return a && typeof a === "object" ? `${a.address}:${a.port}` : null;
+  }
+
+  /** Starts the inputs configured. Throws (having closed what it opened) when one cannot. */
+  static async start(o: SyslogServerOptions): Promise<SyslogServer> {
+    const s = new SyslogServer(o);
+    try {
+      if (o.socket) await s.#bindDatagram(o.socket);
+      if (o.tcp) await s.#listenTcp(o.tcp);
+    } catch (e) {
+      await s.close();
+      throw e;
+    }
+    return s;
+  }
+
+  async #bindDatagram(path: string): Promise<void> {
+    const st = await lstat(path).catch(() => null);
+    if (st) {
+      if (!st.isSocket()) {
+        throw new Error(`Cannot bind the syslog socket "${path}": it exists and is not a socket`);
+      }
+      await rm(path, { force: true });
+      this.#o.logger.info("replaced an existing syslog socket file", { socket: path });
+    }
+    // Bound in a fresh owner-only directory, given its mode, then renamed into place (as the
+    // ingest socket): never reachable with wider permissions than its mode.
+    const staging = await mkdtemp(join(dirname(path), ".mb-"));
+    try {
+      const sock = await UnixDatagramSocket.bind(join(staging, "s"));
+      try {
+        await chmod(join(staging, "s"), this.#o.socketMode);
+        await rename(join(staging, "s"), path);
+      } catch (e) {
+        sock.close();
+        throw e;
+      }
+      this.#dgram = sock;
+      this.#dgramPath = path;
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
+    this.#dgramLoop = this.#receiveDatagrams(this.#dgram);
+  }
+
+  async #receiveDatagrams(sock: UnixDatagramSocket): Promise<void> {
+    const max = this.#o.maxMessageBytes;
+    const buf = Buffer.allocUnsafe(max + 1);
+    for (;;) {
+      if (this.#o.buffer.wouldBlock) await this.#o.buffer.whenWritable();
+      let n: number | null;
+      try {
+        n = await sock.receive(buf);
+      } catch (e) {
+        if (!this.#stopped) this.#o.logger.error("syslog socket failed", { error: e });
+        return;
+      }
+      if (n === null) return;
+      if (n === 0) continue;
+      if (n > max) {
+        this.#tooLong(n, "datagram");
+        continue;
+      }
+      // A copy: the receive buffer is reused.
+      this.#message(Buffer.from(buf.subarray(0, n)), this.#host);
+    }
+  }
+
+  async #listenTcp(address: string): Promise<void> {
+    const i = address.lastIndexOf(":");
+    const host = address.slice(0, i).replace(/^\[|\]$/g, "");
+    const port = Number(address.slice(i + 1));
+    const server = net.createServer((socket) => this.#accept(socket));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    this.#tcp = server;
+  }
+
+  #accept(socket: net.Socket): void {
+    socket.on("error", (e) => this.#o.logger.debug("syslog connection error", { error: e }));
+    if (this.#stopped || this.#sockets.size >= this.#o.maxConnections) {
+      this.stats.connectionsRefused++;
+      this.#rateLog("warn", "refused a syslog TCP connection: too many open", {
+        limit: this.#o.maxConnections,
+      });
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    this.stats.connections++;
+    const peer = socket.remoteAddress ?? "unknown";
+    let pending: Buffer | null = null;
+    /** Bytes of an over-long frame still to skip (octet counting), or -1: skip to the next LF. */
+    let skip = 0;
+    const drop = () => {
+      if (pending !== null && pending.length > 0 || skip !== 0) this.stats.partialDropped++;
+      pending = null;
+      skip = 0;
+    };
+    socket.on("data", (chunk: Buffer) => {
+      if (this.#stopped) return;
+      let buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
+      pending = null;
+      let at = 0;
+      if (skip > 0) {
+        const n = Math.min(skip, buf.length);
+        skip -= n;
+        at = n;
+      } else if (skip < 0) {
+        const lf = buf.indexOf(LF);
+        if (lf < 0) return;
+        skip = 0;
+        at = lf + 1;
+      }
+      at = this.#frames(buf, at, peer, (s) => (skip = s));
+      if (at < buf.length && skip === 0) {
+        buf = buf.subarray(at);
+        // (A copy when small: a view would keep the whole chunk alive.)
+        pending = buf.length < 4096 ? Buffer.from(buf) : buf;
+      }
+      if (this.#o.buffer.wouldBlock) {
+        socket.pause();
+        void this.#o.buffer.whenWritable().then(() => {
+          if (!this.#stopped) socket.resume();
+        });
+      }
+    });
+    socket.on("end", () => {
+      // A last line without its LF (`printf 'msg' | nc`) is a message; an octet-counted frame
+      // cut short is not.
+      const last = pending as Buffer | null;
+      if (
+        last !== null && skip === 0 && !/^[1-9]\d* /.test(last.subarray(0, 11).toString("latin1"))
+      ) {
+        pending = null;
+        if (!this.#stopped) this.#message(last, peer);
+      }
+      drop();
+      socket.end();
+    });
+    socket.on("close", () => {
+      this.#sockets.delete(socket);
+      this.stats.connections--;
+    });
+    if (this.#o.idleTimeoutMs > 0) {
+      socket.setTimeout(this.#o.idleTimeoutMs, () => {
+        drop();
+        socket.destroy();
+      });
+    }
+  }
+
+  /**
+   * Takes the whole frames of `buf` from `at`: returns where the unfinished one starts
+   * (`buf.length` when none), after calling `skipping` when an over-long frame is to be
+   * skipped (its remaining length, or -1 for up to the next LF).
+   */
+  #frames(buf: Buffer, at: number, peer: string, skipping: (n: number) => void): number {
+    const max = this.#o.maxMessageBytes;
+    while (at < buf.length) {
+      const c = buf[at];
+      if (c === LF || c === 13 || c === 0) {
+        at++; // empty frames, stray separators
+        continue;
+      }
+      if (c >= 49 && c <= 57) {
+        // Octet counting: LEN SP MSG (LEN has no leading zero).
+        let len = 0;
+        let i = at;
+        while (i < buf.length && i - at < 10 && buf[i] >= 48 && buf[i] <= 57) {
+          len = len * 10 + buf[i] - 48;
+          i++;
+        }
+        if (i === buf.length && i - at < 10) return at; // the count is not complete yet
+        if (buf[i] === 32) {
+          const start = i + 1;
+          if (len > max) {
+            this.#tooLong(len, "TCP frame");
+            const have = buf.length - start;
+            if (have >= len) {
+              at = start + len;
+              continue;
+            }
+            skipping(len - have);
+            return buf.length;
+          }
+          if (buf.length - start < len) return at;
+          this.#message(buf.subarray(start, start + len), peer);
+          at = start + len;
+          continue;
+        }
+        // Digits not followed by a space: a line (a message without a priority).
+      }
+      const lf = buf.indexOf(LF, at);
+      if (lf < 0) {
+        if (buf.length - at > max) {
+          this.#tooLong(buf.length - at, "TCP line");
+          skipping(-1);
+          return buf.length;
+        }
+        return at;
+      }
+      if (lf - at > max) this.#tooLong(lf - at, "TCP line");
+      else this.#message(buf.subarray(at, lf), peer);
+      at = lf + 1;
+    }
+    return at;
+  }
+
+  #tooLong(bytes: number, what: string): void {
+    this.stats.droppedTooLong++;
+    this.#rateLog("warn", `dropped a syslog ${what} longer than the limit`, {
+      bytes,
+      limit: this.#o.maxMessageBytes,
+      droppedTooLong: this.stats.droppedTooLong,
+    });
+  }
+
+  /** Stores one message. */
+  #message(bytes: Uint8Array, fallbackHost: string): void {
+    this.stats.received++;
+    const m = parseSyslog(bytes);
+    if (!m.hasPriority) {
+      this.stats.withoutPriority++;
+      this.#rateLog("warn", "syslog message without a valid <PRI>; stored as user.notice", {
+        start: Buffer.from(bytes.subarray(0, 40)).toString("latin1"),
+        withoutPriority: this.stats.withoutPriority,
+      });
+    }
+    const r = toRecord(m, bytes, this.#o.mapping, fallbackHost);
+    const p = this.#o.buffer.write(r.topic, r.value, { key: r.key, timestamp: r.timestamp })
+      .then(
+        () => void this.stats.stored++,
+        (e: unknown) => {
+          this.stats.droppedRefused++;
+          this.#rateLog("warn", "the buffer refused syslog messages; dropped", {
+            reason: String((e as Error)?.message ?? e),
+            droppedRefused: this.stats.droppedRefused,
+          });
+        },
+      );
+    this.#pending.add(p);
+    void p.then(() => this.#pending.delete(p));
+  }
+
+  /** Logs `msg` at most once a second (per message text). */
+  #rateLog(level: "warn" | "info", msg: string, fields: Record<string, unknown>): void {
+    const now = Date.now();
+    if (now - (this.#lastLog.get(msg) ?? 0) < 1000) return;
+    this.#lastLog.set(msg, now);
+    this.#o.logger[level](msg, fields);
+  }
+
+  /** Stops reading both inputs (messages already read are still written). */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#tcp?.close();
+    this.#dgram?.close();
+    for (const s of this.#sockets) s.pause();
+  }
+
+  /** Stops, waits for the writes of messages read, closes connections and removes the socket. */
+  async close(): Promise<void> {
+    this.stop();
+    await this.#dgramLoop;
+    await Promise.all([...this.#pending]);
+    for (const s of this.#sockets) s.destroy();
+    if (this.#dgramPath) await rm(this.#dgramPath, { force: true });
+  }
+}
