@@ -473,6 +473,9 @@ export function printableConfig(c: AgentConfig): Record<string, unknown> {
       ? formatWithUnit(Math.round(v * s.scale), s.unit)
       : v;
   }
+  // The inputs that are off, as null: the file a user copies from this shows where to turn
+  // them on (a config file takes null as "not set").
+  for (const key of ["http", "syslog_socket", "syslog_tcp"] as const) out[key] ??= null;
   out.socket = socketPath(c);
   if (c.saslPassword !== undefined) out.sasl_password = "***** (from " + SASL_PASSWORD_ENV + ")";
   return out;

@@ -4,8 +4,9 @@
  * `listenDatagram` needs `--unstable-net`), so the socket is made and bound with libc's
  * `socket(2)` and `bind(2)` through the runtime's FFI, and read off the event loop: under
  * Deno by a non-blocking FFI call of `recv(2)` (on a thread of its own), under Bun by
- * `node:fs` `read(2)` on the descriptor (on a thread of the pool). Each read returns one
- * datagram. `close()` shuts the socket down, which ends a read in progress.
+ * `node:fs` `read(2)` on the descriptor (on a thread of the pool). Datagrams already queued
+ * are taken by a non-blocking `recv(2)` on the event loop, without that trip. Each read
+ * returns one datagram. `close()` shuts the socket down, which ends a read in progress.
  *
  * This is the one file of the ingest that looks at `globalThis.Deno` and `Bun`.
  *
@@ -19,6 +20,7 @@ const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const SHUT_RDWR = 2;
+const MSG_DONTWAIT = 0x40;
 /** sockaddr_un: 2 bytes of family, then 108 of path. */
 const SUN_PATH_MAX = 108;
 
@@ -29,12 +31,17 @@ interface Libc {
   close(fd: number): number;
   /** One datagram into `buf`: its length (at most `buf.length`), 0 once shut down. */
   recv(fd: number, buf: Buffer): Promise<number>;
+  /** One datagram already waiting, without blocking: its length, or -1 when none waits. */
+  recvNow(fd: number, buf: Buffer): number;
 }
 
 type DenoFfi = {
   dlopen(
     path: string,
-    symbols: Record<string, { parameters: string[]; result: string; nonblocking?: boolean }>,
+    symbols: Record<
+      string,
+      { name?: string; parameters: string[]; result: string; nonblocking?: boolean }
+    >,
   ): { symbols: Record<string, (...a: unknown[]) => unknown> };
 };
 
@@ -47,6 +54,7 @@ async function libc(): Promise<Libc> {
       shutdown: { parameters: ["i32", "i32"], result: "i32" },
       close: { parameters: ["i32"], result: "i32" },
       recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", nonblocking: true },
+      recv_now: { name: "recv", parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
     }).symbols;
     return {
       socket: (d, t, p) => s.socket(d, t, p) as number,
@@ -55,6 +63,7 @@ async function libc(): Promise<Libc> {
       close: (fd) => s.close(fd) as number,
       recv: async (fd, buf) =>
         Number(await (s.recv(fd, buf, BigInt(buf.length), 0) as Promise<bigint>)),
+      recvNow: (fd, buf) => Number(s.recv_now(fd, buf, BigInt(buf.length), MSG_DONTWAIT) as bigint),
     };
   }
   if (g.Bun) {
@@ -70,12 +79,14 @@ async function libc(): Promise<Libc> {
       bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
       shutdown: { args: ["i32", "i32"], returns: "i32" },
       close: { args: ["i32"], returns: "i32" },
+      recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
     }).symbols;
     return {
       socket: (d, t, p) => s.socket(d, t, p),
       bind: (fd, a, l) => s.bind(fd, ffi.ptr(a), l),
       shutdown: (fd, h) => s.shutdown(fd, h),
       close: (fd) => s.close(fd),
+      recvNow: (fd, buf) => Number(s.recv(fd, ffi.ptr(buf), buf.length, MSG_DONTWAIT)),
       recv: (fd, buf) =>
         new Promise((resolve, reject) =>
           fsRead(fd, buf, 0, buf.length, null, (e, n) => e ? reject(e) : resolve(n))
@@ -128,6 +139,10 @@ export class UnixDatagramSocket {
    */
   async receive(buf: Buffer): Promise<number | null> {
     if (this.#closed) return null;
+    // What already waits is taken at once, without a trip to another thread; only an empty
+    // queue waits off the event loop.
+    const ready = this.#libc.recvNow(this.#fd, buf);
+    if (ready >= 0) return ready;
     this.#reading = this.#libc.recv(this.#fd, buf);
     const n = await this.#reading.finally(() => (this.#reading = null));
     if (this.#closed) return null;

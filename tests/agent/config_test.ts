@@ -4,6 +4,7 @@ import {
   buildConfig,
   ConfigError,
   engineOptions,
+  httpOptions,
   printableConfig,
   providerOptions,
   SASL_PASSWORD_ENV,
@@ -54,6 +55,42 @@ describe("agent configuration", () => {
     assert.deepEqual(engineOptions(buildConfig({}, file, {})), engineOptions(c));
   });
 
+  it("--print-config shows the inputs that are off as null, which a config file takes back", () => {
+    const printed = printableConfig(buildConfig({ "syslog-tcp": "127.0.0.1:5514" }, null, {}));
+    assert.equal(printed.http, null);
+    assert.equal(printed.syslog_socket, null);
+    assert.equal(printed.syslog_tcp, "127.0.0.1:5514");
+    assert.equal(printed.syslog_topic, "syslog");
+    const { socket: _socket, ...file } = printed;
+    assert.equal(buildConfig({}, file, {}).values.http, undefined);
+  });
+
+  it("reads the HTTP token and TLS files, naming a file it cannot read", async () => {
+    const files: Record<string, string> = { tok: "s3cret\n", "c.pem": "CERT", "k.pem": "KEY" };
+    const read = (p: string) =>
+      p in files
+        ? Promise.resolve(files[p])
+        : Promise.reject(Object.assign(new Error("x"), { code: "ENOENT" }));
+    const c = buildConfig(
+      {
+        http: "127.0.0.1:8080",
+        "http-token-file": "tok",
+        "http-tls-cert-file": "c.pem",
+        "http-tls-key-file": "k.pem",
+      },
+      null,
+      {},
+    );
+    const o = await httpOptions(c, read);
+    assert.equal(o?.token, "s3cret");
+    assert.deepEqual(o?.tls, { cert: "CERT", key: "KEY" });
+    assert.equal(await httpOptions(buildConfig({}, null, {}), read), null);
+    await assert.rejects(
+      httpOptions(buildConfig({ http: "127.0.0.1:1", "http-token-file": "nope" }, null, {}), read),
+      /^ConfigError: --http-token-file: cannot read "nope": ENOENT$/,
+    );
+  });
+
   it("lets flags override the file and the file override defaults", () => {
     const c = buildConfig({ "file-max-time": "3" }, { file_max_time: 7, fsync: "always" }, {});
     assert.equal(c.values.file_max_time, 3);
@@ -98,6 +135,15 @@ describe("agent configuration", () => {
     [{ tls: "yes" }, null, /^--tls: expected true or false, got "yes"$/],
     [{}, { brokers: ["h:1", 2] }, /^"brokers" in the config file: expected a list of strings/],
     [{ "log-level": "trace" }, null, /^--log-level: must be one of debug, info, warn, error/],
+    [{ http: "8080" }, null, /^--http: expected host:port/],
+    [{ http: "127.0.0.1:70000" }, null, /^--http: port 70000 of "127.0.0.1:70000" is not between/],
+    [{ "syslog-tcp": "0.0.0.0:0" }, null, /^--syslog-tcp: port 0 of "0.0.0.0:0" is not between/],
+    [{ "http-tls-cert-file": "c.pem" }, null, /^--http-tls-cert-file needs --http-tls-key-file$/],
+    [{ "syslog-topic": "logs.{colour}" }, null, /^--syslog-topic: unknown placeholder \{colour\}/],
+    [{ "syslog-topic": "logs/{app}" }, null, /^--syslog-topic: "logs\/\{app\}" has characters/],
+    [{ "syslog-key": "pid" }, null, /^--syslog-key: must be one of hostname, app, none/],
+    [{ "syslog-value": "xml" }, null, /^--syslog-value: must be one of json, raw/],
+    [{ "http-max-body": "12" }, null, /^--http-max-body: must be at least 1024/],
   ];
   for (const [flags, file, message] of bad) {
     it(`refuses ${JSON.stringify(flags)} ${JSON.stringify(file)} naming the setting`, () => {
