@@ -77,7 +77,7 @@ function versionLine(): string {
 const USAGE = `messagebuffer ${VERSION}: a local store-and-forward agent for Kafka
 
 Usage:
-  messagebuffer run --brokers HOST:PORT [options]   buffer lines from a Unix socket, deliver to Kafka
+  messagebuffer run --brokers HOST:PORT [options]   buffer lines (Unix socket, HTTP, syslog), deliver to Kafka
   messagebuffer send [--socket PATH] [FILE]         send lines (stdin or FILE) to a running agent
   messagebuffer status [--buffer-dir DIR] [--json]  what is buffered, delivered, dead-lettered
   messagebuffer dump SEGMENT                        print a segment's records as JSON lines
@@ -94,6 +94,11 @@ Lines are TOPIC<TAB>KEY<TAB>VALUE (with \\\\ \\n \\t \\r escapes) or JSON object
 
 const HELP: Record<string, string> = {
   run: `messagebuffer run: open the buffer, listen on the Unix socket, deliver to Kafka.
+
+Inputs: the Unix socket's line protocol, always; with --http, the Kafka REST Proxy v2
+produce call (POST /topics/{topic}) and NDJSON (POST /records), each request answered 200
+once its records are stored; with --syslog-socket (a Unix datagram socket, like /dev/log)
+and --syslog-tcp, syslog messages (RFC 5424, RFC 3164), parsed into records (no answers).
 
 Every record is written to a segment file before it is acknowledged; a separate sender
 delivers segments in order and moves the checkpoint (the S file) only after Kafka
@@ -117,6 +122,7 @@ ${settingsHelp()}
 Examples:
   messagebuffer run --brokers 127.0.0.1:9092 --buffer-dir /var/lib/messagebuffer
   messagebuffer run --config /etc/messagebuffer/config.json --fsync always --metrics 127.0.0.1:9464
+  messagebuffer run --brokers 127.0.0.1:9092 --http 127.0.0.1:8082 --syslog-tcp 127.0.0.1:5514
 `,
   send: `messagebuffer send: send lines to a running agent, each acknowledged.
 

@@ -382,24 +382,66 @@ print("ok")
     assert.equal(after, before);
   });
 
-  it("refuses to serve plain HTTP beyond loopback unless told to, and says why", async () => {
+  it("serves beyond loopback only with TLS (or --http-allow-remote), and says why otherwise", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
     const port = await freePort();
-    const a = await startAgent([
+    const plain = await startAgent([
       "--brokers",
       "127.0.0.1:1",
       "--buffer-dir",
       t.dir,
       "--http",
       `0.0.0.0:${port}`,
-    ])
-      .then(() => null, (e: Error) => e);
-    assert.ok(a instanceof Error);
+    ]).then(() => null, (e: Error) => e);
+    assert.ok(plain instanceof Error);
     assert.match(
-      a.message,
+      plain.message,
       /reachable from other hosts.*--http-tls-cert-file.*--http-allow-remote/s,
     );
+    // HTTPS with a certificate made here: a client that trusts it is served.
+    const [cert, key] = [join(t.dir, "c.pem"), join(t.dir, "k.pem")];
+    const made = await run("openssl", [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    ]);
+    assert.equal(made.code, 0, made.stderr);
+    const topic = uniqueTopic("https");
+    await createTopics([topic], 1);
+    await agent([
+      "--brokers",
+      BROKERS.join(","),
+      "--buffer-dir",
+      join(t.dir, "buf"),
+      "--http",
+      `0.0.0.0:${port}`,
+      "--http-tls-cert-file",
+      cert,
+      "--http-tls-key-file",
+      key,
+    ]);
+    const r = await post(
+      `https://127.0.0.1:${port}/topics/${topic}`,
+      JSON_V2,
+      JSON.stringify({ records: [{ key: "k", value: "over TLS" }] }),
+      ["--cacert", cert],
+    );
+    assert.equal(r.status, 200, r.body);
+    const got = await consume([topic], 1);
+    assert.deepEqual(got.map((g) => g.value!.toString()), ['"over TLS"']);
   });
 });
 
