@@ -124,8 +124,13 @@ export class SyslogServer {
       if (!st.isSocket()) {
         throw new Error(`Cannot bind the syslog socket "${path}": it exists and is not a socket`);
       }
+      if (await UnixDatagramSocket.inUse(path)) {
+        throw new Error(
+          `Cannot bind the syslog socket "${path}": another process receives on it (a syslog daemon, or another agent?)`,
+        );
+      }
       await rm(path, { force: true });
-      this.#o.logger.info("replaced an existing syslog socket file", { socket: path });
+      this.#o.logger.info("removed a stale syslog socket file", { socket: path });
     }
     // Bound in a fresh owner-only directory, given its mode, then renamed into place (as the
     // ingest socket): never reachable with wider permissions than its mode.

@@ -27,6 +27,7 @@ const SUN_PATH_MAX = 108;
 interface Libc {
   socket(domain: number, type: number, protocol: number): number;
   bind(fd: number, addr: Uint8Array, len: number): number;
+  connect(fd: number, addr: Uint8Array, len: number): number;
   shutdown(fd: number, how: number): number;
   close(fd: number): number;
   /** One datagram into `buf`: its length (at most `buf.length`), 0 once shut down. */
@@ -51,6 +52,7 @@ async function libc(): Promise<Libc> {
     const s = g.Deno.dlopen("libc.so.6", {
       socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
       bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+      connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
       shutdown: { parameters: ["i32", "i32"], result: "i32" },
       close: { parameters: ["i32"], result: "i32" },
       recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize", nonblocking: true },
@@ -59,6 +61,7 @@ async function libc(): Promise<Libc> {
     return {
       socket: (d, t, p) => s.socket(d, t, p) as number,
       bind: (fd, a, l) => s.bind(fd, a, l) as number,
+      connect: (fd, a, l) => s.connect(fd, a, l) as number,
       shutdown: (fd, h) => s.shutdown(fd, h) as number,
       close: (fd) => s.close(fd) as number,
       recv: async (fd, buf) =>
@@ -77,6 +80,7 @@ async function libc(): Promise<Libc> {
     const s = ffi.dlopen("libc.so.6", {
       socket: { args: ["i32", "i32", "i32"], returns: "i32" },
       bind: { args: ["i32", "ptr", "u32"], returns: "i32" },
+      connect: { args: ["i32", "ptr", "u32"], returns: "i32" },
       shutdown: { args: ["i32", "i32"], returns: "i32" },
       close: { args: ["i32"], returns: "i32" },
       recv: { args: ["i32", "ptr", "u64", "i32"], returns: "i64" },
@@ -84,6 +88,7 @@ async function libc(): Promise<Libc> {
     return {
       socket: (d, t, p) => s.socket(d, t, p),
       bind: (fd, a, l) => s.bind(fd, ffi.ptr(a), l),
+      connect: (fd, a, l) => s.connect(fd, ffi.ptr(a), l),
       shutdown: (fd, h) => s.shutdown(fd, h),
       close: (fd) => s.close(fd),
       recvNow: (fd, buf) => Number(s.recv(fd, ffi.ptr(buf), buf.length, MSG_DONTWAIT)),
@@ -94,6 +99,20 @@ async function libc(): Promise<Libc> {
     };
   }
   throw new Error("a Unix datagram socket needs Deno or Bun");
+}
+
+/** `sockaddr_un` for `path`, and its length. Throws when the path is too long. */
+function address(path: string): { addr: Uint8Array; len: number } {
+  const bytes = Buffer.from(path, "utf8");
+  if (bytes.length >= SUN_PATH_MAX) {
+    throw new Error(
+      `Socket path "${path}" is ${bytes.length} bytes; Unix socket paths are limited to 107`,
+    );
+  }
+  const addr = new Uint8Array(2 + SUN_PATH_MAX);
+  addr[0] = AF_UNIX; // sa_family, little-endian
+  addr.set(bytes, 2);
+  return { addr, len: 2 + bytes.length + 1 };
 }
 
 /** A bound Unix datagram socket. */
@@ -110,21 +129,29 @@ export class UnixDatagramSocket {
     this.#fd = fd;
   }
 
+  /**
+   * Whether a process receives on the datagram socket at `path` (a connect succeeds), as
+   * opposed to a socket file left behind by one that is gone.
+   */
+  static async inUse(path: string): Promise<boolean> {
+    const lib = await libc();
+    const { addr, len } = address(path);
+    const fd = lib.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    try {
+      return lib.connect(fd, addr, len) === 0;
+    } finally {
+      lib.close(fd);
+    }
+  }
+
   /** Binds `path` (which must not exist). Throws an Error naming the path when it cannot. */
   static async bind(path: string): Promise<UnixDatagramSocket> {
-    const bytes = Buffer.from(path, "utf8");
-    if (bytes.length >= SUN_PATH_MAX) {
-      throw new Error(
-        `Socket path "${path}" is ${bytes.length} bytes; Unix socket paths are limited to 107`,
-      );
-    }
+    const { addr, len } = address(path);
     const lib = await libc();
     const fd = lib.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw new Error(`Cannot create a Unix datagram socket for "${path}"`);
-    const addr = new Uint8Array(2 + SUN_PATH_MAX);
-    addr[0] = AF_UNIX; // sa_family, little-endian
-    addr.set(bytes, 2);
-    if (lib.bind(fd, addr, 2 + bytes.length + 1) !== 0) {
+    if (lib.bind(fd, addr, len) !== 0) {
       lib.close(fd);
       throw new Error(
         `Cannot bind the Unix datagram socket "${path}" (does its directory exist, and is the path free?)`,

@@ -588,4 +588,47 @@ describe("syslog inputs (--syslog-socket, --syslog-tcp)", () => {
     const got = await consume([topic], values.length);
     assert.deepEqual(got.map((g) => g.value!.toString("latin1")).sort(), values.sort());
   });
+
+  it("replaces a stale syslog socket file, but not one a live process receives on", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const sock = join(t.dir, "log.sock");
+    // A socket file whose process is gone, as a crash leaves it.
+    const stale = await run("python3", [
+      "-c",
+      "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ns.bind(sys.argv[1])",
+      sock,
+    ]);
+    assert.equal(stale.code, 0, stale.stderr);
+    const [mport] = [await freePort()];
+    const first = await agent([
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      join(t.dir, "a"),
+      "--syslog-socket",
+      sock,
+      "--metrics",
+      `127.0.0.1:${mport}`,
+    ]);
+    assert.match(first.log(), /removed a stale syslog socket file/);
+    const second = await startAgent([
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      join(t.dir, "b"),
+      "--syslog-socket",
+      sock,
+    ]).then(() => null, (e: Error) => e);
+    assert.ok(second instanceof Error);
+    assert.match(second.message, /another process receives on it/);
+    // The first still receives.
+    const r = await run("logger", ["-u", sock, "-t", "app", "still here"]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitForMetrics(
+      `127.0.0.1:${mport}`,
+      (m) => m.messagebuffer_syslog_stored_total === 1,
+      "1 stored",
+    );
+  });
 });
