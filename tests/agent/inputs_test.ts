@@ -72,17 +72,30 @@ const JSON_V2 = "application/vnd.kafka.json.v2+json";
 const BINARY_V2 = "application/vnd.kafka.binary.v2+json";
 const b64 = (s: string | Uint8Array) => Buffer.from(s).toString("base64");
 
-/** Sends raw bytes over TCP and resolves with everything the server sent before closing. */
+/**
+ * Sends raw bytes over TCP and resolves with the server's answer once it is complete (by its
+ * Content-Length), or with what came before the server closed. Keeps the connection open for
+ * up to `keepOpenMs` (0: ends it at once).
+ */
 function rawHttp(port: number, data: string, keepOpenMs = 0): Promise<string> {
   return new Promise((resolve) => {
     const s = net.connect(port, "127.0.0.1");
     let got = "";
-    s.on("data", (d) => (got += d));
+    const done = () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve(got);
+    };
+    s.on("data", (d) => {
+      got += d;
+      const head = got.indexOf("\r\n\r\n");
+      const length = /content-length: (\d+)/i.exec(got.slice(0, head));
+      if (head >= 0 && length && got.length - head - 4 >= Number(length[1])) done();
+    });
     s.on("error", () => {});
-    s.on("close", () => resolve(got));
+    s.on("close", done);
     s.write(data);
-    if (keepOpenMs === 0) s.end();
-    else setTimeout(() => s.end(), keepOpenMs);
+    const timer = setTimeout(() => s.end(), keepOpenMs);
   });
 }
 
@@ -320,7 +333,7 @@ print("ok")
 
     // A body cut short: the client goes away; nothing is stored.
     const head = (len: number) =>
-      `POST /topics/${topic} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: ${JSON_V2}\r\nContent-Length: ${len}\r\n\r\n`;
+      `POST /topics/${topic} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Type: ${JSON_V2}\r\nContent-Length: ${len}\r\nConnection: close\r\n\r\n`;
     await rawHttp(port, head(good.length + 50) + good);
     // A slow client (slowloris): sends part of its body and then nothing. Another client is
     // served meanwhile; the slow one is answered 408 once --http-timeout passes.
@@ -380,6 +393,46 @@ print("ok")
     assert.match(JSON.parse(r.body).message, /the buffer is full/);
     const after = (await scrapeMetrics(`127.0.0.1:${mport}`)).messagebuffer_records_written_total;
     assert.equal(after, before);
+  });
+
+  it("answers 429 with Retry-After past --http-max-requests, and serves again once one ends", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const [port, mport] = [await freePort(), await freePort()];
+    await agent([
+      "--metrics",
+      `127.0.0.1:${mport}`,
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      t.dir,
+      "--http",
+      `127.0.0.1:${port}`,
+      "--http-max-requests",
+      "1",
+      "--http-timeout",
+      "2s",
+    ]);
+    const url = `http://127.0.0.1:${port}/topics/busy`;
+    const body = JSON.stringify({ records: [{ value: "v" }] });
+    // One request in progress: its body never comes whole.
+    const slow = rawHttp(
+      port,
+      `POST /topics/busy HTTP/1.1\r\nHost: x\r\nContent-Type: ${JSON_V2}\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{"rec`,
+      10_000,
+    );
+    await waitForMetrics(
+      `127.0.0.1:${mport}`,
+      (m) => m.messagebuffer_http_requests_active === 1,
+      "the slow request in progress",
+    );
+    const busy = await post(url, JSON_V2, body);
+    assert.equal(busy.status, 429, busy.body);
+    assert.match(busy.headers, /retry-after: 1/i);
+    assert.match(JSON.parse(busy.body).message, /too many requests at once \(the limit is 1/);
+    assert.match(await slow, /^HTTP\/1\.1 408/);
+    const after = await post(url, JSON_V2, body);
+    assert.equal(after.status, 200, after.body);
   });
 
   it("serves beyond loopback only with TLS (or --http-allow-remote), and says why otherwise", async () => {
@@ -630,5 +683,48 @@ describe("syslog inputs (--syslog-socket, --syslog-tcp)", () => {
       (m) => m.messagebuffer_syslog_stored_total === 1,
       "1 stored",
     );
+  });
+
+  it("under when_full block, stops reading a TCP sender while the buffer is full, dropping nothing", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const [port, mport] = [await freePort(), await freePort()];
+    await agent([
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      t.dir,
+      "--syslog-tcp",
+      `127.0.0.1:${port}`,
+      "--total-size",
+      "2",
+      "--file-max-size",
+      "1",
+      "--when-full",
+      "block",
+      "--metrics",
+      `127.0.0.1:${mport}`,
+    ]);
+    // 40 MB of messages into a 2 MiB buffer that cannot drain (no broker): the sender's writes
+    // must stall, since the agent stops reading instead of dropping or buffering in memory.
+    const py = `
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(3)
+line = b"<13>1 - h app - - - " + b"x" * 980 + b"\\n"
+sent = 0
+try:
+    while sent < 40_000:
+        s.sendall(line * 100); sent += 100
+    print("all sent")
+except socket.timeout:
+    print("stalled")
+`;
+    const r = await run("python3", ["-c", py, String(port)]);
+    assert.equal(r.stdout.trim(), "stalled", r.stderr);
+    const m = await scrapeMetrics(`127.0.0.1:${mport}`);
+    assert.equal(m.messagebuffer_syslog_dropped_refused_total, 0);
+    assert.ok(m.messagebuffer_syslog_stored_total > 1000, JSON.stringify(m));
+    assert.ok(m.messagebuffer_syslog_messages_total < 40_000, JSON.stringify(m));
   });
 });
