@@ -469,7 +469,7 @@ export const AGENT = {
   http_max_body: {
     type: "integer",
     min: 1024,
-    default: 16 * MiB,
+    default: 4 * MiB,
     unit: "bytes",
     help: "Largest HTTP request body; larger ones are answered 413",
   },
@@ -482,8 +482,9 @@ export const AGENT = {
   http_max_requests: {
     type: "integer",
     min: 1,
-    default: 256,
-    help: "HTTP requests served at once; more are answered 429 with Retry-After",
+    default: 64,
+    help:
+      "HTTP requests served at once; more are answered 429 with Retry-After (the input holds up to this many bodies)",
   },
   http_timeout: {
     type: "integer",

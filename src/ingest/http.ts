@@ -42,11 +42,11 @@ export interface HttpIngestOptions {
   token?: string | null;
   /** PEM certificate chain and key: serve HTTPS. */
   tls?: { cert: string; key: string } | null;
-  /** Largest request body, in bytes. @default 16 MiB */
+  /** Largest request body, in bytes. @default 4 MiB */
   maxBodyBytes?: number;
   /** Most records per request. @default 10000 */
   maxRecords?: number;
-  /** Requests served at once; more are answered 429. @default 256 */
+  /** Requests served at once; more are answered 429. @default 64 */
   maxRequests?: number;
   /** How long a client may take to send its request body, in ms (408 after). @default 30000 */
   timeoutMs?: number;
@@ -134,9 +134,9 @@ export class HttpIngest {
   private constructor(o: HttpIngestOptions) {
     this.#o = {
       allowRemote: false,
-      maxBodyBytes: 16 << 20,
+      maxBodyBytes: 4 << 20,
       maxRecords: 10_000,
-      maxRequests: 256,
+      maxRequests: 64,
       timeoutMs: 30_000,
       ...o,
     };
