@@ -420,9 +420,13 @@ async function startAgent(
     phase = "http";
     const httpConfig = await httpOptions(config, (p) => readFile(p, "utf8"));
     if (httpConfig) http = await HttpIngest.listen({ ...httpConfig, buffer, logger });
-    phase = config.values.syslog_socket !== undefined ? "syslog_socket" : "syslog_tcp";
+    phase = "syslog_socket";
     const syslogConfig = syslogOptions(config);
-    if (syslogConfig) syslog = await SyslogServer.start({ ...syslogConfig, buffer, logger });
+    if (syslogConfig) {
+      syslog = await SyslogServer.start({ ...syslogConfig, buffer, logger }, (input) => {
+        phase = input;
+      });
+    }
     const b = buffer, i = ingest;
     i.inputs = { http: http?.stats, syslog: syslog?.stats };
     phase = "metrics";
@@ -449,10 +453,15 @@ async function startAgent(
   } catch (e) {
     started(false);
     logger.error("cannot start", { error: explainStartError(e, phase, config) });
+    // As at a stop: the inputs stop reading, the buffer closes (which settles the writes
+    // that wait for room), then the inputs answer what they read and close.
+    ingest?.stop();
+    http?.stop();
+    syslog?.stop();
+    await buffer?.close().catch(() => {});
     await http?.close().catch(() => {});
     await syslog?.close().catch(() => {});
     await ingest?.close().catch(() => {});
-    await buffer?.close().catch(() => {});
     return null;
   }
 }

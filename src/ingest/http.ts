@@ -25,7 +25,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { timingSafeEqual } from "node:crypto";
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
 import { validateTopic } from "../segment/format.ts";
@@ -62,7 +62,7 @@ export interface HttpStats {
   requestsFailed: number;
   /** Requests in progress. */
   active: number;
-  /** Records stored (each in a request answered 200). */
+  /** Records stored (in requests answered 200, and the stored part of a partial 503). */
   records: number;
 }
 
@@ -88,6 +88,8 @@ class Refusal {
 }
 
 interface Parsed {
+  /** The NDJSON line it came from. */
+  line?: number;
   topic: string;
   key: string | Uint8Array | null;
   value: string | Uint8Array;
@@ -110,6 +112,23 @@ function checkTopic(topic: string, where: string): void {
   }
 }
 
+/** SHA-256 of `s`: tokens are compared as digests, in constant time and whatever their length. */
+function digest(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+/** What a client is told about a record not stored (the details go to the log). */
+function notStored(e: unknown): string {
+  const code = (e as { code?: unknown })?.code;
+  return code === "MB_FULL"
+    ? "not stored: the buffer is full"
+    : code === "MB_CLOSED"
+    ? "not stored: the agent is shutting down"
+    : code === "MB_STORAGE"
+    ? "not stored: a storage error (see the agent's log)"
+    : "not stored (see the agent's log)";
+}
+
 function base64(v: unknown, where: string): Uint8Array {
   if (typeof v !== "string" || v.length % 4 !== 0 || !BASE64_RE.test(v)) {
     throw new Refusal(422, `${where}: must be a base64 string (binary format)`);
@@ -130,6 +149,8 @@ export class HttpIngest {
   #listener: HttpListener | null = null;
   #stopped = false;
   #lastLog = 0;
+  /** Ends the body wait of each request whose body is still arriving. */
+  readonly #receiving = new Set<() => void>();
 
   private constructor(o: HttpIngestOptions) {
     this.#o = {
@@ -140,7 +161,7 @@ export class HttpIngest {
       timeoutMs: 30_000,
       ...o,
     };
-    this.#token = o.token ? Buffer.from(`Bearer ${o.token}`) : null;
+    this.#token = o.token ? digest(`Bearer ${o.token}`) : null;
   }
 
   /** `host:port` listened on, the port resolved. */
@@ -184,7 +205,7 @@ export class HttpIngest {
       if (e instanceof Refusal) r = e;
       else {
         this.#o.logger.error("HTTP input: request failed", { error: e });
-        r = new Refusal(500, `internal error: ${(e as Error)?.message ?? e}`);
+        r = new Refusal(500, "internal error (see the agent's log)");
       }
       res = json(r.status, { error_code: r.status, message: r.message }, r.headers);
     } finally {
@@ -211,8 +232,8 @@ export class HttpIngest {
       throw new Refusal(503, "the agent is shutting down", { "retry-after": "5" });
     }
     if (this.#token !== null) {
-      const given = Buffer.from(req.headers.get("authorization") ?? "");
-      if (given.length !== this.#token.length || !timingSafeEqual(given, this.#token)) {
+      const given = digest(req.headers.get("authorization") ?? "");
+      if (!timingSafeEqual(given, this.#token)) {
         throw new Refusal(401, "missing or wrong bearer token (Authorization: Bearer …)", {
           "www-authenticate": 'Bearer realm="messagebuffer"',
         });
@@ -277,34 +298,50 @@ export class HttpIngest {
       })
     );
     const outcomes = await Promise.allSettled(writes);
-    const failed = outcomes.filter((o) => o.status === "rejected").length;
-    this.stats.records += outcomes.length - failed;
-    const entry = (o: PromiseSettledResult<void>) => ({
-      partition: null,
-      offset: null,
-      error_code: o.status === "rejected" ? 50301 : null,
-      error: o.status === "rejected" ? String((o.reason as Error)?.message ?? o.reason) : null,
-    });
-    if (failed > 0) {
-      const first = outcomes.find((o) => o.status === "rejected") as PromiseRejectedResult;
-      const message = `${failed} of ${outcomes.length} records not stored: ${
-        (first.reason as Error)?.message ?? first.reason
-      }; those with "error_code": null were stored`;
+    const failed = outcomes.filter((o) => o.status === "rejected") as PromiseRejectedResult[];
+    this.stats.records += outcomes.length - failed.length;
+    if (failed.length === 0) {
       return topicRoute !== null
-        ? json(503, {
-          error_code: 503,
-          message,
+        ? json(200, {
           key_schema_id: null,
           value_schema_id: null,
-          offsets: outcomes.map(entry),
-        }, { "retry-after": "5" })
-        : json(503, { error_code: 503, message, records: outcomes.length - failed }, {
-          "retry-after": "5",
-        });
+          offsets: outcomes.map(() => ({
+            partition: null,
+            offset: null,
+            error_code: null,
+            error: null,
+          })),
+        })
+        : json(200, { records: outcomes.length });
     }
-    return topicRoute !== null
-      ? json(200, { key_schema_id: null, value_schema_id: null, offsets: outcomes.map(entry) })
-      : json(200, { records: outcomes.length });
+    // Some or all were not stored (full, closing, a storage error): 503, saying which.
+    this.#o.logger.warn("HTTP input: records not stored", {
+      notStored: failed.length,
+      of: outcomes.length,
+      error: failed[0].reason,
+    });
+    const message = `${failed.length} of ${outcomes.length} records ${notStored(failed[0].reason)}`;
+    const retry = { "retry-after": "5" };
+    if (topicRoute !== null) {
+      return json(503, {
+        error_code: 503,
+        message: `${message}; those whose "error_code" is null were stored`,
+        key_schema_id: null,
+        value_schema_id: null,
+        offsets: outcomes.map((o) => ({
+          partition: null,
+          offset: null,
+          error_code: o.status === "rejected" ? 50301 : null,
+          error: o.status === "rejected" ? notStored(o.reason) : null,
+        })),
+      }, retry);
+    }
+    return json(503, {
+      error_code: 503,
+      message: `${message}; "not_stored" lists their lines`,
+      records: outcomes.length - failed.length,
+      not_stored: outcomes.flatMap((o, i) => o.status === "rejected" ? [records[i].line] : []),
+    }, retry);
   }
 
   /** The whole body, within the size limit and the time limit. */
@@ -322,7 +359,9 @@ export class HttpIngest {
     const chunks: Uint8Array[] = [];
     let total = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let cut!: (r: Refusal) => void;
     const late = new Promise<never>((_, reject) => {
+      cut = reject;
       timer = setTimeout(
         () =>
           reject(
@@ -334,6 +373,11 @@ export class HttpIngest {
         this.#o.timeoutMs,
       );
     });
+    // A stop ends the wait for a body that is still coming: a slow client must not hold up
+    // the agent's shutdown.
+    const stopping = () =>
+      cut(new Refusal(503, "the agent is shutting down", { "retry-after": "5" }));
+    this.#receiving.add(stopping);
     try {
       for (;;) {
         const { done, value } = await Promise.race([reader.read(), late]);
@@ -347,12 +391,17 @@ export class HttpIngest {
     } catch (e) {
       reader.cancel().catch(() => {});
       if (e instanceof Refusal) throw e;
+      if (this.#stopped) {
+        // The agent stops (under Deno, the read fails then): a retry later may succeed.
+        throw new Refusal(503, "the agent is shutting down", { "retry-after": "5" });
+      }
       throw new Refusal(
         400,
         `the body could not be read (${total} bytes came): ${(e as Error)?.message ?? e}`,
       );
     } finally {
       clearTimeout(timer);
+      this.#receiving.delete(stopping);
     }
     return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
   }
@@ -470,6 +519,7 @@ export class HttpIngest {
       }
       checkTopic(p.topic, `line ${lineNo}`);
       out.push({
+        line: lineNo,
         topic: p.topic,
         key: p.key,
         value: p.value,
@@ -482,9 +532,13 @@ export class HttpIngest {
     return out;
   }
 
-  /** Refuses new requests (503); those in progress go on. */
+  /**
+   * Refuses new requests (503). Requests whose body is still arriving are answered 503 too;
+   * those whose records are being stored go on.
+   */
   stop(): void {
     this.#stopped = true;
+    for (const stopping of [...this.#receiving]) stopping();
   }
 
   /** Stops listening once every request in progress is answered. */

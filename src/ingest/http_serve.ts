@@ -106,7 +106,15 @@ export function serveHttp(o: ServeOptions, handler: Handler): Promise<HttpListen
     return Promise.resolve({
       address: `${host}:${server.port}`,
       close: async () => {
-        await server.stop(false);
+        // Requests in progress finish; connections idle after them get a grace period, then
+        // are closed (Bun's graceful stop would wait for idle keep-alive connections too).
+        let t: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          Promise.resolve(server.stop(false)),
+          new Promise((r) => (t = setTimeout(r, 2000))),
+        ]);
+        clearTimeout(t);
+        await server.stop(true);
       },
     });
   }

@@ -77,9 +77,13 @@ export interface SyslogMessage {
 const LT = 60, GT = 62, SP = 32;
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
-function ascii(b: Uint8Array, from: number, to: number): string {
-  return Buffer.from(b.buffer, b.byteOffset + from, to - from).toString("latin1");
+/** A header field's text (UTF-8, as RFC 5424 allows in PARAM-VALUE and senders write anyway). */
+function text(b: Uint8Array, from: number, to: number): string {
+  return Buffer.from(b.buffer, b.byteOffset + from, to - from).toString("utf8");
 }
+
+/** RFC 5424's TIMESTAMP: RFC 3339 with at most 6 fractional digits. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$/;
 
 /** The end of the space-free token at `from`. */
 function tokenEnd(b: Uint8Array, from: number): number {
@@ -144,7 +148,7 @@ function parse5424(b: Uint8Array, i: number, m: SyslogMessage): boolean {
   for (let f = 0; f < 5; f++) {
     const e = tokenEnd(b, i);
     if (e === i || e >= b.length && f < 4) return false;
-    const t = ascii(b, i, e);
+    const t = text(b, i, e);
     fields.push(t === "-" ? null : t);
     i = e + 1;
   }
@@ -160,7 +164,7 @@ function parse5424(b: Uint8Array, i: number, m: SyslogMessage): boolean {
   if (b[msg] === 0xef && b[msg + 1] === 0xbb && b[msg + 2] === 0xbf) msg += 3; // BOM
   const [ts, host, app, proc, id] = fields;
   let time: number | null = null;
-  if (ts !== null) {
+  if (ts !== null && RFC3339.test(ts)) {
     time = Date.parse(ts);
     if (Number.isNaN(time)) time = null;
   }
@@ -183,18 +187,19 @@ function structuredData(
   b: Uint8Array,
   i: number,
 ): [Record<string, Record<string, string>>, number] | null {
-  const out: Record<string, Record<string, string>> = {};
+  // (No prototype: an SD-ID or a name such as "__proto__" is kept as any other.)
+  const out: Record<string, Record<string, string>> = Object.create(null);
   while (b[i] === 91 /* [ */) {
     let e = i + 1;
     while (e < b.length && b[e] !== SP && b[e] !== 93) e++;
     if (e >= b.length) return null;
-    const id = ascii(b, i + 1, e);
-    const params: Record<string, string> = {};
+    const id = text(b, i + 1, e);
+    const params: Record<string, string> = Object.create(null);
     i = e;
     while (b[i] === SP) {
       const eq = b.indexOf(61, /* = */ i + 1);
       if (eq < 0 || b[eq + 1] !== 34 /* " */) return null;
-      const name = ascii(b, i + 1, eq);
+      const name = text(b, i + 1, eq);
       const bytes: number[] = [];
       let j = eq + 2;
       for (; j < b.length && b[j] !== 34; j++) {
@@ -220,7 +225,7 @@ function structuredData(
 function parse3164(b: Uint8Array, i: number, m: SyslogMessage, now: number): void {
   m.format = "rfc3164";
   m.message = b.subarray(i);
-  const head = ascii(b, i, Math.min(b.length, i + 16));
+  const head = text(b, i, Math.min(b.length, i + 16)); // (ASCII when it is a timestamp)
   const t = /^([A-Z][a-z]{2}) ([ \d]\d) (\d\d):(\d\d):(\d\d)(?: |$)/.exec(head);
   if (t === null) return;
   const month = MONTHS.indexOf(t[1]);
@@ -230,7 +235,7 @@ function parse3164(b: Uint8Array, i: number, m: SyslogMessage, now: number): voi
   i += t[0].length;
   // HOSTNAME, unless the next token is already the TAG.
   let e = tokenEnd(b, i);
-  const first = ascii(b, i, e);
+  const first = text(b, i, e);
   if (e < b.length && !first.endsWith(":") && !first.includes("[")) {
     m.hostname = first;
     i = e + 1;
@@ -239,12 +244,12 @@ function parse3164(b: Uint8Array, i: number, m: SyslogMessage, now: number): voi
   m.message = b.subarray(i);
   // TAG: up to 32 characters of the app name, then `[PID]` and `:`.
   const tag = /^([^\s:\[\]]{1,48})(?:\[([^\]\s]{1,32})\])?:(?: |$)/.exec(
-    ascii(b, i, Math.min(b.length, i + 90)),
+    text(b, i, Math.min(b.length, i + 90)),
   );
   if (tag === null) return;
   m.appName = tag[1];
   m.procId = tag[2] ?? null;
-  m.message = b.subarray(i + tag[0].length);
+  m.message = b.subarray(i + Buffer.byteLength(tag[0]));
 }
 
 /** A local time without a year: in the year that puts it nearest to `now`. */
@@ -291,6 +296,7 @@ export function checkTopicTemplate(template: string): void {
     throw `"${template}" has characters a Kafka topic cannot have (use letters, digits, ".", "_", "-")`;
   }
   if (template.length === 0 || template.length > 249) throw "must be 1 to 249 characters";
+  if (template === "." || template === "..") throw `"${template}" is not a legal Kafka topic name`;
 }
 
 /**
@@ -315,6 +321,7 @@ export function toRecord(
   if (topic.includes("{")) {
     topic = topic.replace(/\{(facility|severity|app|host)\}/g, (_, n: string) => fields[n])
       .replace(NOT_TOPIC, "_").slice(0, 249);
+    if (topic === "." || topic === "..") topic = topic.replace(/\./g, "_");
   }
   const key = map.key === "hostname" ? host : map.key === "app" ? m.appName : null;
   let value: string | Uint8Array;

@@ -17,12 +17,14 @@
 import { Buffer } from "node:buffer";
 import { chmod, lstat, mkdtemp, rename, rm } from "node:fs/promises";
 import { hostname } from "node:os";
+import { setImmediate } from "node:timers";
 import { dirname, join } from "node:path";
 import net from "node:net";
 import type { MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
 import { parseSyslog, type SyslogMapping, toRecord } from "./syslog.ts";
 import { UnixDatagramSocket } from "./unix_datagram.ts";
+import { SyslogFramer } from "./syslog_framing.ts";
 
 /** Options of {@link SyslogServer.start}. */
 export interface SyslogServerOptions {
@@ -45,7 +47,7 @@ export interface SyslogServerOptions {
 
 /** Syslog counters (also exported as metrics and in `#stats`). */
 export interface SyslogStats {
-  /** Messages read, from both inputs. */
+  /** Messages read, from both inputs: stored, dropped, or on their way to the buffer. */
   received: number;
   /** Messages stored in the buffer. */
   stored: number;
@@ -63,8 +65,6 @@ export interface SyslogStats {
   partialDropped: number;
 }
 
-const LF = 10;
-
 /** See the module doc. */
 export class SyslogServer {
   readonly stats: SyslogStats = {
@@ -79,7 +79,8 @@ export class SyslogServer {
   };
   readonly #o: Required<Omit<SyslogServerOptions, "socket" | "tcp">> & SyslogServerOptions;
   readonly #host = hostname();
-  readonly #sockets = new Set<net.Socket>();
+  /** Open TCP connections, each with what drops (and counts) its unfinished frame. */
+  readonly #connections = new Map<net.Socket, () => void>();
   #tcp: net.Server | null = null;
   #dgram: UnixDatagramSocket | null = null;
   #dgramPath: string | null = null;
@@ -105,11 +106,19 @@ export class SyslogServer {
     return a && typeof a === "object" ? `${a.address}:${a.port}` : null;
   }
 
-  /** Starts the inputs configured. Throws (having closed what it opened) when one cannot. */
-  static async start(o: SyslogServerOptions): Promise<SyslogServer> {
+  /**
+   * Starts the inputs configured, telling `starting` which one it starts (for an error to name
+   * it). Throws (having closed what it opened) when one cannot.
+   */
+  static async start(
+    o: SyslogServerOptions,
+    starting: (input: "syslog_socket" | "syslog_tcp") => void = () => {},
+  ): Promise<SyslogServer> {
     const s = new SyslogServer(o);
     try {
+      starting("syslog_socket");
       if (o.socket) await s.#bindDatagram(o.socket);
+      starting("syslog_tcp");
       if (o.tcp) await s.#listenTcp(o.tcp);
     } catch (e) {
       await s.close();
@@ -155,13 +164,19 @@ export class SyslogServer {
   async #receiveDatagrams(sock: UnixDatagramSocket): Promise<void> {
     const max = this.#o.maxMessageBytes;
     const buf = Buffer.allocUnsafe(max + 1);
-    for (;;) {
+    for (let taken = 1;; taken++) {
       if (this.#o.buffer.wouldBlock) await this.#o.buffer.whenWritable();
+      // Datagrams already queued are taken without waiting: give the event loop a turn now
+      // and then, so that a flood of them cannot hold up the sender and the other inputs.
+      if (taken % 64 === 0) await new Promise((r) => setImmediate(r));
       let n: number | null;
       try {
         n = await sock.receive(buf);
       } catch (e) {
-        if (!this.#stopped) this.#o.logger.error("syslog socket failed", { error: e });
+        this.#o.logger.error("the syslog socket input stopped: receiving failed", {
+          socket: this.#dgramPath,
+          error: e,
+        });
         return;
       }
       if (n === null) return;
@@ -192,7 +207,7 @@ export class SyslogServer {
 
   #accept(socket: net.Socket): void {
     socket.on("error", (e) => this.#o.logger.debug("syslog connection error", { error: e }));
-    if (this.#stopped || this.#sockets.size >= this.#o.maxConnections) {
+    if (this.#stopped || this.#connections.size >= this.#o.maxConnections) {
       this.stats.connectionsRefused++;
       this.#rateLog("warn", "refused a syslog TCP connection: too many open", {
         limit: this.#o.maxConnections,
@@ -200,128 +215,50 @@ export class SyslogServer {
       socket.destroy();
       return;
     }
-    this.#sockets.add(socket);
-    this.stats.connections++;
     const peer = socket.remoteAddress ?? "unknown";
-    let pending: Buffer | null = null;
-    /** Bytes of an over-long frame still to skip (octet counting), or -1: skip to the next LF. */
-    let skip = 0;
-    const drop = () => {
-      if (pending !== null && pending.length > 0 || skip !== 0) this.stats.partialDropped++;
-      pending = null;
-      skip = 0;
+    const framer = new SyslogFramer(this.#o.maxMessageBytes, {
+      message: (frame) => this.#message(frame, peer),
+      tooLong: (bytes) => this.#tooLong(bytes, "TCP frame"),
+    });
+    const unfinished = () => {
+      if (framer.discard()) this.stats.partialDropped++;
     };
+    this.#connections.set(socket, unfinished);
+    this.stats.connections++;
+    const idle = this.#o.idleTimeoutMs;
     socket.on("data", (chunk: Buffer) => {
-      if (this.#stopped) return;
-      let buf = pending === null ? chunk : Buffer.concat([pending, chunk]);
-      pending = null;
-      let at = 0;
-      if (skip > 0) {
-        const n = Math.min(skip, buf.length);
-        skip -= n;
-        at = n;
-      } else if (skip < 0) {
-        const lf = buf.indexOf(LF);
-        if (lf < 0) return;
-        skip = 0;
-        at = lf + 1;
-      }
-      at = this.#frames(buf, at, peer, (s) => (skip = s));
-      if (at < buf.length && skip === 0) {
-        buf = buf.subarray(at);
-        // (A copy when small: a view would keep the whole chunk alive.)
-        pending = buf.length < 4096 ? Buffer.from(buf) : buf;
-      }
-      if (this.#o.buffer.wouldBlock) {
-        socket.pause();
-        void this.#o.buffer.whenWritable().then(() => {
-          if (!this.#stopped) socket.resume();
-        });
-      }
+      framer.push(chunk);
+      if (!this.#o.buffer.wouldBlock || this.#stopped) return;
+      // Back-pressure: stop reading until there is room. A connection paused by us is not
+      // idle, so its idle timer is off meanwhile.
+      socket.pause();
+      if (idle > 0) socket.setTimeout(0);
+      void this.#o.buffer.whenWritable().then(() => {
+        if (this.#stopped || socket.destroyed) return;
+        if (idle > 0) socket.setTimeout(idle);
+        socket.resume();
+      });
     });
     socket.on("end", () => {
-      // A last line without its LF (`printf 'msg' | nc`) is a message; an octet-counted frame
-      // cut short is not.
-      const last = pending as Buffer | null;
-      if (
-        last !== null && skip === 0 && !/^[1-9]\d* /.test(last.subarray(0, 11).toString("latin1"))
-      ) {
-        pending = null;
-        if (!this.#stopped) this.#message(last, peer);
-      }
-      drop();
+      // A last line without its LF (`printf 'msg' | nc`) is a message; a counted frame cut
+      // short is not.
+      if (framer.end()) this.stats.partialDropped++;
       socket.end();
     });
     socket.on("close", () => {
-      this.#sockets.delete(socket);
+      this.#connections.delete(socket);
       this.stats.connections--;
     });
-    if (this.#o.idleTimeoutMs > 0) {
-      socket.setTimeout(this.#o.idleTimeoutMs, () => {
-        drop();
+    if (idle > 0) {
+      socket.setTimeout(idle, () => {
+        unfinished();
         socket.destroy();
       });
     }
   }
 
-  /**
-   * Takes the whole frames of `buf` from `at`: returns where the unfinished one starts
-   * (`buf.length` when none), after calling `skipping` when an over-long frame is to be
-   * skipped (its remaining length, or -1 for up to the next LF).
-   */
-  #frames(buf: Buffer, at: number, peer: string, skipping: (n: number) => void): number {
-    const max = this.#o.maxMessageBytes;
-    while (at < buf.length) {
-      const c = buf[at];
-      if (c === LF || c === 13 || c === 0) {
-        at++; // empty frames, stray separators
-        continue;
-      }
-      if (c >= 49 && c <= 57) {
-        // Octet counting: LEN SP MSG (LEN has no leading zero).
-        let len = 0;
-        let i = at;
-        while (i < buf.length && i - at < 10 && buf[i] >= 48 && buf[i] <= 57) {
-          len = len * 10 + buf[i] - 48;
-          i++;
-        }
-        if (i === buf.length && i - at < 10) return at; // the count is not complete yet
-        if (buf[i] === 32) {
-          const start = i + 1;
-          if (len > max) {
-            this.#tooLong(len, "TCP frame");
-            const have = buf.length - start;
-            if (have >= len) {
-              at = start + len;
-              continue;
-            }
-            skipping(len - have);
-            return buf.length;
-          }
-          if (buf.length - start < len) return at;
-          this.#message(buf.subarray(start, start + len), peer);
-          at = start + len;
-          continue;
-        }
-        // Digits not followed by a space: a line (a message without a priority).
-      }
-      const lf = buf.indexOf(LF, at);
-      if (lf < 0) {
-        if (buf.length - at > max) {
-          this.#tooLong(buf.length - at, "TCP line");
-          skipping(-1);
-          return buf.length;
-        }
-        return at;
-      }
-      if (lf - at > max) this.#tooLong(lf - at, "TCP line");
-      else this.#message(buf.subarray(at, lf), peer);
-      at = lf + 1;
-    }
-    return at;
-  }
-
   #tooLong(bytes: number, what: string): void {
+    this.stats.received++;
     this.stats.droppedTooLong++;
     this.#rateLog("warn", `dropped a syslog ${what} longer than the limit`, {
       bytes,
@@ -371,7 +308,7 @@ export class SyslogServer {
     this.#stopped = true;
     this.#tcp?.close();
     this.#dgram?.close();
-    for (const s of this.#sockets) s.pause();
+    for (const s of this.#connections.keys()) s.pause();
   }
 
   /** Stops, waits for the writes of messages read, closes connections and removes the socket. */
@@ -379,7 +316,10 @@ export class SyslogServer {
     this.stop();
     await this.#dgramLoop;
     await Promise.all([...this.#pending]);
-    for (const s of this.#sockets) s.destroy();
+    for (const [s, unfinished] of this.#connections) {
+      unfinished();
+      s.destroy();
+    }
     if (this.#dgramPath) await rm(this.#dgramPath, { force: true });
   }
 }

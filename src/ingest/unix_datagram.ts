@@ -162,7 +162,7 @@ export class UnixDatagramSocket {
 
   /**
    * The next datagram, copied into `buf`: its length (a datagram longer than `buf` is cut to
-   * `buf.length`), or null once the socket is closed.
+   * `buf.length`), or null once the socket is closed. Throws when the system call fails.
    */
   async receive(buf: Buffer): Promise<number | null> {
     if (this.#closed) return null;
@@ -172,8 +172,11 @@ export class UnixDatagramSocket {
     if (ready >= 0) return ready;
     this.#reading = this.#libc.recv(this.#fd, buf);
     const n = await this.#reading.finally(() => (this.#reading = null));
+    // A datagram that came as the socket closed is still handed on; the shutdown's 0 is not.
+    if (n > 0) return n;
     if (this.#closed) return null;
-    return n < 0 ? null : n;
+    if (n < 0) throw new Error(`receiving on the Unix datagram socket "${this.path}" failed`);
+    return 0; // an empty datagram
   }
 
   /** Stops receiving: a `receive()` in progress resolves with null. The path is not removed. */

@@ -4,6 +4,7 @@
 
 import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { execFile } from "node:child_process";
 import { Buffer } from "node:buffer";
@@ -685,46 +686,153 @@ describe("syslog inputs (--syslog-socket, --syslog-tcp)", () => {
     );
   });
 
-  it("under when_full block, stops reading a TCP sender while the buffer is full, dropping nothing", async () => {
+  it("under when_full block, stops reading a TCP sender while the buffer is full, past --idle-timeout, and loses nothing", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
+    const topic = uniqueTopic("syslog-block");
     const [port, mport] = [await freePort(), await freePort()];
+    // The topic does not exist yet, and the agent may not create it: records wait on disk, and
+    // the 2 MiB buffer fills.
     await agent([
       "--brokers",
-      "127.0.0.1:1",
+      BROKERS.join(","),
       "--buffer-dir",
       t.dir,
+      "--require-existing-topics",
       "--syslog-tcp",
       `127.0.0.1:${port}`,
+      "--syslog-topic",
+      topic,
+      "--syslog-value",
+      "raw",
       "--total-size",
       "2",
       "--file-max-size",
       "1",
       "--when-full",
       "block",
+      "--idle-timeout",
+      "1s",
       "--metrics",
       `127.0.0.1:${mport}`,
     ]);
-    // 40 MB of messages into a 2 MiB buffer that cannot drain (no broker): the sender's writes
-    // must stall, since the agent stops reading instead of dropping or buffering in memory.
+    const N = 10_000;
     const py = `
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-s.settimeout(3)
-line = b"<13>1 - h app - - - " + b"x" * 980 + b"\\n"
-sent = 0
-try:
-    while sent < 40_000:
-        s.sendall(line * 100); sent += 100
-    print("all sent")
-except socket.timeout:
-    print("stalled")
+for i in range(int(sys.argv[2])):
+    s.sendall(b"<13>1 - h app - - - %06d " % i + b"x" * 980 + b"\\n")
+s.close()
+print("all sent")
 `;
-    const r = await run("python3", ["-c", py, String(port)]);
-    assert.equal(r.stdout.trim(), "stalled", r.stderr);
-    const m = await scrapeMetrics(`127.0.0.1:${mport}`);
+    const sender = run("python3", ["-c", py, String(port), String(N)]);
+    const metrics = `127.0.0.1:${mport}`;
+    await waitForMetrics(metrics, (m) => m.messagebuffer_blocked_writes > 0, "a full buffer");
+    // Paused for longer than --idle-timeout: the connection must stay, as it is not idle but
+    // held back by the agent.
+    await new Promise((r) => setTimeout(r, 2500));
+    await createTopics([topic], 1);
+    const sent = await sender;
+    assert.equal(sent.stdout.trim(), "all sent", sent.stderr);
+    const m = await waitForMetrics(
+      metrics,
+      (x) => x.messagebuffer_records_delivered_total === N,
+      `${N} delivered`,
+      120_000,
+    );
+    assert.equal(m.messagebuffer_syslog_stored_total, N);
+    assert.equal(m.messagebuffer_syslog_partial_dropped_total, 0);
     assert.equal(m.messagebuffer_syslog_dropped_refused_total, 0);
-    assert.ok(m.messagebuffer_syslog_stored_total > 1000, JSON.stringify(m));
-    assert.ok(m.messagebuffer_syslog_messages_total < 40_000, JSON.stringify(m));
+    const got = await consume([topic], N, { timeoutMs: 120_000 });
+    const seq = got.sort((a, b) => a.offset - b.offset).map((g) =>
+      g.value!.toString().slice(20, 26)
+    );
+    assert.deepEqual(seq, Array.from({ length: N }, (_, i) => String(i).padStart(6, "0")));
+  });
+
+  it("stops cleanly on SIGTERM: a request whose body is still coming is answered 503, the socket file goes", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const [port, mport] = [await freePort(), await freePort()];
+    const sock = join(t.dir, "log.sock");
+    const a = await agent([
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      join(t.dir, "buf"),
+      "--http",
+      `127.0.0.1:${port}`,
+      "--syslog-socket",
+      sock,
+      "--syslog-tcp",
+      `127.0.0.1:${await freePort()}`,
+      "--metrics",
+      `127.0.0.1:${mport}`,
+    ]);
+    const slow = rawHttp(
+      port,
+      `POST /topics/t HTTP/1.1\r\nHost: x\r\nContent-Type: ${JSON_V2}\r\nContent-Length: 100\r\n\r\n{"rec`,
+      60_000,
+    );
+    await waitForMetrics(
+      `127.0.0.1:${mport}`,
+      (m) => m.messagebuffer_http_requests_active === 1,
+      "the slow request in progress",
+    );
+    const code = a.stop("SIGTERM");
+    const answer = await slow;
+    assert.match(answer, /^HTTP\/1\.1 503/);
+    assert.match(answer, /retry-after: 5/i);
+    assert.match(answer, /shutting down/);
+    assert.equal(await code, 0, a.log());
+    assert.equal(existsSync(sock), false);
+  });
+
+  it("a start that fails with the inputs on exits 1, names the setting, and leaves nothing behind", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const taken = net.createServer();
+    const takenPort = await new Promise<number>((r) =>
+      taken.listen(0, "127.0.0.1", () => r((taken.address() as net.AddressInfo).port))
+    );
+    try {
+      const [http, sock] = [await freePort(), join(t.dir, "log.sock")];
+      const base = [
+        "--brokers",
+        "127.0.0.1:1",
+        "--buffer-dir",
+        join(t.dir, "buf"),
+        "--http",
+        `127.0.0.1:${http}`,
+        "--syslog-socket",
+        sock,
+      ];
+      for (
+        const [extra, named] of [
+          [
+            ["--syslog-tcp", `127.0.0.1:${takenPort}`],
+            /--syslog-tcp \\?"127\.0\.0\.1:\d+\\?": the address is in use/,
+          ],
+          [
+            ["--metrics", `127.0.0.1:${takenPort}`],
+            /--metrics \\?"127\.0\.0\.1:\d+\\?": the address is in use/,
+          ],
+        ] as const
+      ) {
+        const failed = await startAgent([...base, ...extra]).then(() => null, (e: Error) => e);
+        assert.ok(failed instanceof Error);
+        assert.match(failed.message, /agent exited with 1/);
+        assert.match(failed.message, named);
+        assert.equal(existsSync(sock), false, "the syslog socket file is left");
+        // The HTTP port is free again.
+        const probe = net.createServer();
+        await new Promise<void>((resolve, reject) => {
+          probe.once("error", reject);
+          probe.listen(http, "127.0.0.1", () => probe.close(() => resolve()));
+        });
+      }
+    } finally {
+      taken.close();
+    }
   });
 });

@@ -24,11 +24,35 @@ describe("parseSyslog", () => {
     assert.equal(m.procId, "4242");
     assert.equal(m.msgId, "ID47");
     assert.equal(m.time, Date.parse("2026-12-05T09:13:03.214701+00:00"));
-    assert.deepEqual(m.structuredData, {
+    assert.deepEqual(JSON.parse(JSON.stringify(m.structuredData)), {
       "exampleSDID@32473": { iut: "3", eventSource: 'App"lication]' },
       "x@1": { a: "b" },
     });
     assert.equal(text(m.message), "BOM'd message");
+  });
+
+  it("keeps structured data named like Object's own properties, and refuses timestamps that are not RFC 3339", () => {
+    const m = parseSyslog(b('<13>1 2026 h a - - [__proto__ constructor="x" __proto__="y"] m'));
+    assert.equal(m.format, "rfc5424");
+    assert.equal(
+      JSON.stringify(m.structuredData),
+      '{"__proto__":{"constructor":"x","__proto__":"y"}}',
+    );
+    for (
+      const ts of ["2026", "1", "2026-12-05", "2026-12-05T09:00:00", "2026-12-05T09:00:00.1234567Z"]
+    ) {
+      const t = parseSyslog(b(`<13>1 ${ts} h a - - - m`));
+      assert.equal(t.timestamp, ts);
+      assert.equal(t.time, null, ts);
+    }
+  });
+
+  it("reads RFC 3164 host names and tags that are not ASCII", () => {
+    const m = parseSyslog(b("<13>Dec  5 09:13:01 hôst äpp[7]: grüße"));
+    assert.equal(m.hostname, "hôst");
+    assert.equal(m.appName, "äpp");
+    assert.equal(m.procId, "7");
+    assert.equal(text(m.message), "grüße");
   });
 
   it("reads RFC 5424 nil fields and an empty message", () => {
@@ -133,6 +157,7 @@ describe("toRecord", () => {
   it("checks a template: unknown placeholders and bad characters are named", () => {
     assert.throws(() => checkTopicTemplate("logs.{colour}"), /unknown placeholder \{colour\}/);
     assert.throws(() => checkTopicTemplate("logs/{app}"), /characters a Kafka topic cannot have/);
+    assert.throws(() => checkTopicTemplate(".."), /not a legal Kafka topic name/);
     checkTopicTemplate("syslog");
     checkTopicTemplate("logs-{app}-{host}");
   });
