@@ -459,6 +459,14 @@ export function socketPath(c: AgentConfig): string {
   return c.values.socket ?? defaultSocketPath(c.values.buffer_dir);
 }
 
+/** Settings that turn a listener on, shown as null by `--print-config` while off. */
+const OFF_UNLESS_SET: ReadonlySet<string> = new Set([
+  "metrics",
+  "http",
+  "syslog_socket",
+  "syslog_tcp",
+]);
+
 /**
  * The effective config as JSON, with secrets masked, for `run --print-config`: times and
  * sizes with their unit ("10s", "16MiB"), which a config file takes back as they are, and
@@ -468,14 +476,16 @@ export function printableConfig(c: AgentConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const s of SETTINGS) {
     const v = c.values[s.key];
-    if (v === undefined) continue;
+    if (v === undefined) {
+      // The inputs that are off, as null: the file a user copies from this shows where to
+      // turn them on (a config file takes null as "not set").
+      if (OFF_UNLESS_SET.has(s.key)) out[s.key] = null;
+      continue;
+    }
     out[s.key] = typeof v === "number" && s.unit
       ? formatWithUnit(Math.round(v * s.scale), s.unit)
       : v;
   }
-  // The inputs that are off, as null: the file a user copies from this shows where to turn
-  // them on (a config file takes null as "not set").
-  for (const key of ["http", "syslog_socket", "syslog_tcp"] as const) out[key] ??= null;
   out.socket = socketPath(c);
   if (c.saslPassword !== undefined) out.sasl_password = "***** (from " + SASL_PASSWORD_ENV + ")";
   return out;

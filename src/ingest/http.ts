@@ -129,9 +129,16 @@ function notStored(e: unknown): string {
     : "not stored (see the agent's log)";
 }
 
+/** Standard base64, padded or not (as the REST Proxy's Java decoder takes it). */
 function base64(v: unknown, where: string): Uint8Array {
-  if (typeof v !== "string" || v.length % 4 !== 0 || !BASE64_RE.test(v)) {
-    throw new Refusal(422, `${where}: must be a base64 string (binary format)`);
+  if (
+    typeof v !== "string" || !BASE64_RE.test(v) || v.length % 4 === 1 ||
+    (v.includes("=") && v.length % 4 !== 0)
+  ) {
+    throw new Refusal(
+      422,
+      `${where}: must be a base64 string (binary format; A-Z, a-z, 0-9, + and /)`,
+    );
   }
   return Buffer.from(v, "base64");
 }

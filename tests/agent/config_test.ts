@@ -58,6 +58,10 @@ describe("agent configuration", () => {
   it("--print-config shows the inputs that are off as null, which a config file takes back", () => {
     const printed = printableConfig(buildConfig({ "syslog-tcp": "127.0.0.1:5514" }, null, {}));
     assert.equal(printed.http, null);
+    assert.equal(printed.metrics, null);
+    // In the settings' order, not moved to the end.
+    const keys = Object.keys(printed);
+    assert.ok(keys.indexOf("http") < keys.indexOf("log_level"), keys.join(","));
     assert.equal(printed.syslog_socket, null);
     assert.equal(printed.syslog_tcp, "127.0.0.1:5514");
     assert.equal(printed.syslog_topic, "syslog");

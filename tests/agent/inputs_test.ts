@@ -149,11 +149,15 @@ describe("HTTP input (--http)", () => {
       `${url}/topics/${topic}`,
       BINARY_V2,
       JSON.stringify({
-        records: [{ key: b64("bk"), value: b64(bin), headers: [{ name: "h", value: b64("hv") }] }],
+        records: [
+          { key: b64("bk"), value: b64(bin), headers: [{ name: "h", value: b64("hv") }] },
+          { value: "aGVsbG8" }, // unpadded, as the REST Proxy's Java decoder takes it
+        ],
       }),
     );
     assert.equal(r.status, 200, r.body);
     expected.push({ key: "bk", value: bin.toString("latin1"), headers: { h: "hv" } });
+    expected.push({ key: null, value: "hello" });
     // application/json, as the json format, with headers as an object.
     r = await post(
       `${url}/topics/${topic}`,
