@@ -168,7 +168,7 @@ export class SyslogServer {
       if (this.#o.buffer.wouldBlock) await this.#o.buffer.whenWritable();
       // Datagrams already queued are taken without waiting: give the event loop a turn now
       // and then, so that a flood of them cannot hold up the sender and the other inputs.
-      if (taken % 64 === 0) await new Promise((r) => setImmediate(r));
+      if (taken % 512 === 0) await new Promise((r) => setImmediate(r));
       let n: number | null;
       try {
         n = await sock.receive(buf);
