@@ -332,6 +332,52 @@ describe("agent: secrets stay secret", () => {
     }
   }
 
+  it("never shows the HTTP input's bearer token, nor a wrong one a client sent, at --log-level debug", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("secret-http");
+    await createTopics([topic], 1);
+    const token = `tok-${Math.random().toString(36).slice(2)}-en`;
+    const wrong = `wrong-${Math.random().toString(36).slice(2)}-tok`;
+    const file = `${t.dir}/token`;
+    await writeFile(file, `${token}\n`, { mode: 0o600 });
+    const [http, metrics] = [`127.0.0.1:${await freePort()}`, `127.0.0.1:${await freePort()}`];
+    const args = [
+      "--brokers",
+      BROKERS.join(","),
+      "--buffer-dir",
+      `${t.dir}/buf`,
+      "--log-level",
+      "debug",
+      "--http",
+      http,
+      "--http-token-file",
+      file,
+    ];
+    const a = await startAgent([...args, "--metrics", metrics]);
+    agents.push(a);
+    const post = (bearer: string) =>
+      fetch(`http://${http}/topics/${topic}`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${bearer}`,
+          "content-type": "application/vnd.kafka.json.v2+json",
+        },
+        body: JSON.stringify({ records: [{ value: "v" }] }),
+      }).then(async (r) => [r.status, await r.text()] as const);
+    const [refused, refusal] = await post(wrong);
+    assert.equal(refused, 401, refusal);
+    const [ok] = await post(token);
+    assert.equal(ok, 200);
+    await waitForMetrics(metrics, (m) => m.messagebuffer_records_delivered_total === 1, "delivery");
+    const shown = await everythingShown(a, `${t.dir}/buf`, metrics, async () => {
+      const p = await runCli(["run", ...args, "--print-config"]);
+      return p.stdout + p.stderr;
+    });
+    assertAbsent({ ...shown, "the 401 answer": refusal }, [token, wrong]);
+    assert.equal(await a.stop("SIGTERM"), 0);
+  });
+
   const saslBrokers = process.env.MB_TEST_SASL_BROKERS;
   for (const [client, format] of [["platformatic", "text"], ["kafkajs", "json"]] as const) {
     it(
