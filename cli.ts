@@ -331,10 +331,10 @@ async function run(args: string[]): Promise<number> {
     logger.error("cannot start", { error: explainStartError(e, "buffer_dir", config) });
     return 1;
   }
-  const provider = new KafkaProvider({
-    ...(await providerOptions(config, (p) => readFile(p, "utf8"))),
-    logger,
-  });
+  const readText = (p: string) => readFile(p, "utf8");
+  const provider = new KafkaProvider({ ...(await providerOptions(config, readText)), logger });
+  // (Read before anything starts, as the provider's files: a bad one is a usage error.)
+  const http = await httpOptions(config, readText);
   // The client library loads once the agent is ready: it is most of the start-up (about 0.2 s
   // of the executable's CPU), and lines sent meanwhile wait in the socket, then are stored and
   // answered. So the sender's first connection waits for that too (and, when the start fails,
@@ -354,6 +354,7 @@ async function run(args: string[]): Promise<number> {
     logger,
     withFailpoint(late, process.env.MB_FAILPOINT),
     existed,
+    http,
     started,
   );
   if (agent === null) return 1;
@@ -390,6 +391,7 @@ async function startAgent(
   logger: Logger,
   provider: Provider,
   existed: boolean,
+  httpConfig: Awaited<ReturnType<typeof httpOptions>>,
   started: (ok: boolean) => void = () => {},
 ): Promise<RunningAgent | null> {
   const startedAt = Date.now();
@@ -418,7 +420,6 @@ async function startAgent(
       logger,
     });
     phase = "http";
-    const httpConfig = await httpOptions(config, (p) => readFile(p, "utf8"));
     if (httpConfig) http = await HttpIngest.listen({ ...httpConfig, buffer, logger });
     phase = "syslog_socket";
     const syslogConfig = syslogOptions(config);
