@@ -179,7 +179,10 @@ export class UnixDatagramSocket {
     return 0; // an empty datagram
   }
 
-  /** Stops receiving: a `receive()` in progress resolves with null. The path is not removed. */
+  /**
+   * Stops receiving: a `receive()` in progress resolves with null, or with a datagram that came
+   * meanwhile. The path is not removed.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
