@@ -322,6 +322,10 @@ async function run(args: string[]): Promise<number> {
     level: config.values.log_level,
     format: config.values.log_format,
   });
+  // SIGTERM and SIGINT are caught from here on, before "agent ready" is logged: one that comes
+  // while the agent starts waits for the start, then stops it cleanly (without a handler, the
+  // runtime would end the process at once, leaving its LOCK and socket files behind).
+  const signals = catchSignals();
   let existed: boolean;
   try {
     existed = await guardBufferDir(config, logger);
@@ -361,7 +365,7 @@ async function run(args: string[]): Promise<number> {
   const reminder = remindOfBacklog(agent.buffer, logger);
   // (Once the signal handlers are in place: loading the library blocks for a moment, and a
   // SIGTERM then must find them.)
-  const code = await untilStopped(agent, logger, () => {
+  const code = await untilStopped(agent, logger, signals, () => {
     started(true);
     return provider.prepare().then(() => null, (e: unknown) => e);
   });
@@ -503,6 +507,26 @@ function remindOfBacklog(buffer: MessageBuffer, logger: Logger): ReturnType<type
   return timer;
 }
 
+/** SIGTERM and SIGINT, caught: those that came before a handler, then each as it comes. */
+interface Signals {
+  handle(h: (signal: string) => void): void;
+}
+
+/** Catches SIGTERM and SIGINT now; they are handed to the handler once there is one. */
+function catchSignals(): Signals {
+  const early: string[] = [];
+  let handler: ((signal: string) => void) | null = null;
+  const on = (signal: string) => handler ? handler(signal) : early.push(signal);
+  process.on("SIGTERM", () => on("SIGTERM"));
+  process.on("SIGINT", () => on("SIGINT"));
+  return {
+    handle(h) {
+      handler = h;
+      for (const signal of early.splice(0)) h(signal);
+    },
+  };
+}
+
 /**
  * Runs until SIGTERM or SIGINT, then stops cleanly: stop taking lines; close the buffer
  * (stores what was read, fails writes that wait for room, lets the batch in flight finish);
@@ -513,6 +537,7 @@ function remindOfBacklog(buffer: MessageBuffer, logger: Logger): ReturnType<type
 function untilStopped(
   agent: RunningAgent,
   logger: Logger,
+  signals: Signals,
   load: () => Promise<unknown>,
 ): Promise<number> {
   return new Promise<number>((resolve) => {
@@ -550,8 +575,7 @@ function untilStopped(
         resolve(1);
       }
     };
-    process.on("SIGTERM", () => void stop("SIGTERM"));
-    process.on("SIGINT", () => void stop("SIGINT"));
+    signals.handle((signal) => void stop(signal));
     void load().then((e) => {
       if (e === null || stopping) return;
       failed = true;
