@@ -165,12 +165,22 @@ export class CheckpointFile {
     this.#slot = 1 - this.#slot;
   }
 
-  /** fdatasyncs what was committed. */
+  /** The last {@link sync}, settled or not: {@link close} waits for it. */
+  #syncing: Promise<unknown> = Promise.resolve();
+
+  /**
+   * fdatasyncs what was committed. It may run beside later commits (the ledger's periodic
+   * sync does); each is then synced by this call or the next.
+   */
   sync(): Promise<void> {
-    return this.#fh.sync();
+    const s = this.#fh.sync();
+    this.#syncing = s.catch(() => {});
+    return s;
   }
 
-  close(): Promise<void> {
+  /** Closes the file, once a sync in progress has ended. */
+  async close(): Promise<void> {
+    await this.#syncing;
     return this.#fh.close();
   }
 }

@@ -219,6 +219,7 @@ export class InflightFile {
       await fh.close().catch(() => {});
       throw err;
     }
+    await this.#syncing;
     await this.#fh.close().catch(() => {});
     this.#fh = fh;
     this.#capacity = capacity;
@@ -227,12 +228,23 @@ export class InflightFile {
     return true;
   }
 
-  /** fdatasyncs what was written (under `interval`, on the sync timer and at close). */
+  /** The last {@link sync}, settled or not: the file is not closed or replaced before it ends. */
+  #syncing: Promise<unknown> = Promise.resolve();
+
+  /**
+   * fdatasyncs what was written (under `interval`, on the sync timer and at close). It may
+   * run beside later writes (the ledger's periodic sync does); each is then synced by this
+   * call or the next.
+   */
   sync(): Promise<void> {
-    return this.#fh.sync();
+    const s = this.#fh.sync();
+    this.#syncing = s.catch(() => {});
+    return s;
   }
 
-  close(): Promise<void> {
+  /** Closes the file, once a sync in progress has ended. */
+  async close(): Promise<void> {
+    await this.#syncing;
     return this.#fh.close();
   }
 }

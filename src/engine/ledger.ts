@@ -254,6 +254,8 @@ export class Ledger {
   readonly #leftovers: Segment[] = [];
   #bytes = 0;
   #meta: Promise<unknown> = Promise.resolve();
+  /** The last {@link syncMetadata}, settled or not. */
+  #metaSync: Promise<void> = Promise.resolve();
   /** Directory entries changed (creations, removals) since the directory was last fsynced. */
   #dirDirty = false;
   /** The S file of the segment in delivery, kept open between commits. */
@@ -756,29 +758,43 @@ export class Ledger {
     });
   }
 
-  /** Under `interval`, makes S file writes, creations and removals since the last call durable. */
-  async syncMetadata(): Promise<void> {
+  /**
+   * Under `interval`, makes S file writes, in-flight file writes, creations and removals
+   * before the call durable (one call at a time; a call made during another runs after it).
+   *
+   * What to sync is taken in the metadata queue, after the changes queued before the call;
+   * the fsyncs then run beside the queue, so that the checkpoint and in-flight writes of the
+   * next batches do not wait for them (they took a few ms, once per interval, off every
+   * delivery then in progress). A file is closed or replaced only once its sync has ended
+   * (`CheckpointFile.close`, `InflightFile`); a write made during a sync is synced by the
+   * next call. A failed fsync is logged and counted, and the next call tries again.
+   */
+  syncMetadata(): Promise<void> {
+    const run = this.#metaSync.then(() => this.#syncMetadataNow());
+    this.#metaSync = run.catch(() => {});
+    return run;
+  }
+
+  async #syncMetadataNow(): Promise<void> {
     const f = this.#inflight;
     if (!this.#dirDirty && !this.#ckptUnsynced && !f.unsynced) return;
-    try {
-      await this.serial("fsync of S files and the buffer directory", async () => {
-        if (this.#ckptUnsynced && this.#ckpt) {
-          this.#ckptUnsynced = false;
-          await this.#ckpt.file.sync();
-        }
-        if (f.unsynced && f.file) {
-          f.unsynced = false;
-          await f.file.sync();
-        }
-        if (this.#dirDirty) {
-          this.#dirDirty = false;
-          await this.#fs.syncDir(this.#dir);
-        }
-      });
-    } catch {
-      this.#dirDirty = true;
-      this.#ckptUnsynced = true;
-      if (f.file) f.unsynced = true;
-    }
+    const syncs: Promise<void>[] = [];
+    await this.serial("choice of the files to fsync", () => {
+      if (this.#ckptUnsynced && this.#ckpt) syncs.push(this.#ckpt.file.sync());
+      if (f.unsynced && f.file) syncs.push(f.file.sync());
+      if (this.#dirDirty) syncs.push(this.#fs.syncDir(this.#dir));
+      this.#ckptUnsynced = f.unsynced = this.#dirDirty = false;
+      return Promise.resolve();
+    });
+    const failed = (await Promise.allSettled(syncs)).find((o) => o.status === "rejected");
+    if (failed === undefined) return;
+    this.#counters.storageErrors++;
+    this.#log.error("fsync of S files and the buffer directory failed", {
+      dir: this.#dir,
+      error: (failed as PromiseRejectedResult).reason,
+    });
+    this.#dirDirty = true;
+    this.#ckptUnsynced = true;
+    if (f.file) f.unsynced = true;
   }
 }

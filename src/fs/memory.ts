@@ -84,8 +84,11 @@ export class MemoryFileSystem implements FileSystem {
   /** Extra time some operations take, in ms (a slow disk): `{ syncDir: 5 }`. */
   latencyMs: Partial<Record<MemoryOp, number>> = {};
 
-  /** `fn` as a promise, after the latency set for `op`, if any. */
-  _slow<T>(op: MemoryOp, fn: () => T): Promise<T> {
+  /**
+   * `fn` as a promise, after the latency set for `op`, if any. (`path`, the file or
+   * directory it acts on, is for tests that replace this to hold some operations.)
+   */
+  _slow<T>(op: MemoryOp, fn: () => T, _path?: string): Promise<T> {
     const ms = this.latencyMs[op];
     if (!ms) return settle(fn);
     return new Promise((r) => setTimeout(r, ms)).then(() => settle(fn));
@@ -303,7 +306,7 @@ export class MemoryFileSystem implements FileSystem {
         if (inDir(p) && !this.#files.has(p)) this.#durable.delete(p);
       }
       for (const [p, f] of this.#files) if (inDir(p)) this.#durable.set(p, f);
-    });
+    }, dir);
   }
 
   lock(dir: string): Promise<DirLock> {
@@ -376,7 +379,7 @@ class MemHandle implements FileHandle {
       this.#check();
       this.#fs._step("sync", this.#path, true);
       this.#f.synced = this.#f.bytes();
-    });
+    }, this.#path);
   }
   truncate(size: number): Promise<void> {
     return settle(() => {
