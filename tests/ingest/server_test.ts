@@ -252,8 +252,10 @@ describe("ingest server: careless and hostile clients", () => {
     await new Promise((res) => setTimeout(res, 100));
     fullGc();
     const grown = process.memoryUsage().heapUsed - before;
-    // One Buffer kept per chunk would hold hundreds of bytes per byte (tens of MiB here).
-    assert.ok(grown < 4 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
+    // One Buffer kept per chunk holds about 80 bytes per byte: 15.8 MiB here under Bun. The
+    // line itself is 0.2 MiB, and the process grew 0.4 MiB with this file alone, but up to
+    // 4.3 MiB in a whole `bun test` run, where other files' leftovers share the heap.
+    assert.ok(grown < 8 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
     c.write("\n");
     assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
     await r.buffer.drained(10_000);
