@@ -1,5 +1,6 @@
 // Shared by the benchmark scripts: machine description, RSS sampling, result lines.
 
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import process from "node:process";
@@ -84,4 +85,13 @@ export function kcatProduceArgs(
     "-l",
     file,
   ];
+}
+
+/** True when `kcat` (librdkafka's command-line client) runs here. */
+export function hasKcat(): boolean {
+  try {
+    return spawnSync("kcat", ["-V"], { stdio: "ignore" }).status === 0;
+  } catch {
+    return false;
+  }
 }

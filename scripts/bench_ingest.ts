@@ -17,7 +17,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
-import { fmtRate, machine } from "./_bench_util.ts";
+import { fmtRate, hasKcat, machine } from "./_bench_util.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -33,11 +33,40 @@ const { values } = parseArgs({
     // Point the agent at an address where no broker listens, so that its sender idles:
     // ingest alone, without delivery competing for the CPU (no latency run then).
     "ingest-only": { type: "boolean", default: false },
+    // Who reads the records back for the end-to-end latency: kcat (librdkafka, in a process
+    // of its own; the default when it is installed) or kafkajs (in this process, beside the
+    // writer: its own delays count in the figures).
+    consumer: { type: "string", default: "" },
   },
   strict: true,
 });
 const LINES = Number(values.lines);
 const METRICS = "127.0.0.1:19465";
+
+const CONSUMER = values.consumer || (hasKcat() ? "kcat" : "kafkajs");
+if (CONSUMER !== "kcat" && CONSUMER !== "kafkajs") {
+  console.error(`bench_ingest: --consumer is kcat or kafkajs, not "${CONSUMER}"`);
+  process.exit(2);
+}
+
+// Reads N records back with kcat, each line stamped as it arrives; prints "ready" for the
+// first, then each later record's latency in ms (arrival minus the send time at the start of
+// its value). In a process of its own, so that the writer's work does not delay the reading.
+const KCAT_READER = `
+import subprocess, sys, time
+broker, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+p = subprocess.Popen(["kcat", "-C", "-q", "-u", "-b", broker, "-t", topic, "-o", "beginning",
+    "-c", str(n), "-f", "%s\\n"], stdout=subprocess.PIPE)
+out, first = [], True
+for line in p.stdout:
+    now = time.time() * 1000
+    if first:
+        sys.stdout.write("ready\\n"); sys.stdout.flush(); first = False
+        continue
+    out.append("%.3f" % (now - float(line.split(b" ")[0])))
+p.wait()
+sys.stdout.write("\\n".join(out) + "\\n")
+`;
 
 function agentCommand(args: string[]): [string, string[]] {
   if (values["agent-bin"]) return [values["agent-bin"], args];
@@ -143,22 +172,53 @@ async function latency(
   await admin.connect();
   await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
   await admin.disconnect();
-  const consumer = kafka.consumer({ groupId: `${topic}-g`, maxWaitTimeInMs: 5 });
-  await consumer.connect();
-  await consumer.subscribe({ topics: [topic], fromBeginning: true });
-  const lat: number[] = [];
-  await consumer.run({
-    eachBatch: ({ batch }) => {
-      const now = performance.timeOrigin + performance.now();
-      for (const m of batch.messages) lat.push(now - Number(m.value!.toString().split(" ")[0]));
-      return Promise.resolve();
-    },
-  });
-  await new Promise((r) => setTimeout(r, 3000)); // group join
-  const s = await connect(sock);
   const rate = 10_000, tick = 10;
   const perTick = rate * tick / 1000;
   const total = rate * seconds;
+  const lat: number[] = [];
+  const s = await connect(sock);
+  let stopConsumer: () => Promise<void>;
+  if (CONSUMER === "kcat") {
+    const reader = spawn(
+      "python3",
+      ["-c", KCAT_READER, values.brokers.split(",")[0], topic, String(total + 1)],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    reader.stdout.on("data", (d) => (out += d));
+    const ended = new Promise<void>((r) => reader.on("exit", () => r()));
+    // A first record, once read back, says that the consumer is attached.
+    s.write(`${topic}\t\tready\n`);
+    while (!out.includes("ready\n") && reader.exitCode === null) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    stopConsumer = async () => {
+      await ended;
+      for (const x of out.split("\n").slice(1)) if (x !== "") lat.push(Number(x));
+    };
+  } else {
+    const consumer = kafka.consumer({ groupId: `${topic}-g`, maxWaitTimeInMs: 5 });
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await consumer.run({
+      eachBatch: ({ batch }) => {
+        const now = performance.timeOrigin + performance.now();
+        for (const m of batch.messages) {
+          const sentAt = Number(m.value!.toString().split(" ")[0]);
+          if (!Number.isNaN(sentAt)) lat.push(now - sentAt);
+        }
+        return Promise.resolve();
+      },
+    });
+    await new Promise((r) => setTimeout(r, 3000)); // group join
+    stopConsumer = async () => {
+      const deadline = Date.now() + 30_000;
+      while (lat.length < total && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await consumer.disconnect();
+    };
+  }
   let sent = 0;
   const t0 = performance.now();
   while (sent < total) {
@@ -171,8 +231,8 @@ async function latency(
     await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
   }
   s.end();
-  const deadline = Date.now() + 30_000;
-  while (lat.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await stopConsumer();
+
   // The agent's own view: from each record's timestamp (when it was read from the socket) to
   // Kafka's acknowledgement, without the consumer's share.
   const metrics = await (await fetch(`http://${METRICS}/metrics`)).text();
@@ -186,7 +246,6 @@ async function latency(
       q("0.5").toFixed(1)
     } ms, p99 ${q("0.99").toFixed(1)} ms`,
   );
-  await consumer.disconnect();
   lat.sort((a, b) => a - b);
   return {
     p50: lat[Math.floor(lat.length * 0.5)],
@@ -226,7 +285,7 @@ if (!values["ingest-only"]) {
       Number(values["latency-seconds"]),
     );
     console.log(
-      `end-to-end latency at 10K records/s (socket write -> Kafka consumer), ${l.n} records: p50 ${
+      `end-to-end latency at 10K records/s (socket write -> Kafka consumer, ${CONSUMER}), ${l.n} records: p50 ${
         l.p50.toFixed(1)
       } ms, p99 ${l.p99.toFixed(1)} ms`,
     );
