@@ -191,12 +191,12 @@ class Connection {
   #onData(chunk: Buffer): void {
     if (this.#ended) return this.#afterClose(chunk);
     const max = this.#server.maxLineBytes;
-    let buf = chunk;
+    const buf = chunk;
     let start = 0;
     if (this.#partBytes > 0) {
-      const joined = this.#continueLine(chunk);
-      if (joined === null) return;
-      buf = joined;
+      const nl = this.#continueLine(chunk);
+      if (nl < 0) return;
+      start = nl + 1;
     }
     if (this.#skipping) {
       const nl = buf.indexOf(NL);
@@ -240,11 +240,13 @@ class Connection {
   /**
    * An unfinished line goes on with `chunk`: appended until its newline (or the limit) comes,
    * in a buffer grown by doubling, so that the copying stays linear however finely the line
-   * is split. Returns the line's bytes joined with the chunk once a newline came, else null.
+   * is split. Once the newline comes, the line is handled (only its own bytes copied, not the
+   * rest of the chunk); returns where that newline is in `chunk`, else -1.
    */
-  #continueLine(chunk: Buffer): Buffer | null {
+  #continueLine(chunk: Buffer): number {
     const max = this.#server.maxLineBytes;
-    if (chunk.indexOf(NL) < 0) {
+    const nl = chunk.indexOf(NL);
+    if (nl < 0) {
       const need = this.#partBytes + chunk.length;
       if (need > max) {
         this.#part = null;
@@ -259,12 +261,16 @@ class Connection {
         chunk.copy(this.#part!, this.#partBytes);
         this.#partBytes = need;
       }
-      return null;
+      return -1;
     }
-    const joined = Buffer.concat([this.#part!.subarray(0, this.#partBytes), chunk]);
+    const line = Buffer.concat([
+      this.#part!.subarray(0, this.#partBytes),
+      chunk.subarray(0, nl + 1),
+    ]);
     this.#part = null;
     this.#partBytes = 0;
-    return joined;
+    this.#lines(line, 0, line.length - 1);
+    return nl;
   }
 
   /** Handles the whole lines of `buf[start, last)` (`last` is a newline's index). */

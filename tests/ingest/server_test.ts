@@ -235,6 +235,54 @@ describe("ingest server: careless and hostile clients", () => {
     await r.close();
   });
 
+  it("stores and answers the same however the bytes are split between reads (a line's end followed by more lines, a split character, CRLF)", async () => {
+    const payload = Buffer.from(
+      [
+        "t\tk1\tplain-1",
+        "t\tk\\tab\tescaped",
+        "t\tk2\tünï ✓",
+        "t\tk3\tcrlf\r",
+        '{"topic":"t","key":"j","value":"json"}',
+        "t\tk4 one tab",
+        "t\t\tno-key",
+      ].map((l) => `${l}\n`).join(""),
+    );
+    const expected = ["plain-1", "escaped", "ünï ✓", "crlf", "json", "no-key"];
+
+    // Every split point: inside a line, just after a newline, inside "ü" and "✓", between CR
+    // and LF. The second piece holds the first line's end and then whole lines.
+    for (let at = 1; at < payload.length; at++) {
+      const r = await rig();
+      const c = await ackClient(r.path);
+      await new Promise<void>((res) => c.socket.write(payload.subarray(0, at), () => res()));
+      await new Promise((res) => setImmediate(res));
+      c.socket.write(payload.subarray(at));
+      const answers = await c.waitAnswers(8);
+      assert.deepEqual(
+        answers.slice(1),
+        [
+          "ok",
+          "ok",
+          "ok",
+          "ok",
+          "ok",
+          "error line 6: expected TOPIC<TAB>KEY<TAB>VALUE, found one tab",
+          "ok",
+        ],
+        `split at byte ${at}`,
+      );
+      await r.buffer.drained(10_000);
+      assert.deepEqual(values(r.provider, "t"), expected, `split at byte ${at}`);
+      assert.deepEqual(
+        r.provider.received.map((x) => x.key),
+        ["k1", "k\tab", "k2", "k3", "j", null],
+        `split at byte ${at}`,
+      );
+      c.end();
+      await r.close();
+    }
+  });
+
   it("holds an unfinished line dribbled a byte at a time in about its own size", async () => {
     const r = await rig();
     const c = await ackClient(r.path);
