@@ -53,10 +53,12 @@ if (CONSUMER !== "kcat" && CONSUMER !== "kafkajs") {
 // first, then each later record's latency in ms (arrival minus the send time at the start of
 // its value). In a process of its own, so that the writer's work does not delay the reading.
 const KCAT_READER = `
-import subprocess, sys, time
+import signal, subprocess, sys, time
 broker, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 p = subprocess.Popen(["kcat", "-C", "-q", "-u", "-b", broker, "-t", topic, "-o", "beginning",
     "-c", str(n), "-f", "%s\\n"], stdout=subprocess.PIPE)
+# Stopped early: kcat goes, and what was read is reported.
+signal.signal(signal.SIGTERM, lambda *_: p.kill())
 out, first = [], True
 for line in p.stdout:
     now = time.time() * 1000
@@ -186,14 +188,19 @@ async function latency(
     );
     let out = "";
     reader.stdout.on("data", (d) => (out += d));
-    const ended = new Promise<void>((r) => reader.on("exit", () => r()));
-    // A first record, once read back, says that the consumer is attached.
+    reader.on("error", (e) => console.error(`bench_ingest: cannot run python3: ${e.message}`));
+    const ended = new Promise<void>((r) => reader.on("close", () => r()));
+    // A first record, once read back, says that the consumer is attached. Neither wait is
+    // endless: kcat waits for its N records, and for an unreachable broker, forever.
     s.write(`${topic}\t\tready\n`);
-    while (!out.includes("ready\n") && reader.exitCode === null) {
+    const ready = Date.now() + 30_000;
+    while (!out.includes("ready\n") && reader.exitCode === null && Date.now() < ready) {
       await new Promise((r) => setTimeout(r, 10));
     }
     stopConsumer = async () => {
+      const timer = setTimeout(() => reader.kill(), 30_000);
       await ended;
+      clearTimeout(timer);
       for (const x of out.split("\n").slice(1)) if (x !== "") lat.push(Number(x));
     };
   } else {
@@ -246,6 +253,8 @@ async function latency(
       q("0.5").toFixed(1)
     } ms, p99 ${q("0.99").toFixed(1)} ms`,
   );
+  if (lat.length === 0) throw new Error(`the ${CONSUMER} consumer read no record back`);
+  if (lat.length < total) console.error(`bench_ingest: only ${lat.length} of ${total} read back`);
   lat.sort((a, b) => a - b);
   return {
     p50: lat[Math.floor(lat.length * 0.5)],

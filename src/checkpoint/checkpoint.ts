@@ -27,6 +27,7 @@
 import { crc32c } from "../binary/crc32c.ts";
 import { readU64, writeU64 } from "../binary/u64.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
+import { OverlappingSyncs } from "../fs/syncs.ts";
 
 const MAGIC = 0x4d42434b;
 const VERSION = 1;
@@ -165,22 +166,19 @@ export class CheckpointFile {
     this.#slot = 1 - this.#slot;
   }
 
-  /** The last {@link sync}, settled or not: {@link close} waits for it. */
-  #syncing: Promise<unknown> = Promise.resolve();
+  readonly #syncs = new OverlappingSyncs();
 
   /**
    * fdatasyncs what was committed. It may run beside later commits (the ledger's periodic
    * sync does); each is then synced by this call or the next.
    */
   sync(): Promise<void> {
-    const s = this.#fh.sync();
-    this.#syncing = s.catch(() => {});
-    return s;
+    return this.#syncs.sync(this.#fh);
   }
 
-  /** Closes the file, once a sync in progress has ended. */
+  /** Closes the file once every sync has ended (syncing again if one failed). */
   async close(): Promise<void> {
-    await this.#syncing;
+    await this.#syncs.ended(this.#fh, true);
     return this.#fh.close();
   }
 }

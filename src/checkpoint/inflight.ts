@@ -27,6 +27,7 @@
 import { crc32c } from "../binary/crc32c.ts";
 import { readU64, writeU64 } from "../binary/u64.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
+import { OverlappingSyncs } from "../fs/syncs.ts";
 
 const MAGIC = 0x4d424946;
 const VERSION = 1;
@@ -219,7 +220,7 @@ export class InflightFile {
       await fh.close().catch(() => {});
       throw err;
     }
-    await this.#syncing;
+    await this.#syncs.ended(this.#fh, false); // (the new file holds the newest entry, synced)
     await this.#fh.close().catch(() => {});
     this.#fh = fh;
     this.#capacity = capacity;
@@ -228,8 +229,7 @@ export class InflightFile {
     return true;
   }
 
-  /** The last {@link sync}, settled or not: the file is not closed or replaced before it ends. */
-  #syncing: Promise<unknown> = Promise.resolve();
+  readonly #syncs = new OverlappingSyncs();
 
   /**
    * fdatasyncs what was written (under `interval`, on the sync timer and at close). It may
@@ -237,14 +237,12 @@ export class InflightFile {
    * call or the next.
    */
   sync(): Promise<void> {
-    const s = this.#fh.sync();
-    this.#syncing = s.catch(() => {});
-    return s;
+    return this.#syncs.sync(this.#fh);
   }
 
-  /** Closes the file, once a sync in progress has ended. */
+  /** Closes the file once every sync has ended (syncing again if one failed). */
   async close(): Promise<void> {
-    await this.#syncing;
+    await this.#syncs.ended(this.#fh, true);
     return this.#fh.close();
   }
 }

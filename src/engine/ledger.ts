@@ -765,9 +765,10 @@ export class Ledger {
    * What to sync is taken in the metadata queue, after the changes queued before the call;
    * the fsyncs then run beside the queue, so that the checkpoint and in-flight writes of the
    * next batches do not wait for them (they took a few ms, once per interval, off every
-   * delivery then in progress). A file is closed or replaced only once its sync has ended
-   * (`CheckpointFile.close`, `InflightFile`); a write made during a sync is synced by the
-   * next call. A failed fsync is logged and counted, and the next call tries again.
+   * delivery then in progress). A file is closed or replaced only once its syncs have ended,
+   * and synced again at its close if one failed (`OverlappingSyncs`); a write made during a
+   * sync is synced by the next call. A failed fsync is logged and counted, and the next call
+   * tries again.
    */
   syncMetadata(): Promise<void> {
     const run = this.#metaSync.then(() => this.#syncMetadataNow());
@@ -777,7 +778,6 @@ export class Ledger {
 
   async #syncMetadataNow(): Promise<void> {
     const f = this.#inflight;
-    if (!this.#dirDirty && !this.#ckptUnsynced && !f.unsynced) return;
     const syncs: Promise<void>[] = [];
     await this.serial("choice of the files to fsync", () => {
       if (this.#ckptUnsynced && this.#ckpt) syncs.push(this.#ckpt.file.sync());
@@ -785,7 +785,7 @@ export class Ledger {
       if (this.#dirDirty) syncs.push(this.#fs.syncDir(this.#dir));
       this.#ckptUnsynced = f.unsynced = this.#dirDirty = false;
       return Promise.resolve();
-    });
+    }).catch(() => {}); // (counted and logged by serial)
     const failed = (await Promise.allSettled(syncs)).find((o) => o.status === "rejected");
     if (failed === undefined) return;
     this.#counters.storageErrors++;

@@ -477,7 +477,10 @@ describe("ProgressSignal", () => {
     }
     fullGc();
     const grown = process.memoryUsage().heapUsed - before;
-    assert.ok(grown < 4 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
+    // Waits kept after their timeout grow the heap by 86 MiB here (Bun); none kept, 0.2 MiB
+    // with this file alone, and at times over 4 MiB in a run of several files, whose
+    // leftovers share the heap.
+    assert.ok(grown < 16 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
     // A wait still wakes at notify().
     const woke = signal.wait(60_000).then(() => true);
     signal.notify();

@@ -5,21 +5,42 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { MessageBuffer } from "../../mod.ts";
-import { CheckpointFile } from "../../src/checkpoint/checkpoint.ts";
-import { InflightFile } from "../../src/checkpoint/inflight.ts";
+import { setImmediate } from "node:timers";
+import { CheckpointFile, loadCheckpoint } from "../../src/checkpoint/checkpoint.ts";
+import { type InflightEntry, InflightFile, loadInflight } from "../../src/checkpoint/inflight.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import { memoryBufferOptions, RecordingProvider, waitFor } from "../_helpers.ts";
+
+/** An in-flight file's entry. */
+const ENTRY: InflightEntry = {
+  segment: "00000000000000000000-00000000001.seg",
+  from: { offset: 16, skip: 0 },
+  next: { offset: 64, skip: 1 },
+  ttlLimit: null,
+  records: 1,
+  at: 1_700_000_000_000,
+  provider: "kafka",
+  identity: null,
+};
 
 /**
  * Makes every fsync of a file `which` picks wait, while `holding`, until `release()`; counts
  * those started and ended (an fsync of a closed file fails, and is counted as failed).
  */
 function holdSyncs(fs: MemoryFileSystem, which: (path: string) => boolean) {
-  const h = { holding: true, started: 0, ended: 0, failed: 0, release: () => {} };
   const held: Array<() => void> = [];
-  h.release = () => {
-    h.holding = false;
-    for (const go of held.splice(0)) go();
+  const h = {
+    holding: true,
+    started: 0,
+    ended: 0,
+    failed: 0,
+    /** Lets every held fsync go, and stops holding. */
+    release: () => {
+      h.holding = false;
+      for (const go of held) go();
+    },
+    /** Lets the `i`-th fsync held (from 0, in the order they started) go. */
+    releaseOne: (i: number) => held[i](),
   };
   const slow = fs._slow.bind(fs);
   fs._slow = <T>(op: Parameters<typeof fs._slow>[0], fn: () => T, path?: string): Promise<T> => {
@@ -94,7 +115,7 @@ describe("the periodic fsync", () => {
     assert.equal(b.stats().counters.storageErrors, 0);
   });
 
-  it("an S file or in-flight file is closed only once its fsync has ended", async () => {
+  it("an S file or in-flight file is closed only once all its fsyncs have ended", async () => {
     const fs = new MemoryFileSystem();
     await fs.mkdirp("/buf");
     const h = holdSyncs(fs, () => true);
@@ -102,27 +123,45 @@ describe("the periodic fsync", () => {
       .file;
     await s.commit({ offset: 16, skip: 0, delivered: 1 });
     const inflight = (await InflightFile.open(fs, "/buf/INFLIGHT")).file;
-    await inflight.write(
-      {
-        segment: "00000000000000000000-00000000001.seg",
-        from: { offset: 16, skip: 0 },
-        next: { offset: 64, skip: 1 },
-        ttlLimit: null,
-        records: 1,
-        at: 1_700_000_000_000,
-        provider: "kafka",
-        identity: null,
-      },
-      false,
-      "/buf",
-    );
-    const syncs = [s.sync(), inflight.sync()];
-    await waitFor(() => h.started === 2, 5000, "both fsyncs to start");
-    // A close that did not wait would close the files now, and the fsyncs, let go after it,
-    // would fail on closed files (EBADF).
+    await inflight.write(ENTRY, false, "/buf");
+    // Two fsyncs of each file overlap; the later ones end first.
+    const syncs = [s.sync(), inflight.sync(), s.sync(), inflight.sync()];
+    await waitFor(() => h.started === 4, 5000, "the fsyncs to start");
     const closes = [s.close(), inflight.close()];
+    h.releaseOne(2);
+    h.releaseOne(3);
+    await waitFor(() => h.ended === 2, 5000, "the later fsyncs to end");
+    await new Promise((r) => setImmediate(r));
+    // A close that waited only for the last fsync has closed the files by now: the earlier
+    // fsyncs, let go after it, fail on closed files (EBADF).
     h.release();
     await Promise.all([...syncs, ...closes]);
     assert.equal(h.failed, 0);
+  });
+
+  it("a close syncs the S file and the in-flight file again when an fsync of theirs failed", async () => {
+    const fs = new MemoryFileSystem();
+    await fs.mkdirp("/buf");
+    const path = "/buf/00000000000000000000-00000000001.s";
+    const s = (await CheckpointFile.open(fs, path, false)).file;
+    await fs.syncDir("/buf");
+    await s.commit({ offset: 16, skip: 0, delivered: 1 });
+    fs.failNext("sync", "EIO", path);
+    await assert.rejects(s.sync(), /EIO/);
+    // (The ledger's periodic sync failed; the segment's delivery moves on and its S file is
+    // closed: the position written must not stay unsynced.)
+    await s.close();
+    assert.deepEqual(await loadCheckpoint(fs.crash(), path), {
+      offset: 16,
+      skip: 0,
+      delivered: 1,
+    });
+    const inflight = (await InflightFile.open(fs, "/buf/INFLIGHT")).file;
+    await fs.syncDir("/buf");
+    await inflight.write(ENTRY, false, "/buf");
+    fs.failNext("sync", "EIO", "/buf/INFLIGHT");
+    await assert.rejects(inflight.sync(), /EIO/);
+    await inflight.close();
+    assert.deepEqual(await loadInflight(fs.crash(), "/buf/INFLIGHT"), ENTRY);
   });
 });

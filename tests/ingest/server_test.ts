@@ -254,8 +254,12 @@ describe("ingest server: careless and hostile clients", () => {
     for (let at = 1; at < payload.length; at++) {
       const r = await rig();
       const c = await ackClient(r.path);
-      await new Promise<void>((res) => c.socket.write(payload.subarray(0, at), () => res()));
-      await new Promise((res) => setImmediate(res));
+      const first = payload.subarray(0, at);
+      c.socket.write(first);
+      // The lines the first piece finishes are answered before the rest is sent: the server
+      // has read that piece, and holds the unfinished line at its end.
+      const finished = first.filter((b) => b === 0x0a).length;
+      await c.waitAnswers(1 + finished);
       c.socket.write(payload.subarray(at));
       const answers = await c.waitAnswers(8);
       assert.deepEqual(
