@@ -14,12 +14,14 @@
 //   npm run compile
 //   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
 //       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
-//       [--agent-args="--kafka-client kafkajs"]
+//       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10]
 //
-// With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
+// --restart-gb G also stores a backlog of G GB through the agent (Kafka unreachable), then
+// times, once per run, a start of the agent on it until its first record is delivered
+// (--partitions 0 skips the rest). With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,12 +41,14 @@ const { values } = parseArgs({
     brokers: { type: "string", default: "127.0.0.1:9092" },
     "value-bytes": { type: "string", default: "100" },
     "no-kcat": { type: "boolean", default: false },
+    // Also: start to the first stored record delivered on a backlog of this many GB (0: not).
+    "restart-gb": { type: "string", default: "0" },
   },
   strict: true,
 });
 const N = Number(values.records);
 const RUNS = Number(values.runs);
-const PARTITIONS = values.partitions.split(",").map(Number);
+const PARTITIONS = values.partitions.split(",").map(Number).filter((p) => p > 0);
 const BROKERS = values.brokers;
 const METRICS = "127.0.0.1:19467";
 const EXTRA = values["agent-args"].split(" ").filter((a) => a !== "");
@@ -126,7 +130,12 @@ interface Agent {
   stop(): Promise<{ cpu: number; rss: number }>;
 }
 
-async function startAgent(dir: string, brokers: string, metrics: boolean): Promise<Agent> {
+async function startAgent(
+  dir: string,
+  brokers: string,
+  metrics: boolean,
+  more: string[] = [],
+): Promise<Agent> {
   const [cmd, ...pre] = agentCmd;
   const args = [
     ...pre,
@@ -139,6 +148,7 @@ async function startAgent(dir: string, brokers: string, metrics: boolean): Promi
     metrics ? "warn" : "error", // (the storing agent warns that it cannot connect)
     ...(metrics ? ["--metrics", METRICS] : []),
     ...EXTRA,
+    ...more,
   ];
   const started = performance.now();
   const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
@@ -204,6 +214,41 @@ async function drain(topicFile: string): Promise<Figure> {
     const s = (performance.now() - a.started) / 1000;
     const u = await a.stop();
     return { rate: N / s, cpuUs: (u.cpu / N) * 1e6, rss: u.rss, readyMs: a.readyMs, firstMs };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Bytes of the files directly in `dir`. */
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isFile()) n += statSync(join(dir, e.name)).size;
+  }
+  return n;
+}
+
+/**
+ * A backlog of `gb` GB stored through the agent's socket (the lines of `topicFile`, again and
+ * again), then, `RUNS` times, the agent started on it with the broker up and timed until its
+ * first record is delivered; each run stops it at once, leaving nearly all of the backlog.
+ */
+async function restartOnBacklog(topicFile: string, gb: number): Promise<number[]> {
+  const dir = await mkdtemp(join(tmpdir(), "mb-restart-"));
+  const buf = join(dir, "buf");
+  const cap = ["--total-size", `${Math.ceil(gb * 1.2 + 1)}GiB`];
+  try {
+    const store = await startAgent(buf, "127.0.0.1:1", false, cap);
+    while (dirBytes(buf) < gb * 1e9) await feed(store.sock, topicFile);
+    await store.stop();
+    const firsts: number[] = [];
+    for (let r = 0; r < RUNS; r++) {
+      const a = await startAgent(buf, BROKERS, true, cap);
+      while ((await delivered()) === 0) await new Promise((r) => setTimeout(r, 1));
+      firsts.push(performance.now() - a.started);
+      await a.stop();
+    }
+    return firsts;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -319,6 +364,21 @@ try {
         Math.max(...first).toFixed(0)
       })`,
     );
+  }
+  const gb = Number(values["restart-gb"]);
+  if (gb > 0) {
+    const topic = `bench-e2e-${stamp}-restart`;
+    await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
+    const lines: string[] = [];
+    for (let i = 0; i < N; i++) lines.push(`${topic}\tk${i % 1000}\t${value}\n`);
+    await writeFile(join(work, "restart.txt"), lines.join(""));
+    const firsts = await restartOnBacklog(join(work, "restart.txt"), gb);
+    console.log(
+      `\nagent start to the first stored record delivered, on a ${gb} GB backlog: median ${
+        median(firsts).toFixed(0)
+      } ms (${firsts.map((f) => f.toFixed(0)).join(", ")})`,
+    );
+    await admin.deleteTopics({ topics: [topic] });
   }
 } finally {
   await admin.disconnect();
