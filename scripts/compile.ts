@@ -23,7 +23,7 @@ const buildInfo = process.env.MB_BUILD_INFO ?? JSON.stringify({
 JSON.parse(buildInfo); // a malformed MB_BUILD_INFO fails the build, not the --version
 const result = await Bun.build({
   entrypoints: ["cli.ts"],
-    compile: { outfile },
+  compile: { outfile },
   minify: { syntax: true },
   // The code compiled to JavaScriptCore bytecode at build time, not parsed at each start:
   // start to socket ready 25 ms instead of 78-84, and to the first stored record delivered
