@@ -9,6 +9,7 @@ import http from "node:http";
 import type { BufferStats } from "../engine/buffer.ts";
 import type { IngestStats, InputStats } from "../ingest/server.ts";
 import { DUPLICATE_COUNTERS } from "../engine/ledger.ts";
+import { splitHostPort } from "../ingest/address.ts";
 
 type Sample = [
   name: string,
@@ -365,9 +366,10 @@ export async function serveMetrics(
     open: boolean;
   },
 ): Promise<http.Server> {
-  const i = address.lastIndexOf(":");
-  const host = address.slice(0, i) || "127.0.0.1";
-  const port = Number(address.slice(i + 1));
+  const split = splitHostPort(address);
+  if (split === null) throw new Error(`metrics address "${address}" is not host:port`);
+  const host = split.host || "127.0.0.1";
+  const port = split.port;
   const server = http.createServer((req, res) => {
     const { stats, ingest, inputs, open } = snapshot();
     if (req.url === "/metrics") {

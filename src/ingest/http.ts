@@ -31,6 +31,7 @@ import type { Logger } from "../log.ts";
 import { validateTopic } from "../segment/format.ts";
 import { parseLine } from "./protocol.ts";
 import { type HttpListener, serveHttp } from "./http_serve.ts";
+import { splitHostPort } from "./address.ts";
 
 /** Options of {@link HttpIngest.listen}. */
 export interface HttpIngestOptions {
@@ -181,12 +182,11 @@ export class HttpIngest {
    * without TLS or `allowRemote`, or cannot be bound.
    */
   static async listen(o: HttpIngestOptions): Promise<HttpIngest> {
-    const i = o.address.lastIndexOf(":");
-    const host = o.address.slice(0, i).replace(/^\[|\]$/g, "");
-    const port = Number(o.address.slice(i + 1));
-    if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    const split = splitHostPort(o.address);
+    if (split === null || split.host === "") {
       throw new Error(`HTTP address "${o.address}" is not host:port`);
     }
+    const { host, port } = split;
     if (!isLoopback(host) && !o.tls && !o.allowRemote) {
       throw new Error(
         `HTTP address "${o.address}" is reachable from other hosts, and plain HTTP would let anyone who reaches it write records unencrypted: give --http-tls-cert-file and --http-tls-key-file, or --http-allow-remote to serve plain HTTP anyway (with --http-token-file, at least)`,

@@ -25,6 +25,7 @@ import type { Logger } from "../log.ts";
 import { parseSyslog, type SyslogMapping, toRecord } from "./syslog.ts";
 import { UnixDatagramSocket } from "./unix_datagram.ts";
 import { SyslogFramer } from "./syslog_framing.ts";
+import { splitHostPort } from "./address.ts";
 
 /** Options of {@link SyslogServer.start}. */
 export interface SyslogServerOptions {
@@ -191,9 +192,9 @@ export class SyslogServer {
   }
 
   async #listenTcp(address: string): Promise<void> {
-    const i = address.lastIndexOf(":");
-    const host = address.slice(0, i).replace(/^\[|\]$/g, "");
-    const port = Number(address.slice(i + 1));
+    const split = splitHostPort(address);
+    if (split === null) throw new Error(`syslog TCP address "${address}" is not host:port`);
+    const { host, port } = split;
     const server = net.createServer((socket) => this.#accept(socket));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
