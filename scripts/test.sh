@@ -22,7 +22,11 @@ bin=node_modules/.bin
 
 started_broker=""
 if [[ -z ${MB_TEST_BROKERS:-} ]]; then
-  export KAFKA_PORT=${KAFKA_PORT:-39092}
+    # The test brokers' ports (19092, 19192, 19292 and the few after each) lie below Linux's
+  # ephemeral range (32768-60999): a broker stopped by a test (outages, failover, the crash and
+  # power-cut loops) could otherwise find its port taken by an outgoing connection when it
+  # starts again ("Address already in use"), as a CI run once did on 39092.
+  export KAFKA_PORT=${KAFKA_PORT:-19092}
   if ! scripts/kafka.sh status >/dev/null; then
     # A fresh data directory: no topics or users left over from an earlier run.
     KAFKA_DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/messagebuffer-test-kafka-XXXXXX")
@@ -57,7 +61,7 @@ for f in "${files[@]}"; do
   case $f in tests | tests/ | tests/provider | tests/provider/ | tests/provider/versions_test.ts) need_old=yes ;; esac
 done
 if [[ -n $need_old && -z ${MB_TEST_OLD_BROKERS:-} ]]; then
-  old_port=${KAFKA_OLD_PORT:-39292}
+  old_port=${KAFKA_OLD_PORT:-19292}
   old_dir=$(mktemp -d "${TMPDIR:-/tmp}/messagebuffer-test-kafka391-XXXXXX")
   KAFKA_VERSION=3.9.1 KAFKA_PORT=$old_port KAFKA_DATA_DIR=$old_dir scripts/kafka.sh start
   started_old=$old_dir
@@ -73,7 +77,7 @@ for f in "${files[@]}"; do
   case $f in tests | tests/ | tests/cluster*) need_cluster=yes ;; esac
 done
 if [[ -n $need_cluster && -z ${MB_TEST_CLUSTER_BROKERS:-} ]]; then
-  export KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-39192}
+  export KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-19192}
   if ! scripts/kafka_cluster.sh status >/dev/null; then
     KAFKA_CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/messagebuffer-test-cluster-XXXXXX")
     export KAFKA_CLUSTER_DIR
