@@ -306,11 +306,13 @@ describe("ingest server: careless and hostile clients", () => {
     await new Promise((res) => setTimeout(res, 100));
     fullGc();
     const grown = process.memoryUsage().heapUsed - before;
-    // One Buffer kept per chunk holds about 75 bytes per byte: 74 MiB here under Bun. The
-    // line itself is 1 MiB, and the heap grew 1.3 MiB with this file alone; but other files'
-    // leftovers share the heap in a whole `bun test` run, where a 0.2 MiB line once measured
-    // 10.4 MiB: so the line is long enough to stand well clear of them.
-    assert.ok(grown < 32 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
+    // One Buffer kept per chunk grows the heap by 201 MiB here under Deno (74 MiB under Bun);
+    // the line itself is 1 MiB. Checked under Deno only: in a whole `bun test` run every file
+    // shares one heap, and other files' leftovers grew it by up to 34 MiB over this test's
+    // seconds with no defect at all (1.3 MiB with this file alone).
+    if (!("Bun" in globalThis)) {
+      assert.ok(grown < 32 * 2 ** 20, `heap grew ${(grown / 2 ** 20).toFixed(1)} MiB`);
+    }
     c.write("\n");
     assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
     await r.buffer.drained(10_000);
