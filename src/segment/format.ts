@@ -46,7 +46,13 @@
 
 import { Buffer } from "node:buffer";
 import { crc32c } from "../binary/crc32c.ts";
-import { keyLength, type KeyValue, RangedRecord, valueLength } from "../binary/ranges.ts";
+import {
+  copyRange,
+  keyLength,
+  type KeyValue,
+  RangedRecord,
+  valueLength,
+} from "../binary/ranges.ts";
 import { readU64, writeU64 } from "../binary/u64.ts";
 
 /** "MBSG" as a big-endian u32. */
@@ -352,8 +358,7 @@ export class FrameBuilder {
     let p = start;
     const delta = timestamp - this.#base;
     p = writeVarint(b, p, delta >= 0 ? delta * 2 : -delta * 2 - 1);
-    b.set(topicBytes, p);
-    p += topicBytes.length;
+    p = copyRange(topicBytes, 0, topicBytes.length, b, p);
     if (key == null) {
       b[p++] = 0;
     } else {
@@ -464,8 +469,7 @@ const utf8WriteAt: (b: Uint8Array, s: string, p: number) => number = (() => {
 function writeBytes(b: Uint8Array, p: number, v: Bytes, bias: number): number {
   if (typeof v !== "string") {
     p = writeVarint(b, p, v.length + bias);
-    b.set(v, p);
-    return p + v.length;
+    return copyRange(v, 0, v.length, b, p);
   }
   // Reserve the width the longest possible encoding needs, encode, then fill in the length.
   const maxLen = v.length * 3 + bias;
