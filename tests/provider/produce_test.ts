@@ -8,7 +8,7 @@ import { Buffer } from "node:buffer";
 import { murmur2 as libraryMurmur2, Reader, readRecordsBatch } from "@platformatic/kafka";
 import { crc32c } from "../../src/binary/crc32c.ts";
 import { murmur2, partitionForKey } from "../../src/provider/kafka/murmur2.ts";
-import { encodeRecords, finishBatch } from "../../src/provider/kafka/produce.ts";
+import { BatchMemory, encodeRecords, finishBatch } from "../../src/provider/kafka/produce.ts";
 import { produceVersionFor } from "../../src/provider/kafka/platformatic.ts";
 import type { ProviderRecord } from "../../src/provider/types.ts";
 import { RangedRecord } from "../../src/binary/ranges.ts";
@@ -23,6 +23,34 @@ import {
 const enc = new TextEncoder();
 
 describe("Kafka record batches", () => {
+  it("are the same bytes in reused memory as in fresh memory, and memory is reused", () => {
+    const id = { producerId: 7n, producerEpoch: 0, baseSequence: 0 };
+    const memory = new BatchMemory(2);
+    const some = (n: number, fill: number): ProviderRecord[] =>
+      Array.from({ length: n }, (_, i) => ({
+        topic: "t",
+        key: i % 3 === 0 ? null : enc.encode(`k${i}`),
+        value: new Uint8Array(50 + (i % 7)).fill(fill),
+        headers: null,
+        timestamp: 1_790_000_000_000 + i,
+      }));
+    // A large batch leaves its bytes in the memory; a smaller one then goes into it.
+    const big = some(400, 0xee);
+    const e1 = encodeRecords(big, big.map((_, i) => i), memory);
+    const first = finishBatch(e1, e1.bytes, 0, id);
+    memory.give(first);
+    const small = some(30, 0x11);
+    const idx = small.map((_, i) => i);
+    const fresh = encodeRecords(small, idx);
+    const reused = encodeRecords(small, idx, memory);
+    assert.equal(reused.bytes.buffer, first.buffer, "the memory given back was taken again");
+    assert.deepEqual(
+      [...finishBatch(reused, reused.bytes, 0, id)],
+      [...finishBatch(fresh, fresh.bytes, 0, id)],
+    );
+    // Memory in use is never handed out twice.
+    assert.notEqual(encodeRecords(small, idx, memory).bytes.buffer, reused.bytes.buffer);
+  });
   it("decode with the library's reader: keys, no keys, empty values, headers, timestamps, sequence", () => {
     const t0 = 1_790_000_000_000;
     const records: ProviderRecord[] = [

@@ -59,7 +59,7 @@ import {
 import { requestsOf, TOPIC_ERRORS } from "./split.ts";
 import type { KafkaClientSettings } from "./options.ts";
 import { Partitioner } from "./partitioner.ts";
-import { encodeRecords, finishBatch } from "./produce.ts";
+import { BatchMemory, encodeRecords, finishBatch } from "./produce.ts";
 
 const SASL_MECHANISMS = {
   "plain": "PLAIN",
@@ -353,6 +353,8 @@ export class PlatformaticClient implements KafkaClient {
   #producer: Producer<Buffer, Buffer, Buffer, Buffer> | null = null;
   /** Produce at the version the broker's ApiVersions allows (set by open()). */
   #produce: ReturnType<typeof produceApi> | null = null;
+  /** Memory of the encoded batches, reused from send to send. */
+  readonly #memory = new BatchMemory();
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
   readonly counters: ProviderCounters = {
@@ -614,6 +616,8 @@ export class PlatformaticClient implements KafkaClient {
       await new Promise((res) => setTimeout(res, RETRY_DELAY_MS));
     }
     this.#acked.delete(committed);
+    // Every request of this send was answered: its batches' memory serves the next send.
+    for (const batch of encoded.values()) this.#memory.give(batch);
     return plan.rejected;
   }
 
@@ -802,12 +806,15 @@ export class PlatformaticClient implements KafkaClient {
   ): Promise<Uint8Array> {
     const hit = cache.get(b);
     if (hit) return hit;
-    const encoded = encodeRecords(records, b.records);
-    const batch = finishBatch(encoded, await this.#compress(encoded.bytes), this.#codecBits, {
+    const encoded = encodeRecords(records, b.records, this.#memory);
+    const payload = await this.#compress(encoded.bytes);
+    const batch = finishBatch(encoded, payload, this.#codecBits, {
       producerId: plan.producerId,
       producerEpoch: plan.producerEpoch,
       baseSequence: b.sequence,
     });
+    // Compressed, the batch is a copy: the records' memory is free at once.
+    if (payload !== encoded.bytes) this.#memory.give(encoded.bytes);
     cache.set(b, batch);
     return batch;
   }

@@ -87,10 +87,57 @@ function nameBytes(name: string): Uint8Array {
   return b;
 }
 
-/** Encodes `records[idx[i]]` for each i as the records of one batch. */
+/**
+ * Memory for encoded batches, used again from one send to the next. Each batch of a send is a
+ * new buffer the size of its records (5000 records of 100 bytes: 0.6 MB), and a drain made
+ * them faster than the collector took them back: the buffers waiting to be collected were
+ * most of the agent's memory while it delivered. A send gives its batches back once every
+ * request it made was answered (so the library has copied them into its requests, and no
+ * request of theirs can still be waiting to be written); anything else leaves them to the
+ * collector.
+ */
+export class BatchMemory {
+  readonly #free: ArrayBuffer[] = [];
+
+  /**
+   * @param keep buffers kept for reuse, at most (one send takes one buffer per batch)
+   * @param maxBytes larger buffers are left to the collector
+   */
+  constructor(readonly keep = 8, readonly maxBytes = 16 << 20) {}
+
+  /** A buffer of `size` bytes, whose contents are whatever was there before. */
+  take(size: number): Uint8Array {
+    const free = this.#free;
+    for (let i = 0; i < free.length; i++) {
+      if (free[i].byteLength >= size) {
+        const ab = free[i];
+        free[i] = free[free.length - 1];
+        free.pop();
+        return new Uint8Array(ab, 0, size);
+      }
+    }
+    // Rounded up, so that a buffer fits the next batches, whose sizes vary a little.
+    let cap = 1 << 16;
+    while (cap < size) cap *= 2;
+    return new Uint8Array(new ArrayBuffer(cap), 0, size);
+  }
+
+  /** Takes back the memory of `b` (from {@link take}), which nothing may use afterwards. */
+  give(b: Uint8Array): void {
+    const ab = b.buffer as ArrayBuffer;
+    if (ab.byteLength > this.maxBytes || this.#free.length >= this.keep) return;
+    if (!this.#free.includes(ab)) this.#free.push(ab);
+  }
+}
+
+/**
+ * Encodes `records[idx[i]]` for each i as the records of one batch, in memory from `memory`
+ * when given.
+ */
 export function encodeRecords(
   records: readonly ProviderRecord[],
   idx: readonly number[],
+  memory?: BatchMemory,
 ): EncodedRecords {
   const base = records[idx[0]].timestamp;
   let max = base;
@@ -115,7 +162,9 @@ export function encodeRecords(
     sizes[i] = body;
     total += varintSize(body) + body;
   }
-  const whole = new Uint8Array(BATCH_HEADER_SIZE + total);
+  const whole = memory
+    ? memory.take(BATCH_HEADER_SIZE + total)
+    : new Uint8Array(BATCH_HEADER_SIZE + total);
   const b = whole.subarray(BATCH_HEADER_SIZE);
   let p = 0;
   for (let i = 0; i < idx.length; i++) {
