@@ -252,6 +252,30 @@ export class MessageBuffer {
   }
 
   /**
+   * {@link write} of a record without headers or a given time, whose key (`keyAt` -1: none)
+   * and value are the bytes `src[keyAt, keyAt + keyLength)` and
+   * `src[valueAt, valueAt + valueLength)`, copied before this returns; the record gets the
+   * time of the call. For a caller that holds records in a larger buffer (the socket input
+   * reads lines out of chunks), it saves making a view of each key and value. Returns null,
+   * storing nothing, when the record cannot be taken this way (a mode without disk or going
+   * direct, the cap reached, closing, a topic never given to `write`):
+   * then `write` it.
+   *
+   * @throws {RangeError} the record is over `maxRecordBytes`; nothing was stored
+   */
+  writeRange(
+    topic: string,
+    src: Uint8Array,
+    keyAt: number,
+    keyLength: number,
+    valueAt: number,
+    valueLength: number,
+  ): Promise<void> | null {
+    if (this.#closing || this.#direct !== null) return null;
+    return this.#disk!.writeRange(topic, src, keyAt, keyLength, valueAt, valueLength);
+  }
+
+  /**
    * `direct-until-error`: the disk holds nothing undelivered and the senders' sends succeed.
    * Adding up the backlog walks every lane's segments, so while buffering it is done at most
    * once a millisecond (a switch back comes at most that much later).

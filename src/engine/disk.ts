@@ -247,6 +247,23 @@ export class DiskPath {
     }
   }
 
+  /**
+   * {@link write} of a record whose key and value are ranges of `src` (see
+   * `SegmentWriter.appendRange`), when it can be stored at once; null, storing nothing, when
+   * not (closing, full, a topic new to the frame): then {@link write} it.
+   */
+  writeRange(
+    topic: string,
+    src: Uint8Array,
+    keyAt: number,
+    keyLength: number,
+    valueAt: number,
+    valueLength: number,
+  ): Promise<void> | null {
+    if (this.#closing || this.full) return null;
+    return this.#writer.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength);
+  }
+
   /** Checks a record as `write` would, storing nothing; throws TypeError/RangeError. */
   validate(topic: string, value: Bytes, options?: WriteOptions): void {
     this.#writer.validate(topic, value, options);

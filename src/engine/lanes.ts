@@ -238,6 +238,28 @@ export class Lanes {
       this.#lanes[0].storage;
   }
 
+  /**
+   * `DiskPath.writeRange` in the topic's lane, if the topic has one already; null, storing
+   * nothing, when not.
+   */
+  writeRange(
+    topic: string,
+    src: Uint8Array,
+    keyAt: number,
+    keyLength: number,
+    valueAt: number,
+    valueLength: number,
+  ): Promise<void> | null {
+    const topics = this.#topics;
+    let lane = 0;
+    if (topics !== null) {
+      const l = topics.get(topic);
+      if (l === undefined || this.#assigning.has(topic)) return null;
+      lane = l;
+    }
+    return this.#lanes[lane].writeRange(topic, src, keyAt, keyLength, valueAt, valueLength);
+  }
+
   /** Stores one record in its topic's lane (see {@link MessageBuffer.write}). */
   write(topic: string, value: Bytes, options?: WriteOptions): Promise<void> {
     const topics = this.#topics;

@@ -171,6 +171,28 @@ export class SegmentWriter {
     return open.promise;
   }
 
+  /**
+   * {@link append} of a record without headers or a given time, whose key (`keyAt` -1: none)
+   * and value are ranges of `src` (see `FrameBuilder.appendRange`); null when the topic is new
+   * to the open frame, having stored nothing (then {@link append} it).
+   */
+  appendRange(
+    topic: string,
+    src: Uint8Array,
+    keyAt: number,
+    keyLength: number,
+    valueAt: number,
+    valueLength: number,
+  ): Promise<void> | null {
+    const open = this.#open;
+    if (!open.builder.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, Date.now())) {
+      return null;
+    }
+    if (open.builder.size >= this.#frameTarget) this.#seal();
+    if (!this.#flushing) this.#kick();
+    return open.promise;
+  }
+
   /** Throws what {@link append} would throw for this record, storing nothing. */
   validate(topic: string, value: Bytes, options: WriteOptions | undefined): void {
     this.#scratch ??= new FrameBuilder(1 << 16, this.#o.maxRecordBytes);

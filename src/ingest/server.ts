@@ -310,12 +310,29 @@ class Connection {
     const t3 = buf.indexOf(TAB, t2 + 1);
     if (t3 >= 0 && t3 < nl) return false;
     const topic = this.#topicOf(buf, from, t1);
-    // Views of the chunk: a write that waits (for a lane, for room) keeps them, and so the
-    // chunk, whose memory Node, Deno and Bun never reuse while it is referenced.
-    const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
     this.#server.stats.linesReceived++;
     this.#lineNo++;
-    this.#record(topic, buf.subarray(t2 + 1, nl), key, null, undefined);
+    // Copied straight out of the chunk when the record can be stored at once (most lines);
+    // else views of the chunk: a write that waits (for a lane, for room) keeps them, and so
+    // the chunk, whose memory Node, Deno and Bun never reuse while it is referenced.
+    let p: Promise<void> | null;
+    try {
+      p = this.#server.buffer.writeRange(
+        topic,
+        buf,
+        t2 === t1 + 1 ? -1 : t1 + 1,
+        t2 - t1 - 1,
+        t2 + 1,
+        nl - t2 - 1,
+      );
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    if (p !== null) this.#answer(p);
+    else {
+      const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
+      this.#record(topic, buf.subarray(t2 + 1, nl), key, null, undefined);
+    }
     return true;
   }
 
@@ -390,7 +407,11 @@ class Connection {
     headers: Array<[string, string | Uint8Array]> | null,
     timestamp: number | undefined,
   ): void {
-    const p = this.#server.buffer.write(topic, value, { key, headers, timestamp });
+    this.#answer(this.#server.buffer.write(topic, value, { key, headers, timestamp }));
+  }
+
+  /** Queues the answer of line `#lineNo`, which `p` settles. */
+  #answer(p: Promise<void>): void {
     // (Only an entry not answered yet can take more lines.)
     const last = this.#queue.length > this.#head ? this.#queue.at(-1) : undefined;
     if (last && last.p === p && last.answer === this.#ack) {

@@ -387,6 +387,49 @@ export class FrameBuilder {
     if (this.#count === 1 || timestamp > this.#max) this.#max = timestamp;
   }
 
+  /**
+   * Appends one record without headers whose key (`keyAt` -1: none) and value are ranges of
+   * `src`: what {@link append} does with views of them, without making the views (the socket
+   * input's path, two views a line). The topic must be one {@link append} has taken before,
+   * else this returns false and appends nothing; it throws as {@link append} does for a record
+   * over `maxRecordBytes`.
+   */
+  appendRange(
+    topic: string,
+    src: Uint8Array,
+    keyAt: number,
+    keyLength: number,
+    valueAt: number,
+    valueLength: number,
+    timestamp: number,
+  ): boolean {
+    const topicBytes = this.#topics.get(topic);
+    if (topicBytes === undefined) return false;
+    const start = this.#pos;
+    if (this.#count === 0) this.#base = timestamp;
+    this.#ensure(25 + topicBytes.length + (keyAt < 0 ? 0 : keyLength + 5) + valueLength + 5);
+    const b = this.#buf;
+    let p = start;
+    const delta = timestamp - this.#base;
+    p = writeVarint(b, p, delta >= 0 ? delta * 2 : -delta * 2 - 1);
+    p = copyRange(topicBytes, 0, topicBytes.length, b, p);
+    if (keyAt < 0) b[p++] = 0;
+    else p = copyRange(src, keyAt, keyLength, b, writeVarint(b, p, keyLength + 1));
+    b[p++] = 0; // no headers
+    p = copyRange(src, valueAt, valueLength, b, writeVarint(b, p, valueLength));
+    if (p - start > this.maxRecordBytes) {
+      throw new RangeError(
+        `Record for topic "${topic}" is ${
+          p - start
+        } bytes encoded, over maxRecordBytes (${this.maxRecordBytes})`,
+      );
+    }
+    this.#pos = p;
+    this.#count++;
+    if (this.#count === 1 || timestamp > this.#max) this.#max = timestamp;
+    return true;
+  }
+
   /** Closes the frame: writes its header and CRC and returns a view of its bytes. */
   finish(): Uint8Array {
     const b = this.#buf;

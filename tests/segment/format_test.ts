@@ -184,6 +184,64 @@ describe("frame codec", () => {
       { numRuns: 300 },
     );
   });
+  it("appendRange writes the same bytes as append with views of the same ranges", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            pad: fc.uint8Array({ maxLength: 20 }),
+            key: fc.option(fc.uint8Array({ maxLength: 40 })),
+            value: fc.uint8Array({ maxLength: 300 }),
+            ts: fc.integer({ min: 0, max: 2 ** 45 }),
+          }),
+          { minLength: 1, maxLength: 30 },
+        ),
+        (recs) => {
+          const viaViews = new FrameBuilder(16), viaRanges = new FrameBuilder(16);
+          viaViews.append("t", "", null, null, 5);
+          viaRanges.append("t", "", null, null, 5);
+          for (const r of recs) {
+            // The record's bytes somewhere inside a larger buffer: pad, key, value, pad.
+            const key = r.key ?? new Uint8Array(0);
+            const src = new Uint8Array([...r.pad, ...key, ...r.value, ...r.pad]);
+            const keyAt = r.key === null ? -1 : r.pad.length;
+            const valueAt = r.pad.length + key.length;
+            viaViews.append(
+              "t",
+              src.subarray(valueAt, valueAt + r.value.length),
+              r.key,
+              null,
+              r.ts,
+            );
+            assert.ok(
+              viaRanges.appendRange("t", src, keyAt, key.length, valueAt, r.value.length, r.ts),
+            );
+          }
+          assert.deepEqual(viaRanges.finish(), viaViews.finish());
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+  it("appendRange takes only topics append has taken, and refuses a record over the limit", () => {
+    const b = new FrameBuilder(16, 100);
+    const src = new Uint8Array(200).fill(1);
+    assert.equal(b.appendRange("t", src, -1, 0, 0, 10, 1), false, "a topic never appended");
+    assert.equal(b.count, 0);
+    b.append("t", "v", null, null, 1);
+    const size = b.size;
+    assert.throws(
+      () => b.appendRange("t", src, 0, 10, 10, 150, 1),
+      (e) => e instanceof RangeError && /topic "t".*over maxRecordBytes \(100\)/.test(e.message),
+    );
+    assert.equal(b.size, size, "the frame is unchanged");
+    assert.equal(b.count, 1);
+    assert.ok(b.appendRange("t", src, 0, 10, 10, 50, 1));
+    assert.deepEqual(decodeAll(b.finish()).map((r) => [r.key?.length, r.value.length]), [
+      [undefined, 1],
+      [10, 50],
+    ]);
+  });
 });
 
 /** A segment file with `frames` frames of `per` records each, in a memory fs. */
