@@ -27,6 +27,7 @@ import {
   syslogOptions,
 } from "./src/agent/config.ts";
 import { checkBufferDir } from "./src/agent/buffer_dir.ts";
+import { nativeCrc32c } from "./src/binary/crc32c.ts";
 import { closest, FlagError, type FlagSpec, parseFlags } from "./src/agent/flags.ts";
 import { dirStatus, formatStatus, lockHolder } from "./src/agent/inspect.ts";
 import { readSegmentRecords } from "./src/segment/reader.ts";
@@ -61,8 +62,18 @@ const VERSION = pkg.version;
 /** Set by scripts/compile.ts in the executable: JSON of the commit, runtime and build date. */
 declare const MB_BUILD_INFO: string | undefined;
 
-/** What `--version` prints: the version, and how this program was built (or run). */
+/**
+ * What `--version` prints: the version, and how this program was built (or run); then how it
+ * checksums (a temporary directory mounted `noexec` keeps the executable's native code from
+ * loading: checksums then cost about three times as much).
+ */
 function versionLine(): string {
+  return `${buildLine()}\nchecksums: CRC32C in ${
+    nativeCrc32c ? "native code (@node-rs/crc32)" : "TypeScript (the native code did not load)"
+  }`;
+}
+
+function buildLine(): string {
   const g = globalThis as { Deno?: { version: { deno: string } }; Bun?: { version: string } };
   const running = g.Deno ? `Deno ${g.Deno.version.deno}` : g.Bun ? `Bun ${g.Bun.version}` : "Node";
   if (typeof MB_BUILD_INFO === "string") {

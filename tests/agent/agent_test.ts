@@ -894,6 +894,8 @@ describe("agent CLI", () => {
         ? /^messagebuffer \d+\.\d+\.\d+ \(commit ([0-9a-f]{7,}\S*|unknown), built with Bun \d\S* on \d{4}-\d\d-\d\dT[\d:]+Z, single executable\)$/m
         : /^messagebuffer \d+\.\d+\.\d+ \(from source, running on (Deno|Bun) \d/,
     );
+    // The native checksum loads under Bun, in the executable and under Deno with -A.
+    assert.match(v.stdout, /^checksums: CRC32C in native code \(@node-rs\/crc32\)$/m);
   });
 
   it("refuses bad flags and values with an error naming them (exit 2)", async () => {
