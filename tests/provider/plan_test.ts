@@ -3,9 +3,11 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   decodePlan,
   encodePlan,
+  encodePlanV1,
   type Plan,
   type PlannedBatch,
   refuse,
@@ -30,11 +32,81 @@ function plan(): Plan {
 }
 
 describe("send plan", () => {
-  it("reads back what it wrote, records as runs of indexes", () => {
+  it("reads back what it wrote: each request's records as runs, then each one's batch", () => {
     const p = plan();
     const text = encodePlan(p);
-    assert.match(text, /\[0,3,5,1\]/);
+    assert.match(text, /\[0,6\],"AAABBA"\]/);
+    assert.match(text, /\[6,2\],""\]/, "a request of one batch needs no characters");
     assert.deepEqual(decodePlan(text, 9), p);
+  });
+
+  it("reads back the version before (each batch with its runs), and writes it past 64 batches", () => {
+    const p = plan();
+    const v1 = encodePlanV1(p);
+    assert.match(v1, /"v":1.*\[0,3,5,1\]/);
+    assert.deepEqual(decodePlan(v1, 9), p);
+    const wide: Plan = {
+      ...plan(),
+      partitionCounts: new Map([["w", 100]]),
+      requests: [Array.from({ length: 65 }, (_, i) => ({
+        topic: "w",
+        partition: i,
+        sequence: 0,
+        records: [i],
+      }))],
+      rejected: [],
+    };
+    assert.match(encodePlan(wide), /"v":1/);
+    assert.deepEqual(decodePlan(encodePlan(wide), 65), wide);
+  });
+
+  it("reads back any plan, in either version (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 300 }),
+        fc.integer({ min: 1, max: 70 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.nat(),
+        (n, partitions, requestCount, seed) => {
+          // n records, some refused, the rest spread over requests of consecutive records and,
+          // in each, over partitions by a seeded hash (as keys spread them).
+          let x = seed;
+          const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0);
+          const p: Plan = {
+            producerId: 5n,
+            producerEpoch: 0,
+            madeAt: 1,
+            partitionCounts: new Map([["t", partitions]]),
+            requests: [],
+            rejected: [],
+          };
+          const per = Math.ceil(n / requestCount);
+          for (let from = 0; from < n; from += per) {
+            const byPartition = new Map<number, PlannedBatch>();
+            for (let i = from; i < Math.min(n, from + per); i++) {
+              if (next() % 10 === 0) {
+                p.rejected.push({ index: i, reason: "r" });
+                continue;
+              }
+              const part = next() % partitions;
+              let b = byPartition.get(part);
+              if (!b) {
+                byPartition.set(
+                  part,
+                  b = { topic: "t", partition: part, sequence: i, records: [] },
+                );
+              }
+              b.records.push(i);
+            }
+            if (byPartition.size > 0) p.requests.push([...byPartition.values()]);
+          }
+          assert.deepEqual(decodePlan(encodePlan(p), n), p);
+          assert.deepEqual(decodePlan(encodePlanV1(p), n), p);
+          assert.equal(decodePlan(encodePlan(p), n - 1), null, "a record past the batch");
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   it("refuses text that is not a plan for this batch", () => {
@@ -47,6 +119,11 @@ describe("send plan", () => {
       text.replace('"b":1', '"b":0'), // a partition count of 0
       text.replace('["b",0,', '["b",1,'), // partition 1 of a topic of 1
       text.replace("[6,2]", "[5,2]"), // record 5 twice
+      text.replace('"AAABBA"', '"AAABCA"'), // a batch the request does not have
+      text.replace('"AAABBA"', '"AAABB"'), // a record without its batch
+      text.replace('"AAABBA"', '"AAAAAA"'), // a batch with no records
+      text.replace('"AAABBA"', '"AAABBAA"'), // a batch for a record not in the runs
+      text.replace('"AAABBA"', '""'), // no batches said, in a request of two
     ];
     for (const t of bad) assert.equal(decodePlan(t, 9), null, t);
     assert.equal(decodePlan(text, 8), null, "record 8 past a batch of 8");

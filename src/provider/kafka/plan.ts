@@ -10,9 +10,15 @@
  * refused a partition batch, or forgot the producer (the rest then goes under a new id):
  * committed again then.
  *
- * Its text is JSON: `{"v":1,"pid":"<id>","epoch":e,"at":ms,"counts":{"<topic>":n},
- * "requests":[[["<topic>",partition,sequence,[first,count,...]],...],...],"rejected":[[index,
- * "reason"],...]}`; the records of a batch are runs of consecutive indexes.
+ * Its text is JSON: `{"v":2,"pid":"<id>","epoch":e,"at":ms,"counts":{"<topic>":n},
+ * "requests":[[[["<topic>",partition,sequence],...],[first,count,...],"<batch of each record>"],
+ * ...],"rejected":[[index,"reason"],...]}`. A request names its batches, then its records as runs
+ * of consecutive indexes, then for each of those records, in order, the batch it is in: one
+ * character, the batch's place in the list in base64url (`A` the first); nothing (`""`) when the
+ * request has one batch. Keyed records spread
+ * over many partitions leave one run per record in each batch, so a plan that listed each
+ * batch's records (version 1, which is still read, and still written for a request of over 64
+ * batches) took about ten characters a record, and its encoding showed in profiles of the agent.
  *
  * @module
  */
@@ -55,8 +61,61 @@ function runsOf(idx: readonly number[]): number[] {
   return out;
 }
 
+/** Base64url: a request's batch numbers, one character each (at most 64 batches). */
+const BATCH_DIGITS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+const BATCH_OF_DIGIT = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++) BATCH_OF_DIGIT[BATCH_DIGITS.charCodeAt(i)] = i;
+
+const latin1 = new TextDecoder("latin1");
+
+/** A request in version 2's form: its batches, its records' runs, each record's batch. */
+function requestV2(
+  batches: readonly PlannedBatch[],
+): [Array<[string, number, number]>, number[], string] {
+  const list = batches.map((b): [string, number, number] => [b.topic, b.partition, b.sequence]);
+  // One batch (one partition): every record is in it, which no character need say.
+  if (batches.length === 1) return [list, runsOf(batches[0].records), ""];
+  let low = Infinity, high = -1;
+  for (const b of batches) {
+    if (b.records[0] < low) low = b.records[0];
+    if (b.records[b.records.length - 1] > high) high = b.records[b.records.length - 1];
+  }
+  // The batch of each index from `low` to `high` (255: not in this request).
+  const of = new Uint8Array(high >= low ? high - low + 1 : 0).fill(255);
+  batches.forEach((b, n) => {
+    for (const i of b.records) of[i - low] = n;
+  });
+  const runs: number[] = [];
+  const digits = new Uint8Array(of.length);
+  let d = 0;
+  for (let k = 0; k < of.length;) {
+    if (of[k] === 255) {
+      k++;
+      continue;
+    }
+    const first = k;
+    for (; k < of.length && of[k] !== 255; k++) digits[d++] = BATCH_DIGITS.charCodeAt(of[k]);
+    runs.push(low + first, k - first);
+  }
+  return [list, runs, latin1.decode(digits.subarray(0, d))];
+}
+
 /** The plan as text (see the module doc). */
 export function encodePlan(p: Plan): string {
+  if (p.requests.some((r) => r.length > 64)) return encodePlanV1(p);
+  return JSON.stringify({
+    v: 2,
+    pid: p.producerId.toString(),
+    epoch: p.producerEpoch,
+    at: p.madeAt,
+    counts: Object.fromEntries(p.partitionCounts),
+    requests: p.requests.map(requestV2),
+    rejected: p.rejected.map((r) => [r.index, r.reason]),
+  });
+}
+
+/** Version 1 (see the module doc): each batch with its records' runs. */
+export function encodePlanV1(p: Plan): string {
   return JSON.stringify({
     v: 1,
     pid: p.producerId.toString(),
@@ -84,7 +143,8 @@ export function decodePlan(text: string, records: number): Plan | null {
   } catch {
     return null;
   }
-  if (typeof j !== "object" || j === null || j.v !== 1 || typeof j.pid !== "string") return null;
+  if (typeof j !== "object" || j === null || (j.v !== 1 && j.v !== 2)) return null;
+  if (typeof j.pid !== "string") return null;
   if (!/^\d+$/.test(j.pid) || !isInt(j.epoch) || typeof j.at !== "number") return null;
   if (typeof j.counts !== "object" || j.counts === null) return null;
   if (!Array.isArray(j.requests) || !Array.isArray(j.rejected)) return null;
@@ -100,8 +160,40 @@ export function decodePlan(text: string, records: number): Plan | null {
     return true;
   };
   const requests: PlannedBatch[][] = [];
+  const batchOf = (topic: unknown, partition: unknown, sequence: unknown) => {
+    if (typeof topic !== "string" || !isInt(partition) || !isInt(sequence)) return null;
+    if (partition >= (counts.get(topic) ?? 0)) return null;
+    return { topic, partition, sequence, records: [] as number[] };
+  };
   for (const r of j.requests) {
     if (!Array.isArray(r)) return null;
+    if (j.v === 2) {
+      // [[[topic, partition, sequence], ...], [first, count, ...], "<batch of each record>"]
+      if (r.length !== 3 || !Array.isArray(r[0]) || !Array.isArray(r[1])) return null;
+      const [list, runs, digits] = r as [unknown[], unknown[], unknown];
+      if (typeof digits !== "string" || list.length === 0 || list.length > 64) return null;
+      const batches: PlannedBatch[] = [];
+      for (const b of list) {
+        if (!Array.isArray(b) || b.length !== 3) return null;
+        const batch = batchOf(b[0], b[1], b[2]);
+        if (batch === null) return null;
+        batches.push(batch);
+      }
+      let d = 0;
+      for (let k = 0; k < runs.length; k += 2) {
+        if (!isInt(runs[k]) || !isInt(runs[k + 1], 1)) return null;
+        for (let i = runs[k] as number; i < (runs[k] as number) + (runs[k + 1] as number); i++) {
+          const c = digits.charCodeAt(d++);
+          const n = digits === "" && batches.length === 1 ? 0 : c < 128 ? BATCH_OF_DIGIT[c] : -1;
+          if (n < 0 || n >= batches.length || !take(i)) return null;
+          batches[n].records.push(i);
+        }
+      }
+      if (digits !== "" && d !== digits.length) return null;
+      if (batches.some((b) => b.records.length === 0)) return null;
+      requests.push(batches);
+      continue;
+    }
     const batches: PlannedBatch[] = [];
     for (const b of r) {
       if (!Array.isArray(b) || b.length !== 4) return null;
