@@ -4,8 +4,9 @@
  * agent the checksum was the costliest function, 10-12% of its CPU. So a long input goes to
  * the native code of `@node-rs/crc32` (the processor's CRC32C instruction) where it loads:
  * under Bun, from source and inside the compiled executable (which embeds it), and under Deno
- * when FFI, environment and read access are already allowed (they are never asked for). Everywhere else, and for inputs too
- * short to repay a native call, a slicing-by-16 table in plain TypeScript runs instead.
+ * when FFI, environment and read access are already allowed (they are never asked for).
+ * Everywhere else, and for inputs too short to repay a native call, a slicing-by-16 table in
+ * plain TypeScript runs instead.
  *
  * @module
  */
@@ -40,7 +41,7 @@ type NativeCrc32c = (input: Uint8Array, initialState?: number) => number;
 
 /**
  * The native checksum, or null where it does not load: a platform without a build of it, a
- * temporary directory the executable cannot unpack it to, Deno without FFI allowed.
+ * temporary directory the executable cannot unpack it to, Deno without those permissions.
  */
 function loadNative(): NativeCrc32c | null {
   try {

@@ -258,8 +258,7 @@ export class MessageBuffer {
    * time of the call. For a caller that holds records in a larger buffer (the socket input
    * reads lines out of chunks), it saves making a view of each key and value. Returns null,
    * storing nothing, when the record cannot be taken this way (a mode without disk or going
-   * direct, the cap reached, closing, a topic never given to `write`):
-   * then `write` it.
+   * direct, the cap reached, closing, a topic never given to `write`): then `write` it.
    *
    * @throws {RangeError} the record is over `maxRecordBytes`; nothing was stored
    */

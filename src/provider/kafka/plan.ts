@@ -15,10 +15,10 @@
  * ...],"rejected":[[index,"reason"],...]}`. A request names its batches, then its records as runs
  * of consecutive indexes, then for each of those records, in order, the batch it is in: one
  * character, the batch's place in the list in base64url (`A` the first); nothing (`""`) when the
- * request has one batch. Keyed records spread
- * over many partitions leave one run per record in each batch, so a plan that listed each
- * batch's records (version 1, which is still read, and still written for a request of over 64
- * batches) took about ten characters a record, and its encoding showed in profiles of the agent.
+ * request has one batch. Keyed records spread over many partitions leave one run per record in
+ * each batch, so a plan that listed each batch's records (version 1, which is still read, and
+ * still written for a request of over 64 batches) took about ten characters a record, and its
+ * encoding showed in profiles of the agent.
  *
  * @module
  */
