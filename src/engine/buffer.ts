@@ -260,7 +260,9 @@ export class MessageBuffer {
    * storing nothing, when the record cannot be taken this way (a mode without disk or going
    * direct, the cap reached, closing, a topic never given to `write`): then `write` it.
    *
-   * @throws {RangeError} the record is over `maxRecordBytes`; nothing was stored
+   * @throws {TypeError} `src` is not a Uint8Array
+   * @throws {RangeError} a range is not inside `src`, or the record is over `maxRecordBytes`;
+   *   nothing was stored
    */
   writeRange(
     topic: string,
@@ -270,6 +272,11 @@ export class MessageBuffer {
     valueAt: number,
     valueLength: number,
   ): Promise<void> | null {
+    if (!(src instanceof Uint8Array)) {
+      throw new TypeError(`src must be a Uint8Array, got ${src === null ? "null" : typeof src}`);
+    }
+    if (keyAt !== -1) checkRange("key", keyAt, keyLength, src.length);
+    checkRange("value", valueAt, valueLength, src.length);
     if (this.#closing || this.#direct !== null) return null;
     return this.#disk!.writeRange(topic, src, keyAt, keyLength, valueAt, valueLength);
   }
@@ -464,6 +471,18 @@ async function warnOfBacklog(o: ResolvedOptions): Promise<void> {
     o.logger.warn(
       `mode ${o.mode} does not use the disk, but "${o.dir}" holds ${segments} segment files; open it in mode buffer or direct-until-error to deliver them`,
       { dir: o.dir, segments },
+    );
+  }
+}
+
+/** Throws a RangeError naming `what` unless `[at, at + length)` lies inside `size` bytes. */
+function checkRange(what: string, at: number, length: number, size: number): void {
+  if (
+    !Number.isSafeInteger(at) || !Number.isSafeInteger(length) || at < 0 || length < 0 ||
+    at + length > size
+  ) {
+    throw new RangeError(
+      `the ${what}'s range (at ${at}, ${length} bytes) is not inside src (${size} bytes)`,
     );
   }
 }

@@ -250,7 +250,7 @@ export class DiskPath {
   /**
    * {@link write} of a record whose key and value are ranges of `src` (see
    * `SegmentWriter.appendRange`), when it can be stored at once; null, storing nothing, when
-   * not (closing, full, a topic new to the frame): then {@link write} it.
+   * not (closing, full, a topic this lane has not stored): then {@link write} it.
    */
   writeRange(
     topic: string,

@@ -107,6 +107,8 @@ export class SegmentWriter {
   #open: PendingFrame;
   #queue: PendingFrame[] = [];
   #spare: FrameBuilder[] = [];
+  /** The topics the frames have encoded, shared by every builder (see `appendRange`). */
+  readonly #topics = new Map<string, Uint8Array>();
   #pendingBytes = 0;
   #pendingRecords = 0;
   #flushing = false;
@@ -140,7 +142,7 @@ export class SegmentWriter {
       FRAME_TARGET_BYTES,
       Math.max(256, Math.floor(o.segmentMaxBytes / 4)),
     );
-    this.#open = this.#newFrame(new FrameBuilder(1 << 20, o.maxRecordBytes));
+    this.#open = this.#newFrame(new FrameBuilder(1 << 20, o.maxRecordBytes, this.#topics));
   }
 
   /** Bytes accepted but not yet in a segment file (queued frames and the open one). */
@@ -173,8 +175,8 @@ export class SegmentWriter {
 
   /**
    * {@link append} of a record without headers or a given time, whose key (`keyAt` -1: none)
-   * and value are ranges of `src` (see `FrameBuilder.appendRange`); null when the topic is new
-   * to the open frame, having stored nothing (then {@link append} it).
+   * and value are ranges of `src` (see `FrameBuilder.appendRange`); null when this writer has
+   * not stored the topic before, having stored nothing (then {@link append} it).
    */
   appendRange(
     topic: string,
@@ -195,7 +197,7 @@ export class SegmentWriter {
 
   /** Throws what {@link append} would throw for this record, storing nothing. */
   validate(topic: string, value: Bytes, options: WriteOptions | undefined): void {
-    this.#scratch ??= new FrameBuilder(1 << 16, this.#o.maxRecordBytes);
+    this.#scratch ??= new FrameBuilder(1 << 16, this.#o.maxRecordBytes, this.#topics);
     this.#scratch.reset();
     this.#scratch.append(topic, value, options?.key, options?.headers, timestampOf(options));
   }
@@ -264,7 +266,8 @@ export class SegmentWriter {
     this.#queue.push(open);
     this.#pendingBytes += open.builder.size;
     this.#pendingRecords += open.builder.count;
-    const builder = this.#spare.pop() ?? new FrameBuilder(1 << 20, this.#o.maxRecordBytes);
+    const builder = this.#spare.pop() ??
+      new FrameBuilder(1 << 20, this.#o.maxRecordBytes, this.#topics);
     builder.reset();
     this.#open = this.#newFrame(builder);
   }

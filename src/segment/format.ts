@@ -294,12 +294,21 @@ export class FrameBuilder {
   #count = 0;
   #base = 0;
   #max = 0;
-  #topics = new Map<string, Uint8Array>();
+  readonly #topics: Map<string, Uint8Array>;
   readonly maxRecordBytes: number;
 
-  constructor(initialCapacity = 1 << 20, maxRecordBytes = 16 * 1024 * 1024) {
+  /**
+   * @param topics the topics encoded so far (validated, length-prefixed UTF-8), which the
+   *   builders of one writer share, so that a topic is known to each once one has taken it
+   */
+  constructor(
+    initialCapacity = 1 << 20,
+    maxRecordBytes = 16 * 1024 * 1024,
+    topics: Map<string, Uint8Array> = new Map(),
+  ) {
     this.#buf = new Uint8Array(initialCapacity);
     this.maxRecordBytes = maxRecordBytes;
+    this.#topics = topics;
   }
 
   /** Records in the open frame. */

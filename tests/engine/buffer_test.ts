@@ -90,6 +90,39 @@ describe("MessageBuffer", () => {
     assert.deepEqual(p.values(), ["before", "after"]);
   });
 
+  it("writeRange stores the ranges it is given, refuses ranges outside src, and leaves new topics to write", async () => {
+    const p = new RecordingProvider();
+    const b = await openBuffer(p);
+    const src = enc.encode("..key..value..");
+    assert.equal(b.writeRange("t", src, 2, 3, 7, 5), null, "a topic never given to write");
+    await b.write("t", "first");
+    const stored = b.writeRange("t", src, 2, 3, 7, 5);
+    assert.ok(stored instanceof Promise);
+    assert.ok(b.writeRange("t", src, -1, 0, 0, 0) instanceof Promise, "no key, an empty value");
+    for (
+      const [args, what] of [
+        [[2, 3, 7, 8], "value"], // past the end
+        [[2, 3, -1, 2], "value"],
+        [[2, -3, 7, 5], "key"],
+        [[12, 3, 7, 5], "key"],
+        [[2, 3, 7, 1.5], "value"],
+      ] as Array<[[number, number, number, number], string]>
+    ) {
+      assert.throws(() => b.writeRange("t", src, args[0], args[1], args[2], args[3]), {
+        name: "RangeError",
+        message: new RegExp(`^the ${what}'s range .* is not inside src \\(14 bytes\\)`),
+      });
+    }
+    assert.throws(() => b.writeRange("t", "text" as unknown as Uint8Array, -1, 0, 0, 1), {
+      name: "TypeError",
+      message: /src must be a Uint8Array, got string/,
+    });
+    await stored;
+    await b.drained(5000);
+    assert.deepEqual(p.values(), ["first", "value", ""]);
+    assert.deepEqual(p.received.map((r) => r.key), [null, "key", null]);
+  });
+
   it("validates options and names the bad one", async () => {
     const p = new RecordingProvider();
     await assert.rejects(MessageBuffer.open({ dir, provider: p, fsync: "sometimes" as "always" }), {

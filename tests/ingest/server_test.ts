@@ -219,6 +219,14 @@ describe("ingest server: careless and hostile clients", () => {
 
   it("refuses a plain line whose record is over maxRecordBytes, naming it, whether its topic is new or known; the lines around it are stored", async () => {
     const r = await rig({}, { maxRecordBytes: 200 });
+    // Counts the records copied straight from the read (writeRange), not through write().
+    let ranged = 0;
+    const writeRange = r.buffer.writeRange.bind(r.buffer);
+    r.buffer.writeRange = (...args) => {
+      const p = writeRange(...args);
+      if (p !== null) ranged++;
+      return p;
+    };
     try {
       const c = await ackClient(r.path);
       const big = "x".repeat(300);
@@ -234,6 +242,7 @@ describe("ingest server: careless and hostile clients", () => {
       await waitFor(() => values(r.provider, "big").length === 2);
       assert.deepEqual(values(r.provider, "big"), ["v1", "v2"]);
       assert.deepEqual(r.provider.received.map((x) => x.key), ["k", null]);
+      assert.equal(ranged, 2, "lines 2 and 4 were copied from the read");
       c.end();
     } finally {
       await r.close();

@@ -58,6 +58,29 @@ describe("send plan", () => {
     };
     assert.match(encodePlan(wide), /"v":1/);
     assert.deepEqual(decodePlan(encodePlan(wide), 65), wide);
+    // Two topics in bursts: two long runs say it in fewer characters than one per record.
+    const bursts: Plan = {
+      ...plan(),
+      requests: [[
+        {
+          topic: "a",
+          partition: 1,
+          sequence: 0,
+          records: Array.from({ length: 500 }, (_, i) => i),
+        },
+        {
+          topic: "b",
+          partition: 0,
+          sequence: 0,
+          records: Array.from({ length: 500 }, (_, i) => 500 + i),
+        },
+      ]],
+      rejected: [],
+    };
+    const text = encodePlan(bursts);
+    assert.match(text, /"v":1/);
+    assert.ok(text.length < 200, `${text.length} characters`);
+    assert.deepEqual(decodePlan(text, 1000), bursts);
   });
 
   it("reads back any plan, in either version (property)", () => {
@@ -124,6 +147,7 @@ describe("send plan", () => {
       text.replace('"AAABBA"', '"AAAAAA"'), // a batch with no records
       text.replace('"AAABBA"', '"AAABBAA"'), // a batch for a record not in the runs
       text.replace('"AAABBA"', '""'), // no batches said, in a request of two
+      text.replace('[0,6],"AAABBA"', '[3,3,0,3],"AAABBA"'), // runs out of order
     ];
     for (const t of bad) assert.equal(decodePlan(t, 9), null, t);
     assert.equal(decodePlan(text, 8), null, "record 8 past a batch of 8");

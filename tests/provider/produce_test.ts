@@ -34,13 +34,14 @@ describe("Kafka record batches", () => {
         headers: null,
         timestamp: 1_790_000_000_000 + i,
       }));
-    // A large batch leaves its bytes in the memory; a smaller one then goes into it.
-    const big = some(400, 0xee);
-    const e1 = encodeRecords(big, big.map((_, i) => i), memory);
+    const all = (r: unknown[]) => r.map((_, i) => i);
+    // A large batch (about 100 KB) leaves its bytes in the memory; a smaller one then goes into it.
+    const big = some(1700, 0xee);
+    const e1 = encodeRecords(big, all(big), memory);
     const first = finishBatch(e1, e1.bytes, 0, id);
     memory.give(first);
-    const small = some(30, 0x11);
-    const idx = small.map((_, i) => i);
+    const small = some(1200, 0x11);
+    const idx = all(small);
     const fresh = encodeRecords(small, idx);
     const reused = encodeRecords(small, idx, memory);
     assert.equal(reused.bytes.buffer, first.buffer, "the memory given back was taken again");
@@ -50,6 +51,15 @@ describe("Kafka record batches", () => {
     );
     // Memory in use is never handed out twice.
     assert.notEqual(encodeRecords(small, idx, memory).bytes.buffer, reused.bytes.buffer);
+    // A batch under 64 KiB (a send over many partitions makes many) has memory of its own size,
+    // and a batch never takes a buffer more than twice its size.
+    memory.give(reused.bytes);
+    const tiny = encodeRecords(some(10, 1), all(some(10, 1)), memory);
+    assert.equal(tiny.bytes.buffer.byteLength, tiny.bytes.byteOffset + tiny.bytes.length);
+    assert.notEqual(tiny.bytes.buffer, first.buffer);
+    const half = some(500, 2); // about 30 KB: under 64 KiB, and under half of the buffer free
+    assert.notEqual(encodeRecords(half, all(half), memory).bytes.buffer, first.buffer);
+    assert.equal(encodeRecords(small, idx, memory).bytes.buffer, first.buffer, "still free");
   });
   it("decode with the library's reader: keys, no keys, empty values, headers, timestamps, sequence", () => {
     const t0 = 1_790_000_000_000;

@@ -1,6 +1,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import process from "node:process";
 import { crc32c, crc32cPortable, nativeCrc32c } from "../../src/binary/crc32c.ts";
 import {
   decodeFrame,
@@ -50,9 +51,11 @@ describe("crc32c", () => {
     assert.equal(crc32c(data, 10, data.length, crc32c(data, 0, 10)), crc32c(data));
   });
   it("is the same native or not, for any length, offset and starting value", () => {
-    // Under Bun the native checksum takes the long inputs; it must load there (under Deno only
-    // when FFI was allowed at start).
-    if ("Bun" in globalThis) assert.ok(nativeCrc32c, "the native CRC32C did not load under Bun");
+    // Under Bun on Linux x64 (where this project builds and tests) the native checksum must
+    // load; under Deno it loads when FFI, environment and read access were allowed at start.
+    if ("Bun" in globalThis && process.platform === "linux" && process.arch === "x64") {
+      assert.ok(nativeCrc32c, "the native CRC32C did not load under Bun");
+    }
     fc.assert(
       fc.property(
         fc.uint8Array({ minLength: 0, maxLength: 5000 }),

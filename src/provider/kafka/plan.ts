@@ -16,9 +16,9 @@
  * of consecutive indexes, then for each of those records, in order, the batch it is in: one
  * character, the batch's place in the list in base64url (`A` the first); nothing (`""`) when the
  * request has one batch. Keyed records spread over many partitions leave one run per record in
- * each batch, so a plan that listed each batch's records (version 1, which is still read, and
- * still written for a request of over 64 batches) took about ten characters a record, and its
- * encoding showed in profiles of the agent.
+ * each batch, so a plan that listed each batch's records (version 1) took about ten characters
+ * a record, and its encoding showed in profiles of the agent. Version 1 is still read, and still
+ * written where it is the shorter: a request of over 64 batches, or batches of a few long runs.
  *
  * @module
  */
@@ -100,9 +100,29 @@ function requestV2(
   return [list, runs, latin1.decode(digits.subarray(0, d))];
 }
 
+/**
+ * Whether version 1 says `p` in fewer characters: a request over 64 batches, or batches that
+ * are a few long runs each (two topics arriving in bursts), where one character a record costs
+ * more than about a dozen a run.
+ */
+function shorterInV1(p: Plan): boolean {
+  let records = 0, runs = 0;
+  for (const r of p.requests) {
+    if (r.length > 64) return true;
+    if (r.length === 1) continue;
+    for (const b of r) {
+      const idx = b.records;
+      records += idx.length;
+      runs++;
+      for (let j = 1; j < idx.length; j++) if (idx[j] !== idx[j - 1] + 1) runs++;
+    }
+  }
+  return runs * 12 < records;
+}
+
 /** The plan as text (see the module doc). */
 export function encodePlan(p: Plan): string {
-  if (p.requests.some((r) => r.length > 64)) return encodePlanV1(p);
+  if (shorterInV1(p)) return encodePlanV1(p);
   return JSON.stringify({
     v: 2,
     pid: p.producerId.toString(),
@@ -180,8 +200,10 @@ export function decodePlan(text: string, records: number): Plan | null {
         batches.push(batch);
       }
       let d = 0;
-      for (let k = 0; k < runs.length; k += 2) {
-        if (!isInt(runs[k]) || !isInt(runs[k + 1], 1)) return null;
+      for (let k = 0, end = 0; k < runs.length; k += 2) {
+        // Runs in order, as they are written: a batch's records stay in their order.
+        if (!isInt(runs[k], end) || !isInt(runs[k + 1], 1)) return null;
+        end = (runs[k] as number) + (runs[k + 1] as number) + 1;
         for (let i = runs[k] as number; i < (runs[k] as number) + (runs[k + 1] as number); i++) {
           const c = digits.charCodeAt(d++);
           const n = digits === "" && batches.length === 1 ? 0 : c < 128 ? BATCH_OF_DIGIT[c] : -1;

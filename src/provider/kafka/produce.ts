@@ -94,9 +94,13 @@ function nameBytes(name: string): Uint8Array {
  * most of the agent's memory while it delivered. A send gives its batches back once every
  * request it made was answered (so the library has copied them into its requests, and no
  * request of theirs can still be waiting to be written); anything else leaves them to the
- * collector.
+ * collector. Batches under {@link BatchMemory.MIN_BYTES} (a send over many partitions makes
+ * many small ones) get memory of their own size, never pooled; a larger one gets a pooled
+ * buffer that fits it, the smallest, and no more than twice its size.
  */
 export class BatchMemory {
+  /** Smaller batches are not pooled. */
+  static readonly MIN_BYTES = 64 * 1024;
   readonly #free: ArrayBuffer[] = [];
 
   /**
@@ -107,26 +111,29 @@ export class BatchMemory {
 
   /** A buffer of `size` bytes, whose contents are whatever was there before. */
   take(size: number): Uint8Array {
+    if (size < BatchMemory.MIN_BYTES) return new Uint8Array(size);
     const free = this.#free;
+    let best = -1;
     for (let i = 0; i < free.length; i++) {
-      if (free[i].byteLength >= size) {
-        const ab = free[i];
-        free[i] = free[free.length - 1];
-        free.pop();
-        return new Uint8Array(ab, 0, size);
-      }
+      const n = free[i].byteLength;
+      if (n >= size && n <= 2 * size && (best < 0 || n < free[best].byteLength)) best = i;
     }
-    // Rounded up, so that a buffer fits the next batches, whose sizes vary a little.
-    let cap = 1 << 16;
-    while (cap < size) cap *= 2;
-    return new Uint8Array(new ArrayBuffer(cap), 0, size);
+    if (best >= 0) {
+      const ab = free[best];
+      free[best] = free[free.length - 1];
+      free.pop();
+      return new Uint8Array(ab, 0, size);
+    }
+    // An eighth more, so that a buffer fits the next batches, whose sizes vary a little.
+    return new Uint8Array(new ArrayBuffer(size + (size >> 3)), 0, size);
   }
 
   /** Takes back the memory of `b` (from {@link take}), which nothing may use afterwards. */
   give(b: Uint8Array): void {
     const ab = b.buffer as ArrayBuffer;
-    if (ab.byteLength > this.maxBytes || this.#free.length >= this.keep) return;
-    if (!this.#free.includes(ab)) this.#free.push(ab);
+    if (ab.byteLength < BatchMemory.MIN_BYTES || ab.byteLength > this.maxBytes) return;
+    if (this.#free.length >= this.keep || this.#free.includes(ab)) return;
+    this.#free.push(ab);
   }
 }
 
