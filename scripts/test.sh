@@ -22,7 +22,7 @@ bin=node_modules/.bin
 
 started_broker=""
 if [[ -z ${MB_TEST_BROKERS:-} ]]; then
-    # The test brokers' ports (19092, 19192, 19292 and the few after each) lie below Linux's
+  # The test brokers' ports (19092, 19192, 19292 and the few after each) lie below Linux's
   # ephemeral range (32768-60999): a broker stopped by a test (outages, failover, the crash and
   # power-cut loops) could otherwise find its port taken by an outgoing connection when it
   # starts again ("Address already in use"), as a CI run once did on 39092.

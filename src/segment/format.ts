@@ -358,16 +358,11 @@ export class FrameBuilder {
       );
     }
     const start = this.#pos;
-    if (this.#count === 0) this.#base = timestamp;
     // Worst case: 10 (time) + topic + 5 + key*3 + headers + 5 + value*3 bytes.
     const worst = 25 + topicBytes.length + byteBound(value) + (key == null ? 0 : byteBound(key)) +
       (headers == null ? 0 : headersBound(headers));
-    this.#ensure(worst);
+    let p = this.#begin(topicBytes, timestamp, worst);
     const b = this.#buf;
-    let p = start;
-    const delta = timestamp - this.#base;
-    p = writeVarint(b, p, delta >= 0 ? delta * 2 : -delta * 2 - 1);
-    p = copyRange(topicBytes, 0, topicBytes.length, b, p);
     if (key == null) {
       b[p++] = 0;
     } else {
@@ -383,17 +378,7 @@ export class FrameBuilder {
         throw e;
       }
     }
-    p = writeBytes(b, p, value, 0);
-    if (p - start > this.maxRecordBytes) {
-      throw new RangeError(
-        `Record for topic "${topic}" is ${
-          p - start
-        } bytes encoded, over maxRecordBytes (${this.maxRecordBytes})`,
-      );
-    }
-    this.#pos = p;
-    this.#count++;
-    if (this.#count === 1 || timestamp > this.#max) this.#max = timestamp;
+    this.#end(topic, start, writeBytes(b, p, value, 0), timestamp);
   }
 
   /**
@@ -415,28 +400,49 @@ export class FrameBuilder {
     const topicBytes = this.#topics.get(topic);
     if (topicBytes === undefined) return false;
     const start = this.#pos;
-    if (this.#count === 0) this.#base = timestamp;
-    this.#ensure(25 + topicBytes.length + (keyAt < 0 ? 0 : keyLength + 5) + valueLength + 5);
+    const room = 25 + topicBytes.length + (keyAt < 0 ? 0 : keyLength + 5) + valueLength + 5;
+    let p = this.#begin(topicBytes, timestamp, room);
     const b = this.#buf;
-    let p = start;
-    const delta = timestamp - this.#base;
-    p = writeVarint(b, p, delta >= 0 ? delta * 2 : -delta * 2 - 1);
-    p = copyRange(topicBytes, 0, topicBytes.length, b, p);
     if (keyAt < 0) b[p++] = 0;
     else p = copyRange(src, keyAt, keyLength, b, writeVarint(b, p, keyLength + 1));
     b[p++] = 0; // no headers
-    p = copyRange(src, valueAt, valueLength, b, writeVarint(b, p, valueLength));
-    if (p - start > this.maxRecordBytes) {
+    this.#end(
+      topic,
+      start,
+      copyRange(src, valueAt, valueLength, b, writeVarint(b, p, valueLength)),
+      timestamp,
+    );
+    return true;
+  }
+
+  /**
+   * Starts a record at the end of the frame, with room for `room` bytes: its time (as a delta
+   * from the frame's base) and its topic. Returns where its key goes.
+   */
+  #begin(topicBytes: Uint8Array, timestamp: number, room: number): number {
+    if (this.#count === 0) this.#base = timestamp;
+    this.#ensure(room);
+    const b = this.#buf;
+    const delta = timestamp - this.#base;
+    const p = writeVarint(b, this.#pos, delta >= 0 ? delta * 2 : -delta * 2 - 1);
+    return copyRange(topicBytes, 0, topicBytes.length, b, p);
+  }
+
+  /**
+   * Ends the record written from `start` to `end`: it counts, unless it is over
+   * `maxRecordBytes` (then it throws, and the frame is as it was).
+   */
+  #end(topic: string, start: number, end: number, timestamp: number): void {
+    if (end - start > this.maxRecordBytes) {
       throw new RangeError(
         `Record for topic "${topic}" is ${
-          p - start
+          end - start
         } bytes encoded, over maxRecordBytes (${this.maxRecordBytes})`,
       );
     }
-    this.#pos = p;
+    this.#pos = end;
     this.#count++;
     if (this.#count === 1 || timestamp > this.#max) this.#max = timestamp;
-    return true;
   }
 
   /** Closes the frame: writes its header and CRC and returns a view of its bytes. */
