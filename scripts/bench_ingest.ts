@@ -6,6 +6,11 @@
 //   npx deno run -A scripts/bench_ingest.ts [--brokers HOST:PORT] [--lines N] [--agent-bin PATH]
 //       [--latency-only] [--latency-seconds N] [--mode buffer|direct-until-error] [--fsync POLICY]
 //
+// The latency run is repeated with librdkafka in the agent's place when kcat is installed:
+// the same feeder writes the same lines into `kcat -P` (idempotent, acks=all, linger.ms=0),
+// and the same reader reads them back, so that the two p99s share the host's and the broker's
+// pauses.
+//
 // Throughput is measured until the agent has stored every line (metrics endpoint,
 // messagebuffer_records_written_total), not merely until the client has written them.
 
@@ -164,8 +169,50 @@ async function throughput(
   return (target - before) / ((performance.now() - t0) / 1000);
 }
 
+/** Where the latency run writes its lines: the agent's socket, or `kcat -P`'s input. */
+interface Sink {
+  /** The line that carries `value` to `topic`. */
+  line(topic: string, value: string): string;
+  write(chunk: string): void;
+  end(): void;
+}
+
+function socketSink(s: net.Socket): Sink {
+  return {
+    line: (topic, value) => `${topic}\t\t${value}\n`,
+    write: (chunk) => s.write(chunk),
+    end: () => s.end(),
+  };
+}
+
+/**
+ * librdkafka as the reference, on the same feeder and reader: `kcat -P` with idempotence,
+ * acks=all and linger.ms=0 (it sends at once, as the agent does), one line per record.
+ */
+function kcatSink(topic: string): Sink & { exited: Promise<void> } {
+  const p = spawn("kcat", [
+    "-P",
+    "-b",
+    values.brokers.split(",")[0],
+    "-t",
+    topic,
+    "-X",
+    "enable.idempotence=true",
+    "-X",
+    "acks=all",
+    "-X",
+    "linger.ms=0",
+  ], { stdio: ["pipe", "inherit", "inherit"] });
+  return {
+    line: (_topic, value) => `${value}\n`,
+    write: (chunk) => p.stdin.write(chunk),
+    end: () => p.stdin.end(),
+    exited: new Promise((r) => p.on("close", () => r())),
+  };
+}
+
 async function latency(
-  sock: string,
+  sink: Sink,
   topic: string,
   seconds: number,
 ): Promise<{ p50: number; p99: number; n: number }> {
@@ -178,7 +225,6 @@ async function latency(
   const perTick = rate * tick / 1000;
   const total = rate * seconds;
   const lat: number[] = [];
-  const s = await connect(sock);
   let stopConsumer: () => Promise<void>;
   if (CONSUMER === "kcat") {
     const reader = spawn(
@@ -192,7 +238,7 @@ async function latency(
     const ended = new Promise<void>((r) => reader.on("close", () => r()));
     // A first record, once read back, says that the consumer is attached. Neither wait is
     // endless: kcat waits for its N records, and for an unreachable broker, forever.
-    s.write(`${topic}\t\tready\n`);
+    sink.write(sink.line(topic, "ready"));
     const ready = Date.now() + 30_000;
     while (!out.includes("ready\n") && reader.exitCode === null && Date.now() < ready) {
       await new Promise((r) => setTimeout(r, 10));
@@ -231,15 +277,27 @@ async function latency(
   while (sent < total) {
     let chunk = "";
     const now = performance.timeOrigin + performance.now();
-    for (let i = 0; i < perTick; i++) chunk += `${topic}\t\t${now.toFixed(3)} ${"y".repeat(80)}\n`;
-    s.write(chunk);
+    const line = sink.line(topic, `${now.toFixed(3)} ${"y".repeat(80)}`);
+    for (let i = 0; i < perTick; i++) chunk += line;
+    sink.write(chunk);
     sent += perTick;
     const next = t0 + (sent / perTick) * tick;
     await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
   }
-  s.end();
+  sink.end();
   await stopConsumer();
+  lat.sort((a, b) => a - b);
+  if (lat.length === 0) throw new Error(`the ${CONSUMER} consumer read no record back`);
+  if (lat.length < total) console.error(`bench_ingest: only ${lat.length} of ${total} read back`);
+  return {
+    p50: lat[Math.floor(lat.length * 0.5)],
+    p99: lat[Math.floor(lat.length * 0.99)],
+    n: lat.length,
+  };
+}
 
+/** The agent's own view of its last window of deliveries, from its metrics. */
+async function agentLatency(): Promise<void> {
   // The agent's own view: from each record's timestamp (when it was read from the socket) to
   // Kafka's acknowledgement, without the consumer's share.
   const metrics = await (await fetch(`http://${METRICS}/metrics`)).text();
@@ -253,14 +311,6 @@ async function latency(
       q("0.5").toFixed(1)
     } ms, p99 ${q("0.99").toFixed(1)} ms`,
   );
-  if (lat.length === 0) throw new Error(`the ${CONSUMER} consumer read no record back`);
-  if (lat.length < total) console.error(`bench_ingest: only ${lat.length} of ${total} read back`);
-  lat.sort((a, b) => a - b);
-  return {
-    p50: lat[Math.floor(lat.length * 0.5)],
-    p99: lat[Math.floor(lat.length * 0.99)],
-    n: lat.length,
-  };
 }
 
 console.log(`# messagebuffer agent benchmark (Unix-socket ingest)`);
@@ -287,16 +337,25 @@ if (!values["latency-only"]) {
   });
 }
 if (!values["ingest-only"]) {
-  await withAgent(async (sock) => {
-    const l = await latency(
-      sock,
-      `latency-bench-${Date.now().toString(36)}`,
-      Number(values["latency-seconds"]),
-    );
+  const seconds = Number(values["latency-seconds"]);
+  const report = (who: string, l: { p50: number; p99: number; n: number }) =>
     console.log(
-      `end-to-end latency at 10K records/s (socket write -> Kafka consumer, ${CONSUMER}), ${l.n} records: p50 ${
+      `end-to-end latency at 10K records/s (${who} -> Kafka consumer, ${CONSUMER}), ${l.n} records: p50 ${
         l.p50.toFixed(1)
       } ms, p99 ${l.p99.toFixed(1)} ms`,
     );
+  await withAgent(async (sock) => {
+    const s = await connect(sock);
+    report(
+      "socket write",
+      await latency(socketSink(s), `latency-bench-${Date.now().toString(36)}`, seconds),
+    );
+    await agentLatency();
   });
+  if (hasKcat()) {
+    const topic = `latency-kcat-${Date.now().toString(36)}`;
+    const kcat = kcatSink(topic);
+    report("kcat -P input, the reference", await latency(kcat, topic, seconds));
+    await kcat.exited;
+  }
 }
