@@ -64,6 +64,7 @@ export class ProviderGate {
       name: inner.name,
       retryWaitMs: inner.retryWaitMs,
       keepsIdentity: inner.keepsIdentity,
+      releasesRecords: inner.releasesRecords,
       open: () => this.#open(),
       close: () => Promise.resolve(),
       send: (records, context) => this.#send(records, permits, context),

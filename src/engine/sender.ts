@@ -22,7 +22,7 @@ import {
   recordBytes,
   type StoredRecord,
 } from "../segment/format.ts";
-import { SegmentCursor } from "../segment/reader.ts";
+import { type ReadBlock, ReadBlocks, SegmentCursor } from "../segment/reader.ts";
 import { SegmentFile } from "../segment/writer.ts";
 import { validRejections } from "../provider/outcome.ts";
 import { type LatencyStats, LatencyWindow } from "./latency.ts";
@@ -73,6 +73,8 @@ interface Batch {
   ttlLimit: number | null;
   /** Read back from the in-flight file: the batch that was in flight when the last run stopped. */
   restored?: { identity: string | null };
+  /** The read blocks its records lie in, held until it is delivered (see #blocks). */
+  blocks: ReadBlock[];
 }
 
 /**
@@ -163,7 +165,20 @@ export class Sender {
   readonly #progress = new ProgressSignal();
   #cursor: { seg: Segment; cursor: SegmentCursor } | null = null;
   /** The last frame decoded, kept while a batch boundary falls inside it. */
-  #frameCache: { seg: Segment; offset: number; end: number; records: StoredRecord[] } | null = null;
+  #frameCache: {
+    seg: Segment;
+    offset: number;
+    end: number;
+    records: StoredRecord[];
+    block: ReadBlock | null;
+  } | null = null;
+  /**
+   * Read memory used again, when the provider keeps nothing of a batch's records once its
+   * send settles (`releasesRecords`): each block is held by the cursor while it reads into
+   * it, by the frame cache, and by every batch with records in it, until that batch is
+   * delivered. Null: every read gets new memory.
+   */
+  readonly #blocks: ReadBlocks | null;
   #dead: SegmentFile | null = null;
   /** The next batch, read while the current one is with the provider. */
   #prefetched: {
@@ -183,6 +198,7 @@ export class Sender {
     this.#ledger = o.ledger;
     this.#latency = o.latency ?? new LatencyWindow();
     this.#restored = o.restored ?? null;
+    this.#blocks = o.provider.releasesRecords === true ? new ReadBlocks() : null;
     this.#resetWake();
   }
 
@@ -369,6 +385,9 @@ export class Sender {
       expired: batch.expired,
       next: batch.next,
     });
+    // Delivered: nothing reads these records again. (On the other ways out above, the batch
+    // keeps its blocks, and they go to the garbage collector.)
+    for (const b of batch.blocks) this.#blocks!.release(b);
     this.#notifyProgress();
   }
 
@@ -505,6 +524,7 @@ export class Sender {
     const until = exactly?.next;
     const cursor = await this.#cursorOf(seg, ahead);
     if (cursor === null) return null;
+    const blocks: ReadBlock[] = [];
     while (
       until
         ? offset < until.offset || (offset === until.offset && skip < until.skip)
@@ -519,6 +539,7 @@ export class Sender {
         await this.#quarantine(seg, offset, frame);
         return null;
       }
+      const taken = records.length;
       let i = skip;
       for (; i < frame.records.length; i++) {
         // (Inline, not a closure: the loop's counters stay in registers.)
@@ -535,6 +556,11 @@ export class Sender {
         records.push(r);
         bytes += recordBytes(r);
       }
+      // Held before the next read can let the block go (see #blocks).
+      if (frame.block && records.length > taken && !blocks.includes(frame.block)) {
+        this.#blocks!.hold(frame.block);
+        blocks.push(frame.block);
+      }
       if (i < frame.records.length) {
         skip = i;
         break;
@@ -542,7 +568,7 @@ export class Sender {
       offset = frame.end;
       skip = 0;
     }
-    return { records, expired, from: { ...from }, next: { offset, skip }, ttlLimit: ttl };
+    return { records, expired, from: { ...from }, next: { offset, skip }, ttlLimit: ttl, blocks };
   }
 
   /** The cursor reading `seg` (opened on first use), or null when `seg` went away meanwhile. */
@@ -552,7 +578,7 @@ export class Sender {
     this.#cursor = null;
     try {
       const fh = await this.#o.fs.open(`${this.#o.dir}/${seg.name}`, "read");
-      this.#cursor = { seg, cursor: new SegmentCursor(fh) };
+      this.#cursor = { seg, cursor: new SegmentCursor(fh, undefined, this.#blocks) };
       return this.#cursor.cursor;
     } catch (e) {
       if (seg.gone) return null;
@@ -571,7 +597,9 @@ export class Sender {
     cursor: SegmentCursor,
     offset: number,
     ahead: boolean,
-  ): Promise<{ records: StoredRecord[]; end: number } | "end" | "gone" | string> {
+  ): Promise<
+    { records: StoredRecord[]; end: number; block: ReadBlock | null } | "end" | "gone" | string
+  > {
     const cached = this.#frameCache;
     if (cached && cached.seg === seg && cached.offset === offset) return cached;
     let view;
@@ -591,8 +619,17 @@ export class Sender {
       if (!(e instanceof PayloadError)) throw e;
       return `undecodable frame: ${e.message}`;
     }
-    this.#frameCache = { seg, offset, end: view.end, records };
+    if (view.block) this.#blocks!.hold(view.block);
+    this.#dropFrameCache();
+    this.#frameCache = { seg, offset, end: view.end, records, block: view.block };
     return this.#frameCache;
+  }
+
+  /** Forgets the last frame decoded, and lets go of its block. */
+  #dropFrameCache(): void {
+    const block = this.#frameCache?.block;
+    if (block) this.#blocks!.release(block);
+    this.#frameCache = null;
   }
 
   /**
@@ -605,7 +642,7 @@ export class Sender {
       await this.#cursor.cursor.close().catch(() => {});
       this.#cursor = null;
     }
-    this.#frameCache = null;
+    this.#dropFrameCache();
     if (!ahead) this.#ledger.storageFailed();
     return new StorageError("read segment", `${this.#o.dir}/${seg.name}`, e);
   }
@@ -615,7 +652,7 @@ export class Sender {
     if (!seg.sealed) await this.#o.requestRoll();
     await this.#cursor?.cursor.close().catch(() => {});
     this.#cursor = null;
-    this.#frameCache = null;
+    this.#dropFrameCache();
     await this.#ledger.quarantine(seg, offset, reason);
   }
 

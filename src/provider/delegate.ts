@@ -14,6 +14,7 @@ export function delegating(provider: Provider, overrides: Partial<Provider>): Pr
     name: provider.name,
     retryWaitMs: provider.retryWaitMs,
     keepsIdentity: provider.keepsIdentity,
+    releasesRecords: provider.releasesRecords,
     prepare: provider.prepare && (() => provider.prepare!()),
     open: () => provider.open(),
     close: () => provider.close(),

@@ -248,29 +248,109 @@ export interface FrameView {
   header: FrameHeader;
   /** The buffer holding the frame; the frame header starts at `at`. */
   buf: Uint8Array;
+  /** With {@link ReadBlocks}: the block `buf` is, to hold while its records are kept. */
+  block: ReadBlock | null;
   at: number;
   /** File offset just past the frame. */
   end: number;
 }
 
 /**
+ * Memory a segment's bytes were read into, with a count of its holders: the window reading
+ * into it, and whoever keeps records decoded from it ({@link ReadBlocks}).
+ */
+export class ReadBlock {
+  refs = 1;
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/**
+ * Read memory used again: a block whose holders have all let go of it serves a later read,
+ * instead of a new buffer per read left to the garbage collector (a megabyte per read while
+ * draining, which the collector let pile up to tens of megabytes).
+ *
+ * Reuse is safe only if every holder of a record decoded from a block holds the block too,
+ * and lets go only once it is done with the record's bytes: a block used again too early
+ * would have its records' keys and values overwritten by later reads. A block that is not
+ * let go of is merely left to the garbage collector. At most {@link ReadBlocks.KEEP} free
+ * blocks of at most {@link ReadBlocks.MAX_BYTES} are kept.
+ */
+export class ReadBlocks {
+  static readonly KEEP = 4;
+  static readonly MAX_BYTES = BLOCK_BYTES;
+  readonly #free: ReadBlock[] = [];
+
+  /** A block of at least `bytes`, held once: the smallest free one that fits, or a new one. */
+  take(bytes: number): ReadBlock {
+    const free = this.#free;
+    let best = -1;
+    for (let i = 0; i < free.length; i++) {
+      const n = free[i].bytes.length;
+      if (n >= bytes && (best < 0 || n < free[best].bytes.length)) best = i;
+    }
+    if (best < 0) return new ReadBlock(new Uint8Array(bytes));
+    const b = free[best];
+    free[best] = free[free.length - 1];
+    free.pop();
+    b.refs = 1;
+    return b;
+  }
+
+  /** One more holder of `b`. */
+  hold(b: ReadBlock): void {
+    if (b.refs <= 0) throw new Error("a read block was held after it was let go of");
+    b.refs++;
+  }
+
+  /** One holder fewer of `b`; once it has none, it may serve a later read. */
+  release(b: ReadBlock): void {
+    if (b.refs <= 0) throw new Error("a read block was let go of more often than held");
+    if (--b.refs > 0 || b.bytes.length > ReadBlocks.MAX_BYTES) return;
+    const free = this.#free;
+    if (free.length < ReadBlocks.KEEP) free.push(b);
+    else {
+      // Full: the larger blocks are kept (a small one fits fewer reads).
+      let least = 0;
+      for (let i = 1; i < free.length; i++) {
+        if (free[i].bytes.length < free[least].bytes.length) least = i;
+      }
+      if (free[least].bytes.length < b.bytes.length) free[least] = b;
+    }
+  }
+
+  /** How many free blocks are kept (for tests). */
+  get freeCount(): number {
+    return this.#free.length;
+  }
+}
+
+/**
  * A window of a file in memory, refilled a block at a time (or what there is, up to a block).
  * With `fresh`, each refill gets a new buffer of the size read, so that views handed out
- * earlier keep the bytes they saw.
+ * earlier keep the bytes they saw; with `blocks`, each refill takes a block from it and lets
+ * go of the one before (`block` is the current one: hold it to keep what was decoded from it).
  */
 class BlockWindow {
   readonly #fh: FileHandle;
   readonly #blockBytes: number;
   readonly #fresh: boolean;
+  readonly #blocks: ReadBlocks | null;
   buf: Uint8Array;
+  block: ReadBlock | null = null;
   #start = 0;
   #len = 0;
 
-  constructor(fh: FileHandle, blockBytes: number, fresh: boolean) {
+  constructor(
+    fh: FileHandle,
+    blockBytes: number,
+    fresh: boolean,
+    blocks: ReadBlocks | null = null,
+  ) {
     this.#fh = fh;
     this.#blockBytes = blockBytes;
     this.#fresh = fresh;
-    this.buf = new Uint8Array(blockBytes);
+    this.#blocks = blocks;
+    this.buf = fresh || blocks ? new Uint8Array(0) : new Uint8Array(blockBytes);
   }
 
   /**
@@ -290,7 +370,12 @@ class BlockWindow {
     const want = Math.max(length, Math.min(block, limit - offset));
     // A fresh buffer holds only what is read: a sender that follows the writer's tail reads a
     // few kilobytes at a time, and a whole block for each cost a megabyte of garbage per read.
-    if (this.#fresh) this.buf = new Uint8Array(want);
+    if (this.#blocks) {
+      const next = this.#blocks.take(want);
+      if (this.block) this.#blocks.release(this.block);
+      this.block = next;
+      this.buf = next.bytes;
+    } else if (this.#fresh) this.buf = new Uint8Array(want);
     else if (this.buf.length < want) this.buf = new Uint8Array(want);
     this.#start = offset;
     // Empty until the read succeeds: a read that fails must not leave the window claiming
@@ -303,6 +388,13 @@ class BlockWindow {
     }
     return 0;
   }
+
+  /** With blocks: lets go of the current block (the window is not used again). */
+  letGo(): void {
+    if (this.#blocks && this.block) this.#blocks.release(this.block);
+    this.block = null;
+    this.#len = 0;
+  }
 }
 
 /**
@@ -313,9 +405,13 @@ export class SegmentCursor {
   readonly fh: FileHandle;
   readonly #win: BlockWindow;
 
-  constructor(fh: FileHandle, chunkBytes = BLOCK_BYTES) {
+  /**
+   * With `blocks`, reads go into blocks taken from it (see {@link ReadBlocks} for what its
+   * user must then do); without, each read gets a buffer of its own.
+   */
+  constructor(fh: FileHandle, chunkBytes = BLOCK_BYTES, blocks: ReadBlocks | null = null) {
     this.fh = fh;
-    this.#win = new BlockWindow(fh, chunkBytes, true);
+    this.#win = new BlockWindow(fh, chunkBytes, true, blocks);
   }
 
   /**
@@ -335,10 +431,12 @@ export class SegmentCursor {
     }
     at = await this.#win.ensure(offset, total, limit);
     if (!frameCrcMatches(this.#win.buf, at, h)) return "checksum mismatch";
-    return { header: h, buf: this.#win.buf, at, end: offset + total };
+    return { header: h, buf: this.#win.buf, block: this.#win.block, at, end: offset + total };
   }
 
+  /** Closes the file; the window lets go of its block. */
   close(): Promise<void> {
+    this.#win.letGo();
     return this.fh.close();
   }
 }

@@ -164,6 +164,15 @@ export class KafkaProvider implements Provider {
     return this.#o.client === "platformatic";
   }
 
+  /**
+   * True with the `platformatic` client: each send encodes its records into batches of its
+   * own before any of them goes out, and keeps none of the records after. The `kafkajs`
+   * client is handed views of them, and its sends may encode them again while they retry.
+   */
+  get releasesRecords(): boolean {
+    return this.#o.client === "platformatic";
+  }
+
   async send(records: readonly ProviderRecord[], context?: SendContext): Promise<SendResult> {
     if (this.#closed) throw new KafkaSendError("not sent", new Error("the provider is closed"));
     await this.open();
