@@ -395,7 +395,10 @@ export const AGENT = {
     help:
       "Close an ingest connection that sends nothing this long while none of its lines awaits an answer; 0 = never",
   },
-  batch_max_records: { engine: "batchMaxRecords", help: "Most records per Kafka send" },
+  batch_max_records: {
+    engine: "batchMaxRecords",
+    help: "Most records per Kafka send (with --kafka-client kafkajs the default is 500)",
+  },
   close_timeout: {
     engine: "closeTimeoutMs",
     unit: "s",

@@ -83,6 +83,15 @@ describe("settings table", () => {
     assert.equal(resolve({ provider: plain }).retryInitialMs, 100);
   });
 
+  it("takes the batch size from the options, else the provider's sendMaxRecords, else 5000", () => {
+    const kafkajs = new KafkaProvider({ brokers: ["127.0.0.1:1"], client: "kafkajs" });
+    const platformatic = new KafkaProvider({ brokers: ["127.0.0.1:1"] });
+    assert.equal(resolve({ provider: kafkajs }).batchMaxRecords, 500);
+    assert.equal(resolve({ provider: kafkajs, batchMaxRecords: 3000 }).batchMaxRecords, 3000);
+    assert.equal(resolve({ provider: platformatic }).batchMaxRecords, 5000);
+    assert.equal(resolve({}).batchMaxRecords, 5000); // RecordingProvider: no limit of its own
+  });
+
   it("gives the agent the engine's defaults, in the agent's units", () => {
     const o = engineOptions(buildConfig({}, null, {}));
     const { dir, ...rest } = o;

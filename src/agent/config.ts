@@ -18,6 +18,7 @@ import { checkTopicTemplate } from "../ingest/syslog.ts";
 import { defaultSocketPath } from "../layout.ts";
 import {
   KAFKAJS_CODECS,
+  KAFKAJS_SEND_MAX_RECORDS,
   type KafkaProviderOptions,
   type KafkaSaslOptions,
 } from "../provider/kafka/options.ts";
@@ -240,6 +241,10 @@ export function buildConfig(
       values[s.key] = s.default;
       sources[s.key] = "default";
     }
+  }
+  // With kafkajs, sends are smaller unless told otherwise (see KAFKAJS_SEND_MAX_RECORDS).
+  if (sources.batch_max_records === "default" && values.kafka_client === "kafkajs") {
+    values.batch_max_records = KAFKAJS_SEND_MAX_RECORDS;
   }
   // coerce() checked each value against its setting's spec: these are AgentValues.
   const config: AgentConfig = { values: values as AgentValues, sources };

@@ -65,6 +65,7 @@ export class ProviderGate {
       retryWaitMs: inner.retryWaitMs,
       keepsIdentity: inner.keepsIdentity,
       releasesRecords: inner.releasesRecords,
+      sendMaxRecords: inner.sendMaxRecords,
       open: () => this.#open(),
       close: () => Promise.resolve(),
       send: (records, context) => this.#send(records, permits, context),

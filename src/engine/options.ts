@@ -158,7 +158,7 @@ export interface MessageBufferOptions {
   fsyncIntervalMs?: number;
   /** Largest encoded record accepted by `write`. @default 4 MiB */
   maxRecordBytes?: number;
-  /** Most records handed to one `Provider.send`. @default 5000 */
+  /** Most records handed to one `Provider.send`. @default provider.sendMaxRecords, else 5000 */
   batchMaxRecords?: number;
   /** Most bytes handed to one `Provider.send` (a larger single record goes alone). @default 4 MiB */
   batchMaxBytes?: number;
@@ -234,6 +234,7 @@ export function resolveOptions(
     ...o,
     dir: o.dir ?? (noDisk ? "(no disk)" : undefined),
     retryInitialMs: o.retryInitialMs ?? p.retryWaitMs ?? RETRY_INITIAL_MS,
+    batchMaxRecords: o.batchMaxRecords ?? p.sendMaxRecords,
   }, option);
   const r: ResolvedOptions = {
     ...v,

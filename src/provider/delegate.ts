@@ -15,6 +15,7 @@ export function delegating(provider: Provider, overrides: Partial<Provider>): Pr
     retryWaitMs: provider.retryWaitMs,
     keepsIdentity: provider.keepsIdentity,
     releasesRecords: provider.releasesRecords,
+    sendMaxRecords: provider.sendMaxRecords,
     prepare: provider.prepare && (() => provider.prepare!()),
     open: () => provider.open(),
     close: () => provider.close(),

@@ -217,6 +217,11 @@ export interface Provider {
    */
   readonly releasesRecords?: boolean;
   /**
+   * The most records one `send` should carry for this provider to work well: the engine's
+   * `batchMaxRecords` when that option is not given. @default no limit of its own
+   */
+  readonly sendMaxRecords?: number;
+  /**
    * Delivers records in order. See the interface doc for the outcome contract; `context`
    * (given by the disk path) carries the batch's identity ({@link SendContext}).
    */

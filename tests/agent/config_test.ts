@@ -55,6 +55,18 @@ describe("agent configuration", () => {
     assert.deepEqual(engineOptions(buildConfig({}, file, {})), engineOptions(c));
   });
 
+  it("sends 500 records at most with kafkajs unless batch_max_records says otherwise", () => {
+    const batch = (flags: Record<string, string>, file: Record<string, unknown> | null = null) =>
+      engineOptions(buildConfig(flags, file, {})).batchMaxRecords;
+    assert.equal(batch({ "kafka-client": "kafkajs" }), 500);
+    assert.equal(batch({}, { kafka_client: "kafkajs" }), 500);
+    assert.equal(batch({ "kafka-client": "kafkajs", "batch-max-records": "5000" }), 5000);
+    assert.equal(batch({ "kafka-client": "kafkajs" }, { batch_max_records: 2000 }), 2000);
+    assert.equal(batch({}), 5000);
+    const printed = printableConfig(buildConfig({ "kafka-client": "kafkajs" }, null, {}));
+    assert.equal(printed.batch_max_records, 500);
+  });
+
   it("--print-config shows the inputs that are off as null, which a config file takes back", () => {
     const printed = printableConfig(buildConfig({ "syslog-tcp": "127.0.0.1:5514" }, null, {}));
     assert.equal(printed.http, null);

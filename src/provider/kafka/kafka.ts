@@ -30,6 +30,7 @@ import { type KafkaClient, KafkaSendError } from "./client.ts";
 import {
   type KafkaClientName,
   type KafkaClientSettings,
+  KAFKAJS_SEND_MAX_RECORDS,
   type KafkaProviderOptions,
   resolveKafkaSettings,
 } from "./options.ts";
@@ -171,6 +172,11 @@ export class KafkaProvider implements Provider {
    */
   get releasesRecords(): boolean {
     return this.#o.client === "platformatic";
+  }
+
+  /** With the `kafkajs` client, {@link KAFKAJS_SEND_MAX_RECORDS}; no limit of its own otherwise. */
+  get sendMaxRecords(): number | undefined {
+    return this.#o.client === "kafkajs" ? KAFKAJS_SEND_MAX_RECORDS : undefined;
   }
 
   async send(records: readonly ProviderRecord[], context?: SendContext): Promise<SendResult> {

@@ -169,6 +169,16 @@ export type KafkaClientSettings = Resolved<typeof KAFKA> & {
 export const KAFKAJS_CODECS: ReadonlySet<KafkaCompression> = new Set(["none", "gzip"]);
 
 /**
+ * The most records a send through the `kafkajs` client should carry (`Provider.sendMaxRecords`;
+ * the agent's `batch_max_records` default with it): kafkajs's CPU per record grows with the
+ * size of a send, and a send holds the one thread the whole time. Sends of 500 delivered
+ * 130-137K records/s at 7.8-8.2 us of CPU each, against 67-74K/s and 15-17 us with 5000
+ * (`bench_e2e.ts --records 200000 --agent-args="--kafka-client kafkajs --batch-max-records N"`,
+ * 2 x AMD EPYC, 2026-12-05; 250: 118-129K/s, 1000: 98-110K/s, 2000: 92-95K/s).
+ */
+export const KAFKAJS_SEND_MAX_RECORDS = 500;
+
+/**
  * {@link KafkaProviderOptions} checked (a bad one throws a TypeError or RangeError naming it)
  * and completed with their defaults, as a client is built from them.
  */
