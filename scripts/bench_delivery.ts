@@ -112,6 +112,8 @@ async function drain(client: "platformatic" | "kafkajs"): Promise<number> {
   const held: Provider = {
     name: "kafka",
     keepsIdentity: kp.keepsIdentity,
+    releasesRecords: kp.releasesRecords,
+    sendMaxRecords: kp.sendMaxRecords,
     open: () => kp.open(),
     send: async (records, context) => {
       await gate;

@@ -54,6 +54,8 @@ async function drain(topicCount: number, lanes: number): Promise<number> {
   const held: Provider = {
     name: "kafka",
     keepsIdentity: kp.keepsIdentity,
+    releasesRecords: kp.releasesRecords,
+    sendMaxRecords: kp.sendMaxRecords,
     open: () => kp.open(),
     send: async (records, context) => {
       await gate;

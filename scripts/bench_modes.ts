@@ -72,6 +72,8 @@ function timedProvider(samples: number[]): Provider {
     name: inner.name,
     retryWaitMs: inner.retryWaitMs,
     keepsIdentity: inner.keepsIdentity,
+    releasesRecords: inner.releasesRecords,
+    sendMaxRecords: inner.sendMaxRecords,
     open: () => inner.open(),
     close: () => inner.close(),
     async send(records, context) {

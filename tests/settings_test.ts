@@ -90,6 +90,11 @@ describe("settings table", () => {
     assert.equal(resolve({ provider: kafkajs, batchMaxRecords: 3000 }).batchMaxRecords, 3000);
     assert.equal(resolve({ provider: platformatic }).batchMaxRecords, 5000);
     assert.equal(resolve({}).batchMaxRecords, 5000); // RecordingProvider: no limit of its own
+    const odd = Object.assign(new RecordingProvider(), { sendMaxRecords: 0.5 });
+    assert.throws(
+      () => resolve({ provider: odd }),
+      /Provider "recording": sendMaxRecords must be a whole number of at least 1, not 0.5/,
+    );
   });
 
   it("gives the agent the engine's defaults, in the agent's units", () => {

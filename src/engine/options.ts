@@ -225,6 +225,12 @@ export function resolveOptions(
   ) {
     throw new TypeError(`Option "provider" must implement open(), send() and close()`);
   }
+  const hint = p.sendMaxRecords;
+  if (hint !== undefined && !(Number.isInteger(hint) && hint >= 1)) {
+    throw new TypeError(
+      `Provider "${p.name}": sendMaxRecords must be a whole number of at least 1, not ${hint}`,
+    );
+  }
   for (const k of Object.keys(o)) {
     if (!(k in ENGINE) && k !== "provider" && k !== "fs" && k !== "logger") {
       throw new TypeError(`Unknown option "${k}"`);

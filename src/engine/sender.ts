@@ -423,6 +423,8 @@ export class Sender {
       return null;
     }
     this.#restored = null;
+    // A read ahead still running shares the cursor: it finishes first (see #takePrefetched).
+    await this.#prefetched?.read;
     const batch = await this.#readBatch(seg, r.from, false, {
       next: r.next,
       ttlLimit: r.ttlLimit,

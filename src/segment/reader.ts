@@ -339,6 +339,8 @@ class BlockWindow {
   block: ReadBlock | null = null;
   #start = 0;
   #len = 0;
+  /** Reads running into `block`: while one does, it is never let go of (left to the GC). */
+  #reading = 0;
 
   constructor(
     fh: FileHandle,
@@ -372,7 +374,7 @@ class BlockWindow {
     // few kilobytes at a time, and a whole block for each cost a megabyte of garbage per read.
     if (this.#blocks) {
       const next = this.#blocks.take(want);
-      if (this.block) this.#blocks.release(this.block);
+      if (this.block && this.#reading === 0) this.#blocks.release(this.block);
       this.block = next;
       this.buf = next.bytes;
     } else if (this.#fresh) this.buf = new Uint8Array(want);
@@ -381,7 +383,12 @@ class BlockWindow {
     // Empty until the read succeeds: a read that fails must not leave the window claiming
     // bytes at `offset` that it never read.
     this.#len = 0;
-    this.#len = await readFully(this.#fh, this.buf, 0, want, offset);
+    this.#reading++;
+    try {
+      this.#len = await readFully(this.#fh, this.buf, 0, want, offset);
+    } finally {
+      this.#reading--;
+    }
     if (this.#len < length) {
       this.#len = 0;
       throw Object.assign(new Error(`short read at ${offset}`), { code: "EIO" });
@@ -391,7 +398,7 @@ class BlockWindow {
 
   /** With blocks: lets go of the current block (the window is not used again). */
   letGo(): void {
-    if (this.#blocks && this.block) this.#blocks.release(this.block);
+    if (this.#blocks && this.block && this.#reading === 0) this.#blocks.release(this.block);
     this.block = null;
     this.#len = 0;
   }

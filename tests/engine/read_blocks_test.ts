@@ -4,7 +4,9 @@
 import { afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type Provider, type ProviderRecord, type SendResult, silentLogger } from "../../mod.ts";
-import { type ReadBlock, ReadBlocks } from "../../src/segment/reader.ts";
+import { writeFile } from "node:fs/promises";
+import { type ReadBlock, ReadBlocks, SegmentCursor } from "../../src/segment/reader.ts";
+import { NodeFileSystem } from "../../src/fs/node.ts";
 import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 
 describe("ReadBlocks", () => {
@@ -51,6 +53,27 @@ describe("ReadBlocks", () => {
     blocks.release(a);
     assert.throws(() => blocks.release(a), /let go of more often than held/);
     assert.throws(() => blocks.hold(a), /held after it was let go of/);
+  });
+});
+
+describe("a cursor reading into ReadBlocks", () => {
+  it("does not give back a block that a read still runs into when it is closed", async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      await writeFile(`${dir}/seg`, new Uint8Array(2 << 20));
+      const blocks = new ReadBlocks();
+      const cursor = new SegmentCursor(
+        await new NodeFileSystem().open(`${dir}/seg`, "read"),
+        1 << 20,
+        blocks,
+      );
+      const read = cursor.frameAt(0, 2 << 20).catch(() => null);
+      await cursor.close(); // while the read runs
+      await read;
+      assert.equal(blocks.freeCount, 0, "a block with a read running into it was handed back");
+    } finally {
+      await cleanup();
+    }
   });
 });
 

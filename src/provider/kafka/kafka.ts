@@ -166,8 +166,8 @@ export class KafkaProvider implements Provider {
   }
 
   /**
-   * True with the `platformatic` client: each send encodes its records into batches of its
-   * own before any of them goes out, and keeps none of the records after. The `kafkajs`
+   * True with the `platformatic` client: a send reads its records only while it runs, copying
+   * them into batches of its own, and keeps none of them after it settles. The `kafkajs`
    * client is handed views of them, and its sends may encode them again while they retry.
    */
   get releasesRecords(): boolean {
