@@ -21,6 +21,25 @@ const buildInfo = process.env.MB_BUILD_INFO ?? JSON.stringify({
   date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
 });
 JSON.parse(buildInfo); // a malformed MB_BUILD_INFO fails the build, not the --version
+
+// The client library's ajv, compiling each option schema on first use instead of all of them
+// at load (scripts/_lazy_ajv.ts says why): its one import of `ajv/dist/2020.js` is pointed
+// there. The build fails if that import is not found, so that a library version that moves
+// it is noticed, not silently slower.
+const LIBRARY_AJV = /[\\/]@platformatic[\\/]kafka[\\/]dist[\\/]utils\.js$/;
+const lazyAjv = `${import.meta.dir}/_lazy_ajv.ts`;
+let lazyAjvUsed = false;
+const lazyAjvPlugin: import("bun").BunPlugin = {
+  name: "lazy-ajv",
+  setup(build) {
+    build.onResolve({ filter: /^ajv\/dist\/2020\.js$/ }, (args) => {
+      if (!LIBRARY_AJV.test(args.importer)) return undefined;
+      lazyAjvUsed = true;
+      return { path: lazyAjv };
+    });
+  },
+};
+
 const result = await Bun.build({
   entrypoints: ["cli.ts"],
   compile: { outfile },
@@ -29,9 +48,16 @@ const result = await Bun.build({
   // start to socket ready 25 ms instead of 78-84, and to the first stored record delivered
   // 254-283 ms instead of 318-354 (2 x EPYC, 2026-12-05); the file grows by 7 MB.
   bytecode: true,
-  define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
+    define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
+  plugins: [lazyAjvPlugin],
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);
+  process.exit(1);
+}
+if (!lazyAjvUsed) {
+  console.error(
+    "compile: @platformatic/kafka/dist/utils.js no longer imports ajv/dist/2020.js: see scripts/_lazy_ajv.ts",
+  );
   process.exit(1);
 }
