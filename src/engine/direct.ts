@@ -155,7 +155,13 @@ export class DirectPath {
       this.#building.push({ resolve, reject, deadline })
     );
     this.#armTimer(deadline);
-    if (!this.#pumping) void this.#pump();
+    if (!this.#pumping) {
+      // Started after the caller's synchronous work, so that the writes made together (the
+      // lines of one socket read) go out in one send: started at once, the first would go
+      // alone and the rest wait for its answer.
+      this.#pumping = true;
+      queueMicrotask(() => void this.#pump());
+    }
     return p;
   }
 
@@ -266,7 +272,6 @@ export class DirectPath {
   }
 
   async #pump(): Promise<void> {
-    this.#pumping = true;
     try {
       for (;;) {
         this.#takeBuilding();

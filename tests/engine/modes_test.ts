@@ -49,6 +49,20 @@ describe("mode direct-until-error", () => {
     assert.equal(s.counters.switchesToDirect, 1, "the first switch, once the provider connected");
   });
 
+  it("sends the writes made together (the lines of one socket read) in one send", async () => {
+    // Each send waits for the one before it, so a first write sent alone would hold the rest of
+    // its batch back by a round trip to Kafka.
+    const p = new RecordingProvider();
+    const b = await open(p, { mode: "direct-until-error" });
+    await waitFor(() => b.stats().provider.state === "ready");
+    for (const round of [0, 1, 2]) {
+      const before = p.sends;
+      await Promise.all(range(round * 40, round * 40 + 40).map((v) => b.write("t", v)));
+      assert.equal(p.sends - before, 1, `round ${round}: 40 writes in ${p.sends - before} sends`);
+    }
+    assert.deepEqual(p.values(), range(0, 120));
+  });
+
   it("buffers on disk at the first failed send, in order, and goes direct again once the backlog is delivered", async () => {
     const p = new RecordingProvider();
     const b = await open(p, { mode: "direct-until-error", retryInitialMs: 5, retryMaxMs: 20 });
