@@ -17,11 +17,12 @@
 //   npm run compile
 //   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
 //       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
-//       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10]
+//       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10 [--drain-rss]]
 //
 // --restart-gb G also stores a backlog of G GB through the agent (Kafka unreachable), then
 // times, once per run, a start of the agent on it until its first record is delivered
-// (--partitions 0 skips the rest). With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
+// (--partitions 0 skips the rest). With --drain-rss, the last of those starts delivers the
+// whole backlog, and the agent's resident memory is printed at each tenth delivered. With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -46,6 +47,7 @@ const { values } = parseArgs({
     "no-kcat": { type: "boolean", default: false },
     // Also: start to the first stored record delivered on a backlog of this many GB (0: not).
     "restart-gb": { type: "string", default: "0" },
+    "drain-rss": { type: "boolean", default: false },
   },
   strict: true,
 });
@@ -247,7 +249,8 @@ async function restartOnBacklog(
   const cap = ["--total-size", `${Math.ceil(gb * 1.2 + 1)}GiB`];
   try {
     const store = await startAgent(buf, "127.0.0.1:1", false, cap);
-    while (dirBytes(buf) < gb * 1e9) await feed(store.sock, topicFile);
+    let stored = 0;
+    for (; dirBytes(buf) < gb * 1e9; stored += N) await feed(store.sock, topicFile);
     await store.stop();
     const firsts: number[] = [];
     for (let r = 0; r < RUNS; r++) {
@@ -255,12 +258,40 @@ async function restartOnBacklog(
       const a = await startAgent(buf, BROKERS, true, cap);
       await untilInKafka(topic, before + 1, 1);
       firsts.push(performance.now() - a.started);
+      if (values["drain-rss"] && r === RUNS - 1) await drainRss(a, topic, stored);
       await a.stop();
     }
     return firsts;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Waits until `topic` holds `stored` records, printing `a`'s RSS at each tenth delivered. */
+async function drainRss(a: Agent, topic: string, stored: number): Promise<void> {
+  const rss = () => {
+    const status = readFileSync(`/proc/${a.pid}/status`, "utf8");
+    return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+  };
+  const t0 = performance.now();
+  const from = await inKafka(topic);
+  const marks: string[] = [];
+  for (let tenth = 1; tenth <= 10;) {
+    const n = await inKafka(topic);
+    const now = rss();
+    if (n - from >= (stored - from) * tenth / 10) {
+      marks.push(now.toFixed(0));
+      tenth++;
+    } else await new Promise((r) => setTimeout(r, 200));
+  }
+  const s = (performance.now() - t0) / 1000;
+  console.log(
+    `the whole backlog delivered: ${stored - from} records in ${s.toFixed(1)} s (${
+      fmtRate((stored - from) / s)
+    } records/s); RSS at each tenth delivered ${marks.join(", ")} MiB; peak ${
+      (peakRss(a.pid) / MiB).toFixed(0)
+    } MiB`,
+  );
 }
 
 const RUSAGE = `
