@@ -197,6 +197,14 @@ describe("ingest server: careless and hostile clients", () => {
     c.write(Buffer.concat([Buffer.from("t\tk7\tbad-"), Buffer.from([0xff]), Buffer.from("\n")]));
     c.write("t\tk8\tafter\n");
     assert.deepEqual((await c.waitAnswers(16)).slice(14), ["ok", "ok"]);
+    // Keys longer than the plain path's first look for their tab.
+    const longKey = "K".repeat(40);
+    c.write(`t\t${longKey}\tlong-key\nt\t${longKey} one tab\nt\t${longKey}\tv\tx\n`);
+    assert.deepEqual((await c.waitAnswers(19)).slice(16), [
+      "ok",
+      "error line 17: expected TOPIC<TAB>KEY<TAB>VALUE, found one tab",
+      "error line 18: raw tab in value (escape it as \\t)",
+    ]);
     await r.buffer.drained(10_000);
     const dec = new TextDecoder();
     assert.deepEqual(
@@ -211,6 +219,7 @@ describe("ingest server: careless and hostile clients", () => {
         ["k6", "plain-2"],
         ["k7", "bad-\ufffd"],
         ["k8", "after"],
+        [longKey, "long-key"],
       ],
     );
     c.end();
