@@ -35,6 +35,7 @@ export class Partitioner {
 
   /** The partition of record `r` of `topic`, out of `partitions` (as {@link partition}). */
   partitionOf(topic: string, r: KeyValue, partitions: number): number {
+    if (partitions === 1) return 0; // (no key hashed for it)
     if (r instanceof RangedRecord) {
       if (r.keyAt < 0) return this.#unkeyed(topic, partitions);
       return (murmur2(r.bytes, r.keyAt, r.keyLength) & 0x7fffffff) % partitions;

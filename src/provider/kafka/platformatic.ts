@@ -740,6 +740,8 @@ export class PlatformaticClient implements KafkaClient {
       let topic = "";
       let count = 0;
       let partitions: Map<number, PlannedBatch> | undefined;
+      // The batch of the record before: consecutive records mostly share it.
+      let last: PlannedBatch | undefined;
       for (const i of q) {
         const r = records[i];
         if (r.topic !== topic || partitions === undefined) {
@@ -748,11 +750,15 @@ export class PlatformaticClient implements KafkaClient {
           plan.partitionCounts.set(topic, count);
           partitions = byTopic.get(topic);
           if (!partitions) byTopic.set(topic, partitions = new Map());
+          last = undefined;
         }
         const partition = this.#partitioner.partitionOf(topic, r, count);
-        let b = partitions.get(partition);
+        let b = last !== undefined && last.partition === partition
+          ? last
+          : partitions.get(partition);
         if (!b) partitions.set(partition, b = { topic, partition, sequence: 0, records: [] });
         b.records.push(i);
+        last = b;
       }
       const batches: PlannedBatch[] = [];
       for (const partitionsOf of byTopic.values()) {
