@@ -237,7 +237,8 @@ function dirBytes(dir: string): number {
 /**
  * A backlog of `gb` GB stored through the agent's socket (the lines of `topicFile`, again and
  * again), then, `RUNS` times, the agent started on it with the broker up and timed until its
- * first record is delivered; each run stops it at once, leaving nearly all of the backlog.
+ * first record is delivered; each run stops it at once, leaving nearly all of the backlog,
+ * but the last with --drain-rss, which delivers all of it.
  */
 async function restartOnBacklog(
   topicFile: string,
@@ -267,7 +268,11 @@ async function restartOnBacklog(
   }
 }
 
-/** Waits until `topic` holds `stored` records, printing `a`'s RSS at each tenth delivered. */
+/**
+ * Waits until `topic` holds `stored` records (the count of a first delivery: records sent
+ * twice would end it early), printing `a`'s RSS at each tenth delivered; gives up after 30
+ * minutes, or when the agent is gone.
+ */
 async function drainRss(a: Agent, topic: string, stored: number): Promise<void> {
   const rss = () => {
     const status = readFileSync(`/proc/${a.pid}/status`, "utf8");
@@ -276,7 +281,9 @@ async function drainRss(a: Agent, topic: string, stored: number): Promise<void> 
   const t0 = performance.now();
   const from = await inKafka(topic);
   const marks: string[] = [];
+  const deadline = Date.now() + 30 * 60_000;
   for (let tenth = 1; tenth <= 10;) {
+    if (Date.now() > deadline) throw new Error(`drain-rss: not all delivered in 30 minutes`);
     const n = await inKafka(topic);
     const now = rss();
     if (n - from >= (stored - from) * tenth / 10) {

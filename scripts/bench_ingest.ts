@@ -8,8 +8,7 @@
 //
 // The latency run is repeated with librdkafka in the agent's place when kcat is installed:
 // the same feeder writes the same lines into `kcat -P` (idempotent, acks=all, linger.ms=0),
-// and the same reader reads them back, so that the two p99s share the host's and the broker's
-// pauses.
+// and the same reader reads them back, so that both run beside the same broker and host.
 //
 // Throughput is measured until the agent has stored every line (metrics endpoint,
 // messagebuffer_records_written_total), not merely until the client has written them.
@@ -55,8 +54,10 @@ if (CONSUMER !== "kcat" && CONSUMER !== "kafkajs") {
 }
 
 // Reads N records back with kcat, each line stamped as it arrives; prints "ready" for the
-// first, then each later record's latency in ms (arrival minus the send time at the start of
-// its value). In a process of its own, so that the writer's work does not delay the reading.
+// first, then for each later record: its latency to the reader (arrival minus the send time at
+// the start of its value), its latency to Kafka's log (the LogAppendTime kcat prints as %T,
+// minus the send time), and the send time, in ms. In a process of its own, so that the
+// writer's work does not delay the reading.
 const KCAT_READER = `
 import signal, subprocess, sys, time
 broker, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -235,8 +236,8 @@ interface Latency {
   p99: number;
   appendP50: number;
   appendP99: number;
-  /** appendP99 of the records sent after the run's first second. */
-  warmP99: number;
+  /** appendP99 of the records sent after the run's first second (none: undefined). */
+  warmP99: number | undefined;
   n: number;
 }
 
@@ -400,7 +401,7 @@ if (!values["ingest-only"]) {
       `end-to-end latency at 10K records/s (${who}), ${l.n} records: to Kafka's log (LogAppendTime) p50 ${
         l.appendP50.toFixed(1)
       } ms, p99 ${l.appendP99.toFixed(1)} ms (after the first second ${
-        l.warmP99.toFixed(1)
+        l.warmP99?.toFixed(1) ?? "n/a"
       } ms); read back (${CONSUMER}) p50 ${l.p50.toFixed(1)} ms, p99 ${l.p99.toFixed(1)} ms`,
     );
   await withAgent(async (sock) => {

@@ -294,8 +294,9 @@ class Connection {
     const max = this.#server.maxLineBytes;
     // The next backslash and the next tab are searched for once, not once per line: lines
     // without them (garbage) would otherwise each scan to the end of the chunk. A plain line
-    // costs two searches in native code: its newline, and the tab after its key, which shows
-    // that the value holds none and is, in the next line, its first.
+    // costs two searches in native code: its newline, and the next tab after the key's own
+    // (which a loop finds): that one lies past the value, showing that the value holds none,
+    // and is the next line's first.
     let backslash = nextIndex(buf, BACKSLASH, start, last);
     let tab = nextIndex(buf, TAB, start, last);
     let from = start;

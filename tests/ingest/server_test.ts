@@ -197,13 +197,18 @@ describe("ingest server: careless and hostile clients", () => {
     c.write(Buffer.concat([Buffer.from("t\tk7\tbad-"), Buffer.from([0xff]), Buffer.from("\n")]));
     c.write("t\tk8\tafter\n");
     assert.deepEqual((await c.waitAnswers(16)).slice(14), ["ok", "ok"]);
-    // Keys longer than the plain path's first look for their tab.
+    // Keys as long as, and longer than, the plain path's first look for their tab (32 bytes).
     const longKey = "K".repeat(40);
-    c.write(`t\t${longKey}\tlong-key\nt\t${longKey} one tab\nt\t${longKey}\tv\tx\n`);
-    assert.deepEqual((await c.waitAnswers(19)).slice(16), [
+    c.write(
+      `t\t${longKey}\tlong-key\nt\t${longKey} one tab\nt\t${longKey}\tv\tx\n` +
+        `t\t${"L".repeat(32)}\tkey-32\nt\t${"M".repeat(33)}\tkey-33\n`,
+    );
+    assert.deepEqual((await c.waitAnswers(21)).slice(16), [
       "ok",
       "error line 17: expected TOPIC<TAB>KEY<TAB>VALUE, found one tab",
       "error line 18: raw tab in value (escape it as \\t)",
+      "ok",
+      "ok",
     ]);
     await r.buffer.drained(10_000);
     const dec = new TextDecoder();
@@ -220,6 +225,8 @@ describe("ingest server: careless and hostile clients", () => {
         ["k7", "bad-\ufffd"],
         ["k8", "after"],
         [longKey, "long-key"],
+        ["L".repeat(32), "key-32"],
+        ["M".repeat(33), "key-33"],
       ],
     );
     c.end();
