@@ -391,11 +391,14 @@ describe("agent (messagebuffer run)", () => {
     send.stderr!.on("data", (d) => (out += d));
     const exited = new Promise<number | null>((r) => send.once("exit", (c) => r(c)));
     send.stdin!.write(`${topic}\t\tone\n`);
-    // The agent closes send's connection once it has been idle: two closes, the silent one's too.
+    // The agent closes send's connection once it has been idle: two closes, the silent one's
+    // too. Its side is gone once `send` has closed its own, on seeing the agent's close: input
+    // written before that would race the close, and be refused (counted) as it arrives.
     await waitForMetrics(
       `127.0.0.1:${port}`,
-      (m) => m.messagebuffer_ingest_idle_timeouts_total >= 2,
-      "the idle close of send's connection",
+      (m) =>
+        m.messagebuffer_ingest_idle_timeouts_total >= 2 && m.messagebuffer_ingest_connections === 0,
+      "the idle close of send's connection, seen by send",
     );
     send.stdin!.end(`${topic}\t\ttwo\n`);
     assert.equal(await exited, 0, out);
