@@ -268,6 +268,12 @@ async function latency(
   /** The records sent after the first second (the agent's code compiled, its caches full). */
   const appendedWarm: number[] = [];
   let warm = Infinity;
+  /** One record read back: its latencies to the reader and to Kafka's log, and its send time. */
+  const add = (read: number, append: number, sentAt: number) => {
+    lat.push(read);
+    appended.push(append);
+    if (sentAt >= warm) appendedWarm.push(append);
+  };
   let stopConsumer: () => Promise<void>;
   if (CONSUMER === "kcat") {
     const reader = spawn(
@@ -293,9 +299,7 @@ async function latency(
       for (const x of out.split("\n").slice(1)) {
         if (x === "") continue;
         const [read, append, sentAt] = x.split(" ").map(Number);
-        lat.push(read);
-        appended.push(append);
-        if (sentAt >= warm) appendedWarm.push(append);
+        add(read, append, sentAt);
       }
     };
   } else {
@@ -307,10 +311,7 @@ async function latency(
         const now = wallClock();
         for (const m of batch.messages) {
           const sentAt = Number(m.value!.toString().split(" ")[0]);
-          if (Number.isNaN(sentAt)) continue;
-          lat.push(now - sentAt);
-          appended.push(Number(m.timestamp) - sentAt);
-          if (sentAt >= warm) appendedWarm.push(Number(m.timestamp) - sentAt);
+          if (!Number.isNaN(sentAt)) add(now - sentAt, Number(m.timestamp) - sentAt, sentAt);
         }
         return Promise.resolve();
       },
@@ -339,17 +340,16 @@ async function latency(
   }
   sink.end();
   await stopConsumer();
-  lat.sort((a, b) => a - b);
-  appended.sort((a, b) => a - b);
-  appendedWarm.sort((a, b) => a - b);
   if (lat.length === 0) throw new Error(`the ${CONSUMER} consumer read no record back`);
   if (lat.length < total) console.error(`bench_ingest: only ${lat.length} of ${total} read back`);
+  for (const xs of [lat, appended, appendedWarm]) xs.sort((a, b) => a - b);
+  const q = (xs: number[], p: number) => xs[Math.floor(xs.length * p)];
   return {
-    p50: lat[Math.floor(lat.length * 0.5)],
-    p99: lat[Math.floor(lat.length * 0.99)],
-    appendP50: appended[Math.floor(appended.length * 0.5)],
-    appendP99: appended[Math.floor(appended.length * 0.99)],
-    warmP99: appendedWarm[Math.floor(appendedWarm.length * 0.99)],
+    p50: q(lat, 0.5),
+    p99: q(lat, 0.99),
+    appendP50: q(appended, 0.5),
+    appendP99: q(appended, 0.99),
+    warmP99: q(appendedWarm, 0.99),
     n: lat.length,
   };
 }
