@@ -48,13 +48,22 @@ export function fmtRate(n: number): string {
 
 /** Peak RSS (VmHWM) of process `pid` (or this one) in bytes; 0 when it cannot be read. */
 export function peakRss(pid: number | "self"): number {
+  return statusBytes(pid, "VmHWM");
+}
+
+/** RSS now (VmRSS) of process `pid` (or this one) in bytes; 0 when it cannot be read. */
+export function currentRss(pid: number | "self"): number {
+  return statusBytes(pid, "VmRSS");
+}
+
+function statusBytes(pid: number | "self", field: string): number {
   let status = "";
   try {
     status = readFileSync(`/proc/${pid}/status`, "utf8");
   } catch {
     // gone, or not Linux
   }
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+  return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
 }
 
 /**

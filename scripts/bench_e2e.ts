@@ -32,7 +32,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
-import { fmtRate, kcatProduceArgs, machine, MiB, peakRss } from "./_bench_util.ts";
+import { currentRss, fmtRate, kcatProduceArgs, machine, MiB, peakRss } from "./_bench_util.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -275,8 +275,9 @@ async function restartOnBacklog(
  */
 async function drainRss(a: Agent, topic: string, stored: number): Promise<void> {
   const rss = () => {
-    const status = readFileSync(`/proc/${a.pid}/status`, "utf8");
-    return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+    const bytes = currentRss(a.pid);
+    if (bytes === 0) throw new Error(`drain-rss: the agent (pid ${a.pid}) is gone`);
+    return bytes / MiB;
   };
   const t0 = performance.now();
   const from = await inKafka(topic);
