@@ -17,12 +17,14 @@
 //   npm run compile
 //   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
 //       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
-//       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10 [--drain-rss]]
+//       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10 [--drain-rss]] [--settle 20]
 //
 // --restart-gb G also stores a backlog of G GB through the agent (Kafka unreachable), then
 // times, once per run, a start of the agent on it until its first record is delivered
 // (--partitions 0 skips the rest). With --drain-rss, the last of those starts delivers the
-// whole backlog, and the agent's resident memory is printed at each tenth delivered. With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
+// whole backlog, and the agent's resident memory is printed at each tenth delivered.
+// --settle S: each end-to-end agent is left idle S seconds once all is delivered, and its
+// resident memory then is printed (what it keeps after a burst), beside its peak. With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -48,6 +50,7 @@ const { values } = parseArgs({
     // Also: start to the first stored record delivered on a backlog of this many GB (0: not).
     "restart-gb": { type: "string", default: "0" },
     "drain-rss": { type: "boolean", default: false },
+    settle: { type: "string", default: "0" },
   },
   strict: true,
 });
@@ -55,6 +58,7 @@ const N = Number(values.records);
 const RUNS = Number(values.runs);
 const PARTITIONS = values.partitions.split(",").map(Number).filter((p) => p > 0);
 const BROKERS = values.brokers;
+const SETTLE_S = Number(values.settle);
 
 const EXTRA = values["agent-args"].split(" ").filter((a) => a !== "");
 const agentCmd = values.agent.split(" ");
@@ -190,6 +194,8 @@ interface Figure {
   /** Agents: ms from start to socket ready; drain: also to the first record delivered. */
   readyMs?: number;
   firstMs?: number;
+  /** With --settle: RSS once the agent has been idle that long after delivering all. */
+  settledRss?: number;
 }
 
 async function endToEnd(topicFile: string, topic: string): Promise<Figure> {
@@ -200,8 +206,21 @@ async function endToEnd(topicFile: string, topic: string): Promise<Figure> {
     await feed(a.sock, topicFile);
     await untilInKafka(topic, N, 20);
     const s = (performance.now() - t0) / 1000;
+    // With --settle, CPU up to the last record delivered (the idle wait is not counted).
+    const busy = SETTLE_S > 0 ? procUsage(a.pid) : null;
+    let settledRss: number | undefined;
+    if (SETTLE_S > 0) {
+      await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
+      settledRss = currentRss(a.pid);
+    }
     const u = await a.stop();
-    return { rate: N / s, cpuUs: (u.cpu / N) * 1e6, rss: u.rss, readyMs: a.readyMs };
+    return {
+      rate: N / s,
+      cpuUs: ((busy ?? u).cpu / N) * 1e6,
+      rss: u.rss,
+      readyMs: a.readyMs,
+      settledRss,
+    };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -400,6 +419,13 @@ try {
     if (ref) console.log(show("kcat -P", ref));
     console.log(show("agent end to end", figs.e2e, ref));
     console.log(show("agent drain", figs.drain, ref));
+    if (SETTLE_S > 0) {
+      const settled = figs.e2e.map((f) => (f.settledRss! / MiB).toFixed(0)).join(", ");
+      const peaks = figs.e2e.map((f) => (f.rss / MiB).toFixed(0)).join(", ");
+      console.log(
+        `\nagent end to end, RSS ${SETTLE_S} s after the last record was delivered: ${settled} MiB (peaks ${peaks} MiB)`,
+      );
+    }
     const ready = [...figs.e2e, ...figs.drain].map((f) => f.readyMs!);
     const first = figs.drain.map((f) => f.firstMs!);
     console.log(

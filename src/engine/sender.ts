@@ -250,6 +250,7 @@ export class Sender {
     this.#cursor = null;
     await this.#dead?.close().catch(() => {});
     this.#dead = null;
+    this.#blocks?.close();
     await closeWithin(this.#o.provider, timeoutMs, this.#log);
     this.#state = "closed";
   }

@@ -15,6 +15,7 @@
  * @module
  */
 
+import { IdleTrim } from "../binary/idle.ts";
 import { StorageError } from "../errors.ts";
 import type { FileSystem } from "../fs/types.ts";
 import type { Logger } from "../log.ts";
@@ -106,7 +107,9 @@ export class SegmentWriter {
   #nextSeq: number;
   #open: PendingFrame;
   #queue: PendingFrame[] = [];
+  /** Builders of frames written, for the next frames; let go of once unused for a while. */
   #spare: FrameBuilder[] = [];
+  readonly #spareTrim = new IdleTrim(() => this.#spare.length, (n) => this.#spare.splice(0, n));
   /** The topics the frames have encoded, shared by every builder (see `appendRange`). */
   readonly #topics = new Map<string, Uint8Array>();
   #pendingBytes = 0;
@@ -235,6 +238,7 @@ export class SegmentWriter {
    */
   async close(): Promise<void> {
     if (this.#ageTimer) clearTimeout(this.#ageTimer);
+    this.#spareTrim.stop();
     while (this.#flushing || this.#queue.length > 0 || this.#open.builder.count > 0) {
       this.#kick();
       await this.#idle;
@@ -268,6 +272,7 @@ export class SegmentWriter {
     this.#pendingRecords += open.builder.count;
     const builder = this.#spare.pop() ??
       new FrameBuilder(1 << 20, this.#o.maxRecordBytes, this.#topics);
+    this.#spareTrim.took();
     builder.reset();
     this.#open = this.#newFrame(builder);
   }
@@ -294,6 +299,7 @@ export class SegmentWriter {
         if (next) {
           await this.#writeFrame(next);
           this.#spare.push(next.builder);
+          this.#spareTrim.gave();
           continue;
         }
         if (this.#syncRequested && this.#syncing === null && this.#file) {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { IdleTrim } from "../binary/idle.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
 import {
   decodeFrame,
@@ -273,12 +274,14 @@ export class ReadBlock {
  * and lets go only once it is done with the record's bytes: a block used again too early
  * would have its records' keys and values overwritten by later reads. A block that is not
  * let go of is merely left to the garbage collector. At most {@link ReadBlocks.KEEP} free
- * blocks of at most {@link ReadBlocks.MAX_BYTES} are kept.
+ * blocks of at most {@link ReadBlocks.MAX_BYTES} are kept, and those not needed for a while
+ * are let go of ({@link IdleTrim}).
  */
 export class ReadBlocks {
   static readonly KEEP = 4;
   static readonly MAX_BYTES = BLOCK_BYTES;
   readonly #free: ReadBlock[] = [];
+  readonly #trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n));
 
   /** A block of at least `bytes`, held once: the smallest free one that fits, or a new one. */
   take(bytes: number): ReadBlock {
@@ -292,6 +295,7 @@ export class ReadBlocks {
     const b = free[best];
     free[best] = free[free.length - 1];
     free.pop();
+    this.#trim.took();
     b.refs = 1;
     return b;
   }
@@ -307,6 +311,7 @@ export class ReadBlocks {
     if (b.refs <= 0) throw new Error("a read block was let go of more often than held");
     if (--b.refs > 0 || b.bytes.length > ReadBlocks.MAX_BYTES) return;
     const free = this.#free;
+    this.#trim.gave();
     if (free.length < ReadBlocks.KEEP) free.push(b);
     else {
       // Full: the larger blocks are kept (a small one fits fewer reads).
@@ -321,6 +326,12 @@ export class ReadBlocks {
   /** How many free blocks are kept (for tests). */
   get freeCount(): number {
     return this.#free.length;
+  }
+
+  /** Lets go of the free blocks and stops the idle timer (the reader is done). */
+  close(): void {
+    this.#trim.stop();
+    this.#free.length = 0;
   }
 }
 

@@ -1107,6 +1107,7 @@ export class PlatformaticClient implements KafkaClient {
     const p = this.#producer;
     this.#producer = null;
     this.#session = null;
+    this.#memory.close();
     await p?.close(true);
   }
 }

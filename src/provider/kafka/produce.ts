@@ -31,6 +31,7 @@
  */
 
 import { crc32c } from "../../binary/crc32c.ts";
+import { IdleTrim } from "../../binary/idle.ts";
 import { copyKey, copyValue, keyLength, valueLength } from "../../binary/ranges.ts";
 import type { ProviderRecord } from "../types.ts";
 
@@ -96,12 +97,14 @@ function nameBytes(name: string): Uint8Array {
  * request of theirs can still be waiting to be written); anything else leaves them to the
  * collector. Batches under {@link BatchMemory.MIN_BYTES} (a send over many partitions makes
  * many small ones) get memory of their own size, never pooled; a larger one gets a pooled
- * buffer that fits it, the smallest, and no more than twice its size.
+ * buffer that fits it, the smallest, and no more than twice its size. Buffers not needed for a
+ * while are let go of ({@link IdleTrim}).
  */
 export class BatchMemory {
   /** Smaller batches are not pooled. */
   static readonly MIN_BYTES = 64 * 1024;
   readonly #free: ArrayBuffer[] = [];
+  readonly #trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n));
 
   /**
    * @param keep buffers kept for reuse, at most (one send takes one buffer per batch)
@@ -122,6 +125,7 @@ export class BatchMemory {
       const ab = free[best];
       free[best] = free[free.length - 1];
       free.pop();
+      this.#trim.took();
       return new Uint8Array(ab, 0, size);
     }
     // An eighth more, so that a buffer fits the next batches, whose sizes vary a little.
@@ -134,6 +138,18 @@ export class BatchMemory {
     if (ab.byteLength < BatchMemory.MIN_BYTES || ab.byteLength > this.maxBytes) return;
     if (this.#free.length >= this.keep || this.#free.includes(ab)) return;
     this.#free.push(ab);
+    this.#trim.gave();
+  }
+
+  /** Buffers kept for reuse now (for tests). */
+  get freeCount(): number {
+    return this.#free.length;
+  }
+
+  /** Lets go of the buffers kept and stops the idle timer (the client closes). */
+  close(): void {
+    this.#trim.stop();
+    this.#free.length = 0;
   }
 }
 

@@ -1,0 +1,80 @@
+// Pools let go of memory they no longer need (IdleTrim): after a burst, an agent that kept
+// every buffer the burst made stayed tens of MiB above where it otherwise settles.
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { IDLE_TRIM_MS, IdleTrim } from "../../src/binary/idle.ts";
+import { ReadBlocks } from "../../src/segment/reader.ts";
+import { BatchMemory } from "../../src/provider/kafka/produce.ts";
+import { waitFor } from "../_helpers.ts";
+
+/** A free list of numbers with its trim, as the pools keep theirs. */
+function pool(ms: number) {
+  const free: number[] = [];
+  const trim = new IdleTrim(() => free.length, (n) => free.splice(0, n), ms);
+  return {
+    free,
+    trim,
+    give(x: number) {
+      free.push(x);
+      trim.gave();
+    },
+    take(): number | undefined {
+      const x = free.pop();
+      if (x !== undefined) trim.took();
+      return x;
+    },
+  };
+}
+
+describe("IdleTrim", () => {
+  it("empties a free list nobody takes from", async () => {
+    const p = pool(20);
+    for (let i = 0; i < 5; i++) p.give(i);
+    await waitFor(() => p.free.length === 0, 5000, "the free list to empty");
+    p.trim.stop();
+  });
+
+  it("keeps what steady use takes, and drops the rest", async () => {
+    const p = pool(20);
+    for (let i = 0; i < 4; i++) p.give(i);
+    // One item in use at a time: three of four are never needed.
+    let misses = 0, uses = 0;
+    const use = setInterval(() => {
+      const x = p.take();
+      if (x === undefined) misses++;
+      uses++;
+      p.give(x ?? -1);
+    }, 2);
+    try {
+      await waitFor(() => p.free.length === 1, 5000, "the free list to shrink to one");
+      // Once shrunk, the one item kept serves every use, period after period.
+      const [missed, used] = [misses, uses];
+      await waitFor(() => uses >= used + 100, 5000, "100 more uses");
+      assert.equal(misses, missed, "a use found the free list empty after it shrank");
+      assert.equal(p.free.length, 1);
+    } finally {
+      clearInterval(use);
+      p.trim.stop();
+    }
+  });
+});
+
+describe("the pools", () => {
+  it(`read blocks not taken for ${IDLE_TRIM_MS} ms are let go of`, async () => {
+    const blocks = new ReadBlocks();
+    const taken = [blocks.take(1000), blocks.take(2000)];
+    for (const b of taken) blocks.release(b);
+    assert.equal(blocks.freeCount, 2);
+    await waitFor(() => blocks.freeCount === 0, 4 * IDLE_TRIM_MS, "the free blocks to go");
+    blocks.close();
+  });
+
+  it(`batch memory not used for ${IDLE_TRIM_MS} ms is let go of`, async () => {
+    const memory = new BatchMemory();
+    const big = [memory.take(100_000), memory.take(200_000)];
+    for (const b of big) memory.give(b);
+    assert.equal(memory.freeCount, 2);
+    await waitFor(() => memory.freeCount === 0, 4 * IDLE_TRIM_MS, "the free buffers to go");
+    memory.close();
+  });
+});
