@@ -22,9 +22,10 @@
 // --restart-gb G also stores a backlog of G GB through the agent (Kafka unreachable), then
 // times, once per run, a start of the agent on it until its first record is delivered
 // (--partitions 0 skips the rest). With --drain-rss, the last of those starts delivers the
-// whole backlog, and the agent's resident memory is printed at each tenth delivered.
+// whole backlog, and the agent's resident memory is printed at each tenth delivered. With
+// --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 // --settle S: each end-to-end agent is left idle S seconds once all is delivered, and its
-// resident memory then is printed (what it keeps after a burst), beside its peak. With --runs > 1, each figure is the median of the runs, and the range is printed beside it.
+// resident memory then is printed for every run (what it keeps after a burst), beside its peak.
 
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -212,6 +213,7 @@ async function endToEnd(topicFile: string, topic: string): Promise<Figure> {
     if (SETTLE_S > 0) {
       await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
       settledRss = currentRss(a.pid);
+      if (settledRss === 0) throw new Error(`settle: the agent (pid ${a.pid}) is gone`);
     }
     const u = await a.stop();
     return {

@@ -281,7 +281,15 @@ export class ReadBlocks {
   static readonly KEEP = 4;
   static readonly MAX_BYTES = BLOCK_BYTES;
   readonly #free: ReadBlock[] = [];
-  readonly #trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n));
+  readonly #trim: IdleTrim;
+
+  /** @param trimMs the period over which free blocks not needed are counted, then let go of */
+  constructor(trimMs?: number) {
+    // The smallest go first (a small block fits fewer reads).
+    this.#trim = new IdleTrim(() => this.#free.length, (n) => {
+      this.#free.sort((a, b) => a.bytes.length - b.bytes.length).splice(0, n);
+    }, trimMs);
+  }
 
   /** A block of at least `bytes`, held once: the smallest free one that fits, or a new one. */
   take(bytes: number): ReadBlock {
@@ -311,7 +319,6 @@ export class ReadBlocks {
     if (b.refs <= 0) throw new Error("a read block was let go of more often than held");
     if (--b.refs > 0 || b.bytes.length > ReadBlocks.MAX_BYTES) return;
     const free = this.#free;
-    this.#trim.gave();
     if (free.length < ReadBlocks.KEEP) free.push(b);
     else {
       // Full: the larger blocks are kept (a small one fits fewer reads).
@@ -321,6 +328,7 @@ export class ReadBlocks {
       }
       if (free[least].bytes.length < b.bytes.length) free[least] = b;
     }
+    this.#trim.gave();
   }
 
   /** How many free blocks are kept (for tests). */

@@ -60,21 +60,37 @@ describe("IdleTrim", () => {
 });
 
 describe("the pools", () => {
-  it(`read blocks not taken for ${IDLE_TRIM_MS} ms are let go of`, async () => {
-    const blocks = new ReadBlocks();
-    const taken = [blocks.take(1000), blocks.take(2000)];
+  it(`read blocks not taken for a period are let go of, the smallest first (${IDLE_TRIM_MS} ms in the agent)`, async () => {
+    const blocks = new ReadBlocks(20);
+    const taken = [blocks.take(1000), blocks.take(2000), blocks.take(3000)];
     for (const b of taken) blocks.release(b);
-    assert.equal(blocks.freeCount, 2);
-    await waitFor(() => blocks.freeCount === 0, 4 * IDLE_TRIM_MS, "the free blocks to go");
+    assert.equal(blocks.freeCount, 3);
+    // One block in use at a time: two are not needed, and the two smaller ones go.
+    const use = setInterval(() => blocks.release(blocks.take(10)), 2);
+    try {
+      await waitFor(() => blocks.freeCount === 1, 5000, "two free blocks to go");
+      const kept = blocks.take(10);
+      assert.equal(kept.bytes.length, 3000);
+      blocks.release(kept);
+    } finally {
+      clearInterval(use);
+    }
+    await waitFor(() => blocks.freeCount === 0, 5000, "the last free block to go");
     blocks.close();
+    // A block a batch still held when the reader closed is let go of as before.
+    const late = blocks.take(10);
+    blocks.hold(late);
+    blocks.release(late);
+    blocks.release(late);
+    assert.throws(() => blocks.release(late), /let go of more often than held/);
   });
 
-  it(`batch memory not used for ${IDLE_TRIM_MS} ms is let go of`, async () => {
-    const memory = new BatchMemory();
+  it(`batch memory not used for a period is let go of (${IDLE_TRIM_MS} ms in the agent)`, async () => {
+    const memory = new BatchMemory(8, 16 << 20, 20);
     const big = [memory.take(100_000), memory.take(200_000)];
     for (const b of big) memory.give(b);
     assert.equal(memory.freeCount, 2);
-    await waitFor(() => memory.freeCount === 0, 4 * IDLE_TRIM_MS, "the free buffers to go");
+    await waitFor(() => memory.freeCount === 0, 5000, "the free buffers to go");
     memory.close();
   });
 });

@@ -104,13 +104,16 @@ export class BatchMemory {
   /** Smaller batches are not pooled. */
   static readonly MIN_BYTES = 64 * 1024;
   readonly #free: ArrayBuffer[] = [];
-  readonly #trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n));
+  readonly #trim: IdleTrim;
 
   /**
    * @param keep buffers kept for reuse, at most (one send takes one buffer per batch)
    * @param maxBytes larger buffers are left to the collector
+   * @param trimMs the period over which buffers not needed are counted, then let go of
    */
-  constructor(readonly keep = 8, readonly maxBytes = 16 << 20) {}
+  constructor(readonly keep = 8, readonly maxBytes = 16 << 20, trimMs?: number) {
+    this.#trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n), trimMs);
+  }
 
   /** A buffer of `size` bytes, whose contents are whatever was there before. */
   take(size: number): Uint8Array {
