@@ -8,7 +8,7 @@
  * @module
  */
 
-import { IdleTrim } from "../binary/idle.ts";
+import { FreeList } from "../binary/idle.ts";
 import type { FileHandle, FileSystem } from "../fs/types.ts";
 import {
   decodeFrame,
@@ -274,36 +274,23 @@ export class ReadBlock {
  * and lets go only once it is done with the record's bytes: a block used again too early
  * would have its records' keys and values overwritten by later reads. A block that is not
  * let go of is merely left to the garbage collector. At most {@link ReadBlocks.KEEP} free
- * blocks of at most {@link ReadBlocks.MAX_BYTES} are kept, and those not needed for a while
- * are let go of ({@link IdleTrim}).
+ * blocks of at most {@link ReadBlocks.MAX_BYTES} are kept (when full, the larger), and those not
+ * needed for a while are let go of ({@link FreeList}).
  */
 export class ReadBlocks {
   static readonly KEEP = 4;
   static readonly MAX_BYTES = BLOCK_BYTES;
-  readonly #free: ReadBlock[] = [];
-  readonly #trim: IdleTrim;
+  readonly #free: FreeList<ReadBlock>;
 
   /** @param trimMs the period over which free blocks not needed are counted, then let go of */
   constructor(trimMs?: number) {
-    // The smallest go first (a small block fits fewer reads).
-    this.#trim = new IdleTrim(() => this.#free.length, (n) => {
-      this.#free.sort((a, b) => a.bytes.length - b.bytes.length).splice(0, n);
-    }, trimMs);
+    this.#free = new FreeList((b) => b.bytes.length, ReadBlocks.KEEP, trimMs);
   }
 
   /** A block of at least `bytes`, held once: the smallest free one that fits, or a new one. */
   take(bytes: number): ReadBlock {
-    const free = this.#free;
-    let best = -1;
-    for (let i = 0; i < free.length; i++) {
-      const n = free[i].bytes.length;
-      if (n >= bytes && (best < 0 || n < free[best].bytes.length)) best = i;
-    }
-    if (best < 0) return new ReadBlock(new Uint8Array(bytes));
-    const b = free[best];
-    free[best] = free[free.length - 1];
-    free.pop();
-    this.#trim.took();
+    const b = this.#free.take(bytes);
+    if (b === undefined) return new ReadBlock(new Uint8Array(bytes));
     b.refs = 1;
     return b;
   }
@@ -318,28 +305,17 @@ export class ReadBlocks {
   release(b: ReadBlock): void {
     if (b.refs <= 0) throw new Error("a read block was let go of more often than held");
     if (--b.refs > 0 || b.bytes.length > ReadBlocks.MAX_BYTES) return;
-    const free = this.#free;
-    if (free.length < ReadBlocks.KEEP) free.push(b);
-    else {
-      // Full: the larger blocks are kept (a small one fits fewer reads).
-      let least = 0;
-      for (let i = 1; i < free.length; i++) {
-        if (free[i].bytes.length < free[least].bytes.length) least = i;
-      }
-      if (free[least].bytes.length < b.bytes.length) free[least] = b;
-    }
-    this.#trim.gave();
+    this.#free.give(b);
   }
 
   /** How many free blocks are kept (for tests). */
   get freeCount(): number {
-    return this.#free.length;
+    return this.#free.count;
   }
 
   /** Lets go of the free blocks and stops the idle timer (the reader is done). */
   close(): void {
-    this.#trim.stop();
-    this.#free.length = 0;
+    this.#free.close();
   }
 }
 

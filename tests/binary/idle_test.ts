@@ -2,7 +2,7 @@
 // every buffer the burst made stayed tens of MiB above where it otherwise settles.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { IDLE_TRIM_MS, IdleTrim } from "../../src/binary/idle.ts";
+import { FreeList, IDLE_TRIM_MS, IdleTrim } from "../../src/binary/idle.ts";
 import { ReadBlocks } from "../../src/segment/reader.ts";
 import { BatchMemory } from "../../src/provider/kafka/produce.ts";
 import { waitFor } from "../_helpers.ts";
@@ -56,6 +56,31 @@ describe("IdleTrim", () => {
       clearInterval(use);
       p.trim.stop();
     }
+  });
+});
+
+describe("FreeList", () => {
+  it("hands out the smallest item that fits, within the bounds asked for, once", () => {
+    const list = new FreeList<{ n: number }>((x) => x.n, 3);
+    const [a, b, c] = [{ n: 100 }, { n: 300 }, { n: 200 }];
+    for (const x of [a, b, c, b]) list.give(x);
+    assert.equal(list.count, 3, "an item given twice is kept once");
+    assert.equal(list.take(150), c);
+    assert.equal(list.take(150, 250), undefined, "none of 150 to 250 bytes is left");
+    assert.equal(list.take(50), a);
+    assert.equal(list.take(50), b);
+    assert.equal(list.take(1), undefined);
+    list.close();
+  });
+
+  it("when full, keeps the larger", () => {
+    const list = new FreeList<{ n: number }>((x) => x.n, 2);
+    const [small, mid, big] = [{ n: 10 }, { n: 20 }, { n: 30 }];
+    for (const x of [small, mid, { n: 5 }, big]) list.give(x);
+    assert.equal(list.count, 2);
+    assert.equal(list.take(1), mid);
+    assert.equal(list.take(1), big);
+    list.close();
   });
 });
 

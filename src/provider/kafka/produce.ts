@@ -31,7 +31,7 @@
  */
 
 import { crc32c } from "../../binary/crc32c.ts";
-import { IdleTrim } from "../../binary/idle.ts";
+import { FreeList } from "../../binary/idle.ts";
 import { copyKey, copyValue, keyLength, valueLength } from "../../binary/ranges.ts";
 import type { ProviderRecord } from "../types.ts";
 
@@ -97,14 +97,13 @@ function nameBytes(name: string): Uint8Array {
  * request of theirs can still be waiting to be written); anything else leaves them to the
  * collector. Batches under {@link BatchMemory.MIN_BYTES} (a send over many partitions makes
  * many small ones) get memory of their own size, never pooled; a larger one gets a pooled
- * buffer that fits it, the smallest, and no more than twice its size. Buffers not needed for a
- * while are let go of ({@link IdleTrim}).
+ * buffer that fits it, the smallest, and no more than twice its size. At most `keep` are kept
+ * (when full, the larger), and those not needed for a while are let go of ({@link FreeList}).
  */
 export class BatchMemory {
   /** Smaller batches are not pooled. */
   static readonly MIN_BYTES = 64 * 1024;
-  readonly #free: ArrayBuffer[] = [];
-  readonly #trim: IdleTrim;
+  readonly #free: FreeList<ArrayBuffer>;
 
   /**
    * @param keep buffers kept for reuse, at most (one send takes one buffer per batch)
@@ -112,25 +111,14 @@ export class BatchMemory {
    * @param trimMs the period over which buffers not needed are counted, then let go of
    */
   constructor(readonly keep = 8, readonly maxBytes = 16 << 20, trimMs?: number) {
-    this.#trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n), trimMs);
+    this.#free = new FreeList((ab) => ab.byteLength, keep, trimMs);
   }
 
   /** A buffer of `size` bytes, whose contents are whatever was there before. */
   take(size: number): Uint8Array {
     if (size < BatchMemory.MIN_BYTES) return new Uint8Array(size);
-    const free = this.#free;
-    let best = -1;
-    for (let i = 0; i < free.length; i++) {
-      const n = free[i].byteLength;
-      if (n >= size && n <= 2 * size && (best < 0 || n < free[best].byteLength)) best = i;
-    }
-    if (best >= 0) {
-      const ab = free[best];
-      free[best] = free[free.length - 1];
-      free.pop();
-      this.#trim.took();
-      return new Uint8Array(ab, 0, size);
-    }
+    const ab = this.#free.take(size, 2 * size);
+    if (ab !== undefined) return new Uint8Array(ab, 0, size);
     // An eighth more, so that a buffer fits the next batches, whose sizes vary a little.
     return new Uint8Array(new ArrayBuffer(size + (size >> 3)), 0, size);
   }
@@ -139,20 +127,17 @@ export class BatchMemory {
   give(b: Uint8Array): void {
     const ab = b.buffer as ArrayBuffer;
     if (ab.byteLength < BatchMemory.MIN_BYTES || ab.byteLength > this.maxBytes) return;
-    if (this.#free.length >= this.keep || this.#free.includes(ab)) return;
-    this.#free.push(ab);
-    this.#trim.gave();
+    this.#free.give(ab);
   }
 
   /** Buffers kept for reuse now (for tests). */
   get freeCount(): number {
-    return this.#free.length;
+    return this.#free.count;
   }
 
   /** Lets go of the buffers kept and stops the idle timer (the client closes). */
   close(): void {
-    this.#trim.stop();
-    this.#free.length = 0;
+    this.#free.close();
   }
 }
 
