@@ -29,9 +29,11 @@ export interface SegmentStatus {
   /**
    * `used`: its footer says what it holds, so opening does not walk it; `none`: opening walks
    * it (the segment being written when the agent stopped, or one from before footers), then
-   * gives it a footer; `invalid`: its footer failed its checks (see `problem`).
+   * gives it a footer; `checked`: its footer is good, but it may hold bytes written after
+   * the last fsync the agent knew of, so opening checks every frame (then fsyncs it);
+   * `invalid`: its footer failed its checks (see `problem`).
    */
-  footer: "used" | "none" | "invalid";
+  footer: "used" | "none" | "checked" | "invalid";
   /** What is wrong with the file, and what the next open does about it. */
   problem?: string;
 }
@@ -242,7 +244,11 @@ export function formatStatus(s: DirStatus): string {
       : " no S file";
     lines.push(
       `  ${seg.name}  ${seg.bytes} bytes  ${seg.records} records  ${seg.delivered} delivered ${cp}` +
-        (seg.footer === "none" ? "  (no footer: walked at the next open)" : "") +
+        (seg.footer === "none"
+          ? "  (no footer: walked at the next open)"
+          : seg.footer === "checked"
+          ? "  (written after the last known fsync: every frame checked at the next open)"
+          : "") +
         (seg.problem ? `  [${seg.problem}]` : "") +
         (seg.checkpointProblem ? `  [S file: ${seg.checkpointProblem}]` : ""),
     );

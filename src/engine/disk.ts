@@ -149,7 +149,9 @@ export class DiskPath {
     await fs.mkdirp(`${o.dir}/${QUARANTINE_DIR}`);
     const lock = await fs.lock(o.dir);
     try {
-      const r = await recover(fs, o.dir, o.logger);
+      const r = await recover(fs, o.dir, o.logger, {
+        syncChecked: durabilityOf(o.fsync, o.fsyncIntervalMs).syncFiles,
+      });
       // The batch in flight when the last run stopped (an unreadable file: none known).
       const inflight = await loadInflight(fs, `${o.dir}/${INFLIGHT_FILE}`).catch(() => null);
       const disk = new DiskPath(o, provider, () => lock.release(), r, latency, inflight);

@@ -70,10 +70,12 @@ export interface SegmentReport {
   /**
    * How its summary was learned: `used` (from its footer, without walking it), `none`
    * (walked; it has no footer: the segment being written when the process stopped, or one
-   * from before footers existed), `invalid` (walked, because its footer failed its checks:
-   * `footerProblem` says why). Opening the buffer gives a walked segment a footer.
+   * from before footers existed), `checked` (walked checking every CRC although its footer
+   * is good, because it may hold bytes past its last fsync: see `summarize`), `invalid`
+   * (walked, because its footer failed its checks: `footerProblem` says why). Opening the
+   * buffer gives a walked segment a footer, and fsyncs a checked one.
    */
-  footer: "used" | "none" | "invalid";
+  footer: "used" | "none" | "checked" | "invalid";
   footerProblem: string | null;
   /** Where delivery resumes after recovery. */
   checkpoint: Checkpoint;
@@ -232,9 +234,7 @@ async function inspectSegment(
   let scan: ScanResult | BadHeader;
   let footerProblem: string | null = null;
   try {
-    // A segment that may hold bytes past its last fsync is walked checking every CRC.
-    const verify = newest || (synced !== undefined && synced !== Infinity);
-    scan = await summarize(fh, nameSeq, verify, mark, (why) => (footerProblem = why));
+    scan = await summarize(fh, nameSeq, newest, synced, mark, (why) => (footerProblem = why));
   } finally {
     await fh.close();
   }
@@ -269,6 +269,8 @@ async function inspectSegment(
       ? "invalid"
       : scan.frames === -1
       ? "used"
+      : scan.footer !== null
+      ? "checked"
       : "none",
     footerProblem: footerProblem ?? (scan.stop?.kind === "footer" ? scan.stop.reason : null),
     checkpoint,
@@ -358,20 +360,25 @@ function checkpointOf(
 }
 
 /**
- * What recovery needs of a segment. A valid footer answers it with two small reads (and,
- * when an S file points inside the segment, a walk of the frame headers before that point);
- * otherwise the segment is walked: with `verify` (the newest one, and any the sync mark says
- * may hold unsynced bytes) checking every CRC, else (sealed ones) their frame headers only.
- * `frames` is -1 when the footer was used without a walk.
+ * What recovery needs of a segment. A segment that may hold bytes past its last fsync (the
+ * newest one without a sync mark; with one, any whose file is longer than the size the mark
+ * knew fsynced) is walked checking every CRC, footer or not: a power cut during its seal can
+ * leave the footer on the disk and a page before it not (pages reach the disk in any order).
+ * Otherwise a valid footer answers with two small reads (and, when an S file points inside
+ * the segment, a walk of the frame headers before that point), and a segment without one is
+ * walked by its frame headers only. `frames` is -1 when the footer was used without a walk.
  */
 async function summarize(
   fh: FileHandle,
   nameSeq: number,
-  verify: boolean,
+  newest: boolean,
+  synced: number | undefined,
   mark: number | undefined,
   footerFailed: (why: string) => void,
 ): Promise<ScanResult | BadHeader> {
   const fileSize = await fh.size();
+  const verify = synced === undefined ? newest : synced < fileSize;
+  if (verify) return await scanSegment(fh, { verify, mark });
   const footer = await readFooter(fh, fileSize);
   if (typeof footer !== "string") {
     // The file name carries the first sequence number too: when the footer agrees with it,
@@ -425,11 +432,16 @@ export interface RecoveryOutcome {
   storageErrors: number;
 }
 
-/** Repairs `dir` as {@link inspectBuffer} decides; the caller holds the directory's lock. */
+/**
+ * Repairs `dir` as {@link inspectBuffer} decides; the caller holds the directory's lock.
+ * With `syncChecked` (a policy that fsyncs), a segment found whole but not known fsynced is
+ * fsynced (see {@link syncChecked}).
+ */
 export async function recover(
   fs: FileSystem,
   dir: string,
   logger: Logger,
+  options: { syncChecked: boolean },
 ): Promise<RecoveryOutcome> {
   const started = Date.now();
   const report = await inspectBuffer(fs, dir);
@@ -463,7 +475,7 @@ export async function recover(
   }
   for (const s of report.segments) {
     try {
-      dirty = await recoverSegment(fs, dir, s, logger, out) || dirty;
+      dirty = await recoverSegment(fs, dir, s, logger, out, options.syncChecked) || dirty;
     } catch (e) {
       // A failure here must not stop the buffer from opening (a restart would fail the same
       // way): the segment stays as it was and the next open tries again. One that was to be
@@ -508,6 +520,7 @@ async function recoverSegment(
   s: SegmentReport,
   logger: Logger,
   out: RecoveryOutcome,
+  sync: boolean,
 ): Promise<boolean> {
   const path = `${dir}/${s.name}`;
   const ckptPath = `${dir}/${checkpointFileName(s.name)}`;
@@ -579,9 +592,41 @@ async function recoverSegment(
     await fs.remove(ckptPath);
     return true;
   }
-  if (s.footer !== "used") await addFooter(fs, path, s, logger);
+  if (s.footer === "checked") {
+    if (sync) await syncChecked(fs, path, logger, out);
+  } else if (s.footer !== "used") await addFooter(fs, path, s, logger);
   out.segments.push(s);
   return false;
+}
+
+/**
+ * fsyncs a segment whose frames and footer recovery found good although the sync mark did
+ * not know them fsynced (the process stopped, without a power cut, before the fsync of its
+ * seal): the open then says every segment it found is on stable storage, and now it is. A
+ * failure does not keep the segment from delivery (its records are readable): it is logged
+ * and counted, and a power cut before the segment is delivered may then have it quarantined
+ * rather than cut.
+ */
+async function syncChecked(
+  fs: FileSystem,
+  path: string,
+  logger: Logger,
+  out: RecoveryOutcome,
+): Promise<void> {
+  try {
+    const fh = await fs.open(path, "append");
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    out.storageErrors++;
+    logger.error("fsync of a segment found whole failed; delivering it anyway", {
+      segment: path,
+      error: e,
+    });
+  }
 }
 
 /**

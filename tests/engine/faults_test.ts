@@ -16,6 +16,7 @@ import { loadSyncMark, markNames } from "../../src/checkpoint/sync_mark.ts";
 import type { FileHandle, FileSystem } from "../../src/fs/types.ts";
 import {
   decodeSegmentFooter,
+  encodeSegmentFooter,
   parseSegmentFileName,
   readFrameHeader,
   SEGMENT_FOOTER_SIZE,
@@ -427,6 +428,41 @@ async function rewrite(fs: MemoryFileSystem, path: string, bytes: Uint8Array): P
   await fh.close();
 }
 
+const INTERVAL = { fsync: "interval" as const, fsyncIntervalMs: 60_000 };
+
+/**
+ * Records 0-29 sealed and fsynced by a first run; 30-59 acknowledged by a second under
+ * `interval`, whose periodic fsync never ran, when the power went (`fs`: the newest segment
+ * holds its header only). `sealed` is that segment as its seal would have written it.
+ */
+async function unsyncedSeal(): Promise<
+  { fs: MemoryFileSystem; newest: SegmentLayout; sealed: Uint8Array }
+> {
+  const fs0 = new MemoryFileSystem();
+  const p = new RecordingProvider();
+  p.down = true;
+  const a = await MessageBuffer.open(opts(fs0, p, { segmentMaxBytes: 64 * 1024, ...INTERVAL }));
+  for (const v of range(0, 30)) await a.write("t", v);
+  await a.close();
+  const b = await MessageBuffer.open(opts(fs0, p, { segmentMaxBytes: 64 * 1024, ...INTERVAL }));
+  for (const v of range(30, N)) await b.write("t", v);
+  const newest = (await layout(fs0)).at(-1)!;
+  assert.equal(newest.first, 30);
+  const written = fs0.peek(newest.path)!;
+  const fs = fs0.crash();
+  await b.close();
+  assert.equal(fs.peek(newest.path)!.length, SEGMENT_HEADER_SIZE);
+  const footer = encodeSegmentFooter({
+    frames: newest.frames.length,
+    records: 30,
+    firstSeq: 30,
+    dataSize: written.length,
+    oldestTimestamp: readFrameHeader(written, SEGMENT_HEADER_SIZE).baseTimestamp,
+    newestTimestamp: Date.now(),
+  });
+  return { fs, newest, sealed: concat(written, footer) };
+}
+
 /** Resolves once the sync mark in `fs` says segment `name` is fsynced up to `size` bytes. */
 async function markReaches(fs: MemoryFileSystem, name: string, size: number): Promise<void> {
   const deadline = Date.now() + 5000;
@@ -528,6 +564,47 @@ describe("what a power cut leaves", () => {
     assert.equal(first.counters.quarantinedBytes, 0);
     assert.match(logged(first, "WARN", newest.name)[0] ?? "", /cut a torn tail/);
     assert.deepEqual(logged(first, "ERROR", ""), []);
+  });
+
+  it('fsync "interval": a power cut during a seal\'s fsync (the footer reached the disk, a page before it did not) is a torn tail, not corruption', async () => {
+    const { fs, newest, sealed } = await unsyncedSeal();
+    // The footer's page reached the disk, and so did the file's size; a page of frames 2 and
+    // 3 did not (zeros).
+    const bytes = sealed.slice();
+    bytes.fill(0, newest.frames[2].offset + 9, newest.frames[3].offset + 20);
+    await rewrite(fs, newest.path, bytes);
+
+    const first = await openAndDeliver(fs, INTERVAL);
+    assert.deepEqual(first.got, range(0, 32), "what was fsynced, and the frames before the hole");
+    assert.equal(first.counters.tornBytes, sealed.length - newest.frames[2].offset);
+    assert.equal(first.counters.quarantinedBytes, 0);
+    assert.deepEqual(await quarantined(fs), []);
+    assert.match(
+      logged(first, "WARN", newest.name)[0] ?? "",
+      /cut a torn tail.*past the last fsync/,
+    );
+    assert.deepEqual(logged(first, "ERROR", ""), []);
+  });
+
+  it('fsync "interval": a seal the process wrote but did not fsync (killed, no power cut) is fsynced by the next open, so a later power cut keeps it', async () => {
+    const { fs, newest, sealed } = await unsyncedSeal();
+    // The process was killed after writing the footer, before its fsync: the page cache
+    // holds the sealed segment, the disk only its header.
+    const fh = await fs.open(newest.path, "append");
+    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE));
+    await fh.close();
+    assert.equal((await dirStatus(fs, DIR, () => false)).segments.at(-1)!.footer, "checked");
+    // The next process opens it (and says every segment it found is on stable storage),
+    // delivers nothing (Kafka is down), and the power goes.
+    const p = new RecordingProvider();
+    p.down = true;
+    const b = await MessageBuffer.open(opts(fs, p, INTERVAL));
+    await b.close();
+    const after = fs.crash();
+
+    const run = await openAndDeliver(after, INTERVAL);
+    assert.deepEqual(run.got, ALL);
+    assert.deepEqual(trouble(run.counters), NO_TROUBLE);
   });
 
   it('fsync "interval": the same, in a process that started on an emptied directory (sequence numbers start over at 0)', async () => {
