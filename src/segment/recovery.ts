@@ -365,8 +365,10 @@ function checkpointOf(
  * knew fsynced) is walked checking every CRC, footer or not: a power cut during its seal can
  * leave the footer on the disk and a page before it not (pages reach the disk in any order).
  * Otherwise a valid footer answers with two small reads (and, when an S file points inside
- * the segment, a walk of the frame headers before that point), and a segment without one is
- * walked by its frame headers only. `frames` is -1 when the footer was used without a walk.
+ * the segment, a walk of the frame headers before that point). A segment without one is
+ * walked: the newest one, and any the sync mark does not know fsynced whole, checking every
+ * CRC, older ones by their frame headers only. `frames` is -1 when the footer was used
+ * without a walk.
  */
 async function summarize(
   fh: FileHandle,
@@ -377,8 +379,11 @@ async function summarize(
   footerFailed: (why: string) => void,
 ): Promise<ScanResult | BadHeader> {
   const fileSize = await fh.size();
-  const verify = synced === undefined ? newest : synced < fileSize;
-  if (verify) return await scanSegment(fh, { verify, mark });
+  // The newest segment, and any the sync mark does not know fsynced whole, when walked.
+  const verify = newest || (synced !== undefined && synced !== Infinity);
+  if (synced === undefined ? newest : synced < fileSize) {
+    return await scanSegment(fh, { verify, mark });
+  }
   const footer = await readFooter(fh, fileSize);
   if (typeof footer !== "string") {
     // The file name carries the first sequence number too: when the footer agrees with it,
