@@ -30,7 +30,8 @@ export interface SegmentStatus {
    * `used`: its footer says what it holds, so opening does not walk it; `none`: opening walks
    * it (the segment being written when the agent stopped, or one from before footers), then
    * gives it a footer; `checked`: its footer is good, but it may hold bytes written after
-   * the last fsync the agent knew of, so opening checks every frame (then fsyncs it);
+   * the last fsync the agent knew of, so opening checks every frame (and, unless the policy
+   * is `never`, fsyncs it);
    * `invalid`: its footer failed its checks (see `problem`).
    */
   footer: "used" | "none" | "checked" | "invalid";

@@ -150,7 +150,7 @@ export class DiskPath {
     const lock = await fs.lock(o.dir);
     try {
       const r = await recover(fs, o.dir, o.logger, {
-        syncChecked: durabilityOf(o.fsync, o.fsyncIntervalMs).syncFiles,
+        sync: durabilityOf(o.fsync, o.fsyncIntervalMs).syncFiles,
       });
       // The batch in flight when the last run stopped (an unreadable file: none known).
       const inflight = await loadInflight(fs, `${o.dir}/${INFLIGHT_FILE}`).catch(() => null);

@@ -63,6 +63,11 @@ export interface SegmentReport {
   /** Its good frames, and the records in them. */
   frames: number;
   records: number;
+  /**
+   * The sync mark does not know all of it on stable storage: there is none, or it gives a
+   * smaller size. Opening then fsyncs what it keeps of it (see {@link recover}).
+   */
+  unsynced: boolean;
   /** Base time of its first frame (0 when it has none). */
   oldestTimestamp: number;
   /** Largest record timestamp, from its footer; Infinity when that is not known. */
@@ -73,7 +78,8 @@ export interface SegmentReport {
    * from before footers existed), `checked` (walked checking every CRC although its footer
    * is good, because it may hold bytes past its last fsync: see `summarize`), `invalid`
    * (walked, because its footer failed its checks: `footerProblem` says why). Opening the
-   * buffer gives a walked segment a footer, and fsyncs a checked one.
+   * buffer gives a walked segment a footer (fsynced with it); under a policy that fsyncs, it
+   * fsyncs a kept segment the mark did not know fsynced (`unsynced`).
    */
   footer: "used" | "none" | "checked" | "invalid";
   footerProblem: string | null;
@@ -198,6 +204,7 @@ function unusable(name: string, firstSeq: number, fileSize: number): SegmentRepo
     oldestTimestamp: 0,
     newestTimestamp: Infinity,
     frames: 0,
+    unsynced: false,
     footer: "none",
     footerProblem: null,
     checkpoint: { offset: SEGMENT_HEADER_SIZE, skip: 0, delivered: 0 },
@@ -254,6 +261,18 @@ async function inspectSegment(
         : "quarantine-file",
     };
   }
+  if (scan.footer !== null && scan.frames >= 0 && footerProblem === null) {
+    // A walk that ended at a valid footer (the footer alone was not trusted): it must agree
+    // with the file name and with what the walk counted, or it is written again.
+    const f = scan.footer;
+    if (f.firstSeq !== nameSeq) {
+      footerProblem = `footer names sequence number ${f.firstSeq}, the file name ${nameSeq}`;
+    } else if (f.records !== scan.records || f.frames !== scan.frames) {
+      footerProblem =
+        `footer counts ${f.records} records in ${f.frames} frames, the walk ${scan.records} in ${scan.frames}`;
+    }
+    if (footerProblem !== null) scan.footer = null;
+  }
   const tail = tailOf(scan, newest, synced);
   const { checkpoint, checkpointFile, checkpointProblem } = checkpointOf(found, scan);
   return {
@@ -262,6 +281,7 @@ async function inspectSegment(
     fileSize: scan.fileSize,
     validSize: scan.validSize,
     records: scan.records,
+    unsynced: synced === undefined || synced < scan.fileSize,
     oldestTimestamp: scan.oldestTimestamp,
     newestTimestamp: scan.footer?.newestTimestamp ?? Infinity,
     frames: scan.footer?.frames ?? scan.frames,
@@ -439,14 +459,14 @@ export interface RecoveryOutcome {
 
 /**
  * Repairs `dir` as {@link inspectBuffer} decides; the caller holds the directory's lock.
- * With `syncChecked` (a policy that fsyncs), a segment found whole but not known fsynced is
- * fsynced (see {@link syncChecked}).
+ * With `sync` (a policy that fsyncs), every segment kept is on stable storage when this
+ * resolves: what the sync mark did not know fsynced is fsynced (see {@link syncFound}).
  */
 export async function recover(
   fs: FileSystem,
   dir: string,
   logger: Logger,
-  options: { syncChecked: boolean },
+  options: { sync: boolean },
 ): Promise<RecoveryOutcome> {
   const started = Date.now();
   const report = await inspectBuffer(fs, dir);
@@ -480,7 +500,7 @@ export async function recover(
   }
   for (const s of report.segments) {
     try {
-      dirty = await recoverSegment(fs, dir, s, logger, out, options.syncChecked) || dirty;
+      dirty = await recoverSegment(fs, dir, s, logger, out, options.sync) || dirty;
     } catch (e) {
       // A failure here must not stop the buffer from opening (a restart would fail the same
       // way): the segment stays as it was and the next open tries again. One that was to be
@@ -597,22 +617,24 @@ async function recoverSegment(
     await fs.remove(ckptPath);
     return true;
   }
-  if (s.footer === "checked") {
-    if (sync) await syncChecked(fs, path, logger, out);
-  } else if (s.footer !== "used") await addFooter(fs, path, s, logger);
+  if (s.footer === "used" || s.footer === "checked") {
+    // (A walked segment gets a footer, fsynced with it; a cut or quarantined tail is fsynced.)
+    if (sync && s.unsynced && !s.tail) await syncFound(fs, path, logger, out);
+  } else await addFooter(fs, path, s, logger);
   out.segments.push(s);
   return false;
 }
 
 /**
- * fsyncs a segment whose frames and footer recovery found good although the sync mark did
- * not know them fsynced (the process stopped, without a power cut, before the fsync of its
- * seal): the open then says every segment it found is on stable storage, and now it is. A
- * failure does not keep the segment from delivery (its records are readable): it is logged
- * and counted, and a power cut before the segment is delivered may then have it quarantined
- * rather than cut.
+ * fsyncs a segment kept whole that the sync mark did not know to be on stable storage: one
+ * whose seal a process wrote but was stopped (without a power cut) before fsyncing, or any
+ * segment when there was no mark (a directory last opened under `never`, or by a version
+ * without marks). The open then says every segment it found is on stable storage, and now it
+ * is. A failure does not keep the segment from delivery (its records are readable): it is
+ * logged and counted, and a power cut before the segment is delivered may then have it
+ * quarantined rather than cut.
  */
-async function syncChecked(
+async function syncFound(
   fs: FileSystem,
   path: string,
   logger: Logger,
@@ -627,7 +649,7 @@ async function syncChecked(
     }
   } catch (e) {
     out.storageErrors++;
-    logger.error("fsync of a segment found whole failed; delivering it anyway", {
+    logger.error("fsync of a segment found at open failed; delivering it anyway", {
       segment: path,
       error: e,
     });

@@ -607,6 +607,80 @@ describe("what a power cut leaves", () => {
     assert.deepEqual(trouble(run.counters), NO_TROUBLE);
   });
 
+  it('fsync "interval": when the fsync of such a seal fails at the next open, its records are delivered all the same; logged and counted', async () => {
+    const { fs, newest, sealed } = await unsyncedSeal();
+    const fh = await fs.open(newest.path, "append");
+    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE));
+    await fh.close();
+    fs.failNext("sync", "EIO", newest.name);
+    const run = await openAndDeliver(fs, INTERVAL);
+    assert.deepEqual(run.got, ALL);
+    assert.equal(run.counters.storageErrors, 1);
+    assert.match(
+      logged(run, "ERROR", newest.name)[0] ?? "",
+      /fsync of a segment found at open failed/,
+    );
+  });
+
+  it('fsync "interval": such a seal whose footer miscounts the frames walked is given a new one', async () => {
+    const { fs, newest, sealed } = await unsyncedSeal();
+    const footer = decodeSegmentFooter(sealed.subarray(-SEGMENT_FOOTER_SIZE));
+    assert.ok(typeof footer !== "string");
+    const bad = concat(
+      sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE),
+      encodeSegmentFooter({ ...footer, records: footer.records - 1 }),
+    );
+    const fh = await fs.open(newest.path, "append");
+    await fh.append(bad);
+    await fh.close();
+    const found = (await dirStatus(fs, DIR, () => false)).segments.at(-1)!;
+    assert.equal(found.footer, "invalid");
+    assert.match(found.problem ?? "", /footer counts 29 records in 30 frames, the walk 30 in 30/);
+    const run = await openAndDeliver(fs, INTERVAL);
+    assert.deepEqual(run.got, ALL);
+    assert.equal(run.counters.footerErrors, 1);
+  });
+
+  it('segments a run under "never" left unsynced are fsynced by the next open under "interval", so a power cut after it keeps them', async () => {
+    const fs = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    p.down = true;
+    const small = { segmentMaxBytes: 2048 };
+    const a = await MessageBuffer.open(opts(fs, p, { ...small, fsync: "never" }));
+    for (const v of ALL) await a.write("t", v);
+    await a.close(); // sealed, nothing fsynced, no sync mark
+    const segs = await layout(fs);
+    assert.ok(segs.length > 2);
+    const b = await MessageBuffer.open(opts(fs, p, { ...small, ...INTERVAL }));
+    await b.close();
+    const after = fs.crash();
+    // A clean stop under "interval": every segment is read by its footer at the next open.
+    const status = await dirStatus(after, DIR, () => false);
+    assert.deepEqual(status.segments.map((g) => g.footer), segs.map(() => "used"));
+    const run = await openAndDeliver(after, INTERVAL);
+    assert.deepEqual(run.got, ALL);
+    assert.deepEqual(trouble(run.counters), NO_TROUBLE);
+  });
+
+  it("a flipped bit in the newest segment without a footer, inside what the sync mark says was fsynced: quarantined at open", async () => {
+    const live = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    p.down = true;
+    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
+    for (const v of ALL) await b.write("t", v);
+    await b.close();
+    const [seg] = await layout(live);
+    // What a crash leaves of it (no footer), with a bit flipped in frame 10 since.
+    const bytes = live.peek(seg.path)!.slice(0, seg.frames.at(-1)!.end);
+    bytes[seg.frames[10].offset + 25] ^= 0x01;
+    await rewrite(live, seg.path, bytes);
+    const status = await dirStatus(live, DIR, () => false);
+    assert.match(status.segments[0].problem ?? "", /corrupt at \d+: checksum mismatch/);
+    const run = await openAndDeliver(live);
+    assert.deepEqual(run.got, range(0, 10));
+    assert.match(logged(run, "ERROR", seg.name)[0] ?? "", /corrupt data in segment/);
+  });
+
   it('fsync "interval": the same, in a process that started on an emptied directory (sequence numbers start over at 0)', async () => {
     const fs0 = new MemoryFileSystem();
     const interval = { fsync: "interval" as const, fsyncIntervalMs: 60_000 };
