@@ -31,8 +31,7 @@ export interface SegmentStatus {
    * it (the segment being written when the agent stopped, or one from before footers), then
    * gives it a footer; `checked`: its footer is good, but it may hold bytes written after
    * the last fsync the agent knew of, so opening checks every frame (and, unless the policy
-   * is `never`, fsyncs it);
-   * `invalid`: its footer failed its checks (see `problem`).
+   * is `never`, fsyncs it); `invalid`: its footer failed its checks (see `problem`).
    */
   footer: "used" | "none" | "checked" | "invalid";
   /** What is wrong with the file, and what the next open does about it. */

@@ -619,7 +619,7 @@ async function recoverSegment(
   }
   if (s.footer === "used" || s.footer === "checked") {
     // (A walked segment gets a footer, fsynced with it; a cut or quarantined tail is fsynced.)
-    if (sync && s.unsynced && !s.tail) await syncFound(fs, path, logger, out);
+    if (sync && s.unsynced && !s.tail) await syncFound(fs, dir, s.name, logger, out);
   } else await addFooter(fs, path, s, logger);
   out.segments.push(s);
   return false;
@@ -636,12 +636,13 @@ async function recoverSegment(
  */
 async function syncFound(
   fs: FileSystem,
-  path: string,
+  dir: string,
+  name: string,
   logger: Logger,
   out: RecoveryOutcome,
 ): Promise<void> {
   try {
-    const fh = await fs.open(path, "append");
+    const fh = await fs.open(`${dir}/${name}`, "append");
     try {
       await fh.sync();
     } finally {
@@ -650,7 +651,7 @@ async function syncFound(
   } catch (e) {
     out.storageErrors++;
     logger.error("fsync of a segment found at open failed; delivering it anyway", {
-      segment: path,
+      segment: name,
       error: e,
     });
   }
