@@ -21,6 +21,7 @@ import {
   parseSegmentFileName,
   SEGMENT_FOOTER_SIZE,
   SEGMENT_HEADER_SIZE,
+  type SegmentFooter,
 } from "./format.ts";
 import { type BadHeader, readFooter, readFully, type ScanResult, scanSegment } from "./reader.ts";
 import {
@@ -264,13 +265,7 @@ async function inspectSegment(
   if (scan.footer !== null && scan.frames >= 0 && footerProblem === null) {
     // A walk that ended at a valid footer (the footer alone was not trusted): it must agree
     // with the file name and with what the walk counted, or it is written again.
-    const f = scan.footer;
-    if (f.firstSeq !== nameSeq) {
-      footerProblem = `footer names sequence number ${f.firstSeq}, the file name ${nameSeq}`;
-    } else if (f.records !== scan.records || f.frames !== scan.frames) {
-      footerProblem =
-        `footer counts ${f.records} records in ${f.frames} frames, the walk ${scan.records} in ${scan.frames}`;
-    }
+    footerProblem = footerMismatch(scan.footer, nameSeq, scan);
     if (footerProblem !== null) scan.footer = null;
   }
   const tail = tailOf(scan, newest, synced);
@@ -380,6 +375,24 @@ function checkpointOf(
 }
 
 /**
+ * Why a valid `footer` does not belong to segment `nameSeq` (the number in its file name), or
+ * to what a walk of it counted (`walked`); null when it does.
+ */
+function footerMismatch(
+  footer: SegmentFooter,
+  nameSeq: number,
+  walked?: { records: number; frames: number },
+): string | null {
+  if (footer.firstSeq !== nameSeq) {
+    return `footer names sequence number ${footer.firstSeq}, the file name ${nameSeq}`;
+  }
+  if (walked && (footer.records !== walked.records || footer.frames !== walked.frames)) {
+    return `footer counts ${footer.records} records in ${footer.frames} frames, the walk ${walked.records} in ${walked.frames}`;
+  }
+  return null;
+}
+
+/**
  * What recovery needs of a segment. A segment that may hold bytes past its last fsync (the
  * newest one without a sync mark; with one, any whose file is longer than the size the mark
  * knew fsynced) is walked checking every CRC, footer or not: a power cut during its seal can
@@ -409,7 +422,8 @@ async function summarize(
     // The file name carries the first sequence number too: when the footer agrees with it,
     // the header (magic, version, that same number) need not be read. A later format
     // version gets a new footer magic.
-    if (footer.firstSeq === nameSeq) {
+    const problem = footerMismatch(footer, nameSeq);
+    if (problem === null) {
       const result: ScanResult = {
         firstSeq: footer.firstSeq,
         validSize: footer.dataSize,
@@ -429,7 +443,7 @@ async function summarize(
       }
       return result;
     }
-    footerFailed(`footer names sequence number ${footer.firstSeq}, the file name ${nameSeq}`);
+    footerFailed(problem);
   } else if (footer !== "no footer") {
     footerFailed(footer);
   }
@@ -618,8 +632,8 @@ async function recoverSegment(
     return true;
   }
   if (s.footer === "used" || s.footer === "checked") {
-    // (A walked segment gets a footer, fsynced with it; a cut or quarantined tail is fsynced.)
-    if (sync && s.unsynced && !s.tail) await syncFound(fs, dir, s.name, logger, out);
+    // (Found whole. Any other segment kept is given a footer, fsynced with it.)
+    if (sync && s.unsynced) await syncFound(fs, dir, s.name, logger, out);
   } else await addFooter(fs, path, s, logger);
   out.segments.push(s);
   return false;

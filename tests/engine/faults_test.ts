@@ -44,10 +44,13 @@ function opts(fs: FileSystem, p: RecordingProvider, extra: Partial<MessageBuffer
 }
 
 /** The N records written one frame each with the provider down, then closed: sealed segments. */
-async function backlog(fs: MemoryFileSystem): Promise<void> {
+async function backlog(
+  fs: MemoryFileSystem,
+  extra: Partial<MessageBufferOptions> = {},
+): Promise<void> {
   const p = new RecordingProvider();
   p.down = true;
-  const b = await MessageBuffer.open(opts(fs, p));
+  const b = await MessageBuffer.open(opts(fs, p, extra));
   for (const v of ALL) await b.write("t", v);
   await b.close();
 }
@@ -664,11 +667,7 @@ describe("what a power cut leaves", () => {
 
   it("a flipped bit in the newest segment without a footer, inside what the sync mark says was fsynced: quarantined at open", async () => {
     const live = new MemoryFileSystem();
-    const p = new RecordingProvider();
-    p.down = true;
-    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
-    for (const v of ALL) await b.write("t", v);
-    await b.close();
+    await backlog(live, { segmentMaxBytes: 64 * 1024 });
     const [seg] = await layout(live);
     // What a crash leaves of it (no footer), with a bit flipped in frame 10 since.
     const bytes = live.peek(seg.path)!.slice(0, seg.frames.at(-1)!.end);
