@@ -242,6 +242,12 @@ export function metricSamples(
         ingest.linesRejected,
       ],
       [
+        "messagebuffer_ingest_pauses_total",
+        "counter",
+        "Times an ingest connection stopped being read until its lines were stored or its answers read.",
+        ingest.pauses,
+      ],
+      [
         "messagebuffer_ingest_partial_lines_dropped_total",
         "counter",
         "Lines cut off by a client disconnecting mid-line.",

@@ -96,6 +96,11 @@ interface PendingFrame {
 
 /** A frame is handed to the file once it reaches this size, even while a write is in flight. */
 const FRAME_TARGET_BYTES = 1 << 20;
+/**
+ * A frame's memory holds this much past its target, for the record that takes it over: with
+ * none, nearly every frame of small records doubled its memory (to 2 MiB) for its last one.
+ */
+const FRAME_SLACK_BYTES = 64 << 10;
 
 /** See the module doc. */
 export class SegmentWriter {
@@ -145,7 +150,7 @@ export class SegmentWriter {
       FRAME_TARGET_BYTES,
       Math.max(256, Math.floor(o.segmentMaxBytes / 4)),
     );
-    this.#open = this.#newFrame(new FrameBuilder(1 << 20, o.maxRecordBytes, this.#topics));
+    this.#open = this.#newFrame(this.#newBuilder());
   }
 
   /** Bytes accepted but not yet in a segment file (queued frames and the open one). */
@@ -252,6 +257,14 @@ export class SegmentWriter {
     }
   }
 
+  #newBuilder(): FrameBuilder {
+    return new FrameBuilder(
+      this.#frameTarget + FRAME_SLACK_BYTES,
+      this.#o.maxRecordBytes,
+      this.#topics,
+    );
+  }
+
   #newFrame(builder: FrameBuilder): PendingFrame {
     let resolve!: () => void, reject!: (e: unknown) => void;
     const promise = new Promise<void>((res, rej) => {
@@ -270,8 +283,7 @@ export class SegmentWriter {
     this.#queue.push(open);
     this.#pendingBytes += open.builder.size;
     this.#pendingRecords += open.builder.count;
-    const builder = this.#spare.pop() ??
-      new FrameBuilder(1 << 20, this.#o.maxRecordBytes, this.#topics);
+    const builder = this.#spare.pop() ?? this.#newBuilder();
     this.#spareTrim.took();
     builder.reset();
     this.#open = this.#newFrame(builder);

@@ -61,6 +61,11 @@ export interface IngestStats {
   connectionsRefused: number;
   /** Connections closed after `idleTimeoutMs` without input. */
   idleTimeouts: number;
+  /**
+   * Times a connection stopped being read until its lines were stored (the disk behind, the
+   * buffer full under `block`) or its answers were read.
+   */
+  pauses: number;
 }
 
 /** The answer to `#stats`, as JSON after `stats `. */
@@ -94,6 +99,8 @@ interface AckEntry {
   answer: boolean;
   /** Why the line was refused before reaching the buffer. */
   error: string | null;
+  /** Bytes of input read, counted by whole chunks, when its last line came. */
+  to: number;
   /** A control line's answer, made when its turn comes (after the lines before it). */
   reply?: () => string;
   /** The write's promise has settled; `failure` is its error message, if it failed. */
@@ -122,10 +129,30 @@ function nextTab(buf: Buffer, from: number, end: number): number {
   return i < 0 || i > end ? end : i;
 }
 
+/**
+ * Frees the memory of a socket read the agent has finished with, at once, rather than when
+ * the collector gets to it: under Bun each read is an `ArrayBuffer` of its own (256-512 KiB),
+ * and a flood of lines made them faster than they were collected (a store of 1M lines peaked
+ * 40 MB higher without this; docs/benchmarks.md). Only under Bun, and only a chunk that is a
+ * whole buffer: elsewhere a read may be a slice of memory the runtime uses again.
+ */
+const releaseChunk: (chunk: Buffer) => void = "Bun" in globalThis &&
+    typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function"
+  ? (chunk) => {
+    const ab = chunk.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer };
+    if (chunk.byteOffset === 0 && chunk.byteLength === ab.byteLength) ab.transfer(0);
+  }
+  : () => {};
+
 /** Answers not yet read by a client beyond which its socket is paused. */
 const MAX_UNREAD_ANSWER_BYTES = 1 << 20;
 /** Unanswered lines per connection beyond which its socket is paused. */
-const MAX_PENDING_ENTRIES = 50_000;
+const MAX_UNANSWERED_LINES = 50_000;
+/**
+ * Bytes of input per connection read past its last answered line beyond which its socket is
+ * paused: what bounds the frames a flood keeps waiting for the disk (about four frames).
+ */
+const MAX_UNANSWERED_BYTES = 4 << 20;
 
 class Connection {
   readonly #socket: net.Socket;
@@ -201,6 +228,27 @@ class Connection {
   }
 
   #onData(chunk: Buffer): void {
+    this.#read += chunk.length;
+    this.#viewsKept = false;
+    this.#take(chunk);
+    if (!this.#viewsKept) releaseChunk(chunk);
+    this.#maybePause();
+  }
+
+  /** Bytes read from the socket; of those, up to the last answered line's chunk (see AckEntry.to). */
+  #read = 0;
+  #answeredTo = 0;
+  /** Lines queued and not yet answered (or, without #ack, not yet settled). */
+  #unansweredLines = 0;
+
+  /**
+   * Set when a record kept views of the chunk being read (a write that waits holds them):
+   * that chunk's memory is then left to the collector.
+   */
+  #viewsKept = false;
+
+  /** Takes in a chunk: its whole lines, and the start of an unfinished one (copied). */
+  #take(chunk: Buffer): void {
     if (this.#ended) return this.#afterClose(chunk);
     const max = this.#server.maxLineBytes;
     const buf = chunk;
@@ -231,7 +279,6 @@ class Connection {
         this.#partBytes = this.#part.length;
       }
     }
-    this.#maybePause();
   }
 
   /**
@@ -348,6 +395,7 @@ class Connection {
     }
     if (p !== null) this.#answer(p);
     else {
+      this.#viewsKept = true;
       const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
       this.#record(topic, buf.subarray(t2 + 1, nl), key, null, undefined);
     }
@@ -400,7 +448,16 @@ class Connection {
           : undefined;
         if (parsed.command === "ack") this.#ack = true;
         else this.#server.stats.linesReceived--; // a query, not input
-        this.#queue.push({ p: null, n: 1, first: 0, answer: true, error: null, reply });
+        this.#unansweredLines++;
+        this.#queue.push({
+          p: null,
+          n: 1,
+          first: 0,
+          answer: true,
+          error: null,
+          reply,
+          to: this.#read,
+        });
         if (!this.#draining) void this.#drain();
         return;
       }
@@ -413,7 +470,15 @@ class Connection {
     } else {
       this.#lineNo++;
     }
-    this.#queue.push({ p: null, n: 1, first: this.#lineNo, answer: this.#ack, error });
+    this.#unansweredLines++;
+    this.#queue.push({
+      p: null,
+      n: 1,
+      first: this.#lineNo,
+      answer: this.#ack,
+      error,
+      to: this.#read,
+    });
     if (!this.#draining) void this.#drain();
   }
 
@@ -432,8 +497,10 @@ class Connection {
   #answer(p: Promise<void>): void {
     // (Only an entry not answered yet can take more lines.)
     const last = this.#queue.length > this.#head ? this.#queue.at(-1) : undefined;
+    this.#unansweredLines++;
     if (last && last.p === p && last.answer === this.#ack) {
       last.n++;
+      last.to = this.#read;
       return;
     }
     // One entry and one handler per distinct promise (lines in one frame share it); the
@@ -444,6 +511,7 @@ class Connection {
       first: this.#lineNo,
       answer: this.#ack,
       error: null,
+      to: this.#read,
       settled: false,
       failure: null,
     };
@@ -473,10 +541,13 @@ class Connection {
       if (e.p !== null && !e.settled) {
         if (out) this.#send(out);
         out = "";
+        this.#wake?.(); // (the lines answered may end a pause)
         await e.p.then(() => {}, () => {}); // its own handler (registered first) has run
         continue;
       }
       this.#head++;
+      this.#unansweredLines -= e.n;
+      this.#answeredTo = e.to;
       const reason = e.p !== null ? e.failure ?? null : e.error;
       if (e.reply) {
         out += e.reply();
@@ -514,13 +585,16 @@ class Connection {
 
   #shouldPause(): boolean {
     return this.#server.buffer.wouldBlock ||
-      this.#queue.length - this.#head > MAX_PENDING_ENTRIES ||
+      this.#unansweredLines > MAX_UNANSWERED_LINES ||
+      // (Once every line is answered, what was read past them is an unfinished line only.)
+      (this.#queue.length > this.#head && this.#read - this.#answeredTo > MAX_UNANSWERED_BYTES) ||
       this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
   }
 
   #maybePause(): void {
     if (this.#paused || this.#ended || !this.#shouldPause()) return;
     this.#paused = true;
+    this.#server.stats.pauses++;
     this.#socket.pause();
     void this.#resumeWhenRoom();
   }
@@ -620,6 +694,7 @@ export class IngestServer {
     partialLinesDropped: 0,
     connectionsRefused: 0,
     idleTimeouts: 0,
+    pauses: 0,
   };
   /** The other inputs' counters, shown in `#stats` (set by the agent). */
   inputs: InputStats = {};
