@@ -8,6 +8,7 @@ import { join } from "node:path";
 import v8 from "node:v8";
 import vm from "node:vm";
 import type { DirLock, FileHandle, FileSystem } from "../src/fs/types.ts";
+import { MemoryFileSystem } from "../src/fs/memory.ts";
 import { type LogLevel, MessageBuffer, type MessageBufferOptions, silentLogger } from "../mod.ts";
 import type { Provider, ProviderRecord, SendResult } from "../src/provider/types.ts";
 
@@ -321,5 +322,45 @@ export function prng(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A memory file system whose writes to segment files wait while `holding` (a disk that has
+ * fallen behind): `held` counts the writes waiting, `release()` lets them go and stops holding.
+ */
+export function heldSegmentWrites(): { fs: FileSystem; held: () => number; release: () => void } {
+  let holding = true;
+  const waiting: Array<() => void> = [];
+  const bound = <T extends object>(t: T, k: string | symbol) => {
+    const v = Reflect.get(t, k, t);
+    return typeof v === "function" ? v.bind(t) : v;
+  };
+  const holds = (h: FileHandle): FileHandle =>
+    new Proxy(h, {
+      get: (t, k) =>
+        k === "append" || k === "writeAt"
+          ? async (...a: unknown[]) => {
+            if (holding) await new Promise<void>((go) => waiting.push(go));
+            return (bound(t, k) as (...a: unknown[]) => Promise<void>)(...a);
+          }
+          : bound(t, k),
+    });
+  const fs: FileSystem = new Proxy(new MemoryFileSystem(), {
+    get: (t, k) =>
+      k === "open"
+        ? async (path: string, mode: "create" | "append" | "read") => {
+          const h = await t.open(path, mode);
+          return path.endsWith(".seg") ? holds(h) : h;
+        }
+        : bound(t, k),
+  });
+  return {
+    fs,
+    held: () => waiting.length,
+    release: () => {
+      holding = false;
+      for (const go of waiting.splice(0)) go();
+    },
   };
 }

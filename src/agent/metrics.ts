@@ -317,6 +317,12 @@ export function metricSamples(
         y.droppedRefused,
       ],
       [
+        "messagebuffer_syslog_pauses_total",
+        "counter",
+        "Times a syslog input stopped reading until the messages it had read were stored or the buffer had room.",
+        y.pauses,
+      ],
+      [
         "messagebuffer_syslog_partial_dropped_total",
         "counter",
         "Unfinished syslog TCP frames dropped when the sender closed or went idle.",

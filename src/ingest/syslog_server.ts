@@ -7,9 +7,11 @@
  *
  * Syslog has no answers: a message is as safe as its record once stored (under the fsync
  * policy), and a message refused by the buffer (full under `whenFull: "reject"`, a storage
- * error) is counted and logged, not answered. Under `whenFull: "block"`, both inputs stop
- * reading while the buffer is full (TCP senders then wait on their socket; datagram senders
- * on the kernel's queue, or drop there), and read on when room returns.
+ * error) is counted and logged, not answered. Both inputs stop reading while the messages
+ * read and not yet stored pass about 4 MiB or 50,000 (the disk behind a flood), and, under
+ * `whenFull: "block"`, while the buffer is full (TCP senders then wait on their socket;
+ * datagram senders on the kernel's queue, or drop there); they read on as those are stored,
+ * or when room returns.
  *
  * @module
  */
@@ -64,7 +66,17 @@ export interface SyslogStats {
   connectionsRefused: number;
   /** Unfinished TCP frames dropped when the sender closed or went idle. */
   partialDropped: number;
+  /**
+   * Times an input stopped reading until the messages it had read were stored (the disk
+   * behind) or the buffer had room (full under `whenFull: "block"`).
+   */
+  pauses: number;
 }
+
+/** Messages read and not yet stored beyond which both inputs stop reading. */
+const MAX_UNSTORED_MESSAGES = 50_000;
+/** Bytes of messages read and not yet stored beyond which both inputs stop reading. */
+const MAX_UNSTORED_BYTES = 4 << 20;
 
 /** See the module doc. */
 export class SyslogServer {
@@ -77,6 +89,7 @@ export class SyslogServer {
     connections: 0,
     connectionsRefused: 0,
     partialDropped: 0,
+    pauses: 0,
   };
   readonly #o: Required<Omit<SyslogServerOptions, "socket" | "tcp">> & SyslogServerOptions;
   readonly #host = hostname();
@@ -90,6 +103,10 @@ export class SyslogServer {
   #lastLog = new Map<string, number>();
   /** Writes not settled yet: close() waits for them, so the counters are final. */
   #pending = new Set<Promise<unknown>>();
+  /** Bytes of the messages in #pending. */
+  #pendingBytes = 0;
+  /** Inputs waiting for #pending to fall back under its bounds. */
+  #caughtUp: Array<() => void> = [];
 
   private constructor(o: SyslogServerOptions) {
     this.#o = {
@@ -166,7 +183,10 @@ export class SyslogServer {
     const max = this.#o.maxMessageBytes;
     const buf = Buffer.allocUnsafe(max + 1);
     for (let taken = 1;; taken++) {
-      if (this.#o.buffer.wouldBlock) await this.#o.buffer.whenWritable();
+      if (this.#mustWait()) {
+        this.stats.pauses++;
+        await this.#untilRoom();
+      }
       // Datagrams already queued are taken without waiting: give the event loop a turn now
       // and then, so that a flood of them cannot hold up the sender and the other inputs.
       if (taken % 512 === 0) await new Promise((r) => setImmediate(r));
@@ -227,14 +247,18 @@ export class SyslogServer {
     this.#connections.set(socket, unfinished);
     this.stats.connections++;
     const idle = this.#o.idleTimeoutMs;
+    let paused = false;
     socket.on("data", (chunk: Buffer) => {
       framer.push(chunk);
-      if (!this.#o.buffer.wouldBlock || this.#stopped) return;
-      // Back-pressure: stop reading until there is room. A connection paused by us is not
-      // idle, so its idle timer is off meanwhile.
+      if (paused || this.#stopped || !this.#mustWait()) return;
+      // Back-pressure: stop reading until what was read is stored, or there is room. A
+      // connection paused by us is not idle, so its idle timer is off meanwhile.
+      paused = true;
+      this.stats.pauses++;
       socket.pause();
       if (idle > 0) socket.setTimeout(0);
-      void this.#o.buffer.whenWritable().then(() => {
+      void this.#untilRoom().then(() => {
+        paused = false;
         if (this.#stopped || socket.destroyed) return;
         if (idle > 0) socket.setTimeout(idle);
         socket.resume();
@@ -291,8 +315,35 @@ export class SyslogServer {
           });
         },
       );
+    const size = bytes.length;
     this.#pending.add(p);
-    void p.then(() => this.#pending.delete(p));
+    this.#pendingBytes += size;
+    void p.then(() => {
+      this.#pending.delete(p);
+      this.#pendingBytes -= size;
+      if (this.#caughtUp.length > 0 && !this.#behind()) {
+        for (const go of this.#caughtUp.splice(0)) go();
+      }
+    });
+  }
+
+  /** True when the messages read and not yet stored are past their bounds. */
+  #behind(): boolean {
+    return this.#pending.size > MAX_UNSTORED_MESSAGES || this.#pendingBytes > MAX_UNSTORED_BYTES;
+  }
+
+  /** True when the inputs should stop reading: the disk behind, or no room under "block". */
+  #mustWait(): boolean {
+    return this.#behind() || this.#o.buffer.wouldBlock;
+  }
+
+  /** Resolves once neither holds any more (or at once, once stopped). */
+  async #untilRoom(): Promise<void> {
+    while (!this.#stopped) {
+      if (this.#behind()) await new Promise<void>((go) => this.#caughtUp.push(go));
+      else if (this.#o.buffer.wouldBlock) await this.#o.buffer.whenWritable();
+      else return;
+    }
   }
 
   /** Logs `msg` at most once a second (per message text). */

@@ -15,10 +15,15 @@ import { IngestServer, type IngestServerOptions } from "../../src/ingest/server.
 import { sendLines } from "../../src/ingest/client.ts";
 import { Readable } from "node:stream";
 import { mkdir } from "node:fs/promises";
-import { MemoryFileSystem } from "../../src/fs/memory.ts";
-import type { FileHandle, FileSystem } from "../../src/fs/types.ts";
 import { RawClient } from "../_agent.ts";
-import { fullGc, prng, RecordingProvider, tempDir, waitFor } from "../_helpers.ts";
+import {
+  fullGc,
+  heldSegmentWrites,
+  prng,
+  RecordingProvider,
+  tempDir,
+  waitFor,
+} from "../_helpers.ts";
 
 let root: { dir: string; cleanup: () => Promise<void> };
 let n = 0;
@@ -398,33 +403,7 @@ describe("ingest server: careless and hostile clients", () => {
 
 describe("ingest server: memory a flood takes", () => {
   it("reads no more than about 4 MiB of a connection's input past its last answered line while the disk holds its writes", async () => {
-    // A disk whose writes to segments wait until `holding` ends.
-    let holding = true;
-    const held: Array<() => void> = [];
-    const bound = <T extends object>(t: T, k: string | symbol) => {
-      const v = Reflect.get(t, k, t);
-      return typeof v === "function" ? v.bind(t) : v;
-    };
-    const holds = (h: FileHandle): FileHandle =>
-      new Proxy(h, {
-        get: (t, k) =>
-          k === "append" || k === "writeAt"
-            ? async (...a: unknown[]) => {
-              if (holding) await new Promise<void>((go) => held.push(go));
-              return (bound(t, k) as (...a: unknown[]) => Promise<void>)(...a);
-            }
-            : bound(t, k),
-      });
-    const memory = new MemoryFileSystem();
-    const fs: FileSystem = new Proxy(memory, {
-      get: (t, k) =>
-        k === "open"
-          ? async (path: string, mode: "create" | "append" | "read") => {
-            const h = await t.open(path, mode);
-            return path.endsWith(".seg") ? holds(h) : h;
-          }
-          : bound(t, k),
-    });
+    const { fs, held, release } = heldSegmentWrites();
     await mkdir(`${root.dir}/b${n}`, { recursive: true }); // (the socket's; the buffer is in `fs`)
     const r = await rig({}, { fs, maxBufferBytes: 1 << 30, segmentMaxBytes: 64 << 20 });
     const c = await ackClient(r.path);
@@ -434,14 +413,13 @@ describe("ingest server: memory a flood takes", () => {
     let text = "";
     for (let i = 0; i < lines; i++) text += line(i);
     c.write(text);
-    await waitFor(() => held.length > 0, 5000, "a segment write to be held");
+    await waitFor(() => held() > 0, 5000, "a segment write to be held");
     await waitFor(() => r.server.stats.pauses > 0, 10_000, "the server to stop reading");
     const read = r.server.stats.linesReceived - 1; // (the #ack line)
     assert.ok(read > 0, "the server read some of the input");
     assert.ok(read * 128 <= (5 << 20), `read ${read} lines (${read * 128} bytes) unanswered`);
     assert.ok(c.socket.writableLength > 0, "the rest waits in the client");
-    holding = false;
-    for (const go of held.splice(0)) go();
+    release();
     await c.waitAnswers(lines + 1, 60_000);
     assert.ok(c.answers.every((a) => a === "ok"));
     await r.buffer.drained(30_000);
