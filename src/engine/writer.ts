@@ -306,7 +306,10 @@ export class SegmentWriter {
           continue;
         }
         if (this.#rollRequested) await this.#roll();
-        this.#seal();
+        // The open frame goes once nothing is queued before it: while frames wait, it fills
+        // (to its target), rather than being cut at each write into many small frames, each
+        // holding a frame's memory until written.
+        if (this.#queue.length === 0) this.#seal();
         const next = this.#queue.shift();
         if (next) {
           await this.#writeFrame(next);
