@@ -50,7 +50,7 @@ let lazyWasmUsed = false;
 const lazyWasmPlugin: import("bun").BunPlugin = {
   name: "lazy-wasm-utils",
   setup(build) {
-    build.onResolve({ filter: /^@platformatic\/wasm-utils$/ }, (args) => {
+    build.onResolve({ filter: /^@platformatic\/wasm-utils(\/bundled)?$/ }, (args) => {
       if (!LIBRARY_FILE.test(args.importer)) return undefined;
       lazyWasmUsed = true;
       return { path: lazyWasm };

@@ -98,7 +98,8 @@ interface PendingFrame {
 const FRAME_TARGET_BYTES = 1 << 20;
 /**
  * A frame's memory holds this much past its target, for the record that takes it over: with
- * none, nearly every frame of small records doubled its memory (to 2 MiB) for its last one.
+ * none, nearly every frame of small records doubled its memory (to 2 MiB) for its last one. (A
+ * record that may need more, a value over about 64 KiB, still doubles it.)
  */
 const FRAME_SLACK_BYTES = 64 << 10;
 

@@ -140,7 +140,12 @@ const releaseChunk: (chunk: Buffer) => void = "Bun" in globalThis &&
     typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function"
   ? (chunk) => {
     const ab = chunk.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer };
-    if (chunk.byteOffset === 0 && chunk.byteLength === ab.byteLength) ab.transfer(0);
+    if (chunk.byteOffset !== 0 || chunk.byteLength !== ab.byteLength) return;
+    try {
+      ab.transfer(0);
+    } catch {
+      // (Not detachable: left to the collector.)
+    }
   }
   : () => {};
 
@@ -229,8 +234,10 @@ class Connection {
 
   #onData(chunk: Buffer): void {
     this.#read += chunk.length;
+    this.#chunk = chunk;
     this.#viewsKept = false;
     this.#take(chunk);
+    this.#chunk = null;
     if (!this.#viewsKept) releaseChunk(chunk);
     this.#maybePause();
   }
@@ -242,10 +249,11 @@ class Connection {
   #unansweredLines = 0;
 
   /**
-   * Set when a record kept views of the chunk being read (a write that waits holds them):
-   * that chunk's memory is then left to the collector.
+   * Set when a record kept views of the chunk being read, `#chunk` (a write that waits holds
+   * them): that chunk's memory is then left to the collector.
    */
   #viewsKept = false;
+  #chunk: Buffer | null = null;
 
   /** Takes in a chunk: its whole lines, and the start of an unfinished one (copied). */
   #take(chunk: Buffer): void {
@@ -395,7 +403,7 @@ class Connection {
     }
     if (p !== null) this.#answer(p);
     else {
-      this.#viewsKept = true;
+      if (buf === this.#chunk) this.#viewsKept = true; // (not for a line joined from pieces)
       const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
       this.#record(topic, buf.subarray(t2 + 1, nl), key, null, undefined);
     }

@@ -8,7 +8,8 @@
  * Syslog has no answers: a message is as safe as its record once stored (under the fsync
  * policy), and a message refused by the buffer (full under `whenFull: "reject"`, a storage
  * error) is counted and logged, not answered. Both inputs stop reading while the messages
- * read and not yet stored pass about 4 MiB or 50,000 (the disk behind a flood), and, under
+ * read and not yet stored pass about 4 MiB or 50,000 (the disk behind a flood; in the direct
+ * modes, Kafka behind, since a write settles once Kafka has it), and, under
  * `whenFull: "block"`, while the buffer is full (TCP senders then wait on their socket;
  * datagram senders on the kernel's queue, or drop there); they read on as those are stored,
  * or when room returns.
@@ -337,7 +338,7 @@ export class SyslogServer {
     return this.#behind() || this.#o.buffer.wouldBlock;
   }
 
-  /** Resolves once neither holds any more (or at once, once stopped). */
+  /** Resolves once neither holds any more, or once stopped. */
   async #untilRoom(): Promise<void> {
     while (!this.#stopped) {
       if (this.#behind()) await new Promise<void>((go) => this.#caughtUp.push(go));
@@ -361,6 +362,7 @@ export class SyslogServer {
     this.#tcp?.close();
     this.#dgram?.close();
     for (const s of this.#connections.keys()) s.pause();
+    for (const go of this.#caughtUp.splice(0)) go(); // (waits in #untilRoom end)
   }
 
   /** Stops, waits for the writes of messages read, closes connections and removes the socket. */

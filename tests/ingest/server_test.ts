@@ -408,7 +408,7 @@ describe("ingest server: memory a flood takes", () => {
     const r = await rig({}, { fs, maxBufferBytes: 1 << 30, segmentMaxBytes: 64 << 20 });
     const c = await ackClient(r.path);
     // 16 MiB of 128-byte lines: far more than the bound and the socket's kernel buffers.
-    const line = (i: number) => `t\t\t${String(i).padStart(8, "0")}${"x".repeat(115)}\n`;
+    const line = (i: number) => `t\t\t${String(i).padStart(8, "0")}${"x".repeat(116)}\n`;
     const lines = 131_072;
     let text = "";
     for (let i = 0; i < lines; i++) text += line(i);
