@@ -24,39 +24,44 @@ const buildInfo = process.env.MB_BUILD_INFO ?? JSON.stringify({
 });
 JSON.parse(buildInfo); // a malformed MB_BUILD_INFO fails the build, not the --version
 
+/**
+ * A plugin that points the imports of `specifier` made by the files `importer` matches (and
+ * only those) at `target`; `used()` says whether it found one.
+ */
+function redirect(name: string, specifier: RegExp, importer: RegExp, target: string) {
+  let found = false;
+  const plugin: import("bun").BunPlugin = {
+    name,
+    setup(build) {
+      build.onResolve({ filter: specifier }, (args) => {
+        if (!importer.test(args.importer)) return undefined;
+        found = true;
+        return { path: target };
+      });
+    },
+  };
+  return { plugin, used: () => found };
+}
+
 // The client library's ajv, compiling each option schema on first use instead of all of them
 // at load (scripts/_lazy_ajv.ts says why): its one import of `ajv/dist/2020.js` is pointed
 // there. The build fails if that import is not found, so that a library version that moves
 // it is noticed, not silently slower.
-const LIBRARY_AJV = /[\\/]@platformatic[\\/]kafka[\\/]dist[\\/]utils\.js$/;
-const lazyAjv = `${import.meta.dir}/_lazy_ajv.ts`;
-let lazyAjvUsed = false;
-const lazyAjvPlugin: import("bun").BunPlugin = {
-  name: "lazy-ajv",
-  setup(build) {
-    build.onResolve({ filter: /^ajv\/dist\/2020\.js$/ }, (args) => {
-      if (!LIBRARY_AJV.test(args.importer)) return undefined;
-      lazyAjvUsed = true;
-      return { path: lazyAjv };
-    });
-  },
-};
+const lazyAjv = redirect(
+  "lazy-ajv",
+  /^ajv\/dist\/2020\.js$/,
+  /[\\/]@platformatic[\\/]kafka[\\/]dist[\\/]utils\.js$/,
+  `${import.meta.dir}/_lazy_ajv.ts`,
+);
 
 // The library's imports of @platformatic/wasm-utils (only those) go to a copy that instantiates
 // the WebAssembly on first use: 2.5 MiB less resident memory from the start (see the file).
-const LIBRARY_FILE = /[\\/]@platformatic[\\/]kafka[\\/]dist[\\/]/;
-const lazyWasm = `${import.meta.dir}/_lazy_wasm_utils.ts`;
-let lazyWasmUsed = false;
-const lazyWasmPlugin: import("bun").BunPlugin = {
-  name: "lazy-wasm-utils",
-  setup(build) {
-    build.onResolve({ filter: /^@platformatic\/wasm-utils(\/bundled)?$/ }, (args) => {
-      if (!LIBRARY_FILE.test(args.importer)) return undefined;
-      lazyWasmUsed = true;
-      return { path: lazyWasm };
-    });
-  },
-};
+const lazyWasm = redirect(
+  "lazy-wasm-utils",
+  /^@platformatic\/wasm-utils(\/bundled)?$/,
+  /[\\/]@platformatic[\\/]kafka[\\/]dist[\\/]/,
+  `${import.meta.dir}/_lazy_wasm_utils.ts`,
+);
 
 const result = await Bun.build({
   entrypoints: ["cli.ts"],
@@ -67,19 +72,19 @@ const result = await Bun.build({
   // 254-283 ms instead of 318-354 (2 x EPYC, 2026-12-05); the file grows by 7 MB.
   bytecode: true,
   define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
-  plugins: [lazyAjvPlugin, lazyWasmPlugin],
+  plugins: [lazyAjv.plugin, lazyWasm.plugin],
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);
   process.exit(1);
 }
-if (!lazyWasmUsed) {
+if (!lazyWasm.used()) {
   console.error(
     "compile: @platformatic/kafka no longer imports @platformatic/wasm-utils: see scripts/_lazy_wasm_utils.ts",
   );
   process.exit(1);
 }
-if (!lazyAjvUsed) {
+if (!lazyAjv.used()) {
   console.error(
     "compile: @platformatic/kafka/dist/utils.js no longer imports ajv/dist/2020.js: see scripts/_lazy_ajv.ts",
   );

@@ -24,6 +24,7 @@ import net from "node:net";
 import process from "node:process";
 import type { BufferStats, MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
+import { MAX_WAITING_BYTES, MAX_WAITING_LINES } from "./bounds.ts";
 import { parseLine } from "./protocol.ts";
 import type { HttpStats } from "./http.ts";
 import type { SyslogStats } from "./syslog_server.ts";
@@ -151,13 +152,6 @@ const releaseChunk: (chunk: Buffer) => void = "Bun" in globalThis &&
 
 /** Answers not yet read by a client beyond which its socket is paused. */
 const MAX_UNREAD_ANSWER_BYTES = 1 << 20;
-/** Unanswered lines per connection beyond which its socket is paused. */
-const MAX_UNANSWERED_LINES = 50_000;
-/**
- * Bytes of input per connection read past its last answered line beyond which its socket is
- * paused: what bounds the frames a flood keeps waiting for the disk (about four frames).
- */
-const MAX_UNANSWERED_BYTES = 4 << 20;
 
 class Connection {
   readonly #socket: net.Socket;
@@ -593,9 +587,9 @@ class Connection {
 
   #shouldPause(): boolean {
     return this.#server.buffer.wouldBlock ||
-      this.#unansweredLines > MAX_UNANSWERED_LINES ||
+      this.#unansweredLines > MAX_WAITING_LINES ||
       // (Once every line is answered, what was read past them is an unfinished line only.)
-      (this.#queue.length > this.#head && this.#read - this.#answeredTo > MAX_UNANSWERED_BYTES) ||
+      (this.#queue.length > this.#head && this.#read - this.#answeredTo > MAX_WAITING_BYTES) ||
       this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
   }
 

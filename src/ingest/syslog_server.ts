@@ -29,6 +29,7 @@ import { parseSyslog, type SyslogMapping, toRecord } from "./syslog.ts";
 import { UnixDatagramSocket } from "./unix_datagram.ts";
 import { SyslogFramer } from "./syslog_framing.ts";
 import { splitHostPort } from "./address.ts";
+import { MAX_WAITING_BYTES, MAX_WAITING_LINES } from "./bounds.ts";
 
 /** Options of {@link SyslogServer.start}. */
 export interface SyslogServerOptions {
@@ -73,11 +74,6 @@ export interface SyslogStats {
    */
   pauses: number;
 }
-
-/** Messages read and not yet stored beyond which both inputs stop reading. */
-const MAX_UNSTORED_MESSAGES = 50_000;
-/** Bytes of messages read and not yet stored beyond which both inputs stop reading. */
-const MAX_UNSTORED_BYTES = 4 << 20;
 
 /** See the module doc. */
 export class SyslogServer {
@@ -330,7 +326,7 @@ export class SyslogServer {
 
   /** True when the messages read and not yet stored are past their bounds. */
   #behind(): boolean {
-    return this.#pending.size > MAX_UNSTORED_MESSAGES || this.#pendingBytes > MAX_UNSTORED_BYTES;
+    return this.#pending.size > MAX_WAITING_LINES || this.#pendingBytes > MAX_WAITING_BYTES;
   }
 
   /** True when the inputs should stop reading: the disk behind, or no room under "block". */
