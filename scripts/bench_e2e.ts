@@ -18,6 +18,7 @@
 //   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
 //       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
 //       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10 [--drain-rss]] [--settle 20]
+//       [--warm [--broker-pid PID]]
 //
 // --restart-gb G also stores a backlog of G GB through the agent (Kafka unreachable), then
 // times, once per run, a start of the agent on it until its first record is delivered
@@ -26,9 +27,18 @@
 // --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 // --settle S: each end-to-end agent is left idle S seconds once all is delivered, and its
 // resident memory then is printed for every run (what it keeps after a burst), beside its peak.
+//
+// --warm also measures the end-to-end agent once it has run a while, as an agent on a host
+// does: the figures above count its whole life, JIT compilation and start-up included (a
+// cold 1M run pays 0.3-0.4 s of CPU on JavaScriptCore's compiler threads). Once its first N
+// are delivered, the same agent takes N more lines end to end (a second topic), then drains
+// a backlog: the broker is paused (SIGSTOP) while N lines are stored, and the drain is timed
+// from its resumption (SIGCONT) until the topic holds N. CPU for these is the agent's over
+// that span only; peak RSS is reset before each (/proc/PID/clear_refs). The broker's pid is
+// `--broker-pid`, else what `scripts/kafka.sh status` gives; it is resumed whatever happens.
 
-import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,6 +62,8 @@ const { values } = parseArgs({
     "restart-gb": { type: "string", default: "0" },
     "drain-rss": { type: "boolean", default: false },
     settle: { type: "string", default: "0" },
+    warm: { type: "boolean", default: false },
+    "broker-pid": { type: "string" },
   },
   strict: true,
 });
@@ -66,6 +78,25 @@ const agentCmd = values.agent.split(" ");
 if (!existsSync(agentCmd[0])) {
   console.error(`bench_e2e: ${agentCmd[0]} not found (npm run compile, or --agent "PATH ARGS")`);
   process.exit(2);
+}
+
+const WARM = values.warm;
+/** The broker's process, paused and resumed by --warm's drain. */
+const brokerPid = WARM ? findBrokerPid() : 0;
+
+function findBrokerPid(): number {
+  if (values["broker-pid"] !== undefined) return Number(values["broker-pid"]);
+  const r = spawnSync("bash", [new URL("kafka.sh", import.meta.url).pathname, "status"], {
+    encoding: "utf8",
+  });
+  const m = /^running (\d+) /.exec(r.stdout ?? "");
+  if (!m) {
+    console.error(
+      "bench_e2e: --warm pauses the broker, and scripts/kafka.sh status finds none running (give --broker-pid PID)",
+    );
+    process.exit(2);
+  }
+  return Number(m[1]);
 }
 
 const CLK_TCK = 100;
@@ -199,7 +230,52 @@ interface Figure {
   settledRss?: number;
 }
 
-async function endToEnd(topicFile: string, topic: string): Promise<Figure> {
+/** What --warm measures on an end-to-end agent after its first N: see the header. */
+interface WarmFiles {
+  e2eFile: string;
+  e2eTopic: string;
+  drainFile: string;
+  drainTopic: string;
+}
+
+/** Resets the peak RSS the kernel keeps for `pid` (VmHWM) to its RSS now. */
+function resetPeakRss(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, "5");
+}
+
+/**
+ * The --warm figures of agent `a`, which has delivered a first N: N more lines end to end,
+ * then N stored while the broker is paused and drained once it goes on.
+ */
+async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain: Figure }> {
+  resetPeakRss(a.pid);
+  let u0 = procUsage(a.pid);
+  let t0 = performance.now();
+  await feed(a.sock, w.e2eFile);
+  await untilInKafka(w.e2eTopic, N, 20);
+  let s = (performance.now() - t0) / 1000;
+  let u1 = procUsage(a.pid);
+  const e2e = { rate: N / s, cpuUs: ((u1.cpu - u0.cpu) / N) * 1e6, rss: u1.rss };
+  process.kill(brokerPid, "SIGSTOP");
+  try {
+    await feed(a.sock, w.drainFile);
+    resetPeakRss(a.pid);
+    u0 = procUsage(a.pid);
+  } finally {
+    process.kill(brokerPid, "SIGCONT");
+  }
+  t0 = performance.now();
+  await untilInKafka(w.drainTopic, N, 20);
+  s = (performance.now() - t0) / 1000;
+  u1 = procUsage(a.pid);
+  return { e2e, drain: { rate: N / s, cpuUs: ((u1.cpu - u0.cpu) / N) * 1e6, rss: u1.rss } };
+}
+
+async function endToEnd(
+  topicFile: string,
+  topic: string,
+  warm?: WarmFiles,
+): Promise<Figure & { warm?: { e2e: Figure; drain: Figure } }> {
   const dir = await mkdtemp(join(tmpdir(), "mb-e2e-"));
   try {
     const a = await startAgent(join(dir, "buf"), BROKERS, true);
@@ -208,20 +284,22 @@ async function endToEnd(topicFile: string, topic: string): Promise<Figure> {
     await untilInKafka(topic, N, 20);
     const s = (performance.now() - t0) / 1000;
     // With --settle, CPU up to the last record delivered (the idle wait is not counted).
-    const busy = SETTLE_S > 0 ? procUsage(a.pid) : null;
+    const busy = SETTLE_S > 0 || warm ? procUsage(a.pid) : null;
     let settledRss: number | undefined;
     if (SETTLE_S > 0) {
       await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
       settledRss = currentRss(a.pid);
       if (settledRss === 0) throw new Error(`settle: the agent (pid ${a.pid}) is gone`);
     }
+    const warmed = warm ? await warmFigures(a, warm) : undefined;
     const u = await a.stop();
     return {
       rate: N / s,
       cpuUs: ((busy ?? u).cpu / N) * 1e6,
-      rss: u.rss,
+      rss: (busy ?? u).rss,
       readyMs: a.readyMs,
       settledRss,
+      warm: warmed,
     };
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -389,30 +467,53 @@ try {
   await kcat(warm, join(work, "warm.txt"), 1000);
   await admin.deleteTopics({ topics: [warm] });
   for (const p of PARTITIONS) {
-    const figs = { kcat: [] as Figure[], e2e: [] as Figure[], drain: [] as Figure[] };
+    const figs = {
+      kcat: [] as Figure[],
+      e2e: [] as Figure[],
+      drain: [] as Figure[],
+      e2eWarm: [] as Figure[],
+      drainWarm: [] as Figure[],
+    };
+    const kinds = ["e2e", "drain", ...(WARM ? ["e2e-warm", "drain-warm"] : [])];
     for (let r = 0; r < RUNS; r++) {
       const t = (k: string) => `bench-e2e-${stamp}-p${p}-r${r}-${k}`;
       await admin.createTopics({
-        topics: ["kcat", "e2e", "drain"].map((k) => ({ topic: t(k), numPartitions: p })),
+        topics: ["kcat", ...kinds].map((k) => ({ topic: t(k), numPartitions: p })),
         waitForLeaders: true,
       });
       const lines: string[] = [];
       const kc: string[] = [];
       for (let i = 0; i < N; i++) kc.push(`k${i % 1000}\t${value}\n`);
       await writeFile(join(work, "kcat.txt"), kc.join(""));
-      for (const k of ["e2e", "drain"]) {
+      for (const k of kinds) {
         lines.length = 0;
         for (let i = 0; i < N; i++) lines.push(`${t(k)}\tk${i % 1000}\t${value}\n`);
         await writeFile(join(work, `${k}.txt`), lines.join(""));
       }
       if (!values["no-kcat"]) figs.kcat.push(await kcat(t("kcat"), join(work, "kcat.txt")));
-      figs.e2e.push(await endToEnd(join(work, "e2e.txt"), t("e2e")));
+      const e2e = await endToEnd(
+        join(work, "e2e.txt"),
+        t("e2e"),
+        WARM
+          ? {
+            e2eFile: join(work, "e2e-warm.txt"),
+            e2eTopic: t("e2e-warm"),
+            drainFile: join(work, "drain-warm.txt"),
+            drainTopic: t("drain-warm"),
+          }
+          : undefined,
+      );
+      figs.e2e.push(e2e);
+      if (e2e.warm) {
+        figs.e2eWarm.push(e2e.warm.e2e);
+        figs.drainWarm.push(e2e.warm.drain);
+      }
       figs.drain.push(await drain(join(work, "drain.txt"), t("drain")));
-      for (const k of ["e2e", "drain", ...(values["no-kcat"] ? [] : ["kcat"])]) {
+      for (const k of [...kinds, ...(values["no-kcat"] ? [] : ["kcat"])]) {
         const sum = await inKafka(t(k));
         if (sum !== N) throw new Error(`topic ${t(k)} holds ${sum} records, not ${N}`);
       }
-      await admin.deleteTopics({ topics: ["kcat", "e2e", "drain"].map(t) });
+      await admin.deleteTopics({ topics: ["kcat", ...kinds].map(t) });
     }
     const ref = values["no-kcat"] ? undefined : figs.kcat;
     console.log(`\n${p} partition(s), median of ${RUNS}:\n`);
@@ -421,6 +522,10 @@ try {
     if (ref) console.log(show("kcat -P", ref));
     console.log(show("agent end to end", figs.e2e, ref));
     console.log(show("agent drain", figs.drain, ref));
+    if (WARM) {
+      console.log(show(`agent end to end, warm (${N} more)`, figs.e2eWarm, ref));
+      console.log(show("agent drain, warm (broker paused, then resumed)", figs.drainWarm, ref));
+    }
     if (SETTLE_S > 0) {
       const settled = figs.e2e.map((f) => (f.settledRss! / MiB).toFixed(0)).join(", ");
       const peaks = figs.e2e.map((f) => (f.rss / MiB).toFixed(0)).join(", ");
