@@ -56,6 +56,7 @@ import {
   refuse,
   SEQUENCE_WRAP,
 } from "./plan.ts";
+import { AnsweredRequests } from "./requests.ts";
 import { requestsOf, TOPIC_ERRORS } from "./split.ts";
 import type { KafkaClientSettings } from "./options.ts";
 import { Partitioner } from "./partitioner.ts";
@@ -355,6 +356,8 @@ export class PlatformaticClient implements KafkaClient {
   #produce: ReturnType<typeof produceApi> | null = null;
   /** Memory of the encoded batches, reused from send to send. */
   readonly #memory = new BatchMemory();
+  /** Each Produce request's memory, freed at its answer (`requests.ts`). */
+  readonly #requests = new AnsweredRequests();
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
   readonly counters: ProviderCounters = {
@@ -383,6 +386,11 @@ export class PlatformaticClient implements KafkaClient {
       retries: RETRIES,
       retryDelay: RETRY_DELAY_MS,
     };
+  }
+
+  /** Produce requests whose memory was freed at their answer (`requests.ts`). */
+  get requestsFreed(): number {
+    return this.#requests.freed;
   }
 
   async open(): Promise<void> {
@@ -989,12 +997,18 @@ export class PlatformaticClient implements KafkaClient {
     const topics = [...byTopic].map(([topic, partitions]) => ({ topic, partitions }));
     let response: ProduceAnswer;
     let failure: unknown = null;
+    const requests = this.#requests.watch(connection);
     try {
       response = await this.#produce!.async(connection, -1, this.#timeout, topics);
+      requests?.answered();
     } catch (e) {
       // An answer with errors: each partition's own code says what became of its batch.
       const answer = (e as { response?: ProduceAnswer }).response;
-      if (!(e instanceof ResponseError) || !Array.isArray(answer?.responses)) throw e;
+      if (!(e instanceof ResponseError) || !Array.isArray(answer?.responses)) {
+        requests?.stop();
+        throw e;
+      }
+      requests?.answered();
       response = answer;
       failure = e;
     }
