@@ -113,7 +113,7 @@ const PRODUCE_PARSERS = {
   11: produceV11.parseResponse,
 } as const;
 
-type ProduceVersion = keyof typeof PRODUCE_PARSERS;
+export type ProduceVersion = keyof typeof PRODUCE_PARSERS;
 
 /**
  * The Produce API at `version` (3 to 11, as the broker's ApiVersions allows), with record
@@ -121,7 +121,7 @@ type ProduceVersion = keyof typeof PRODUCE_PARSERS;
  * its protocol error types. Versions 9 and up are "flexible" (compact strings and arrays,
  * tagged fields); the request's fields are the same in all of them.
  */
-function produceApi(version: ProduceVersion) {
+export function produceApi(version: ProduceVersion) {
   const flexible = version >= 9;
   return createAPI<[number, number, TopicBatches[]], ProduceAnswer>(
     0,
@@ -152,6 +152,10 @@ function produceApi(version: ProduceVersion) {
       return flexible ? w.appendTaggedFields() : w;
     },
     PRODUCE_PARSERS[version] as (...args: unknown[]) => ProduceAnswer,
+    // The request and response headers carry tagged fields from version 9 only (as the
+    // library's own Produce APIs say): an older broker reads them otherwise.
+    flexible,
+    flexible,
   );
 }
 
