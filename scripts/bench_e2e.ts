@@ -35,7 +35,9 @@
 // a backlog: the broker is paused (SIGSTOP) while N lines are stored, and the drain is timed
 // from its resumption (SIGCONT) until the topic holds N. CPU for these is the agent's over
 // that span only; peak RSS is reset before each (/proc/PID/clear_refs). The broker's pid is
-// `--broker-pid`, else what `scripts/kafka.sh status` gives; it is resumed whatever happens.
+// `--broker-pid`, else what `scripts/kafka.sh status` gives for --brokers; it is resumed on
+// any way out of the script (an error, Ctrl-C, SIGTERM). The agent must answer lines once
+// they are stored (`--mode buffer`, the default): the paused broker would hold the others.
 
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
@@ -82,21 +84,63 @@ if (!existsSync(agentCmd[0])) {
 
 const WARM = values.warm;
 /** The broker's process, paused and resumed by --warm's drain. */
-const brokerPid = WARM ? findBrokerPid() : 0;
+const brokerPid = WARM && PARTITIONS.length > 0 ? findBrokerPid() : 0;
 
+/** --warm's broker: a live Java process (a pid of 0 or less would signal a process group). */
 function findBrokerPid(): number {
-  if (values["broker-pid"] !== undefined) return Number(values["broker-pid"]);
-  const r = spawnSync("bash", [new URL("kafka.sh", import.meta.url).pathname, "status"], {
-    encoding: "utf8",
-  });
-  const m = /^running (\d+) /.exec(r.stdout ?? "");
-  if (!m) {
-    console.error(
-      "bench_e2e: --warm pauses the broker, and scripts/kafka.sh status finds none running (give --broker-pid PID)",
-    );
+  const fail = (why: string): never => {
+    console.error(`bench_e2e: --warm pauses the broker: ${why}`);
     process.exit(2);
+  };
+  if (/(^|\s)--mode(=|\s+)(?!\s|buffer\b)/.test(values["agent-args"])) {
+    fail("the agent must answer lines once stored (--mode buffer), not once Kafka has them");
   }
-  return Number(m[1]);
+  let pid: number;
+  if (values["broker-pid"] !== undefined) pid = Number(values["broker-pid"]);
+  else {
+    const r = spawnSync("bash", [new URL("kafka.sh", import.meta.url).pathname, "status"], {
+      encoding: "utf8",
+    });
+    const m = /^running (\d+) (\S+)/.exec(r.stdout ?? "");
+    if (!m) fail("scripts/kafka.sh status finds none running (give --broker-pid PID)");
+    if (m![2] !== BROKERS) {
+      fail(`scripts/kafka.sh runs ${m![2]}, not ${BROKERS} (give --broker-pid PID)`);
+    }
+    pid = Number(m![1]);
+  }
+  if (!Number.isInteger(pid) || pid <= 1) {
+    fail(`--broker-pid ${values["broker-pid"]} is not a process id`);
+  }
+  let cmdline = "";
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    fail(`no process ${pid}`);
+  }
+  if (!cmdline.includes("java")) fail(`process ${pid} is not a Java process`);
+  // A broker left paused would stop everything after: it is resumed on any way out.
+  process.on("exit", () => resumeBroker());
+  return pid;
+}
+
+function resumeBroker(): void {
+  try {
+    process.kill(brokerPid, "SIGCONT");
+  } catch {
+    // (gone)
+  }
+}
+
+/** Pauses the broker, and checks that it is paused (its state in /proc is "T"). */
+async function pauseBroker(): Promise<void> {
+  process.kill(brokerPid, "SIGSTOP");
+  for (let i = 0; i < 2000; i++) {
+    const stat = readFileSync(`/proc/${brokerPid}/stat`, "utf8");
+    if (stat.slice(stat.lastIndexOf(")") + 2)[0] === "T") return;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  resumeBroker();
+  throw new Error(`the broker (pid ${brokerPid}) did not stop on SIGSTOP`);
 }
 
 const CLK_TCK = 100;
@@ -153,6 +197,13 @@ async function feed(sock: string, file: string): Promise<void> {
   await run("python3", ["-c", FEEDER, sock, file, String(N)]);
 }
 
+/** Agents started and not yet exited: stopped if the script ends early (an error, a signal). */
+const running = new Set<ReturnType<typeof spawn>>();
+process.on("exit", () => {
+  for (const p of running) p.kill("SIGKILL");
+});
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
+
 interface Agent {
   pid: number;
   sock: string;
@@ -184,7 +235,13 @@ async function startAgent(
   ];
   const started = performance.now();
   const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
-  const exited = new Promise<void>((r) => p.on("exit", () => r()));
+  running.add(p);
+  const exited = new Promise<void>((r) =>
+    p.on("exit", () => {
+      running.delete(p);
+      r();
+    })
+  );
   const sock = join(dir, "messagebuffer.sock");
   for (let i = 0; !existsSync(sock); i++) {
     if (i > 10_000 || p.exitCode !== null) throw new Error("the agent did not open its socket");
@@ -256,13 +313,13 @@ async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain
   let s = (performance.now() - t0) / 1000;
   let u1 = procUsage(a.pid);
   const e2e = { rate: N / s, cpuUs: ((u1.cpu - u0.cpu) / N) * 1e6, rss: u1.rss };
-  process.kill(brokerPid, "SIGSTOP");
+  await pauseBroker();
   try {
     await feed(a.sock, w.drainFile);
     resetPeakRss(a.pid);
     u0 = procUsage(a.pid);
   } finally {
-    process.kill(brokerPid, "SIGCONT");
+    resumeBroker();
   }
   t0 = performance.now();
   await untilInKafka(w.drainTopic, N, 20);

@@ -89,12 +89,26 @@ describe("Produce requests freed at their answer", () => {
       const { socket } = socketAndWrites();
       const watched = requests.watch({ socket })!;
       surprise(socket, watched);
+      assert.equal(watched.off, true, `freeing stops after ${what}`);
       const later = request(0, 5, BIG);
       socket.write(later);
       watched.answered();
       assert.equal(later.length, BIG, `after ${what}`);
       assert.equal(requests.freed, 0, `after ${what}`);
     }
+  });
+
+  it("stops freeing on a socket with more Produce requests unanswered than expected", () => {
+    const requests = new AnsweredRequests();
+    const { socket } = socketAndWrites();
+    const watched = requests.watch({ socket })!;
+    const all = Array.from({ length: 65 }, (_, i) => request(0, i + 1, BIG));
+    for (const r of all.slice(0, 64)) socket.write(r);
+    assert.equal(watched.off, false, "64 unanswered are still followed");
+    socket.write(all[64]);
+    assert.equal(watched.off, true);
+    watched.answered();
+    assert.ok(all.every((r) => r.length === BIG), "none is freed after");
   });
 
   it("frees the requests the real broker answered, and every record arrives whole and in order", async () => {
@@ -122,7 +136,11 @@ describe("Produce requests freed at their answer", () => {
         }
         await client.produce(records);
       }
-      assert.equal(client.requestsFreed, 3, "one request a send, each freed at its answer");
+      // One request a send per partition leader: 3 on one broker, up to 6 on a cluster.
+      assert.ok(
+        client.requestsFreed >= 3 && client.requestsFreed <= 6,
+        `${client.requestsFreed} requests freed at their answers`,
+      );
     } finally {
       await client.close();
     }
@@ -142,6 +160,36 @@ describe("Produce requests freed at their answer", () => {
       .map((r) => r.value!.toString());
     assert.deepEqual(new Set(inOffsetOrder), new Set(sent), "every record whole, no other");
     assert.deepEqual(byKey(inOffsetOrder), byKey(sent));
+  });
+
+  it("frees a request the broker answered with an error, and goes on freeing after it", async () => {
+    const topic = uniqueTopic("mb-requests-refused");
+    // Batches over 100 KB are refused (MESSAGE_TOO_LARGE): an answer, with an error in it.
+    await createTopics([topic], 1, { "max.message.bytes": "100000" });
+    const client = new PlatformaticClient(
+      resolveKafkaSettings({ brokers: BROKERS, connectionTimeoutMs: 5000 }),
+    );
+    await client.open();
+    const records = (n: number, bytes: number): ProviderRecord[] =>
+      Array.from({ length: n }, (_, i) => ({
+        topic,
+        key: null,
+        value: Buffer.alloc(bytes, 97 + (i % 26)),
+        headers: null,
+        timestamp: Date.now(),
+      }));
+    try {
+      const refused = await client.produce(records(200, 1000)).then(() => null, (e) => e);
+      assert.ok(refused instanceof Error, "the broker refuses a batch of 200 KB");
+      const afterRefusal = client.requestsFreed;
+      assert.ok(afterRefusal >= 1, "the answered request is freed");
+      await client.produce(records(80, 1000)); // 80 KB: taken
+      assert.equal(client.requestsFreed, afterRefusal + 1, "freeing goes on after an error answer");
+    } finally {
+      await client.close();
+    }
+    const got = await consume([topic], 80);
+    assert.equal(got.length, 80);
   });
 });
 

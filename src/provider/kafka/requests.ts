@@ -16,6 +16,12 @@
  * noted request. A request is freed only if its buffer is its own (never a view of memory used
  * for anything else), and only by detaching it (`ArrayBuffer.prototype.transfer(0)`).
  *
+ * (By TCP's order alone, an answer to a connection's `n`th request means its first `n` were
+ * wholly handed to the kernel, so the count would stay safe even if answers came out of order.)
+ * That each request is one `write`, and that the library reads no request after its answer,
+ * holds for @platformatic/kafka 2.12.1 (pinned in package.json and deno.json): read
+ * `dist/network/connection.js` again before moving to another version.
+ *
  * Freeing a request before its answer could send garbage, so anything unexpected stops the
  * freeing on that socket for good, leaving its buffers to the collector: a write that is not
  * one whole request, a request that fails without an answer (a lost connection, a timeout), an
