@@ -78,22 +78,27 @@ const LT = 60, GT = 62, SP = 32;
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
 /** A header field's text (UTF-8, as RFC 5424 allows in PARAM-VALUE and senders write anyway). */
-function text(b: Uint8Array, from: number, to: number): string {
-  return Buffer.from(b.buffer, b.byteOffset + from, to - from).toString("utf8");
+function text(b: Buffer, from: number, to: number): string {
+  return b.toString("utf8", from, to);
+}
+
+/** `b` as a `Buffer` over the same memory (no copy). */
+function asBuffer(b: Uint8Array): Buffer {
+  return b instanceof Buffer ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 }
 
 /** RFC 5424's TIMESTAMP: RFC 3339 with at most 6 fractional digits. */
 const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$/;
 
 /** The end of the space-free token at `from`. */
-function tokenEnd(b: Uint8Array, from: number): number {
+function tokenEnd(b: Buffer, from: number): number {
   let i = from;
   while (i < b.length && b[i] !== SP) i++;
   return i;
 }
 
 /** `<PRI>` at the start: [priority, index after `>`], or null. */
-function priority(b: Uint8Array): [number, number] | null {
+function priority(b: Buffer): [number, number] | null {
   if (b[0] !== LT) return null;
   let v = 0;
   let i = 1;
@@ -112,11 +117,14 @@ function priority(b: Uint8Array): [number, number] | null {
  * the local time zone date an RFC 3164 timestamp, which has neither year nor zone: the year
  * that puts it nearest to `now`.
  */
-export function parseSyslog(b: Uint8Array, now = Date.now()): SyslogMessage {
+export function parseSyslog(bytes: Uint8Array, now = Date.now()): SyslogMessage {
   // Trailing newlines and NULs that some senders add within a frame.
-  let end = b.length;
-  while (end > 0 && (b[end - 1] === 10 || b[end - 1] === 13 || b[end - 1] === 0)) end--;
-  b = b.subarray(0, end);
+  let end = bytes.length;
+  while (end > 0 && (bytes[end - 1] === 10 || bytes[end - 1] === 13 || bytes[end - 1] === 0)) {
+    end--;
+  }
+  // One view of the message for every field read from it (no view, or copy, per field).
+  const b = asBuffer(end === bytes.length ? bytes : bytes.subarray(0, end));
   const m: SyslogMessage = {
     format: "unknown",
     hasPriority: false,
@@ -143,7 +151,7 @@ export function parseSyslog(b: Uint8Array, now = Date.now()): SyslogMessage {
 }
 
 /** The RFC 5424 header from `i` (after `<PRI>1 `); false, changing nothing, if it does not fit. */
-function parse5424(b: Uint8Array, i: number, m: SyslogMessage): boolean {
+function parse5424(b: Buffer, i: number, m: SyslogMessage): boolean {
   const fields: Array<string | null> = [];
   for (let f = 0; f < 5; f++) {
     const e = tokenEnd(b, i);
@@ -184,7 +192,7 @@ function parse5424(b: Uint8Array, i: number, m: SyslogMessage): boolean {
 
 /** `[id k="v" ...][...]` from `i`: the elements and the index after them, or null. */
 function structuredData(
-  b: Uint8Array,
+  b: Buffer,
   i: number,
 ): [Record<string, Record<string, string>>, number] | null {
   // (No prototype: an SD-ID or a name such as "__proto__" is kept as any other.)
@@ -222,7 +230,7 @@ function structuredData(
  * `logger` writes to a Unix socket have no HOSTNAME; a token that ends with `:` or holds `[`
  * is taken as the TAG. What does not fit is left in the message.
  */
-function parse3164(b: Uint8Array, i: number, m: SyslogMessage, now: number): void {
+function parse3164(b: Buffer, i: number, m: SyslogMessage, now: number): void {
   m.format = "rfc3164";
   m.message = b.subarray(i);
   const head = text(b, i, Math.min(b.length, i + 16)); // (ASCII when it is a timestamp)
@@ -339,8 +347,9 @@ export function toRecord(
       msg_id: m.msgId,
     };
     if (m.structuredData) o.structured_data = m.structuredData;
-    if (isUtf8(m.message)) o.message = Buffer.from(m.message).toString("utf8");
-    else o.message_base64 = Buffer.from(m.message).toString("base64");
+    const message = asBuffer(m.message);
+    if (isUtf8(message)) o.message = message.toString("utf8");
+    else o.message_base64 = message.toString("base64");
     value = JSON.stringify(o);
   }
   return { topic, key, value, timestamp: m.time ?? undefined };

@@ -99,10 +99,14 @@ export class SyslogServer {
   #stopped = false;
   #lastLog = new Map<string, number>();
   /** Writes not settled yet: close() waits for them, so the counters are final. */
+  /** The settlements of the writes waiting, one per group (see #message). */
   #pending = new Set<Promise<unknown>>();
-  /** Bytes of the messages in #pending. */
+  /** Messages read and not yet stored (or refused), and their bytes. */
+  #pendingCount = 0;
   #pendingBytes = 0;
-  /** Inputs waiting for #pending to fall back under its bounds. */
+  /** The last group of messages written: those whose writes share one promise (a frame). */
+  #group: { p: Promise<void>; n: number; bytes: number } | null = null;
+  /** Inputs waiting for the messages waiting to fall back under their bounds. */
   #caughtUp: Array<() => void> = [];
 
   private constructor(o: SyslogServerOptions) {
@@ -301,32 +305,48 @@ export class SyslogServer {
       });
     }
     const r = toRecord(m, bytes, this.#o.mapping, fallbackHost);
-    const p = this.#o.buffer.write(r.topic, r.value, { key: r.key, timestamp: r.timestamp })
-      .then(
-        () => void this.stats.stored++,
-        (e: unknown) => {
-          this.stats.droppedRefused++;
-          this.#rateLog("warn", "the buffer refused syslog messages; dropped", {
-            reason: String((e as Error)?.message ?? e),
-            droppedRefused: this.stats.droppedRefused,
-          });
-        },
-      );
+    const p = this.#o.buffer.write(r.topic, r.value, { key: r.key, timestamp: r.timestamp });
     const size = bytes.length;
-    this.#pending.add(p);
+    this.#pendingCount++;
     this.#pendingBytes += size;
-    void p.then(() => {
-      this.#pending.delete(p);
-      this.#pendingBytes -= size;
-      if (this.#caughtUp.length > 0 && !this.#behind()) {
-        for (const go of this.#caughtUp.splice(0)) go();
-      }
-    });
+    // The writes of one frame share its promise: the messages are counted by group, one
+    // settlement for all of them, not two promises and two closures per message.
+    const g = this.#group;
+    if (g !== null && g.p === p) {
+      g.n++;
+      g.bytes += size;
+      return;
+    }
+    const group = this.#group = { p, n: 1, bytes: size };
+    const settled = p.then(
+      () => this.#settled(group, true),
+      (e: unknown) => this.#settled(group, false, e),
+    );
+    this.#pending.add(settled);
+    void settled.then(() => this.#pending.delete(settled));
+  }
+
+  /** A group of messages stored, or refused (with `error`). */
+  #settled(group: { n: number; bytes: number }, stored: boolean, error?: unknown): void {
+    if (this.#group === group) this.#group = null; // (no message joins it after this)
+    if (stored) this.stats.stored += group.n;
+    else {
+      this.stats.droppedRefused += group.n;
+      this.#rateLog("warn", "the buffer refused syslog messages; dropped", {
+        reason: String((error as Error)?.message ?? error),
+        droppedRefused: this.stats.droppedRefused,
+      });
+    }
+    this.#pendingCount -= group.n;
+    this.#pendingBytes -= group.bytes;
+    if (this.#caughtUp.length > 0 && !this.#behind()) {
+      for (const go of this.#caughtUp.splice(0)) go();
+    }
   }
 
   /** True when the messages read and not yet stored are past their bounds. */
   #behind(): boolean {
-    return this.#pending.size > MAX_WAITING_LINES || this.#pendingBytes > MAX_WAITING_BYTES;
+    return this.#pendingCount > MAX_WAITING_LINES || this.#pendingBytes > MAX_WAITING_BYTES;
   }
 
   /** True when the inputs should stop reading: the disk behind, or no room under "block". */

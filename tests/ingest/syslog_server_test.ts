@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { MessageBuffer, silentLogger } from "../../mod.ts";
 import { SyslogServer } from "../../src/ingest/syslog_server.ts";
+import { MemoryFileSystem } from "../../src/fs/memory.ts";
 import { heldSegmentWrites, RecordingProvider, waitFor } from "../_helpers.ts";
 
 describe("syslog TCP input: memory a flood takes", () => {
@@ -54,5 +55,43 @@ describe("syslog TCP input: memory a flood takes", () => {
     assert.ok(got.every((v, i) => v === message(i)), "every message, in order");
     await s.close();
     await buffer.close();
+  });
+
+  it("counts every message of the writes the disk failed as refused, and every other as stored", async () => {
+    const fs = new MemoryFileSystem();
+    const provider = new RecordingProvider();
+    const buffer = await MessageBuffer.open({
+      dir: "/buf",
+      fs,
+      provider,
+      logger: silentLogger,
+      fsync: "never",
+    });
+    const s = await SyslogServer.start({
+      tcp: "127.0.0.1:0",
+      mapping: { topic: "syslog", key: "none", value: "raw" },
+      buffer,
+      logger: silentLogger,
+    });
+    fs.failNext("append", "EIO", ".seg");
+    const count = 2000;
+    let text = "";
+    for (let i = 0; i < count; i++) text += `<14>app: ${i}\n`;
+    const [host, port] = s.tcpAddress!.split(":");
+    const c = net.connect(Number(port), host);
+    await new Promise<void>((r) => c.once("connect", () => r()));
+    c.end(text);
+    await waitFor(
+      () => s.stats.stored + s.stats.droppedRefused === count,
+      10_000,
+      "every message counted, stored or refused",
+    );
+    assert.equal(s.stats.received, count);
+    // The failed append took a whole frame's messages with it: counted each, not once.
+    assert.ok(s.stats.droppedRefused > 1, `${s.stats.droppedRefused} refused`);
+    await buffer.drained(10_000).catch(() => {});
+    assert.equal(provider.received.length, s.stats.stored, "what was counted stored is delivered");
+    await s.close();
+    await buffer.close().catch(() => {});
   });
 });
