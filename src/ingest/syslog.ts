@@ -82,6 +82,46 @@ function text(b: Buffer, from: number, to: number): string {
   return b.toString("utf8", from, to);
 }
 
+/**
+ * The text last read at one place of the header, given again while the same bytes come again
+ * (a sender's host and app name, and its timestamp within a second, repeat from one message to
+ * the next): a compare of a few bytes instead of a decode into a new string.
+ */
+class LastText {
+  readonly #bytes = new Uint8Array(64);
+  #length = -1;
+  #text = "";
+
+  get(b: Buffer, from: number, to: number): string {
+    const n = to - from;
+    const last = this.#bytes;
+    if (n === this.#length) {
+      let i = 0;
+      while (i < n && last[i] === b[from + i]) i++;
+      if (i === n) return this.#text;
+    }
+    const t = b.toString("utf8", from, to);
+    if (n <= last.length) {
+      for (let i = 0; i < n; i++) last[i] = b[from + i];
+      this.#length = n;
+      this.#text = t;
+    }
+    return t;
+  }
+}
+
+/** One per RFC 5424 header field: TIMESTAMP, HOSTNAME, APP-NAME, PROCID, MSGID. */
+const LAST_FIELDS = [
+  new LastText(),
+  new LastText(),
+  new LastText(),
+  new LastText(),
+  new LastText(),
+];
+/** The last RFC 5424 timestamp read, and its time. */
+let lastStamp: string | null = null;
+let lastTime: number | null = null;
+
 /** `b` as a `Buffer` over the same memory (no copy). */
 function asBuffer(b: Uint8Array): Buffer {
   return b instanceof Buffer ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
@@ -156,8 +196,7 @@ function parse5424(b: Buffer, i: number, m: SyslogMessage): boolean {
   for (let f = 0; f < 5; f++) {
     const e = tokenEnd(b, i);
     if (e === i || e >= b.length && f < 4) return false;
-    const t = text(b, i, e);
-    fields.push(t === "-" ? null : t);
+    fields.push(e === i + 1 && b[i] === 45 /* - */ ? null : LAST_FIELDS[f].get(b, i, e));
     i = e + 1;
   }
   let sd: Record<string, Record<string, string>> | null = null;
@@ -172,9 +211,11 @@ function parse5424(b: Buffer, i: number, m: SyslogMessage): boolean {
   if (b[msg] === 0xef && b[msg + 1] === 0xbb && b[msg + 2] === 0xbf) msg += 3; // BOM
   const [ts, host, app, proc, id] = fields;
   let time: number | null = null;
-  if (ts !== null && RFC3339.test(ts)) {
+  if (ts !== null && ts === lastStamp) time = lastTime;
+  else if (ts !== null && RFC3339.test(ts)) {
     time = Date.parse(ts);
     if (Number.isNaN(time)) time = null;
+    [lastStamp, lastTime] = [ts, time];
   }
   Object.assign(m, {
     format: "rfc5424",
@@ -289,6 +330,65 @@ export interface SyslogRecord {
   timestamp: number | undefined;
 }
 
+/** The last message's fields before its text, and their JSON (see toRecord). */
+const lastHead = {
+  format: "",
+  facility: "",
+  severity: "",
+  priority: -1,
+  timestamp: null as string | null,
+  hostname: "",
+  appName: null as string | null,
+  procId: null as string | null,
+  msgId: null as string | null,
+  json: "",
+};
+
+/**
+ * The JSON value's fields before the message, in their order, without the closing brace: as
+ * `JSON.stringify` writes them, kept while the next message has the same ones.
+ */
+function headJson(m: SyslogMessage, facility: string, severity: string, host: string): string {
+  const h = lastHead;
+  const priority = m.facility * 8 + m.severity;
+  if (
+    m.structuredData === null && h.format === m.format && h.facility === facility &&
+    h.severity === severity && h.priority === priority && h.timestamp === m.timestamp &&
+    h.hostname === host && h.appName === m.appName && h.procId === m.procId &&
+    h.msgId === m.msgId && h.json !== ""
+  ) {
+    return h.json;
+  }
+  const o: Record<string, unknown> = {
+    format: m.format,
+    facility,
+    severity,
+    priority,
+    timestamp: m.timestamp,
+    hostname: host,
+    app_name: m.appName,
+    proc_id: m.procId,
+    msg_id: m.msgId,
+  };
+  if (m.structuredData) o.structured_data = m.structuredData;
+  const json = JSON.stringify(o).slice(0, -1);
+  if (m.structuredData === null) {
+    Object.assign(h, {
+      format: m.format,
+      facility,
+      severity,
+      priority,
+      timestamp: m.timestamp,
+      hostname: host,
+      appName: m.appName,
+      procId: m.procId,
+      msgId: m.msgId,
+      json,
+    });
+  }
+  return json;
+}
+
 /** Characters not allowed in a Kafka topic name, replaced by `_` in a templated topic. */
 const NOT_TOPIC = /[^a-zA-Z0-9._-]/g;
 
@@ -319,14 +419,11 @@ export function toRecord(
   fallbackHost: string,
 ): SyslogRecord {
   const host = m.hostname ?? fallbackHost;
-  const fields: Record<string, string> = {
-    facility: FACILITIES[m.facility] ?? String(m.facility),
-    severity: SEVERITIES[m.severity],
-    app: m.appName ?? "-",
-    host,
-  };
+  const facility = FACILITIES[m.facility] ?? String(m.facility);
+  const severity = SEVERITIES[m.severity];
   let topic = map.topic;
   if (topic.includes("{")) {
+    const fields: Record<string, string> = { facility, severity, app: m.appName ?? "-", host };
     topic = topic.replace(/\{(facility|severity|app|host)\}/g, (_, n: string) => fields[n])
       .replace(NOT_TOPIC, "_").slice(0, 249);
     if (topic === "." || topic === "..") topic = topic.replace(/\./g, "_");
@@ -335,22 +432,13 @@ export function toRecord(
   let value: string | Uint8Array;
   if (map.value === "raw") value = raw;
   else {
-    const o: Record<string, unknown> = {
-      format: m.format,
-      facility: fields.facility,
-      severity: fields.severity,
-      priority: m.facility * 8 + m.severity,
-      timestamp: m.timestamp,
-      hostname: host,
-      app_name: m.appName,
-      proc_id: m.procId,
-      msg_id: m.msgId,
-    };
-    if (m.structuredData) o.structured_data = m.structuredData;
+    // The JSON of every field but the message, then the message: the fields before it repeat
+    // from one message to the next (a sender's host, app and second), so their JSON is kept.
     const message = asBuffer(m.message);
-    if (isUtf8(message)) o.message = message.toString("utf8");
-    else o.message_base64 = message.toString("base64");
-    value = JSON.stringify(o);
+    const text = isUtf8(message);
+    value = headJson(m, facility, severity, host) +
+      (text ? ',"message":' : ',"message_base64":') +
+      JSON.stringify(message.toString(text ? "utf8" : "base64")) + "}";
   }
   return { topic, key, value, timestamp: m.time ?? undefined };
 }

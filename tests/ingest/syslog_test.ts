@@ -4,7 +4,13 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { checkTopicTemplate, parseSyslog, toRecord } from "../../src/ingest/syslog.ts";
+import {
+  checkTopicTemplate,
+  FACILITIES,
+  parseSyslog,
+  SEVERITIES,
+  toRecord,
+} from "../../src/ingest/syslog.ts";
 
 const b = (s: string | number[]) => typeof s === "string" ? Buffer.from(s) : Buffer.from(s);
 const text = (u: Uint8Array) => Buffer.from(u).toString("utf8");
@@ -160,5 +166,57 @@ describe("toRecord", () => {
     assert.throws(() => checkTopicTemplate(".."), /not a legal Kafka topic name/);
     checkTopicTemplate("syslog");
     checkTopicTemplate("logs-{app}-{host}");
+  });
+
+  it("reads and maps each message as if it came alone, whatever came before it", () => {
+    // Header fields, timestamps and JSON heads repeat from one message to the next, and are
+    // kept while they do: messages that differ from the one before in one byte of one field,
+    // or not at all, must each come out as the documented fields in the documented order.
+    const messages = [
+      "<14>1 2026-12-06T07:00:00Z hostA app 12 ID1 - one",
+      "<14>1 2026-12-06T07:00:00Z hostA app 12 ID1 - two",
+      "<14>1 2026-12-06T07:00:00Z hostB app 12 ID1 - host differs by a byte",
+      "<14>1 2026-12-06T07:00:01Z hostB app 12 ID1 - a second later",
+      "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - app differs",
+      "<15>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - severity differs",
+      "<14>1 - - - - - all nil",
+      "<14>1 - - - - - all nil again",
+      '<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 [a@1 k="v"] with data',
+      '<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 [a@1 k="w"] other data',
+      '<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - quotes " and \\ and \u0001',
+      "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - grüße",
+      "<13>Dec  5 09:13:01 web-1 myapp[7]: rfc 3164",
+      "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - back to 5424",
+      "no priority at all",
+    ].map((t) => b(t));
+    messages.push(Buffer.concat([b("<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - "), b([0xff])]));
+    for (const raw of messages) {
+      const m = parseSyslog(raw);
+      const v = toRecord(m, raw, json, "fallback").value as string;
+      const expected: Record<string, unknown> = {
+        format: m.format,
+        facility: FACILITIES[m.facility],
+        severity: SEVERITIES[m.severity],
+        priority: m.facility * 8 + m.severity,
+        timestamp: m.timestamp,
+        hostname: m.hostname ?? "fallback",
+        app_name: m.appName,
+        proc_id: m.procId,
+        msg_id: m.msgId,
+      };
+      if (m.structuredData) expected.structured_data = m.structuredData;
+      const body = Buffer.from(m.message);
+      if (body.includes(0xff)) expected.message_base64 = body.toString("base64");
+      else expected.message = body.toString("utf8");
+      assert.equal(v, JSON.stringify(expected), raw.toString("latin1"));
+      // The fields themselves, read afresh (none kept from the message before).
+      const alone = raw.toString("latin1");
+      if (alone.includes(" hostA ")) assert.equal(m.hostname, "hostA");
+      if (alone.includes(" hostB ")) assert.equal(m.hostname, "hostB");
+      if (alone.includes(" apq ")) assert.equal(m.appName, "apq");
+      if (alone.includes("T07:00:01Z")) assert.equal(m.time, Date.parse("2026-12-06T07:00:01Z"));
+      if (alone.includes("T07:00:00Z")) assert.equal(m.time, Date.parse("2026-12-06T07:00:00Z"));
+      if (alone.startsWith("<14>1 - ")) assert.equal(m.time, null);
+    }
   });
 });
