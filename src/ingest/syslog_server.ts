@@ -98,8 +98,10 @@ export class SyslogServer {
   #dgramLoop: Promise<void> | null = null;
   #stopped = false;
   #lastLog = new Map<string, number>();
-  /** Writes not settled yet: close() waits for them, so the counters are final. */
-  /** The settlements of the writes waiting, one per group (see #message). */
+  /**
+   * The settlements of the writes waiting, one per group (see #message): close() waits for
+   * them, so that the counters are final.
+   */
   #pending = new Set<Promise<unknown>>();
   /** Messages read and not yet stored (or refused), and their bytes. */
   #pendingCount = 0;
