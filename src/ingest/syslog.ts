@@ -330,63 +330,55 @@ export interface SyslogRecord {
   timestamp: number | undefined;
 }
 
-/** The last message's fields before its text, and their JSON (see toRecord). */
-const lastHead = {
-  format: "",
-  facility: "",
-  severity: "",
-  priority: -1,
-  timestamp: null as string | null,
-  hostname: "",
-  appName: null as string | null,
-  procId: null as string | null,
-  msgId: null as string | null,
-  json: "",
-};
+/** A JSON value's fields before the message, as it names them, in its order. */
+interface Head {
+  format: string;
+  facility: string;
+  severity: string;
+  priority: number;
+  timestamp: string | null;
+  hostname: string;
+  app_name: string | null;
+  proc_id: string | null;
+  msg_id: string | null;
+  structured_data?: Record<string, Record<string, string>>;
+}
+
+/** The last message's {@link Head} without structured data, and its JSON (see toRecord). */
+let lastHead: { head: Head; json: string } | null = null;
 
 /**
- * The JSON value's fields before the message, in their order, without the closing brace: as
- * `JSON.stringify` writes them, kept while the next message has the same ones.
+ * The JSON value's fields before the message, without the closing brace, as `JSON.stringify`
+ * writes them; kept while the next message has the same ones.
  */
 function headJson(m: SyslogMessage, facility: string, severity: string, host: string): string {
-  const h = lastHead;
-  const priority = m.facility * 8 + m.severity;
-  if (
-    m.structuredData === null && h.format === m.format && h.facility === facility &&
-    h.severity === severity && h.priority === priority && h.timestamp === m.timestamp &&
-    h.hostname === host && h.appName === m.appName && h.procId === m.procId &&
-    h.msgId === m.msgId && h.json !== ""
-  ) {
-    return h.json;
-  }
-  const o: Record<string, unknown> = {
+  const head: Head = {
     format: m.format,
     facility,
     severity,
-    priority,
+    priority: m.facility * 8 + m.severity,
     timestamp: m.timestamp,
     hostname: host,
     app_name: m.appName,
     proc_id: m.procId,
     msg_id: m.msgId,
   };
-  if (m.structuredData) o.structured_data = m.structuredData;
-  const json = JSON.stringify(o).slice(0, -1);
-  if (m.structuredData === null) {
-    Object.assign(h, {
-      format: m.format,
-      facility,
-      severity,
-      priority,
-      timestamp: m.timestamp,
-      hostname: host,
-      appName: m.appName,
-      procId: m.procId,
-      msgId: m.msgId,
-      json,
-    });
+  if (m.structuredData) {
+    head.structured_data = m.structuredData;
+    return JSON.stringify(head).slice(0, -1);
   }
-  return json;
+  const last = lastHead?.head;
+  if (
+    // (The priority decides the facility and severity names.)
+    last !== undefined && last.format === head.format && last.priority === head.priority &&
+    last.timestamp === head.timestamp && last.hostname === host &&
+    last.app_name === head.app_name && last.proc_id === head.proc_id &&
+    last.msg_id === head.msg_id
+  ) {
+    return lastHead!.json;
+  }
+  lastHead = { head, json: JSON.stringify(head).slice(0, -1) };
+  return lastHead.json;
 }
 
 /** Characters not allowed in a Kafka topic name, replaced by `_` in a templated topic. */

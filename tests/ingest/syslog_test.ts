@@ -179,6 +179,7 @@ describe("toRecord", () => {
       "<14>1 2026-12-06T07:00:01Z hostB app 12 ID1 - a second later",
       "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - app differs",
       "<15>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - severity differs",
+      "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - severity back",
       "<14>1 2026-12-06T07:00:01Z hostB apq 13 ID1 - procid differs",
       "<14>1 2026-12-06T07:00:01Z hostB apq 13 ID2 - msgid differs",
       "<14>1 2026-12-06T07:00:01.000001Z hostB apq 13 ID2 - a microsecond later",
@@ -191,6 +192,7 @@ describe("toRecord", () => {
       "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - grüße",
       "<13>Dec  5 09:13:01 web-1 myapp[7]: rfc 3164",
       "<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - back to 5424",
+      "<13>1 - - - - - every field as a message without a priority has them",
       "no priority at all",
     ].map((t) => b(t));
     messages.push(Buffer.concat([b("<14>1 2026-12-06T07:00:01Z hostB apq 12 ID1 - "), b([0xff])]));
