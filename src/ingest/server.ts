@@ -24,6 +24,7 @@ import net from "node:net";
 import process from "node:process";
 import type { BufferStats, MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
+import { freeBuffer } from "../binary/free.ts";
 import { MAX_WAITING_BYTES, MAX_WAITING_LINES } from "./bounds.ts";
 import { parseLine } from "./protocol.ts";
 import type { HttpStats } from "./http.ts";
@@ -137,17 +138,8 @@ function nextTab(buf: Buffer, from: number, end: number): number {
  * 40 MB higher without this; docs/benchmarks.md). Only under Bun, and only a chunk that is a
  * whole buffer: elsewhere a read may be a slice of memory the runtime uses again.
  */
-const releaseChunk: (chunk: Buffer) => void = "Bun" in globalThis &&
-    typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function"
-  ? (chunk) => {
-    const ab = chunk.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer };
-    if (chunk.byteOffset !== 0 || chunk.byteLength !== ab.byteLength) return;
-    try {
-      ab.transfer(0);
-    } catch {
-      // (Not detachable: left to the collector.)
-    }
-  }
+const releaseChunk: (chunk: Buffer) => void = "Bun" in globalThis
+  ? (chunk) => void freeBuffer(chunk)
   : () => {};
 
 /** Answers not yet read by a client beyond which its socket is paused. */

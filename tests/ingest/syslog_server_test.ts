@@ -8,26 +8,44 @@ import net from "node:net";
 import { MessageBuffer, silentLogger } from "../../mod.ts";
 import { SyslogServer } from "../../src/ingest/syslog_server.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
+import type { FileSystem } from "../../src/fs/types.ts";
 import { heldSegmentWrites, RecordingProvider, waitFor } from "../_helpers.ts";
+
+/**
+ * A buffer on `fs` (delivering to a recording provider) under a syslog TCP input storing raw
+ * messages, and a client connected to it.
+ */
+async function syslogOverTcp(
+  fs: FileSystem,
+  sizes: { maxBufferBytes?: number; segmentMaxBytes?: number } = {},
+) {
+  const provider = new RecordingProvider();
+  const buffer = await MessageBuffer.open({
+    dir: "/buf",
+    fs,
+    provider,
+    logger: silentLogger,
+    fsync: "never",
+    ...sizes,
+  });
+  const s = await SyslogServer.start({
+    tcp: "127.0.0.1:0",
+    mapping: { topic: "syslog", key: "none", value: "raw" },
+    buffer,
+    logger: silentLogger,
+  });
+  const [host, port] = s.tcpAddress!.split(":");
+  const c = net.connect(Number(port), host);
+  await new Promise<void>((r) => c.once("connect", () => r()));
+  return { provider, buffer, s, c };
+}
 
 describe("syslog TCP input: memory a flood takes", () => {
   it("stops reading once about 4 MiB of messages wait for the disk, then stores them all in order", async () => {
     const { fs, held, release } = heldSegmentWrites();
-    const provider = new RecordingProvider();
-    const buffer = await MessageBuffer.open({
-      dir: "/buf",
-      fs,
-      provider,
-      logger: silentLogger,
-      fsync: "never",
+    const { provider, buffer, s, c } = await syslogOverTcp(fs, {
       maxBufferBytes: 1 << 30,
       segmentMaxBytes: 64 << 20,
-    });
-    const s = await SyslogServer.start({
-      tcp: "127.0.0.1:0",
-      mapping: { topic: "syslog", key: "none", value: "raw" },
-      buffer,
-      logger: silentLogger,
     });
     // 16 MiB of 512-byte messages, one per line: far more than the bound and the kernel's
     // socket buffers.
@@ -35,9 +53,6 @@ describe("syslog TCP input: memory a flood takes", () => {
     const count = 32_768;
     let text = "";
     for (let i = 0; i < count; i++) text += message(i) + "\n";
-    const [host, port] = s.tcpAddress!.split(":");
-    const c = net.connect(Number(port), host);
-    await new Promise<void>((r) => c.once("connect", () => r()));
     c.write(text);
     await waitFor(() => held() > 0, 5000, "a segment write to be held");
     await waitFor(() => s.stats.pauses > 0, 10_000, "the input to stop reading");
@@ -59,27 +74,11 @@ describe("syslog TCP input: memory a flood takes", () => {
 
   it("counts every message of the writes the disk failed as refused, and every other as stored", async () => {
     const fs = new MemoryFileSystem();
-    const provider = new RecordingProvider();
-    const buffer = await MessageBuffer.open({
-      dir: "/buf",
-      fs,
-      provider,
-      logger: silentLogger,
-      fsync: "never",
-    });
-    const s = await SyslogServer.start({
-      tcp: "127.0.0.1:0",
-      mapping: { topic: "syslog", key: "none", value: "raw" },
-      buffer,
-      logger: silentLogger,
-    });
+    const { provider, buffer, s, c } = await syslogOverTcp(fs);
     fs.failNext("append", "EIO", ".seg");
     const count = 2000;
     let text = "";
     for (let i = 0; i < count; i++) text += `<14>app: ${i}\n`;
-    const [host, port] = s.tcpAddress!.split(":");
-    const c = net.connect(Number(port), host);
-    await new Promise<void>((r) => c.once("connect", () => r()));
     c.end(text);
     await waitFor(
       () => s.stats.stored + s.stats.droppedRefused === count,

@@ -30,6 +30,8 @@
  * @module
  */
 
+import { freeBuffer, ownsBuffer } from "../../binary/free.ts";
+
 /** Smaller requests are left to the collector. */
 const MIN_BYTES = 64 * 1024;
 /** More Produce requests unanswered on one socket than this is not expected: freeing stops. */
@@ -56,9 +58,7 @@ export class SocketRequests {
     if (v.getInt32(0) !== chunk.length - 4) return this.stop(); // not one whole request
     if (v.getInt16(4) !== 0) return; // not Produce (metadata, ApiVersions, ...)
     if (this.written.length >= MAX_UNANSWERED) return this.stop();
-    const own = chunk.length >= MIN_BYTES && chunk.byteOffset === 0 &&
-      chunk.buffer instanceof ArrayBuffer && chunk.buffer.byteLength === chunk.length;
-    this.written.push(own ? chunk : null);
+    this.written.push(chunk.length >= MIN_BYTES && ownsBuffer(chunk) ? chunk : null);
   }
 
   /** One Produce request on this socket was answered: frees the oldest one noted. */
@@ -66,13 +66,7 @@ export class SocketRequests {
     if (this.off) return;
     const oldest = this.written.shift();
     if (oldest === undefined) return this.stop(); // an answer to a request never noted
-    if (oldest === null) return;
-    try {
-      (oldest.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer }).transfer(0);
-      this.owner.freed++;
-    } catch {
-      // (already detached, or not detachable: the collector takes it)
-    }
+    if (oldest !== null && freeBuffer(oldest)) this.owner.freed++;
   }
 
   /** A request on this socket failed without an answer: nothing more is freed here. */
