@@ -305,14 +305,20 @@ function resetPeakRss(pid: number): void {
  * then N stored while the broker is paused and drained once it goes on.
  */
 async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain: Figure }> {
+  /** The figure of N records delivered since `t0`, for the CPU the agent spent since `u0`. */
+  const since = (t0: number, u0: { cpu: number }): Figure => {
+    const u = procUsage(a.pid);
+    return {
+      rate: N / ((performance.now() - t0) / 1000),
+      cpuUs: ((u.cpu - u0.cpu) / N) * 1e6,
+      rss: u.rss,
+    };
+  };
   resetPeakRss(a.pid);
-  let u0 = procUsage(a.pid);
-  let t0 = performance.now();
+  let [t0, u0] = [performance.now(), procUsage(a.pid)];
   await feed(a.sock, w.e2eFile);
   await untilInKafka(w.e2eTopic, N, 20);
-  let s = (performance.now() - t0) / 1000;
-  let u1 = procUsage(a.pid);
-  const e2e = { rate: N / s, cpuUs: ((u1.cpu - u0.cpu) / N) * 1e6, rss: u1.rss };
+  const e2e = since(t0, u0);
   await pauseBroker();
   try {
     await feed(a.sock, w.drainFile);
@@ -323,9 +329,7 @@ async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain
   }
   t0 = performance.now();
   await untilInKafka(w.drainTopic, N, 20);
-  s = (performance.now() - t0) / 1000;
-  u1 = procUsage(a.pid);
-  return { e2e, drain: { rate: N / s, cpuUs: ((u1.cpu - u0.cpu) / N) * 1e6, rss: u1.rss } };
+  return { e2e, drain: since(t0, u0) };
 }
 
 async function endToEnd(
