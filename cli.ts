@@ -32,6 +32,7 @@ import { closest, FlagError, type FlagSpec, parseFlags } from "./src/agent/flags
 import { dirStatus, formatStatus, lockHolder } from "./src/agent/inspect.ts";
 import { readSegmentRecords } from "./src/segment/reader.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
+import { MemoryLimit, memoryStats, runtimeCollector } from "./src/agent/memory.ts";
 import { formatTop, ratesOf, StatsClient } from "./src/agent/top.ts";
 import { formatSources, replay, replaySources } from "./src/agent/replay.ts";
 import {
@@ -364,16 +365,19 @@ async function run(args: string[]): Promise<number> {
     prepare: undefined,
     open: () => ready.then(() => provider.open()),
   });
+  const memory = memoryLimit(config.values.memory_limit, logger);
   const agent = await startAgent(
     config,
     logger,
     withFailpoint(late, process.env.MB_FAILPOINT),
     existed,
     http,
+    memory,
     started,
   );
   if (agent === null) return 1;
   const reminder = remindOfBacklog(agent.buffer, logger);
+  memory?.start();
   // (Once the signal handlers are in place: loading the library blocks for a moment, and a
   // SIGTERM then must find them.)
   const code = await untilStopped(agent, logger, signals, () => {
@@ -381,7 +385,25 @@ async function run(args: string[]): Promise<number> {
     return provider.prepare().then(() => null, (e: unknown) => e);
   });
   clearInterval(reminder);
+  memory?.stop();
+  if (memory && memory.stats.collections > 0) logger.info("memory limit", { ...memory.stats });
   return code;
+}
+
+/** The soft memory limit, when one is set (see src/agent/memory.ts); null when it is off. */
+function memoryLimit(limitBytes: number, logger: Logger): MemoryLimit | null {
+  if (limitBytes === 0) return null;
+  const collect = runtimeCollector();
+  if (collect === null) {
+    const message =
+      "memory_limit has no effect: this runtime does not let the agent collect garbage";
+    const fields = { fix: "run the executable or Bun, or Deno with --v8-flags=--expose-gc" };
+    // (A warning only when a limit was asked for: the default is on.)
+    if (limitBytes === AGENT.memory_limit.default) logger.debug(message, fields);
+    else logger.warn(message, fields);
+    return null;
+  }
+  return new MemoryLimit({ limitBytes, collect });
 }
 
 /** The agent's running parts. */
@@ -407,6 +429,7 @@ async function startAgent(
   provider: Provider,
   existed: boolean,
   httpConfig: Awaited<ReturnType<typeof httpOptions>>,
+  memory: MemoryLimit | null = null,
   started: (ok: boolean) => void = () => {},
 ): Promise<RunningAgent | null> {
   const startedAt = Date.now();
@@ -449,7 +472,13 @@ async function startAgent(
     const metrics = config.values.metrics
       ? await serveMetrics(
         config.values.metrics,
-        () => ({ stats: b.stats(), ingest: i.stats, inputs: i.inputs, open }),
+        () => ({
+          stats: b.stats(),
+          ingest: i.stats,
+          inputs: i.inputs,
+          memory: memoryStats(memory),
+          open,
+        }),
       )
       : null;
     logger.info("agent ready", {

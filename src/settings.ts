@@ -404,6 +404,14 @@ export const AGENT = {
     unit: "s",
     help: "On shutdown, how long to wait for the batch in flight",
   },
+  memory_limit: {
+    type: "integer",
+    min: 0,
+    default: 128 * MiB,
+    unit: "bytes",
+    help:
+      "Soft limit on the agent's resident memory: above it, garbage is collected at once, in at most a tenth of the time (like Go's GOMEMLIMIT; 0 = off)",
+  },
   kafka_client: {
     kafka: "client",
     help: "Kafka client library: platformatic (@platformatic/kafka, faster) or kafkajs",

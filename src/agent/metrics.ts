@@ -10,6 +10,7 @@ import type { BufferStats } from "../engine/buffer.ts";
 import type { IngestStats, InputStats } from "../ingest/server.ts";
 import { DUPLICATE_COUNTERS } from "../engine/ledger.ts";
 import { splitHostPort } from "../ingest/address.ts";
+import type { MemoryStats } from "./memory.ts";
 
 type Sample = [
   name: string,
@@ -23,6 +24,7 @@ export function metricSamples(
   s: BufferStats,
   ingest: IngestStats | null,
   inputs: InputStats = {},
+  memory: MemoryStats | null = null,
 ): Sample[] {
   const c = s.counters;
   const out: Sample[] = [
@@ -337,6 +339,29 @@ export function metricSamples(
       ],
     );
   }
+  if (memory) {
+    out.push(
+      ["process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", memory.rssBytes],
+      [
+        "messagebuffer_memory_limit_bytes",
+        "gauge",
+        "The soft memory limit in effect (memory_limit); 0 when off or the runtime cannot collect.",
+        memory.limitBytes,
+      ],
+      [
+        "messagebuffer_memory_collections_total",
+        "counter",
+        "Garbage collections made because resident memory was above memory_limit.",
+        memory.collections,
+      ],
+      [
+        "messagebuffer_memory_collection_seconds_total",
+        "counter",
+        "Seconds those collections took.",
+        memory.collectSeconds,
+      ],
+    );
+  }
   return out;
 }
 
@@ -345,9 +370,10 @@ export function renderMetrics(
   s: BufferStats,
   ingest: IngestStats | null,
   inputs: InputStats = {},
+  memory: MemoryStats | null = null,
 ): string {
   let text = "";
-  for (const [name, type, help, value] of metricSamples(s, ingest, inputs)) {
+  for (const [name, type, help, value] of metricSamples(s, ingest, inputs, memory)) {
     text += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${value ?? "NaN"}\n`;
   }
   const dup = "messagebuffer_records_maybe_duplicated_total";
@@ -375,6 +401,7 @@ export async function serveMetrics(
     stats: BufferStats;
     ingest: IngestStats | null;
     inputs?: InputStats;
+    memory?: MemoryStats;
     open: boolean;
   },
 ): Promise<http.Server> {
@@ -383,10 +410,10 @@ export async function serveMetrics(
   const host = split.host || "127.0.0.1";
   const port = split.port;
   const server = http.createServer((req, res) => {
-    const { stats, ingest, inputs, open } = snapshot();
+    const { stats, ingest, inputs, memory, open } = snapshot();
     if (req.url === "/metrics") {
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
-      res.end(renderMetrics(stats, ingest, inputs));
+      res.end(renderMetrics(stats, ingest, inputs, memory));
     } else if (req.url === "/health") {
       const healthy = open && stats.provider.state === "ready" && stats.storage.state === "ok";
       res.writeHead(healthy ? 200 : 503, { "content-type": "application/json" });

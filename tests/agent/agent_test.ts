@@ -295,6 +295,49 @@ describe("agent (messagebuffer run)", () => {
     }
   });
 
+  it("with --memory-limit below what it needs, collects garbage, says so in /metrics, and still delivers every line", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const topic = uniqueTopic("agent-memlimit");
+    await createTopics([topic], 2);
+    const metrics = `127.0.0.1:${await freePort()}`;
+    const a = await agentIn(t.dir, ["--memory-limit", "1MiB", "--metrics", metrics]);
+    // The executable and Bun can collect; Deno only with --v8-flags=--expose-gc (not given).
+    const collects = Boolean(process.env.MB_AGENT_BIN) || !("Deno" in globalThis);
+    const c = await RawClient.connect(`${t.dir}/messagebuffer.sock`);
+    const n = 20_000;
+    let text = "#ack\n";
+    for (let i = 0; i < n; i++) text += `${topic}\tk${i % 97}\tm-${i}-${"v".repeat(80)}\n`;
+    c.write(text);
+    await waitFor(() => c.answers.length === n + 1, 60_000, "an answer to every line");
+    assert.ok(c.answers.every((x) => x === "ok"), "every line stored");
+    const m = await waitForMetrics(
+      metrics,
+      (m) =>
+        m.messagebuffer_records_delivered_total === n &&
+        (!collects || m.messagebuffer_memory_collections_total >= 2),
+      "every line delivered, and collections made",
+    );
+    // (0: not in effect, where the runtime cannot collect)
+    assert.equal(m.messagebuffer_memory_limit_bytes, collects ? 1024 * 1024 : 0);
+    assert.ok(m.process_resident_memory_bytes > 1024 * 1024, "the resident set, in bytes");
+    if (collects) {
+      assert.ok(m.messagebuffer_memory_collection_seconds_total > 0);
+    } else {
+      assert.equal(m.messagebuffer_memory_collections_total, 0);
+      assert.match(a.log(), /memory_limit has no effect/);
+    }
+    const got = await consume([topic], n);
+    assert.equal(got.length, n);
+    assert.deepEqual(
+      new Set(got.map((r) => r.value!.toString().split("-")[1])),
+      new Set(Array.from({ length: n }, (_, i) => String(i))),
+    );
+    c.socket.destroy();
+    assert.equal(await a.stop("SIGTERM"), 0);
+    if (collects) assert.match(a.log(), /memory limit .*collections=\d+/);
+  });
+
   it("with --when-full reject, answers lines past the cap with an error saying the buffer is full", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;

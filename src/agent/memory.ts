@@ -1,0 +1,152 @@
+/**
+ * A soft limit on the agent's resident memory, kept by collecting garbage early.
+ *
+ * The JavaScript engine collects when its heap has grown to about twice what was live after
+ * the last collection, so an agent delivering at full speed holds as much garbage as live
+ * data at its peak: tens of megabytes, on every host it runs on. Like Go's `GOMEMLIMIT`, the
+ * limit makes the agent collect at once when its resident set passes the limit, with a cap
+ * on the time collections may take (a share of the time that passes), so that a live set
+ * larger than the limit costs a bounded share of CPU, not all of it: the limit is then
+ * exceeded, never enforced by refusing work. When a collection leaves the resident set above
+ * the limit (what is live is larger), the next waits twice as long as the last, up to 10 s.
+ * Checks are frequent only near the limit.
+ *
+ * @module
+ */
+
+/** Settings and hooks of {@link MemoryLimit}. */
+export interface MemoryLimitOptions {
+  /** Resident bytes above which garbage is collected at once. */
+  limitBytes: number;
+  /** Collects all garbage now, synchronously (see {@link runtimeCollector}). */
+  collect: () => void;
+  /** The resident set, in bytes. @default process.memoryUsage.rss */
+  rss?: () => number;
+  /** Milliseconds, for timing collections. @default performance.now */
+  now?: () => number;
+  /** The most of the passing time collections may take. @default 0.1 */
+  maxShare?: number;
+}
+
+/** How often the resident set is read near the limit (from 3/4 of it), and further below. */
+const NEAR_MS = 20;
+const FAR_MS = 250;
+/** The wait after a collection that left the resident set above the limit: from, up to. */
+const MIN_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 10_000;
+
+/** The agent's memory, for /metrics: its resident set, and what its limit has done. */
+export interface MemoryStats {
+  /** The resident set now, in bytes. */
+  rssBytes: number;
+  /** The soft limit, in bytes; 0 when there is none. */
+  limitBytes: number;
+  /** Collections made because the resident set was above the limit. */
+  collections: number;
+  /** Seconds they took. */
+  collectSeconds: number;
+}
+
+/** The soft limit (see the module doc); `start` begins checking, `stop` ends it. */
+export class MemoryLimit {
+  readonly #o: Required<MemoryLimitOptions>;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  /** No collection before this time (see `maxShare`). */
+  #notBefore = -Infinity;
+  #rss = 0;
+  /** While collections leave the resident set above the limit, the wait doubles (ms). */
+  #backoff = 0;
+  #collections = 0;
+  #collectMs = 0;
+
+  constructor(o: MemoryLimitOptions) {
+    if (!(o.limitBytes > 0)) {
+      throw new RangeError(`memory limit must be above 0, not ${o.limitBytes}`);
+    }
+    this.#o = {
+      rss: () => process.memoryUsage.rss(),
+      now: () => performance.now(),
+      maxShare: 0.1,
+      ...o,
+    };
+  }
+
+  /**
+   * Reads the resident set and collects when it is above the limit and the time budget
+   * allows; returns how long until the next check should come.
+   */
+  check(): number {
+    const o = this.#o;
+    this.#rss = o.rss();
+    if (this.#rss > o.limitBytes) {
+      const t = o.now();
+      if (t >= this.#notBefore) {
+        o.collect();
+        const took = o.now() - t;
+        this.#collections++;
+        this.#collectMs += took;
+        this.#rss = o.rss();
+        // What is live is above the limit: collecting more often would not bring it below,
+        // so wait longer each time (up to MAX_BACKOFF_MS), until a collection does.
+        this.#backoff = this.#rss > o.limitBytes
+          ? Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, 2 * this.#backoff))
+          : 0;
+        // A collection of `took` ms is followed by at least took / share - took ms without
+        // one, so collections take at most `share` of the time.
+        this.#notBefore = t + Math.max(took / o.maxShare, this.#backoff);
+      }
+      return NEAR_MS;
+    }
+    return this.#rss >= o.limitBytes * 0.75 ? NEAR_MS : FAR_MS;
+  }
+
+  /** Checks from now on, on a timer that does not keep the process alive. */
+  start(): void {
+    if (this.#timer !== null) return;
+    const tick = () => {
+      this.#timer = setTimeout(tick, this.check());
+      (this.#timer as { unref?: () => void }).unref?.();
+    };
+    tick();
+  }
+
+  /** Stops checking. */
+  stop(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  /** The resident set now, and what the limit has done so far. */
+  get stats(): MemoryStats {
+    return {
+      rssBytes: this.#o.rss(),
+      limitBytes: this.#o.limitBytes,
+      collections: this.#collections,
+      collectSeconds: this.#collectMs / 1000,
+    };
+  }
+}
+
+/** {@link MemoryLimit.stats}, or the resident set alone when there is no limit. */
+export function memoryStats(limit: MemoryLimit | null): MemoryStats {
+  return limit?.stats ??
+    { rssBytes: process.memoryUsage.rss(), limitBytes: 0, collections: 0, collectSeconds: 0 };
+}
+
+/**
+ * The runtime's way to collect all garbage at once, synchronously: Bun's `Bun.gc(true)` (so
+ * also the executable's), or `gc()` where the engine exposes it (Deno or Node run with
+ * `--v8-flags=--expose-gc` / `--expose-gc`); null when there is none.
+ */
+export function runtimeCollector(): (() => void) | null {
+  const g = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
+  if (g.Bun) {
+    const bun = g.Bun;
+    return () => bun.gc(true);
+  }
+  if (typeof g.gc === "function") {
+    const gc = g.gc;
+    return () => gc();
+  }
+  return null;
+}
