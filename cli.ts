@@ -365,7 +365,11 @@ async function run(args: string[]): Promise<number> {
     prepare: undefined,
     open: () => ready.then(() => provider.open()),
   });
-  const memory = memoryLimit(config.values.memory_limit, logger);
+  const memory = memoryLimit(
+    config.values.memory_limit,
+    config.sources.memory_limit !== "default",
+    logger,
+  );
   const agent = await startAgent(
     config,
     logger,
@@ -390,17 +394,19 @@ async function run(args: string[]): Promise<number> {
   return code;
 }
 
-/** The soft memory limit, when one is set (see src/agent/memory.ts); null when it is off. */
-function memoryLimit(limitBytes: number, logger: Logger): MemoryLimit | null {
+/**
+ * The soft memory limit, when one is set (see src/agent/memory.ts); null when it is off, or
+ * where the runtime cannot collect (said at WARN when a limit was asked for, at DEBUG for the
+ * default).
+ */
+function memoryLimit(limitBytes: number, asked: boolean, logger: Logger): MemoryLimit | null {
   if (limitBytes === 0) return null;
   const collect = runtimeCollector();
   if (collect === null) {
-    const message =
-      "memory_limit has no effect: this runtime does not let the agent collect garbage";
-    const fields = { fix: "run the executable or Bun, or Deno with --v8-flags=--expose-gc" };
-    // (A warning only when a limit was asked for: the default is on.)
-    if (limitBytes === AGENT.memory_limit.default) logger.debug(message, fields);
-    else logger.warn(message, fields);
+    const message = "memory_limit has no effect: only Bun gives memory back when collecting";
+    const fields = { fix: "run the executable (npm run compile) or cli.ts with Bun" };
+    if (asked) logger.warn(message, fields);
+    else logger.debug(message, fields);
     return null;
   }
   return new MemoryLimit({ limitBytes, collect });

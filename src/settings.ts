@@ -410,7 +410,7 @@ export const AGENT = {
     default: 128 * MiB,
     unit: "bytes",
     help:
-      "Soft limit on the agent's resident memory: above it, garbage is collected at once, in at most a tenth of the time (like Go's GOMEMLIMIT; 0 = off)",
+      "Soft limit on the agent's resident memory: above it, garbage is collected at once, in at most a tenth of the time (like Go's GOMEMLIMIT; 0 = off). The executable and Bun only",
   },
   kafka_client: {
     kafka: "client",

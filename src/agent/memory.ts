@@ -64,7 +64,7 @@ export class MemoryLimit {
       throw new RangeError(`memory limit must be above 0, not ${o.limitBytes}`);
     }
     this.#o = {
-      rss: () => process.memoryUsage.rss(),
+      rss: processRss,
       now: () => performance.now(),
       maxShare: 0.1,
       ...o,
@@ -77,34 +77,47 @@ export class MemoryLimit {
    */
   check(): number {
     const o = this.#o;
-    this.#rss = o.rss();
-    if (this.#rss > o.limitBytes) {
-      const t = o.now();
-      if (t >= this.#notBefore) {
-        o.collect();
-        const took = o.now() - t;
-        this.#collections++;
-        this.#collectMs += took;
-        this.#rss = o.rss();
-        // What is live is above the limit: collecting more often would not bring it below,
-        // so wait longer each time (up to MAX_BACKOFF_MS), until a collection does.
-        this.#backoff = this.#rss > o.limitBytes
-          ? Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, 2 * this.#backoff))
-          : 0;
-        // A collection of `took` ms is followed by at least took / share - took ms without
-        // one, so collections take at most `share` of the time.
-        this.#notBefore = t + Math.max(took / o.maxShare, this.#backoff);
-      }
-      return NEAR_MS;
+    const rss = readRss(o.rss);
+    if (Number.isNaN(rss)) return FAR_MS; // (unreadable for now: out of file descriptors)
+    this.#rss = rss;
+    if (rss <= o.limitBytes) {
+      // Below by itself (the engine collected, a drain ended): the next time above starts
+      // afresh, without the back-off of an earlier time.
+      this.#backoff = 0;
+      return rss >= o.limitBytes * 0.75 ? NEAR_MS : FAR_MS;
     }
-    return this.#rss >= o.limitBytes * 0.75 ? NEAR_MS : FAR_MS;
+    const t = o.now();
+    if (t >= this.#notBefore) {
+      o.collect();
+      const took = o.now() - t;
+      this.#collections++;
+      this.#collectMs += took;
+      const after = readRss(o.rss);
+      if (!Number.isNaN(after)) this.#rss = after;
+      // What is live is above the limit: collecting more often would not bring it below,
+      // so wait longer each time (up to MAX_BACKOFF_MS), until a collection does.
+      this.#backoff = this.#rss > o.limitBytes
+        ? Math.min(MAX_BACKOFF_MS, Math.max(MIN_BACKOFF_MS, 2 * this.#backoff))
+        : 0;
+      // A collection of `took` ms is followed by at least took / share - took ms without
+      // one, so collections take at most `share` of the time.
+      this.#notBefore = t + Math.max(took / o.maxShare, this.#backoff);
+    }
+    // Not before the next collection may come, but often enough to see a fall below.
+    return Math.min(FAR_MS, Math.max(NEAR_MS, this.#notBefore - o.now()));
   }
 
   /** Checks from now on, on a timer that does not keep the process alive. */
   start(): void {
     if (this.#timer !== null) return;
     const tick = () => {
-      this.#timer = setTimeout(tick, this.check());
+      let next = FAR_MS;
+      try {
+        next = this.check();
+      } catch {
+        // (A collection that threw: memory is only trimmed later, nothing else is at stake.)
+      }
+      this.#timer = setTimeout(tick, next);
       (this.#timer as { unref?: () => void }).unref?.();
     };
     tick();
@@ -119,7 +132,7 @@ export class MemoryLimit {
   /** The resident set now, and what the limit has done so far. */
   get stats(): MemoryStats {
     return {
-      rssBytes: this.#o.rss(),
+      rssBytes: readRss(this.#o.rss),
       limitBytes: this.#o.limitBytes,
       collections: this.#collections,
       collectSeconds: this.#collectMs / 1000,
@@ -130,23 +143,29 @@ export class MemoryLimit {
 /** {@link MemoryLimit.stats}, or the resident set alone when there is no limit. */
 export function memoryStats(limit: MemoryLimit | null): MemoryStats {
   return limit?.stats ??
-    { rssBytes: process.memoryUsage.rss(), limitBytes: 0, collections: 0, collectSeconds: 0 };
+    { rssBytes: readRss(processRss), limitBytes: 0, collections: 0, collectSeconds: 0 };
+}
+
+function processRss(): number {
+  return process.memoryUsage.rss();
+}
+
+/** `rss()`, or NaN when it cannot be read (Bun throws when out of file descriptors). */
+function readRss(rss: () => number): number {
+  try {
+    return rss();
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /**
- * The runtime's way to collect all garbage at once, synchronously: Bun's `Bun.gc(true)` (so
- * also the executable's), or `gc()` where the engine exposes it (Deno or Node run with
- * `--v8-flags=--expose-gc` / `--expose-gc`); null when there is none.
+ * The runtime's way to collect all garbage at once, synchronously, where collecting gives
+ * memory back: Bun's `Bun.gc(true)` (so also the executable's); null elsewhere. (V8's `gc()`,
+ * exposed to Deno by `--v8-flags=--expose-gc`, left the resident set where it was: V8 keeps
+ * what it collects for its next allocations.)
  */
 export function runtimeCollector(): (() => void) | null {
-  const g = globalThis as { Bun?: { gc(force: boolean): void }; gc?: () => void };
-  if (g.Bun) {
-    const bun = g.Bun;
-    return () => bun.gc(true);
-  }
-  if (typeof g.gc === "function") {
-    const gc = g.gc;
-    return () => gc();
-  }
-  return null;
+  const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
+  return bun ? () => bun.gc(true) : null;
 }
