@@ -279,7 +279,15 @@ export class ReadBlock {
  */
 export class ReadBlocks {
   static readonly KEEP = 4;
-  static readonly MAX_BYTES = BLOCK_BYTES;
+  /**
+   * Larger blocks are left to the collector. A frame the writer filled is larger than a block
+   * (1 MiB and up to 64 KiB more), and is read into a block of its own size: with 1 MiB here,
+   * none of those was used again, and a drain made a megabyte of garbage per frame (its peak
+   * RSS 10-15 MiB higher).
+   */
+  static readonly MAX_BYTES = 2 * BLOCK_BYTES;
+  /** A block over BLOCK_BYTES is made a multiple of this, so that frames of about one size share. */
+  static readonly ROUND_BYTES = 64 << 10;
   readonly #free: FreeList<ReadBlock>;
 
   /** @param trimMs the period over which free blocks not needed are counted, then let go of */
@@ -290,7 +298,10 @@ export class ReadBlocks {
   /** A block of at least `bytes`, held once: the smallest free one that fits, or a new one. */
   take(bytes: number): ReadBlock {
     const b = this.#free.take(bytes);
-    if (b === undefined) return new ReadBlock(new Uint8Array(bytes));
+    if (b === undefined) {
+      const r = ReadBlocks.ROUND_BYTES;
+      return new ReadBlock(new Uint8Array(bytes > BLOCK_BYTES ? Math.ceil(bytes / r) * r : bytes));
+    }
     b.refs = 1;
     return b;
   }

@@ -4,8 +4,13 @@
 import { afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type Provider, type ProviderRecord, type SendResult, silentLogger } from "../../mod.ts";
-import { writeFile } from "node:fs/promises";
-import { type ReadBlock, ReadBlocks, SegmentCursor } from "../../src/segment/reader.ts";
+import { readdir, stat, writeFile } from "node:fs/promises";
+import {
+  type ReadBlock,
+  ReadBlocks,
+  readSegmentRecords,
+  SegmentCursor,
+} from "../../src/segment/reader.ts";
 import { NodeFileSystem } from "../../src/fs/node.ts";
 import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 
@@ -120,11 +125,13 @@ describe("a drain that uses its read memory again", () => {
   // records (about 2 MB: the read ahead of one refills the read window at least twice while
   // the batch before it is with the provider; batch ends fall inside frames).
   const N = 40_000;
+  let largestFrame = 0;
   const enc = new TextEncoder();
   const valueOf = (i: number) =>
     enc.encode(`record ${i} `.padEnd(20 + (i * 7919) % 500, String.fromCharCode(97 + i % 26)));
 
-  async function drain(provider: LateReader): Promise<Uint8Array[]> {
+  /** `whole`: every write at once, so that the writer fills its frames (over 1 MiB each). */
+  async function drain(provider: LateReader, whole = false): Promise<Uint8Array[]> {
     const b = await buffers.open({
       dir,
       provider,
@@ -136,11 +143,13 @@ describe("a drain that uses its read memory again", () => {
       retryInitialMs: 1,
       retryMaxMs: 5,
     });
-    for (let i = 0; i < N; i += 1000) {
+    const step = whole ? N : 1000;
+    for (let i = 0; i < N; i += step) {
       await Promise.all(
-        Array.from({ length: 1000 }, (_, j) => b.write("t", valueOf(i + j), { key: `k${j}` })),
+        Array.from({ length: step }, (_, j) => b.write("t", valueOf(i + j), { key: `k${j}` })),
       );
     }
+    largestFrame = await largestFrameIn(dir);
     provider.down = false;
     await waitFor(() => provider.values.length >= N, 60_000, `${N} records delivered`);
     await buffers.close(b);
@@ -162,11 +171,33 @@ describe("a drain that uses its read memory again", () => {
     assert.ok(changed > 0, "no record's bytes changed: the read memory was not used again");
   });
 
+  it("uses the memory again when the frames are larger than a read block (the writer's full frames)", async () => {
+    const got = await drain(new LateReader({ releasesRecords: true, keepViews: true }), true);
+    assert.ok(largestFrame > 1 << 20, `frames of over 1 MiB written (largest ${largestFrame})`);
+    let changed = 0;
+    for (let i = 0; i < N; i++) if (!sameBytes(got[i], valueOf(i))) changed++;
+    assert.ok(changed > 0, "no record's bytes changed: frames over 1 MiB got fresh memory");
+  });
+
   it("never changes a record under a provider that does not say it lets go of them", async () => {
     const got = await drain(new LateReader({ releasesRecords: false, keepViews: true }));
     for (let i = 0; i < N; i++) assert.deepEqual(got[i], valueOf(i), `record ${i}`);
   });
 });
+
+/** The largest frame in the segments of `dir`, in bytes (from one frame offset to the next). */
+async function largestFrameIn(dir: string): Promise<number> {
+  const fs = new NodeFileSystem();
+  let largest = 0;
+  for (const name of (await readdir(dir)).filter((n) => n.endsWith(".seg"))) {
+    const starts = new Set<number>();
+    const stop = await readSegmentRecords(fs, `${dir}/${name}`, (_, at) => starts.add(at));
+    const s = [...starts, (await stat(`${dir}/${name}`)).size];
+    for (let i = 1; i < s.length; i++) largest = Math.max(largest, s[i] - s[i - 1]);
+    assert.equal(stop, null, `${name} reads whole`);
+  }
+  return largest;
+}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
