@@ -40,7 +40,7 @@
 // they are stored (`--mode buffer`, the default): the paused broker would hold the others.
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -199,9 +199,24 @@ async function feed(sock: string, file: string): Promise<void> {
 
 /** Agents started and not yet exited: stopped if the script ends early (an error, a signal). */
 const running = new Set<ReturnType<typeof spawn>>();
+/** Temporary directories not yet removed: removed too, then (after the agents are stopped). */
+const temps = new Set<string>();
 process.on("exit", () => {
   for (const p of running) p.kill("SIGKILL");
+  for (const d of temps) rmSync(d, { recursive: true, force: true });
 });
+
+/** A new temporary directory, removed on the way out if the script ends before {@link removeTemp}. */
+async function makeTemp(prefix: string): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), prefix));
+  temps.add(d);
+  return d;
+}
+
+async function removeTemp(d: string): Promise<void> {
+  await rm(d, { recursive: true, force: true });
+  temps.delete(d);
+}
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
 
 interface Agent {
@@ -337,7 +352,7 @@ async function endToEnd(
   topic: string,
   warm?: WarmFiles,
 ): Promise<Figure & { warm?: { e2e: Figure; drain: Figure } }> {
-  const dir = await mkdtemp(join(tmpdir(), "mb-e2e-"));
+  const dir = await makeTemp("mb-e2e-");
   try {
     const a = await startAgent(join(dir, "buf"), BROKERS, true);
     const t0 = performance.now();
@@ -363,12 +378,12 @@ async function endToEnd(
       warm: warmed,
     };
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await removeTemp(dir);
   }
 }
 
 async function drain(topicFile: string, topic: string): Promise<Figure> {
-  const dir = await mkdtemp(join(tmpdir(), "mb-drain-"));
+  const dir = await makeTemp("mb-drain-");
   try {
     const store = await startAgent(join(dir, "buf"), "127.0.0.1:1", false);
     await feed(store.sock, topicFile);
@@ -381,7 +396,7 @@ async function drain(topicFile: string, topic: string): Promise<Figure> {
     const u = await a.stop();
     return { rate: N / s, cpuUs: (u.cpu / N) * 1e6, rss: u.rss, readyMs: a.readyMs, firstMs };
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await removeTemp(dir);
   }
 }
 
@@ -405,7 +420,7 @@ async function restartOnBacklog(
   topic: string,
   gb: number,
 ): Promise<number[]> {
-  const dir = await mkdtemp(join(tmpdir(), "mb-restart-"));
+  const dir = await makeTemp("mb-restart-");
   const buf = join(dir, "buf");
   const cap = ["--total-size", `${Math.ceil(gb * 1.2 + 1)}GiB`];
   try {
@@ -424,7 +439,7 @@ async function restartOnBacklog(
     }
     return firsts;
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await removeTemp(dir);
   }
 }
 
@@ -510,7 +525,7 @@ function show(name: string, figs: Figure[], ref?: Figure[]): string {
 const kafka = new Kafka({ brokers: [BROKERS], logLevel: logLevel.NOTHING, clientId: "bench-e2e" });
 const admin = kafka.admin();
 await admin.connect();
-const work = await mkdtemp(join(tmpdir(), "mb-bench-e2e-"));
+const work = await makeTemp("mb-bench-e2e-");
 const stamp = Date.now().toString(36);
 console.log(`# ${machine()}`);
 console.log(`# command: deno run -A scripts/bench_e2e.ts ${process.argv.slice(2).join(" ")}`);
@@ -623,5 +638,5 @@ try {
   }
 } finally {
   await admin.disconnect();
-  await rm(work, { recursive: true, force: true });
+  await removeTemp(work);
 }
