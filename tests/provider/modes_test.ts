@@ -19,16 +19,17 @@ import {
   uniqueTopic,
 } from "../_kafka.ts";
 
-let cleanup = async () => {};
+/** The directories of the buffers a test opened (several per test), removed after it. */
+const cleanups: Array<() => Promise<void>> = [];
 const buffers = new OpenBuffers();
 afterEach(async () => {
   await buffers.closeAll();
-  await cleanup();
+  for (const c of cleanups.splice(0)) await c();
 });
 
 async function openBuffer(extra: Partial<MessageBufferOptions>) {
   const t = await tempDir();
-  cleanup = t.cleanup;
+  cleanups.push(t.cleanup);
   return buffers.open({
     dir: t.dir,
     provider: kafkaProvider({ requestTimeoutMs: 5000 }),
