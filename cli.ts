@@ -390,7 +390,8 @@ async function run(args: string[]): Promise<number> {
   });
   clearInterval(reminder);
   memory?.stop();
-  if (memory && memory.stats.collections > 0) logger.info("memory limit", { ...memory.stats });
+  const spent = memory?.stats; // (read once: it reads the resident set)
+  if (spent && spent.collections > 0) logger.info("memory limit", { ...spent });
   return code;
 }
 

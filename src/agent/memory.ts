@@ -14,6 +14,8 @@
  * @module
  */
 
+import process from "node:process";
+
 /** Settings and hooks of {@link MemoryLimit}. */
 export interface MemoryLimitOptions {
   /** Resident bytes above which garbage is collected at once. */
