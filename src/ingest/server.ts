@@ -145,6 +145,63 @@ const releaseChunk: (chunk: Buffer) => void = "Bun" in globalThis
 /** Answers not yet read by a client beyond which its socket is paused. */
 const MAX_UNREAD_ANSWER_BYTES = 1 << 20;
 
+/**
+ * About what one socket read takes in (up to about 214 KiB under Bun, 64 KiB under Deno): how
+ * many paused connections room for more input wakes at once.
+ */
+const READ_BYTES = 256 << 10;
+
+/**
+ * What the connections together have read and not yet answered, bounded as a whole (see
+ * bounds.ts): with a bound per connection alone, 64 clients flooding at once had 110 frames
+ * waiting for the disk, 115 MiB. A connection stops being read once the whole is over the
+ * bound, and paused connections read on as it falls: as many at a time as the room left would
+ * take reads of (oldest pause first, so that none waits behind the others for long), and all
+ * of them once nothing is left unanswered (one woken before may have had nothing to send). So
+ * the input held is the bound plus about one read per connection reading on.
+ */
+export class ReadAhead {
+  /** Bytes read past each connection's last answered line, summed. */
+  bytes = 0;
+  /** Lines read and not yet answered, summed. */
+  lines = 0;
+  /** Paused connections' wakes, oldest first. */
+  readonly #paused = new Set<() => void>();
+
+  /** True while the connections together hold more than the bound. */
+  get over(): boolean {
+    return this.bytes > MAX_WAITING_BYTES || this.lines > MAX_WAITING_LINES;
+  }
+
+  /** A connection's share changed by these amounts. */
+  add(bytes: number, lines: number): void {
+    this.bytes += bytes;
+    this.lines += lines;
+    if (this.#paused.size > 0 && (bytes < 0 || lines < 0)) this.#wakeSome();
+  }
+
+  /** `wake` is called (once) when a paused connection may read on; until `forget(wake)`. */
+  waitFor(wake: () => void): void {
+    this.#paused.add(wake);
+  }
+
+  forget(wake: () => void): void {
+    this.#paused.delete(wake);
+  }
+
+  #wakeSome(): void {
+    if (this.over) return;
+    let n = this.bytes === 0 && this.lines === 0
+      ? Infinity
+      : Math.ceil((MAX_WAITING_BYTES - this.bytes) / READ_BYTES);
+    for (const wake of this.#paused) {
+      if (n-- <= 0) break;
+      this.#paused.delete(wake);
+      wake();
+    }
+  }
+}
+
 class Connection {
   readonly #socket: net.Socket;
   readonly #server: IngestServer;
@@ -225,7 +282,24 @@ class Connection {
     this.#take(chunk);
     this.#chunk = null;
     if (!this.#viewsKept) releaseChunk(chunk);
+    this.#account();
     this.#maybePause();
+  }
+
+  /** This connection's share of the server's {@link ReadAhead}, as last told to it. */
+  #heldBytes = 0;
+  #heldLines = 0;
+
+  /** Tells the server's {@link ReadAhead} what this connection now holds. */
+  #account(): void {
+    // (Once every line is answered, what was read past them is an unfinished line only.)
+    const bytes = this.#queue.length > this.#head ? this.#read - this.#answeredTo : 0;
+    const lines = this.#unansweredLines;
+    if (bytes === this.#heldBytes && lines === this.#heldLines) return;
+    const db = bytes - this.#heldBytes, dl = lines - this.#heldLines;
+    this.#heldBytes = bytes;
+    this.#heldLines = lines;
+    this.#server.readAhead.add(db, dl);
   }
 
   /** Bytes read from the socket; of those, up to the last answered line's chunk (see AckEntry.to). */
@@ -535,6 +609,7 @@ class Connection {
       if (e.p !== null && !e.settled) {
         if (out) this.#send(out);
         out = "";
+        this.#account();
         this.#wake?.(); // (the lines answered may end a pause)
         await e.p.then(() => {}, () => {}); // its own handler (registered first) has run
         continue;
@@ -561,14 +636,16 @@ class Connection {
       if (out.length >= 65536) {
         this.#send(out);
         out = "";
+        this.#account();
         this.#wake?.();
         await new Promise((r) => setImmediate(r));
       }
     }
-    this.#wake?.();
     if (out) this.#send(out);
     this.#queue = [];
     this.#head = 0;
+    this.#account();
+    this.#wake?.();
     this.#draining = false;
     this.#idle?.();
   }
@@ -578,10 +655,7 @@ class Connection {
   }
 
   #shouldPause(): boolean {
-    return this.#server.buffer.wouldBlock ||
-      this.#unansweredLines > MAX_WAITING_LINES ||
-      // (Once every line is answered, what was read past them is an unfinished line only.)
-      (this.#queue.length > this.#head && this.#read - this.#answeredTo > MAX_WAITING_BYTES) ||
+    return this.#server.buffer.wouldBlock || this.#server.readAhead.over ||
       this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
   }
 
@@ -595,17 +669,20 @@ class Connection {
 
   /**
    * Reads on once nothing calls for a pause any more. Woken by what can end one: the buffer
-   * has room again, the client read its answers ("drain"), answers went out, or the socket
-   * closed. (Each wait also ends after a second, as a safety net, not as the mechanism.)
+   * has room again, the client read its answers ("drain"), answers went out (its own, or
+   * others' that took the {@link ReadAhead} under its bound), or the socket closed. (Each wait also ends after a second, as a safety net, not as the mechanism.)
    */
   async #resumeWhenRoom(): Promise<void> {
     while (!this.#ended && !this.#socket.destroyed && this.#shouldPause()) {
-      await new Promise<void>((wake) => {
-        const t = setTimeout(wake, 1000);
-        this.#wake = () => {
+      const readAhead = this.#server.readAhead;
+      await new Promise<void>((resolve) => {
+        const wake = this.#wake = () => {
           clearTimeout(t);
-          wake();
+          readAhead.forget(wake);
+          resolve();
         };
+        const t = setTimeout(wake, 1000);
+        readAhead.waitFor(wake);
         if (this.#server.buffer.wouldBlock && !this.#writable) {
           // One wait on the buffer per connection (and one handler on it), however often the
           // loop wakes; it wakes whichever wait is current when room returns.
@@ -692,6 +769,8 @@ export class IngestServer {
   };
   /** The other inputs' counters, shown in `#stats` (set by the agent). */
   inputs: InputStats = {};
+  /** What the connections together read ahead of their answers. */
+  readonly readAhead: ReadAhead = new ReadAhead();
   readonly #server: net.Server;
   readonly #started = Date.now();
   readonly #connections = new Set<Connection>();

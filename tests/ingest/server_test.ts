@@ -11,7 +11,8 @@ import { Buffer } from "node:buffer";
 import process from "node:process";
 import { setImmediate } from "node:timers";
 import { MessageBuffer, type MessageBufferOptions, silentLogger } from "../../mod.ts";
-import { IngestServer, type IngestServerOptions } from "../../src/ingest/server.ts";
+import { IngestServer, type IngestServerOptions, ReadAhead } from "../../src/ingest/server.ts";
+import { MAX_WAITING_BYTES, MAX_WAITING_LINES } from "../../src/ingest/bounds.ts";
 import { sendLines } from "../../src/ingest/client.ts";
 import { Readable } from "node:stream";
 import { mkdir } from "node:fs/promises";
@@ -428,6 +429,74 @@ describe("ingest server: memory a flood takes", () => {
     assert.ok(got.every((v, i) => v === line(i).slice(3, -1)), "every line, in order");
     c.end();
     await r.close();
+  });
+});
+
+describe("ingest server: memory a flood from several clients takes", () => {
+  it("reads no more than about 4 MiB past the last answered lines of all connections together while the disk holds their writes", async () => {
+    const { fs, held, release } = heldSegmentWrites();
+    await mkdir(`${root.dir}/b${n}`, { recursive: true }); // (the socket's; the buffer is in `fs`)
+    const r = await rig({}, { fs, maxBufferBytes: 1 << 30, segmentMaxBytes: 64 << 20 });
+    // Four clients, each with more 128-byte lines than the bound (4.5 MiB): bounded one
+    // connection at a time, the server read about 4 MiB of each.
+    const clients = 4;
+    const lines = 36_864;
+    const line = (c: number, i: number) =>
+      `t${c}\t\t${String(i).padStart(8, "0")}${"x".repeat(115)}\n`;
+    const cs = await Promise.all(Array.from({ length: clients }, () => ackClient(r.path)));
+    for (const [c, client] of cs.entries()) {
+      let text = "";
+      for (let i = 0; i < lines; i++) text += line(c, i);
+      client.write(text);
+    }
+    await waitFor(() => held() > 0, 5000, "a segment write to be held");
+    // Every connection stops being read (each has more to send than the bound), once each.
+    await waitFor(() => r.server.stats.pauses >= clients, 10_000, "every connection to stop");
+    const read = r.server.stats.linesReceived - clients; // (the #ack lines)
+    // The bound, and one socket read past it per connection (up to about 214 KiB under Bun).
+    const most = MAX_WAITING_BYTES + clients * (256 << 10);
+    assert.ok(read * 128 <= most, `read ${read} lines (${read * 128} bytes) unanswered`);
+    assert.ok(cs.every((c) => c.socket.writableLength > 0), "the rest waits in the clients");
+    release();
+    await Promise.all(cs.map((c) => c.waitAnswers(lines + 1, 60_000)));
+    assert.ok(cs.every((c) => c.answers.every((a) => a === "ok")));
+    await r.buffer.drained(30_000);
+    for (let c = 0; c < clients; c++) {
+      const got = values(r.provider, `t${c}`);
+      assert.equal(got.length, lines);
+      assert.ok(
+        got.every((v, i) => v === line(c, i).slice(4, -1)),
+        `every line of t${c}, in order`,
+      );
+    }
+    for (const c of cs) c.end();
+    await r.close();
+  });
+
+  it("wakes paused connections as the room left would take their reads, oldest first, and all once nothing is held", () => {
+    const a = new ReadAhead();
+    const woken: number[] = [];
+    const wait = (i: number) => {
+      const wake = () => {
+        a.forget(wake);
+        woken.push(i);
+      };
+      a.waitFor(wake);
+    };
+    a.add(MAX_WAITING_BYTES + 1, 1);
+    assert.ok(a.over);
+    for (let i = 0; i < 30; i++) wait(i);
+    a.add(-2, 0); // a byte of room: one read
+    assert.deepEqual(woken, [0]);
+    a.add(-(1 << 20), 0); // a MiB more: five reads in all
+    assert.deepEqual(woken, [0, 1, 2, 3, 4, 5]);
+    a.add(0, MAX_WAITING_LINES); // over by lines: a fall in bytes wakes nobody
+    a.add(-1, 0);
+    assert.equal(woken.length, 6);
+    a.add(-(a.bytes - 1), -MAX_WAITING_LINES); // a byte and a line held: room for 16 reads
+    assert.deepEqual(woken.slice(6), Array.from({ length: 16 }, (_, i) => 6 + i));
+    a.add(-1, -1); // nothing held: every one left (one woken before may have had nothing to send)
+    assert.deepEqual(woken.slice(22), [22, 23, 24, 25, 26, 27, 28, 29]);
   });
 });
 
