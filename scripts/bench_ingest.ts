@@ -1,4 +1,4 @@
-// Agent benchmark: Unix-socket ingest throughput with 1, 4 and 16 clients, with and without
+// Agent benchmark: Unix-socket ingest throughput with 1, 4, 16 and 64 clients, with and without
 // acknowledgements, and end-to-end latency (socket write to Kafka's log, and to a consumer) at a steady
 // 10K records/s. Runs the real agent as a child process against a real broker.
 //
@@ -14,7 +14,7 @@
 // messagebuffer_records_written_total), not merely until the client has written them.
 
 import { spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -91,7 +91,15 @@ async function written(): Promise<number> {
   return Number(m?.[1] ?? 0);
 }
 
-async function withAgent<T>(fn: (sock: string) => Promise<T>): Promise<T> {
+/** The agent's peak resident memory so far, in MiB (Linux's VmHWM). */
+async function peakRss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN) / 1024;
+}
+
+async function withAgent<T>(
+  fn: (sock: string, peak: () => Promise<number>) => Promise<T>,
+): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "mb-bench-"));
   const [cmd, args] = agentCommand([
     "run",
@@ -121,7 +129,7 @@ async function withAgent<T>(fn: (sock: string) => Promise<T>): Promise<T> {
     }
   }
   try {
-    return await fn(sock);
+    return await fn(sock, () => peakRss(p.pid!));
   } finally {
     process.kill(p.pid!, "SIGTERM");
     await new Promise((r) => p.once("exit", r));
@@ -381,18 +389,21 @@ console.log(
       : "delivering to the broker on the same machine meanwhile"),
 );
 if (!values["latency-only"]) {
-  await withAgent(async (sock) => {
-    for (const ack of [false, true]) {
-      for (const clients of [1, 4, 16]) {
+  // A fresh agent for each, so that its peak memory is that run's.
+  for (const ack of [false, true]) {
+    for (const clients of [1, 4, 16, 64]) {
+      await withAgent(async (sock, peak) => {
         const r = await throughput(sock, clients, ack, `ingest-bench-${Date.now().toString(36)}`);
         console.log(
           `ingest ${ack ? "with #ack   " : "without acks"} ${
             String(clients).padStart(2)
-          } client(s): ${fmtRate(r)} lines/s stored`,
+          } client(s): ${fmtRate(r)} lines/s stored, agent peak RSS ${
+            (await peak()).toFixed(0)
+          } MiB`,
         );
-      }
+      });
     }
-  });
+  }
 }
 if (!values["ingest-only"]) {
   const seconds = Number(values["latency-seconds"]);
