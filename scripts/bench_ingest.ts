@@ -5,6 +5,7 @@
 //   scripts/kafka.sh start
 //   npx deno run -A scripts/bench_ingest.ts [--brokers HOST:PORT] [--lines N] [--agent-bin PATH]
 //       [--latency-only] [--latency-seconds N] [--mode buffer|direct-until-error] [--fsync POLICY]
+//       [--ingest-only] [--http]
 //
 // The latency run is repeated with librdkafka in the agent's place when kcat is installed:
 // the same feeder writes the same lines into `kcat -P` (idempotent, acks=all, linger.ms=0),
@@ -14,14 +15,14 @@
 // messagebuffer_records_written_total), not merely until the client has written them.
 
 import { spawn } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
-import { fmtRate, hasKcat, machine } from "./_bench_util.ts";
+import { fmtRate, hasKcat, machine, MiB, peakRss } from "./_bench_util.ts";
 
 const { values } = parseArgs({
   args: process.argv.slice(2),
@@ -41,11 +42,15 @@ const { values } = parseArgs({
     // of its own; the default when it is installed) or kafkajs (in this process, beside the
     // writer: its own delays count in the figures).
     consumer: { type: "string", default: "" },
+    // The HTTP input (POST /records, NDJSON bodies of 10,000 records) instead of the socket:
+    // 1, 16 and 64 clients posting at once.
+    http: { type: "boolean", default: false },
   },
   strict: true,
 });
 const LINES = Number(values.lines);
 const METRICS = "127.0.0.1:19465";
+const HTTP = "127.0.0.1:19466";
 
 const CONSUMER = values.consumer || (hasKcat() ? "kcat" : "kafkajs");
 if (CONSUMER !== "kcat" && CONSUMER !== "kafkajs") {
@@ -91,14 +96,8 @@ async function written(): Promise<number> {
   return Number(m?.[1] ?? 0);
 }
 
-/** The agent's peak resident memory so far, in MiB (Linux's VmHWM). */
-async function peakRss(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8");
-  return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? NaN) / 1024;
-}
-
 async function withAgent<T>(
-  fn: (sock: string, peak: () => Promise<number>) => Promise<T>,
+  fn: (sock: string, peak: () => number) => Promise<T>,
 ): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "mb-bench-"));
   const [cmd, args] = agentCommand([
@@ -117,6 +116,7 @@ async function withAgent<T>(
     values.mode,
     "--fsync",
     values.fsync,
+    ...(values.http ? ["--http", HTTP] : []),
   ]);
   const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
   const sock = `${dir}/messagebuffer.sock`;
@@ -129,7 +129,7 @@ async function withAgent<T>(
     }
   }
   try {
-    return await fn(sock, () => peakRss(p.pid!));
+    return await fn(sock, () => peakRss(p.pid!) / MiB);
   } finally {
     process.kill(p.pid!, "SIGTERM");
     await new Promise((r) => p.once("exit", r));
@@ -177,6 +177,39 @@ async function throughput(
   const target = before + Math.floor(per / chunkLines) * chunkLines * clients;
   while ((await written()) < target) await new Promise((r) => setTimeout(r, 5));
   return (target - before) / ((performance.now() - t0) / 1000);
+}
+
+/**
+ * `clients` HTTP clients at once, each posting its share of the records as NDJSON bodies of
+ * 10,000 records (about 1.4 MB), one after the other; records/s until all are stored, and the
+ * answers' statuses.
+ */
+async function httpThroughput(
+  clients: number,
+  topic: string,
+): Promise<{ rate: number; statuses: Map<number, number> }> {
+  const perBody = 10_000;
+  const bodies = Math.max(1, Math.floor(LINES / clients / perBody));
+  let body = "";
+  for (let i = 0; i < perBody; i++) {
+    body += JSON.stringify({ topic, key: `k${i % 10}`, value: "x".repeat(100) }) + "\n";
+  }
+  const statuses = new Map<number, number>();
+  const before = await written();
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: clients }, async () => {
+    for (let b = 0; b < bodies; b++) {
+      const res = await fetch(`http://${HTTP}/records`, {
+        method: "POST",
+        headers: { "content-type": "application/x-ndjson" },
+        body,
+      });
+      await res.arrayBuffer();
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+    }
+  }));
+  const stored = (await written()) - before;
+  return { rate: stored / ((performance.now() - t0) / 1000), statuses };
 }
 
 /** Where the latency run writes its lines: the agent's socket, or `kcat -P`'s input. */
@@ -379,16 +412,33 @@ async function agentLatency(): Promise<void> {
   );
 }
 
-console.log(`# messagebuffer agent benchmark (Unix-socket ingest)`);
+console.log(`# messagebuffer agent benchmark (${values.http ? "HTTP" : "Unix-socket"} ingest)`);
 console.log(`# ${machine()}; agent: ${agentCommand([]).flat().join(" ")}`);
 console.log(`# command: ${process.argv.join(" ")}`);
 console.log(
-  `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run; mode=${values.mode}, fsync=${values.fsync}; ` +
+  (values.http
+    ? `# records: NDJSON lines {"topic", "key", "value"} with 100-byte values, 10,000 a body, about ${LINES} per run`
+    : `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run`) +
+    `; mode=${values.mode}, fsync=${values.fsync}; ` +
     (values["ingest-only"]
       ? "no broker (the sender idles): ingest alone"
       : "delivering to the broker on the same machine meanwhile"),
 );
-if (!values["latency-only"]) {
+if (values.http) {
+  // A fresh agent for each, so that its peak memory is that run's.
+  for (const clients of [1, 16, 64]) {
+    await withAgent(async (_sock, peak) => {
+      const r = await httpThroughput(clients, `http-bench-${Date.now().toString(36)}`);
+      console.log(
+        `HTTP input ${String(clients).padStart(2)} client(s): ${
+          fmtRate(r.rate)
+        } records/s stored, agent peak RSS ${peak().toFixed(0)} MiB, answers ${
+          [...r.statuses].map(([status, n]) => `${n} × ${status}`).join(", ")
+        }`,
+      );
+    });
+  }
+} else if (!values["latency-only"]) {
   // A fresh agent for each, so that its peak memory is that run's.
   for (const ack of [false, true]) {
     for (const clients of [1, 4, 16, 64]) {
@@ -397,15 +447,13 @@ if (!values["latency-only"]) {
         console.log(
           `ingest ${ack ? "with #ack   " : "without acks"} ${
             String(clients).padStart(2)
-          } client(s): ${fmtRate(r)} lines/s stored, agent peak RSS ${
-            (await peak()).toFixed(0)
-          } MiB`,
+          } client(s): ${fmtRate(r)} lines/s stored, agent peak RSS ${peak().toFixed(0)} MiB`,
         );
       });
     }
   }
 }
-if (!values["ingest-only"]) {
+if (!values["ingest-only"] && !values.http) {
   const seconds = Number(values["latency-seconds"]);
   const report = (who: string, l: Latency) =>
     console.log(

@@ -288,6 +288,12 @@ export function metricSamples(
       ],
       ["messagebuffer_http_requests_active", "gauge", "HTTP input requests in progress.", h.active],
       [
+        "messagebuffer_http_body_bytes",
+        "gauge",
+        "Bytes of HTTP request bodies taken in and not yet answered (new ones wait past about 4 MiB).",
+        h.bodyBytes,
+      ],
+      [
         "messagebuffer_http_records_total",
         "counter",
         "Records the HTTP input stored.",

@@ -19,7 +19,9 @@
  *
  * Limits: the body size, the records per request, the requests served at once (429 beyond),
  * and the time a client may take to send its body (408). A bearer token, when set, is
- * required of every request (401).
+ * required of every request (401). The bodies being read and stored at once are bounded
+ * together (see {@link BodyRoom}): a request beyond waits before its body is read, and is
+ * answered 429 if no room comes within the time limit.
  *
  * @module
  */
@@ -30,6 +32,7 @@ import type { MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
 import { validateTopic } from "../segment/format.ts";
 import { parseLine } from "./protocol.ts";
+import { MAX_WAITING_BYTES } from "./bounds.ts";
 import { type HttpListener, serveHttp } from "./http_serve.ts";
 import { splitHostPort } from "./address.ts";
 
@@ -65,6 +68,8 @@ export interface HttpStats {
   active: number;
   /** Records stored (in requests answered 200, and the stored part of a partial 503). */
   records: number;
+  /** Bytes of request bodies taken in and not yet answered (see {@link BodyRoom}). */
+  bodyBytes: number;
 }
 
 const JSON_V2 = "application/vnd.kafka.json.v2+json";
@@ -149,9 +154,78 @@ function field(v: unknown, binary: boolean, where: string): string | Uint8Array 
   return binary ? base64(v, where) : JSON.stringify(v);
 }
 
+/**
+ * Room for the bodies of the requests in progress, from the read of a body until its request
+ * is answered, all requests together: a body and the records parsed from it take several times
+ * its size, and 64 clients posting 1.4 MB of NDJSON each at once took the agent to 606 MiB.
+ * A request takes room for its `Content-Length` (for `--http-max-body` when it has none, until
+ * its body is read), and waits, first come first served, until that fits with the others, or
+ * until none is in progress (so that one body up to `--http-max-body` is always taken).
+ */
+export class BodyRoom {
+  /** Bytes taken by requests in progress. */
+  used = 0;
+  readonly #waiting: Array<{ bytes: number; admit: () => void }> = [];
+
+  constructor(readonly limit: number, readonly onChange: (used: number) => void = () => {}) {}
+
+  /** Takes `bytes` at once if they fit (true); else false, and `take` must wait. */
+  tryTake(bytes: number): boolean {
+    if (this.#waiting.length > 0 || (this.used > 0 && this.used + bytes > this.limit)) return false;
+    this.used += bytes;
+    this.onChange(this.used);
+    return true;
+  }
+
+  /**
+   * Waits for `bytes` in turn. Resolves once taken; `cancel` (called with the same waiter)
+   * before that gives up the place.
+   */
+  take(bytes: number): { taken: Promise<void>; cancel: () => void } {
+    let admit!: () => void;
+    const taken = new Promise<void>((r) => (admit = r));
+    const entry = { bytes, admit };
+    if (this.tryTake(bytes)) admit();
+    else this.#waiting.push(entry);
+    return {
+      taken,
+      cancel: () => {
+        const i = this.#waiting.indexOf(entry);
+        if (i < 0) return this.give(bytes); // (let in meanwhile)
+        this.#waiting.splice(i, 1);
+        this.#admit(); // (the one behind it may fit now)
+      },
+    };
+  }
+
+  /** Gives back `bytes` taken; lets in those waiting that fit now, in order. */
+  give(bytes: number): void {
+    this.used -= bytes;
+    this.onChange(this.used);
+    this.#admit();
+  }
+
+  #admit(): void {
+    while (this.#waiting.length > 0) {
+      const next = this.#waiting[0];
+      if (this.used > 0 && this.used + next.bytes > this.limit) return;
+      this.#waiting.shift();
+      this.used += next.bytes;
+      this.onChange(this.used);
+      next.admit();
+    }
+  }
+}
+
 /** See the module doc. */
 export class HttpIngest {
-  readonly stats: HttpStats = { requests: 0, requestsFailed: 0, active: 0, records: 0 };
+  readonly stats: HttpStats = {
+    requests: 0,
+    requestsFailed: 0,
+    active: 0,
+    records: 0,
+    bodyBytes: 0,
+  };
   readonly #o: Required<Omit<HttpIngestOptions, "token" | "tls">> & HttpIngestOptions;
   readonly #token: Buffer | null;
   #listener: HttpListener | null = null;
@@ -159,6 +233,11 @@ export class HttpIngest {
   #lastLog = 0;
   /** Ends the body wait of each request whose body is still arriving. */
   readonly #receiving = new Set<() => void>();
+  /** The bodies in progress, bounded together (see {@link BodyRoom}). */
+  readonly bodyRoom: BodyRoom = new BodyRoom(
+    MAX_WAITING_BYTES,
+    (used) => (this.stats.bodyBytes = used),
+  );
 
   private constructor(o: HttpIngestOptions) {
     this.#o = {
@@ -265,15 +344,14 @@ export class HttpIngest {
     if (req.method !== "POST") {
       throw new Refusal(405, `use POST on ${path}, not ${req.method}`, { allow: "POST" });
     }
-    let records: Parsed[];
+    let topic = "";
+    const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
     if (topicRoute !== null) {
-      let topic: string;
       try {
         topic = decodeURIComponent(topicRoute[1]);
       } catch {
         throw new Refusal(400, `the topic in ${path} is not valid percent-encoding`);
       }
-      const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
       if (!TYPES.includes(type)) {
         throw new Refusal(
           415,
@@ -281,11 +359,34 @@ export class HttpIngest {
         );
       }
       checkTopic(topic, "the topic");
-      const body = await this.#body(req);
-      records = this.#restRecords(topic, body, type === BINARY_V2);
-    } else {
-      records = this.#ndjson(await this.#body(req));
     }
+    // Room for the body among the requests in progress (see BodyRoom), before it is read.
+    const declared = Number(req.headers.get("content-length") ?? NaN);
+    if (declared > this.#o.maxBodyBytes) {
+      throw new Refusal(
+        413,
+        `body of ${declared} bytes is over the limit of ${this.#o.maxBodyBytes} (--http-max-body)`,
+      );
+    }
+    let taken = declared >= 0 ? declared : this.#o.maxBodyBytes;
+    await this.#roomFor(taken, exempt);
+    try {
+      const body = await this.#body(req);
+      if (body.length < taken) {
+        this.bodyRoom.give(taken - body.length);
+        taken = body.length;
+      }
+      const records = topicRoute !== null
+        ? this.#restRecords(topic, body, type === BINARY_V2)
+        : this.#ndjson(body);
+      return await this.#store(records, topicRoute !== null, exempt);
+    } finally {
+      this.bodyRoom.give(taken);
+    }
+  }
+
+  /** Writes the records of a request; answers once all are durable (or some failed). */
+  async #store(records: Parsed[], rest: boolean, exempt: () => void): Promise<Response> {
     if (this.#o.buffer.full && !this.#o.buffer.wouldBlock) {
       throw new Refusal(
         503,
@@ -308,7 +409,7 @@ export class HttpIngest {
     const failed = outcomes.filter((o) => o.status === "rejected") as PromiseRejectedResult[];
     this.stats.records += outcomes.length - failed.length;
     if (failed.length === 0) {
-      return topicRoute !== null
+      return rest
         ? json(200, {
           key_schema_id: null,
           value_schema_id: null,
@@ -329,7 +430,7 @@ export class HttpIngest {
     });
     const message = `${failed.length} of ${outcomes.length} records ${notStored(failed[0].reason)}`;
     const retry = { "retry-after": "5" };
-    if (topicRoute !== null) {
+    if (rest) {
       return json(503, {
         error_code: 503,
         message: `${message}; those whose "error_code" is null were stored`,
@@ -351,16 +452,48 @@ export class HttpIngest {
     }, retry);
   }
 
-  /** The whole body, within the size limit and the time limit. */
+  /**
+   * Takes room for a body of `bytes` (see {@link BodyRoom}), waiting for it in turn: at most
+   * `--http-timeout` (then 429), and not past a stop (503).
+   */
+  async #roomFor(bytes: number, exempt: () => void): Promise<void> {
+    const room = this.bodyRoom;
+    if (room.tryTake(bytes)) return;
+    exempt(); // (the wait is bounded by the timer below, not by the server's idle timeout)
+    const { taken, cancel } = room.take(bytes);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cut!: (r: Refusal) => void;
+    const late = new Promise<never>((_, reject) => {
+      cut = reject;
+      timer = setTimeout(
+        () =>
+          reject(
+            new Refusal(
+              429,
+              `busy: the bodies of other requests (${room.used} bytes) are being stored, and this one's did not fit within ${this.#o.timeoutMs} ms (--http-timeout); nothing stored`,
+              { "retry-after": "1" },
+            ),
+          ),
+        this.#o.timeoutMs,
+      );
+    });
+    const stopping = () =>
+      cut(new Refusal(503, "the agent is shutting down", { "retry-after": "5" }));
+    this.#receiving.add(stopping);
+    try {
+      await Promise.race([taken, late]);
+    } catch (e) {
+      cancel();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      this.#receiving.delete(stopping);
+    }
+  }
+
+  /** The whole body, within the size limit and the time limit (`Content-Length` is checked before). */
   async #body(req: Request): Promise<Uint8Array> {
     const max = this.#o.maxBodyBytes;
-    const declared = Number(req.headers.get("content-length") ?? NaN);
-    if (declared > max) {
-      throw new Refusal(
-        413,
-        `body of ${declared} bytes is over the limit of ${max} (--http-max-body)`,
-      );
-    }
     if (req.body === null) return new Uint8Array(0);
     const reader = req.body.getReader();
     const chunks: Uint8Array[] = [];

@@ -440,6 +440,101 @@ print("ok")
     assert.equal(after.status, 200, after.body);
   });
 
+  it("reads a body only once the bodies in progress leave room: a request waits, is served when room comes, and is answered 429 if none comes within --http-timeout", async () => {
+    const t = await tempDir();
+    cleanup = t.cleanup;
+    const slowRequest = (port: number) =>
+      // A body of 4 MiB declared (all the room there is) that never comes whole.
+      rawHttp(
+        port,
+        `POST /topics/room HTTP/1.1\r\nHost: x\r\nContent-Type: ${JSON_V2}\r\nContent-Length: ${
+          4 << 20
+        }\r\nConnection: close\r\n\r\n{"rec`,
+        10_000,
+      );
+    const small = JSON.stringify({ records: [{ value: "v" }] });
+    const [port, mport] = [await freePort(), await freePort()];
+    const metrics = `127.0.0.1:${mport}`;
+    await agent([
+      "--metrics",
+      metrics,
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      join(t.dir, "a"),
+      "--http",
+      `127.0.0.1:${port}`,
+      "--http-timeout",
+      "2s",
+    ]);
+    const slow = slowRequest(port);
+    await waitForMetrics(
+      metrics,
+      (m) => m.messagebuffer_http_body_bytes === 4 << 20,
+      "the slow request to take the room",
+    );
+    // A small request waits for the room, and is served once the slow one is cut off.
+    const started = Date.now();
+    const waited = await post(`http://127.0.0.1:${port}/topics/room`, JSON_V2, small);
+    assert.equal(waited.status, 200, waited.body);
+    assert.ok(Date.now() - started >= 1500, "it waited for the slow one's --http-timeout");
+    assert.match(await slow, /^HTTP\/1\.1 408/);
+    let m = await scrapeMetrics(metrics);
+    assert.equal(m.messagebuffer_http_body_bytes, 0);
+    assert.equal(m.messagebuffer_http_records_total, 1);
+
+    // A request whose records wait for Kafka (no disk, the broker unreachable) holds its
+    // body's room for longer than --http-timeout: one that waits behind it is answered 429.
+    const [port2, mport2] = [await freePort(), await freePort()];
+    const metrics2 = `127.0.0.1:${mport2}`;
+    await agent([
+      "--metrics",
+      metrics2,
+      "--brokers",
+      "127.0.0.1:1",
+      "--buffer-dir",
+      join(t.dir, "b"),
+      "--mode",
+      "block-on-error",
+      "--direct-timeout",
+      "20s",
+      "--http",
+      `127.0.0.1:${port2}`,
+      "--http-timeout",
+      "2s",
+    ]);
+    // NDJSON of exactly 4 MiB: nothing more fits beside it.
+    let ndjson = "";
+    for (let i = 0; i < 40; i++) {
+      ndjson += JSON.stringify({ topic: "room", value: "x".repeat(100_000) }) + "\n";
+    }
+    const pad = (4 << 20) - ndjson.length - JSON.stringify({ topic: "room", value: "" }).length - 1;
+    ndjson += JSON.stringify({ topic: "room", value: "y".repeat(pad) }) + "\n";
+    assert.equal(ndjson.length, 4 << 20);
+    const body = join(t.dir, "big.ndjson");
+    await writeFile(body, ndjson);
+    const holder = post(`http://127.0.0.1:${port2}/records`, null, `@${body}`);
+    await waitForMetrics(
+      metrics2,
+      (m) => m.messagebuffer_http_body_bytes === 4 << 20,
+      "the big request to take the room",
+    );
+    const before = Date.now();
+    const busy = await post(`http://127.0.0.1:${port2}/topics/room`, JSON_V2, small);
+    assert.equal(busy.status, 429, busy.body);
+    assert.match(busy.headers, /retry-after: 1/i);
+    assert.match(
+      JSON.parse(busy.body).message,
+      /^busy: the bodies of other requests \(4194304 bytes\) are being stored, and this one's did not fit within 2000 ms \(--http-timeout\); nothing stored$/,
+    );
+    assert.ok(Date.now() - before >= 1500, "it waited for --http-timeout");
+    m = await scrapeMetrics(metrics2);
+    assert.equal(m.messagebuffer_http_body_bytes, 4 << 20, "the big one still holds its room");
+    assert.equal(m.messagebuffer_http_records_total, 0);
+    assert.equal(m.messagebuffer_http_requests_active, 1);
+    void holder.catch(() => {}); // (answered 503 by its --direct-timeout, or cut by the stop)
+  });
+
   it("serves beyond loopback only with TLS (or --http-allow-remote), and says why otherwise", async () => {
     const t = await tempDir();
     cleanup = t.cleanup;
