@@ -290,7 +290,7 @@ export function metricSamples(
       [
         "messagebuffer_http_body_bytes",
         "gauge",
-        "Bytes of HTTP request bodies taken in and not yet answered (new ones wait past about 4 MiB).",
+        "Bytes of HTTP request bodies being parsed and stored (more wait past about 4 MiB).",
         h.bodyBytes,
       ],
       [

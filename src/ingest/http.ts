@@ -19,8 +19,8 @@
  *
  * Limits: the body size, the records per request, the requests served at once (429 beyond),
  * and the time a client may take to send its body (408). A bearer token, when set, is
- * required of every request (401). The bodies being read and stored at once are bounded
- * together (see {@link BodyRoom}): a request beyond waits before its body is read, and is
+ * required of every request (401). The bodies being parsed and stored at once are bounded
+ * together (see {@link BodyRoom}): a request beyond waits once its body is read, and is
  * answered 429 if no room comes within the time limit.
  *
  * @module
@@ -68,7 +68,7 @@ export interface HttpStats {
   active: number;
   /** Records stored (in requests answered 200, and the stored part of a partial 503). */
   records: number;
-  /** Bytes of request bodies taken in and not yet answered (see {@link BodyRoom}). */
+  /** Bytes of request bodies being parsed and stored (see {@link BodyRoom}). */
   bodyBytes: number;
 }
 
@@ -155,12 +155,13 @@ function field(v: unknown, binary: boolean, where: string): string | Uint8Array 
 }
 
 /**
- * Room for the bodies of the requests in progress, from the read of a body until its request
- * is answered, all requests together: a body and the records parsed from it take several times
- * its size, and 64 clients posting 1.4 MB of NDJSON each at once took the agent to 606 MiB.
- * A request takes room for its `Content-Length` (for `--http-max-body` when it has none, until
- * its body is read), and waits, first come first served, until that fits with the others, or
- * until none is in progress (so that one body up to `--http-max-body` is always taken).
+ * Room for the bodies being parsed and stored, all requests together, from the end of a body's
+ * read until its request is answered: a body's records, parsed into objects and written one by
+ * one, take several times its size, and 64 clients posting 1.4 MB of NDJSON each at once took
+ * the executable to 494 MiB. A request whose body is read takes room for its size, and waits,
+ * first come first served, until that fits beside the others, or until none is in progress (so
+ * that one body up to `--http-max-body` is always taken). The room is taken only once a body is
+ * whole, so that a client that sends its body slowly holds up no one.
  */
 export class BodyRoom {
   /** Bytes taken by requests in progress. */
@@ -360,42 +361,26 @@ export class HttpIngest {
       }
       checkTopic(topic, "the topic");
     }
-    // Room for the body among the requests in progress (see BodyRoom), before it is read.
-    const declared = Number(req.headers.get("content-length") ?? NaN);
-    if (declared > this.#o.maxBodyBytes) {
-      throw new Refusal(
-        413,
-        `body of ${declared} bytes is over the limit of ${this.#o.maxBodyBytes} (--http-max-body)`,
-      );
-    }
-    let taken = declared >= 0 ? declared : this.#o.maxBodyBytes;
-    await this.#roomFor(taken, exempt);
+    const body = await this.#body(req);
+    this.#refuseIfFull();
+    // Room to parse and store it beside the other requests in progress (see BodyRoom).
+    await this.#roomFor(body.length, req, exempt);
     try {
-      const body = await this.#body(req);
-      if (body.length < taken) {
-        this.bodyRoom.give(taken - body.length);
-        taken = body.length;
+      if (this.#stopped) {
+        throw new Refusal(503, "the agent is shutting down", { "retry-after": "5" });
       }
       const records = topicRoute !== null
         ? this.#restRecords(topic, body, type === BINARY_V2)
         : this.#ndjson(body);
       return await this.#store(records, topicRoute !== null, exempt);
     } finally {
-      this.bodyRoom.give(taken);
+      this.bodyRoom.give(body.length);
     }
   }
 
   /** Writes the records of a request; answers once all are durable (or some failed). */
   async #store(records: Parsed[], rest: boolean, exempt: () => void): Promise<Response> {
-    if (this.#o.buffer.full && !this.#o.buffer.wouldBlock) {
-      throw new Refusal(
-        503,
-        "the buffer is full (at its size cap, when_full reject); nothing stored",
-        {
-          "retry-after": "5",
-        },
-      );
-    }
+    this.#refuseIfFull();
     // From here on the client waits for durability, which under "block" may take long.
     exempt();
     const writes = records.map((r) =>
@@ -452,11 +437,24 @@ export class HttpIngest {
     }, retry);
   }
 
+  /** A full buffer under `whenFull: "reject"` refuses the request (503), nothing stored. */
+  #refuseIfFull(): void {
+    if (this.#o.buffer.full && !this.#o.buffer.wouldBlock) {
+      throw new Refusal(
+        503,
+        "the buffer is full (at its size cap, when_full reject); nothing stored",
+        {
+          "retry-after": "5",
+        },
+      );
+    }
+  }
+
   /**
    * Takes room for a body of `bytes` (see {@link BodyRoom}), waiting for it in turn: at most
-   * `--http-timeout` (then 429), and not past a stop (503).
+   * `--http-timeout` (then 429), and not past a stop (503) or the client's leaving.
    */
-  async #roomFor(bytes: number, exempt: () => void): Promise<void> {
+  async #roomFor(bytes: number, req: Request, exempt: () => void): Promise<void> {
     const room = this.bodyRoom;
     if (room.tryTake(bytes)) return;
     exempt(); // (the wait is bounded by the timer below, not by the server's idle timeout)
@@ -470,7 +468,7 @@ export class HttpIngest {
           reject(
             new Refusal(
               429,
-              `busy: the bodies of other requests (${room.used} bytes) are being stored, and this one's did not fit within ${this.#o.timeoutMs} ms (--http-timeout); nothing stored`,
+              `busy: the bodies of other requests (${room.used} bytes) are being stored, and this one's (${bytes} bytes) found no room within ${this.#o.timeoutMs} ms (--http-timeout); nothing stored`,
               { "retry-after": "1" },
             ),
           ),
@@ -480,6 +478,8 @@ export class HttpIngest {
     const stopping = () =>
       cut(new Refusal(503, "the agent is shutting down", { "retry-after": "5" }));
     this.#receiving.add(stopping);
+    const gone = () => cut(new Refusal(400, "the client went away while its request waited"));
+    req.signal.addEventListener("abort", gone);
     try {
       await Promise.race([taken, late]);
     } catch (e) {
@@ -488,12 +488,20 @@ export class HttpIngest {
     } finally {
       clearTimeout(timer);
       this.#receiving.delete(stopping);
+      req.signal.removeEventListener("abort", gone);
     }
   }
 
-  /** The whole body, within the size limit and the time limit (`Content-Length` is checked before). */
+  /** The whole body, within the size limit and the time limit. */
   async #body(req: Request): Promise<Uint8Array> {
     const max = this.#o.maxBodyBytes;
+    const declared = Number(req.headers.get("content-length") ?? NaN);
+    if (declared > max) {
+      throw new Refusal(
+        413,
+        `body of ${declared} bytes is over the limit of ${max} (--http-max-body)`,
+      );
+    }
     if (req.body === null) return new Uint8Array(0);
     const reader = req.body.getReader();
     const chunks: Uint8Array[] = [];

@@ -180,7 +180,7 @@ export class ReadAhead {
     if (this.#paused.size > 0 && (bytes < 0 || lines < 0)) this.#wakeSome();
   }
 
-  /** `wake` is called (once) when a paused connection may read on; until `forget(wake)`. */
+  /** Queues a paused connection: `wake` is called (once) when room comes, unless forgotten. */
   waitFor(wake: () => void): void {
     this.#paused.add(wake);
   }
@@ -193,7 +193,7 @@ export class ReadAhead {
     if (this.over) return;
     let n = this.bytes === 0 && this.lines === 0
       ? Infinity
-      : Math.ceil((MAX_WAITING_BYTES - this.bytes) / READ_BYTES);
+      : Math.max(1, Math.ceil((MAX_WAITING_BYTES - this.bytes) / READ_BYTES));
     for (const wake of this.#paused) {
       if (n-- <= 0) break;
       this.#paused.delete(wake);
@@ -655,8 +655,16 @@ class Connection {
   }
 
   #shouldPause(): boolean {
-    return this.#server.buffer.wouldBlock || this.#server.readAhead.over ||
+    return this.#server.buffer.wouldBlock || this.#overReadAhead() ||
       this.#socket.writableLength > MAX_UNREAD_ANSWER_BYTES;
+  }
+
+  /**
+   * The connections together hold more than the bound, and this one holds some of it: one
+   * that holds nothing (`top`'s queries, a quiet client) reads on, a read at a time.
+   */
+  #overReadAhead(): boolean {
+    return this.#server.readAhead.over && (this.#heldBytes > 0 || this.#heldLines > 0);
   }
 
   #maybePause(): void {
@@ -669,20 +677,29 @@ class Connection {
 
   /**
    * Reads on once nothing calls for a pause any more. Woken by what can end one: the buffer
-   * has room again, the client read its answers ("drain"), answers went out (its own, or
-   * others' that took the {@link ReadAhead} under its bound), or the socket closed. (Each wait also ends after a second, as a safety net, not as the mechanism.)
+   * has room again, the client read its answers ("drain"), its answers went out, the
+   * {@link ReadAhead} has room for it, or the socket closed. (Each wait also ends after a
+   * second, as a safety net, not as the mechanism.) While over the read-ahead bound, it keeps
+   * its place among the connections waiting for room from its pause until room wakes it.
    */
   async #resumeWhenRoom(): Promise<void> {
+    const readAhead = this.#server.readAhead;
+    let queued = false;
+    const roomCame = () => {
+      queued = false;
+      this.#wake?.();
+    };
     while (!this.#ended && !this.#socket.destroyed && this.#shouldPause()) {
-      const readAhead = this.#server.readAhead;
+      if (!queued && this.#overReadAhead()) {
+        readAhead.waitFor(roomCame);
+        queued = true;
+      }
       await new Promise<void>((resolve) => {
         const wake = this.#wake = () => {
           clearTimeout(t);
-          readAhead.forget(wake);
           resolve();
         };
         const t = setTimeout(wake, 1000);
-        readAhead.waitFor(wake);
         if (this.#server.buffer.wouldBlock && !this.#writable) {
           // One wait on the buffer per connection (and one handler on it), however often the
           // loop wakes; it wakes whichever wait is current when room returns.
@@ -694,6 +711,7 @@ class Connection {
       });
       this.#wake = null;
     }
+    if (queued) readAhead.forget(roomCame);
     this.#paused = false;
     if (!this.#ended && !this.#socket.destroyed) this.#socket.resume();
   }

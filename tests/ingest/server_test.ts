@@ -457,6 +457,14 @@ describe("ingest server: memory a flood from several clients takes", () => {
     const most = MAX_WAITING_BYTES + clients * (256 << 10);
     assert.ok(read * 128 <= most, `read ${read} lines (${read * 128} bytes) unanswered`);
     assert.ok(cs.every((c) => c.socket.writableLength > 0), "the rest waits in the clients");
+    // A connection that holds nothing is read on meanwhile: `top`'s queries, one after another.
+    const top = await RawClient.connect(r.path);
+    for (let i = 1; i <= 3; i++) {
+      top.write("#stats\n");
+      await top.waitAnswers(i, 10_000);
+      assert.match(top.answers[i - 1], /^stats \{/);
+    }
+    top.end();
     release();
     await Promise.all(cs.map((c) => c.waitAnswers(lines + 1, 60_000)));
     assert.ok(cs.every((c) => c.answers.every((a) => a === "ok")));
@@ -497,6 +505,13 @@ describe("ingest server: memory a flood from several clients takes", () => {
     assert.deepEqual(woken.slice(6), Array.from({ length: 16 }, (_, i) => 6 + i));
     a.add(-1, -1); // nothing held: every one left (one woken before may have had nothing to send)
     assert.deepEqual(woken.slice(22), [22, 23, 24, 25, 26, 27, 28, 29]);
+    // At the bound exactly (not over it), room for a read less than a whole one: still one.
+    a.add(MAX_WAITING_BYTES + 1, 0);
+    wait(30);
+    wait(31);
+    a.add(-1, 0);
+    assert.equal(a.bytes, MAX_WAITING_BYTES);
+    assert.deepEqual(woken.slice(30), [30]);
   });
 });
 
