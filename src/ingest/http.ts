@@ -232,7 +232,7 @@ export class HttpIngest {
   #listener: HttpListener | null = null;
   #stopped = false;
   #lastLog = 0;
-  /** Ends the body wait of each request whose body is still arriving. */
+  /** Ends the bounded wait of each request waiting (for its body, or for room): see #bounded. */
   readonly #receiving = new Set<() => void>();
   /** The bodies in progress, bounded together (see {@link BodyRoom}). */
   readonly bodyRoom: BodyRoom = new BodyRoom(
@@ -459,25 +459,13 @@ export class HttpIngest {
     if (room.tryTake(bytes)) return;
     exempt(); // (the wait is bounded by the timer below, not by the server's idle timeout)
     const { taken, cancel } = room.take(bytes);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let cut!: (r: Refusal) => void;
-    const late = new Promise<never>((_, reject) => {
-      cut = reject;
-      timer = setTimeout(
-        () =>
-          reject(
-            new Refusal(
-              429,
-              `busy: the bodies of other requests (${room.used} bytes) are being stored, and this one's (${bytes} bytes) found no room within ${this.#o.timeoutMs} ms (--http-timeout); nothing stored`,
-              { "retry-after": "1" },
-            ),
-          ),
-        this.#o.timeoutMs,
-      );
-    });
-    const stopping = () =>
-      cut(new Refusal(503, "the agent is shutting down", { "retry-after": "5" }));
-    this.#receiving.add(stopping);
+    const { late, cut, end } = this.#bounded(() =>
+      new Refusal(
+        429,
+        `busy: the bodies of other requests (${room.used} bytes) are being stored, and this one's (${bytes} bytes) found no room within ${this.#o.timeoutMs} ms (--http-timeout); nothing stored`,
+        { "retry-after": "1" },
+      )
+    );
     const gone = () => cut(new Refusal(400, "the client went away while its request waited"));
     req.signal.addEventListener("abort", gone);
     try {
@@ -486,10 +474,38 @@ export class HttpIngest {
       cancel();
       throw e;
     } finally {
-      clearTimeout(timer);
-      this.#receiving.delete(stopping);
+      end();
       req.signal.removeEventListener("abort", gone);
     }
+  }
+
+  /**
+   * A wait on a client or on room, bounded: `late` rejects with `timedOut()` after
+   * `--http-timeout`, with a 503 when the agent stops, or with what `cut` is given; `end()`
+   * when the wait is over.
+   */
+  #bounded(timedOut: () => Refusal): {
+    late: Promise<never>;
+    cut: (r: Refusal) => void;
+    end: () => void;
+  } {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let cut!: (r: Refusal) => void;
+    const late = new Promise<never>((_, reject) => {
+      cut = reject;
+      timer = setTimeout(() => reject(timedOut()), this.#o.timeoutMs);
+    });
+    const stopping = () =>
+      cut(new Refusal(503, "the agent is shutting down", { "retry-after": "5" }));
+    this.#receiving.add(stopping);
+    return {
+      late,
+      cut,
+      end: () => {
+        clearTimeout(timer);
+        this.#receiving.delete(stopping);
+      },
+    };
   }
 
   /** The whole body, within the size limit and the time limit. */
@@ -506,26 +522,14 @@ export class HttpIngest {
     const reader = req.body.getReader();
     const chunks: Uint8Array[] = [];
     let total = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let cut!: (r: Refusal) => void;
-    const late = new Promise<never>((_, reject) => {
-      cut = reject;
-      timer = setTimeout(
-        () =>
-          reject(
-            new Refusal(
-              408,
-              `the body did not arrive within ${this.#o.timeoutMs} ms (${total} bytes came; --http-timeout)`,
-            ),
-          ),
-        this.#o.timeoutMs,
-      );
-    });
     // A stop ends the wait for a body that is still coming: a slow client must not hold up
     // the agent's shutdown.
-    const stopping = () =>
-      cut(new Refusal(503, "the agent is shutting down", { "retry-after": "5" }));
-    this.#receiving.add(stopping);
+    const { late, end } = this.#bounded(() =>
+      new Refusal(
+        408,
+        `the body did not arrive within ${this.#o.timeoutMs} ms (${total} bytes came; --http-timeout)`,
+      )
+    );
     try {
       for (;;) {
         const { done, value } = await Promise.race([reader.read(), late]);
@@ -548,8 +552,7 @@ export class HttpIngest {
         `the body could not be read (${total} bytes came): ${(e as Error)?.message ?? e}`,
       );
     } finally {
-      clearTimeout(timer);
-      this.#receiving.delete(stopping);
+      end();
     }
     return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
   }
