@@ -172,15 +172,14 @@ export class BodyRoom {
 
   /** Takes `bytes` at once if they fit (true); else false, and `take` must wait. */
   tryTake(bytes: number): boolean {
-    if (this.#waiting.length > 0 || (this.used > 0 && this.used + bytes > this.limit)) return false;
-    this.used += bytes;
-    this.onChange(this.used);
+    if (this.#waiting.length > 0 || !this.#fits(bytes)) return false;
+    this.#change(bytes);
     return true;
   }
 
   /**
-   * Waits for `bytes` in turn. Resolves once taken; `cancel` (called with the same waiter)
-   * before that gives up the place.
+   * Waits for `bytes` in turn: `taken` resolves once they are. `cancel` gives up the place, or
+   * the room if it was let in meanwhile.
    */
   take(bytes: number): { taken: Promise<void>; cancel: () => void } {
     let admit!: () => void;
@@ -201,18 +200,24 @@ export class BodyRoom {
 
   /** Gives back `bytes` taken; lets in those waiting that fit now, in order. */
   give(bytes: number): void {
-    this.used -= bytes;
-    this.onChange(this.used);
+    this.#change(-bytes);
     this.#admit();
   }
 
+  /** Beside what is taken, or alone whatever its size. */
+  #fits(bytes: number): boolean {
+    return this.used === 0 || this.used + bytes <= this.limit;
+  }
+
+  #change(bytes: number): void {
+    this.used += bytes;
+    this.onChange(this.used);
+  }
+
   #admit(): void {
-    while (this.#waiting.length > 0) {
-      const next = this.#waiting[0];
-      if (this.used > 0 && this.used + next.bytes > this.limit) return;
-      this.#waiting.shift();
-      this.used += next.bytes;
-      this.onChange(this.used);
+    while (this.#waiting.length > 0 && this.#fits(this.#waiting[0].bytes)) {
+      const next = this.#waiting.shift()!;
+      this.#change(next.bytes);
       next.admit();
     }
   }
