@@ -31,9 +31,9 @@ import { type Durability, durabilityOf } from "./durability.ts";
 import { type Counters, Ledger } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { Retention } from "./retention.ts";
-import type { LatencyStats, LatencyWindow } from "./latency.ts";
+import type { LatencyStats } from "./latency.ts";
 import { ProgressSignal } from "./progress.ts";
-import { type ProviderState, Sender } from "./sender.ts";
+import { type ProviderState, Sender, type SendersShared } from "./sender.ts";
 import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
 import { DEAD_DIR, INFLIGHT_FILE, QUARANTINE_DIR } from "../layout.ts";
 import { type InflightEntry, loadInflight } from "../checkpoint/inflight.ts";
@@ -78,7 +78,7 @@ export class DiskPath {
     provider: Provider,
     releaseLock: () => Promise<void>,
     recovered: RecoveryOutcome,
-    latency: LatencyWindow,
+    shared: SendersShared,
     restored: InflightEntry | null,
   ) {
     this.#o = o;
@@ -121,7 +121,7 @@ export class DiskPath {
       retryMaxMs: o.retryMaxMs,
       requestRoll: () => this.#writer.requestRoll(),
       writesWaiting: () => this.#blocked.length > 0,
-      latency,
+      shared,
       restored,
     });
     ledger.onRoom(() => {
@@ -133,15 +133,15 @@ export class DiskPath {
 
   /**
    * Opens (creating if needed) the buffer directory: takes its lock, recovers what a previous
-   * run left, and starts delivering through `provider` in the background. Delivery latency
-   * is noted in `latency` (lanes share one).
+   * run left, and starts delivering through `provider` in the background. Its sender shares
+   * with the other lanes' what `shared` holds (the latency window, read memory).
    *
    * @throws {LockedError} another live process has the directory open
    */
   static async open(
     o: ResolvedOptions,
     provider: Provider,
-    latency: LatencyWindow,
+    shared: SendersShared,
   ): Promise<DiskPath> {
     const fs = o.fs;
     await fs.mkdirp(o.dir);
@@ -154,7 +154,7 @@ export class DiskPath {
       });
       // The batch in flight when the last run stopped (an unreadable file: none known).
       const inflight = await loadInflight(fs, `${o.dir}/${INFLIGHT_FILE}`).catch(() => null);
-      const disk = new DiskPath(o, provider, () => lock.release(), r, latency, inflight);
+      const disk = new DiskPath(o, provider, () => lock.release(), r, shared, inflight);
       // Before the first write: what this process writes is not known fsynced until it says.
       if (disk.#durability.syncFiles) await disk.#ledger.syncedBefore(r.nextSeq);
       else await disk.#ledger.forgetSyncMark();

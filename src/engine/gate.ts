@@ -7,6 +7,9 @@
  * - Sends take permits from a first-come, first-served semaphore of `maxInFlight`: a lane's
  *   send takes one; an exclusive send (the direct path's) takes them all, so it never runs
  *   beside another send and none that came after it overtakes it.
+ * - A lane's sender waits for its turn (`turn()`: a permit free) before it reads a batch, so
+ *   that lanes waiting to send hold no batch in memory; one that then sends nothing hands
+ *   its turn on (`passTurn()`).
  * - `close()` does nothing: the buffer closes the provider itself, once, after every sender
  *   has stopped.
  *
@@ -27,6 +30,8 @@ export class ProviderGate {
   readonly #max: number;
   #free: number;
   #queue: Waiter[] = [];
+  /** Senders waiting for a permit to be free before they read their next batch. */
+  #turns: Array<() => void> = [];
   #opening: Promise<void> | null = null;
   #opened = false;
   #closed = false;
@@ -35,6 +40,30 @@ export class ProviderGate {
     this.#inner = inner;
     this.#max = maxInFlight;
     this.#free = maxInFlight;
+  }
+
+  /** Sends waiting for permits. */
+  get waiting(): number {
+    return this.#queue.length;
+  }
+
+  /**
+   * Null when a permit is free and no send waits for one (or the gate is closed); else a
+   * promise that resolves once that is so. It takes no permit: a lane's sender waits here
+   * before it reads its next batch, so that lanes waiting for their turn hold no batch in
+   * memory. As permits come free, as many waiters go as there are permits free.
+   */
+  turn(): Promise<void> | null {
+    if (this.#closed || (this.#free > 0 && this.#queue.length === 0)) return null;
+    return new Promise((go) => this.#turns.push(go));
+  }
+
+  /**
+   * A sender let go for its turn that sends nothing after all (its batch was empty, it
+   * stopped) hands the turn on, so that a free permit does not sit unused while others wait.
+   */
+  passTurn(): void {
+    if (this.#free > 0 && this.#queue.length === 0) this.#turns.shift()?.();
   }
 
   /** The provider every lane sends through (sends take one permit). */
@@ -55,6 +84,7 @@ export class ProviderGate {
     this.#closed = true;
     this.#opened = false;
     for (const w of this.#queue.splice(0)) w.fail(closedError());
+    for (const go of this.#turns.splice(0)) go();
     return this.#inner.close();
   }
 
@@ -119,6 +149,9 @@ export class ProviderGate {
       const w = this.#queue.shift()!;
       this.#free -= w.permits;
       w.go();
+    }
+    if (this.#queue.length === 0) {
+      for (const go of this.#turns.splice(0, this.#free)) go();
     }
   }
 }

@@ -32,7 +32,8 @@ import type { ProviderGate } from "./gate.ts";
 import { type Counters, newCounters } from "./ledger.ts";
 import type { ResolvedOptions } from "./options.ts";
 import { LatencyWindow } from "./latency.ts";
-import type { ProviderState } from "./sender.ts";
+import type { ProviderState, SendersShared } from "./sender.ts";
+import { ReadBlocks } from "../segment/reader.ts";
 import { timestampOf, type WriteOptions } from "./writer.ts";
 import { laneDir, LANES_DIR, TOPICS_FILE } from "../layout.ts";
 
@@ -143,21 +144,22 @@ export class Lanes {
   #legacyUnwritten: boolean;
   /** Failures of the topics file (their writes failed): counted as storage errors. */
   readonly #own = newCounters();
-  readonly #latency: LatencyWindow;
+  /** What the lanes' senders share: the latency window, read memory. */
+  readonly #shared: SendersShared;
 
   private constructor(
     o: ResolvedOptions,
     lanes: DiskPath[],
     topics: Map<string, number> | null,
     legacy: { below: number | null; unwritten: boolean },
-    latency: LatencyWindow,
+    shared: SendersShared,
   ) {
     this.#o = o;
     this.#lanes = lanes;
     this.#topics = topics;
     this.#legacyBelow = legacy.below;
     this.#legacyUnwritten = legacy.unwritten;
-    this.#latency = latency;
+    this.#shared = shared;
     this.#load = lanes.map(() => 0);
     for (const lane of topics?.values() ?? []) this.#load[lane]++;
   }
@@ -177,7 +179,18 @@ export class Lanes {
       Math.floor(o.maxBufferBytes / count),
       2 * o.segmentMaxBytes,
     );
-    const latency = new LatencyWindow();
+    const provider = gate.shared();
+    const shared: SendersShared = {
+      latency: new LatencyWindow(),
+      // Free blocks kept: as one sender keeps, and one more for each send in flight (each
+      // lets go of a batch's blocks at once when it is delivered).
+      blocks: provider.releasesRecords === true
+        ? new ReadBlocks(undefined, ReadBlocks.KEEP + o.maxSendsInFlight)
+        : null,
+      contended: () => gate.waiting > 0,
+      turn: () => gate.turn(),
+      passTurn: () => gate.passTurn(),
+    };
     const opened = await Promise.allSettled(
       Array.from({ length: count }, (_, i) =>
         DiskPath.open(
@@ -186,13 +199,14 @@ export class Lanes {
             dir: laneDir(o.dir, i),
             maxBufferBytes: count === 1 ? o.maxBufferBytes : perLane,
           },
-          gate.shared(),
-          latency,
+          provider,
+          shared,
         )),
     );
     const failed = opened.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     if (failed) {
       for (const r of opened) if (r.status === "fulfilled") await r.value.close().catch(() => {});
+      shared.blocks?.close();
       throw failed.reason;
     }
     const lanes = opened.map((r) => (r as PromiseFulfilledResult<DiskPath>).value);
@@ -208,7 +222,7 @@ export class Lanes {
         { lanes: count },
       );
     }
-    return new Lanes(o, lanes, topics, legacy, latency);
+    return new Lanes(o, lanes, topics, legacy, shared);
   }
 
   /** True when a write to some lane now would be refused or would wait. */
@@ -391,7 +405,7 @@ export class Lanes {
       blockedWrites: per.reduce((n, s) => n + s.blockedWrites, 0),
       provider: this.provider,
       storage: this.storage,
-      deliveryLatencyMs: this.#latency.stats(),
+      deliveryLatencyMs: this.#shared.latency.stats(),
       lanes: per.map((s, i) => ({
         lane: i,
         dir: i === 0 ? "" : `${LANES_DIR}/${i}`,
@@ -412,6 +426,7 @@ export class Lanes {
     // Writes waiting for an assignment reach their lane (or fail) before the lanes close.
     await this.#appending;
     const results = await Promise.allSettled(this.#lanes.map((l) => l.close()));
+    this.#shared.blocks?.close();
     const failed = results.find((r) => r.status === "rejected") as
       | PromiseRejectedResult
       | undefined;

@@ -57,10 +57,36 @@ export interface SenderOptions {
   requestRoll: () => Promise<void>;
   /** True while writes wait for room (`whenFull: "block"`). */
   writesWaiting: () => boolean;
-  /** Where delivery latency is noted (lanes share one). @default its own */
-  latency?: LatencyWindow;
+  /** What the senders of the lanes share. @default nothing: a latency window and reads of its own */
+  shared?: SendersShared;
   /** The in-flight file's entry found at open: the batch to send first, as it was. */
   restored?: InflightEntry | null;
+}
+
+/** What the senders of several lanes share. */
+export interface SendersShared {
+  /** Where delivery latency is noted. */
+  latency: LatencyWindow;
+  /**
+   * Read memory, used again by every lane's sender (see {@link Sender}'s `#blocks`), so that
+   * the free blocks kept do not grow with the lanes. Null when the provider keeps records
+   * after a send (`releasesRecords` not set): every read then gets new memory.
+   */
+  blocks: ReadBlocks | null;
+  /**
+   * True while sends wait for a permit (`maxSendsInFlight`): a sender then reads no batch
+   * ahead, since it could not send it before the others anyway, and each lane would hold
+   * one more batch in memory while it waits.
+   */
+  contended: () => boolean;
+  /**
+   * Null when a send permit is free now; else resolves once one is. A sender waits for it
+   * before it reads a batch, so that with more lanes than sends in flight, the lanes waiting
+   * for their turn hold no batch in memory.
+   */
+  turn: () => Promise<void> | null;
+  /** Hands on a turn the sender was let go for and sends nothing with. */
+  passTurn: () => void;
 }
 
 interface Batch {
@@ -191,14 +217,20 @@ export class Sender {
   readonly #latency: LatencyWindow;
   /** The batch that was in flight when the last run stopped, until it is sent (or gone). */
   #restored: InflightEntry | null;
+  /** Let go for a turn (SendersShared.turn) and not yet sending: handed on if it sends nothing. */
+  #turnHeld = false;
 
   constructor(o: SenderOptions) {
     this.#o = o;
     this.#log = o.logger;
     this.#ledger = o.ledger;
-    this.#latency = o.latency ?? new LatencyWindow();
+    this.#latency = o.shared?.latency ?? new LatencyWindow();
     this.#restored = o.restored ?? null;
-    this.#blocks = o.provider.releasesRecords === true ? new ReadBlocks() : null;
+    this.#blocks = o.provider.releasesRecords !== true
+      ? null
+      : o.shared
+      ? o.shared.blocks
+      : new ReadBlocks();
     this.#resetWake();
   }
 
@@ -250,7 +282,9 @@ export class Sender {
     this.#cursor = null;
     await this.#dead?.close().catch(() => {});
     this.#dead = null;
-    this.#blocks?.close();
+    this.#dropFrameCache();
+    // A pool the lanes share is closed by their owner, once every sender has closed.
+    if (!this.#o.shared) this.#blocks?.close();
     await closeWithin(this.#o.provider, timeoutMs, this.#log);
     this.#state = "closed";
   }
@@ -262,6 +296,25 @@ export class Sender {
 
   #resetWake(): void {
     this.#wakeSignal = new Promise((r) => (this.#wake = r));
+  }
+
+  /**
+   * Waits for something to do, holding no read memory meanwhile: every record read was
+   * delivered, so the last frame decoded and the read window are let go of (with lanes, an
+   * idle lane's would otherwise stay, a block each).
+   */
+  #idle(): Promise<void> {
+    this.#passTurn();
+    this.#dropFrameCache();
+    this.#cursor?.cursor.letGo();
+    return this.#idleWait();
+  }
+
+  /** Hands on the turn this sender was let go for, if it has not sent with it. */
+  #passTurn(): void {
+    if (!this.#turnHeld) return;
+    this.#turnHeld = false;
+    this.#o.shared?.passTurn();
   }
 
   async #idleWait(): Promise<void> {
@@ -282,7 +335,9 @@ export class Sender {
       try {
         await this.#step();
         failures = 0;
+        this.#passTurn();
       } catch (e) {
+        this.#passTurn();
         // A storage error while reading, deleting or quarantining: log, back off, try again.
         // The checkpoint has not moved, so nothing is skipped.
         failures++;
@@ -300,11 +355,11 @@ export class Sender {
   async #step(): Promise<void> {
     const seg = this.#ledger.segments[0];
     if (!seg) {
-      await this.#idleWait();
+      await this.#idle();
       return;
     }
     const batch = await this.#takeRestored(seg) ?? await this.#takePrefetched(seg) ??
-      await this.#readBatch(seg, seg.checkpoint);
+      await this.#readNext(seg);
     if (batch === null) return; // the segment changed under us (quarantined, dropped)
     if (batch.records.length === 0 && batch.expired === 0) {
       if (seg.sealed && batch.next.offset >= seg.size) {
@@ -318,7 +373,7 @@ export class Sender {
         // that it can be deleted.
         await this.#o.requestRoll();
       } else {
-        await this.#idleWait();
+        await this.#idle();
       }
       return;
     }
@@ -352,6 +407,8 @@ export class Sender {
             }
           }
           attempts++;
+          // The send takes its permit at once (see ProviderGate): the turn is used.
+          this.#turnHeld = false;
           return await provider.send(batch.records, context);
         },
         batch.records.length,
@@ -364,6 +421,7 @@ export class Sender {
       // the request between that write and the network.
       // (A send that stores nothing, failing first, leaves the next batch to be read afresh;
       // a restored batch keeps the identity it has, and reads ahead at once.)
+      // (Not while other lanes wait for a send permit: see SendersShared.contended.)
       if (batch.restored) this.#prefetch(seg, batch.next);
       else context.onStored = () => this.#prefetch(seg, batch.next);
       const outcome = await sent;
@@ -478,8 +536,29 @@ export class Sender {
     );
   }
 
-  /** Starts reading the batch at `from` in `seg` (only good frames; see #takePrefetched). */
+  /**
+   * Reads the batch at `seg`'s checkpoint; with lanes, once a send permit is free (see
+   * SendersShared.turn), holding no read memory while it waits. Null when the sender stops
+   * meanwhile.
+   */
+  async #readNext(seg: Segment): Promise<Batch | null> {
+    const turn = seg.checkpoint.offset < seg.size ? this.#o.shared?.turn() : null;
+    if (turn) {
+      this.#dropFrameCache();
+      this.#cursor?.cursor.letGo();
+      await Promise.race([turn, this.#stopSignal]);
+      this.#turnHeld = true;
+      if (this.#stopping) return null;
+    }
+    return await this.#readBatch(seg, seg.checkpoint);
+  }
+
+  /**
+   * Starts reading the batch at `from` in `seg` (only good frames; see #takePrefetched),
+   * unless sends of other lanes wait for a permit.
+   */
   #prefetch(seg: Segment, from: { offset: number; skip: number }): void {
+    if (this.#o.shared?.contended()) return;
     const read = this.#readBatch(seg, from, true).catch(() => null);
     this.#prefetched = { seg, offset: from.offset, skip: from.skip, read };
   }

@@ -103,6 +103,13 @@ const FRAME_TARGET_BYTES = 1 << 20;
  */
 const FRAME_SLACK_BYTES = 64 << 10;
 
+/**
+ * A frame's memory starts at this and grows as records fill it (to the frame target and its
+ * slack): with lanes, each lane's writer fills frames of its own, and a lane that gets a
+ * share of the records never needs a whole frame's memory.
+ */
+const FRAME_START_BYTES = 64 << 10;
+
 /** See the module doc. */
 export class SegmentWriter {
   readonly #o: WriterOptions;
@@ -115,7 +122,7 @@ export class SegmentWriter {
   #queue: PendingFrame[] = [];
   /** Builders of frames written, for the next frames; let go of once unused for a while. */
   #spare: FrameBuilder[] = [];
-  readonly #spareTrim = new IdleTrim(() => this.#spare.length, (n) => this.#spare.splice(0, n));
+  readonly #spareTrim = new IdleTrim(() => this.#spare.length, (n) => this.#trimSpare(n));
   /** The topics the frames have encoded, shared by every builder (see `appendRange`). */
   readonly #topics = new Map<string, Uint8Array>();
   #pendingBytes = 0;
@@ -259,11 +266,26 @@ export class SegmentWriter {
   }
 
   #newBuilder(): FrameBuilder {
+    const full = this.#frameTarget + FRAME_SLACK_BYTES;
     return new FrameBuilder(
-      this.#frameTarget + FRAME_SLACK_BYTES,
+      Math.min(full, FRAME_START_BYTES),
       this.#o.maxRecordBytes,
       this.#topics,
+      full,
     );
+  }
+
+  /**
+   * Lets go of `n` spare builders that went unused for a period. Once none is left, an empty
+   * open frame whose memory grew past the start size starts again from it: a writer idle
+   * after a burst (a lane whose topics went quiet) keeps no frame's worth of memory.
+   */
+  #trimSpare(n: number): void {
+    this.#spare.splice(0, n);
+    const open = this.#open.builder;
+    if (this.#spare.length === 0 && open.count === 0 && open.capacity > FRAME_START_BYTES) {
+      this.#open.builder = this.#newBuilder();
+    }
   }
 
   #newFrame(builder: FrameBuilder): PendingFrame {

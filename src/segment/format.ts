@@ -294,19 +294,26 @@ export class FrameBuilder {
   #count = 0;
   #base = 0;
   #max = 0;
+  readonly #usual: number;
   readonly #topics: Map<string, Uint8Array>;
   readonly maxRecordBytes: number;
 
   /**
+   * @param initialCapacity the bytes the frame's memory starts with; it doubles as records
+   *   need more
    * @param topics the topics encoded so far (validated, length-prefixed UTF-8), which the
    *   builders of one writer share, so that a topic is known to each once one has taken it
+   * @param usualCapacity the memory grows to at most this while records fit in it (a frame
+   *   cut at its target plus some slack), rather than doubling past it
    */
   constructor(
     initialCapacity = 1 << 20,
     maxRecordBytes = 16 * 1024 * 1024,
     topics: Map<string, Uint8Array> = new Map(),
+    usualCapacity = initialCapacity,
   ) {
     this.#buf = new Uint8Array(initialCapacity);
+    this.#usual = usualCapacity;
     this.maxRecordBytes = maxRecordBytes;
     this.#topics = topics;
   }
@@ -329,6 +336,11 @@ export class FrameBuilder {
   /** Bytes the open frame would take on disk. */
   get size(): number {
     return this.#pos;
+  }
+
+  /** Bytes of memory the builder holds. */
+  get capacity(): number {
+    return this.#buf.length;
   }
 
   /**
@@ -464,8 +476,10 @@ export class FrameBuilder {
 
   #ensure(extra: number): void {
     if (this.#pos + extra <= this.#buf.length) return;
+    const need = this.#pos + extra;
     let cap = this.#buf.length * 2;
-    while (cap < this.#pos + extra) cap *= 2;
+    while (cap < need) cap *= 2;
+    if (need <= this.#usual && cap > this.#usual) cap = this.#usual;
     const next = new Uint8Array(cap);
     next.set(this.#buf.subarray(0, this.#pos));
     this.#buf = next;

@@ -290,9 +290,12 @@ export class ReadBlocks {
   static readonly ROUND_BYTES = 64 << 10;
   readonly #free: FreeList<ReadBlock>;
 
-  /** @param trimMs the period over which free blocks not needed are counted, then let go of */
-  constructor(trimMs?: number) {
-    this.#free = new FreeList((b) => b.bytes.length, ReadBlocks.KEEP, trimMs);
+  /**
+   * @param trimMs the period over which free blocks not needed are counted, then let go of
+   * @param keep free blocks kept at most (more when several readers share the pool)
+   */
+  constructor(trimMs?: number, keep: number = ReadBlocks.KEEP) {
+    this.#free = new FreeList((b) => b.bytes.length, keep, trimMs);
   }
 
   /** A block of at least `bytes`, held once: the smallest free one that fits, or a new one. */
@@ -402,9 +405,15 @@ class BlockWindow {
     return 0;
   }
 
-  /** With blocks: lets go of the current block (the window is not used again). */
+  /**
+   * Lets go of what the window holds (with blocks, its block goes back to the pool): the next
+   * `ensure` reads afresh. Memory a read is running into is left to that read.
+   */
   letGo(): void {
-    if (this.#blocks && this.block && this.#reading === 0) this.#blocks.release(this.block);
+    if (this.#reading === 0 && (this.#fresh || this.#blocks)) {
+      if (this.#blocks && this.block) this.#blocks.release(this.block);
+      this.buf = new Uint8Array(0);
+    }
     this.block = null;
     this.#len = 0;
   }
@@ -445,6 +454,14 @@ export class SegmentCursor {
     at = await this.#win.ensure(offset, total, limit);
     if (!frameCrcMatches(this.#win.buf, at, h)) return "checksum mismatch";
     return { header: h, buf: this.#win.buf, block: this.#win.block, at, end: offset + total };
+  }
+
+  /**
+   * Lets go of the window's block (with `blocks`), keeping the file open: the next frame is
+   * read afresh. For a reader that is about to wait, so that waiting holds no read memory.
+   */
+  letGo(): void {
+    this.#win.letGo();
   }
 
   /** Closes the file; the window lets go of its block. */

@@ -7,6 +7,7 @@ import { afterEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { MessageBufferOptions } from "../../mod.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
+import type { FileHandle } from "../../src/fs/types.ts";
 import type { ProviderRecord, SendResult } from "../../src/provider/types.ts";
 import { memoryBufferOptions, OpenBuffers, RecordingProvider, waitFor } from "../_helpers.ts";
 
@@ -51,6 +52,31 @@ function open(
     maxBufferBytes: 1 << 22,
     ...extra,
   }));
+}
+
+/** A memory file system that notes which lane directories' segments were read. */
+class ReadCountingFs extends MemoryFileSystem {
+  /** Lane directories relative to /buf ("" for lane 0, "lanes/1", ...). */
+  readonly lanesRead = new Set<string>();
+  override async open(path: string, mode: "create" | "append" | "read"): Promise<FileHandle> {
+    const fh = await super.open(path, mode);
+    const m = /^\/buf\/(?:(lanes\/\d+)\/)?[^/]+\.seg$/.exec(path);
+    if (mode !== "read" || m === null) return fh;
+    const lane = m[1] ?? "";
+    return {
+      ...fh,
+      append: (d) => fh.append(d),
+      writeAt: (d, at) => fh.writeAt(d, at),
+      sync: () => fh.sync(),
+      truncate: (n) => fh.truncate(n),
+      size: () => fh.size(),
+      close: () => fh.close(),
+      read: (into, offset, length, position) => {
+        this.lanesRead.add(lane);
+        return fh.read(into, offset, length, position);
+      },
+    };
+  }
 }
 
 const values = (topic: string, n: number) => Array.from({ length: n }, (_, i) => `${topic}-${i}`);
@@ -240,6 +266,36 @@ describe("lanes", () => {
     await b.drained(10_000);
     assert.equal(p.maxInFlight, 2);
     assert.equal(p.received.length, 4);
+  });
+
+  it("a lane waiting for a send permit reads no batch until one is free", async () => {
+    // Segment reads by lane directory ("" is lane 0), and, at each send's start, the lanes
+    // whose segments had been read by then.
+    const fs = new ReadCountingFs();
+    const p = new TopicFailingProvider();
+    const readAtSend: string[][] = [];
+    let release = () => {};
+    p.hold = new Promise((r) => (release = r));
+    const send = p.send.bind(p);
+    p.send = (records) => {
+      readAtSend.push([...fs.lanesRead].sort());
+      return send(records);
+    };
+    const b = await open(p, { lanes: 3, maxSendsInFlight: 1 }, fs);
+    await b.write("t0", "x");
+    await waitFor(() => p.inFlight === 1, 10_000, "the first lane's send in flight");
+    await Promise.all([b.write("t1", "x"), b.write("t2", "x")]);
+    const laneOf = (t: string) => b.stats().lanes.find((l) => l.topics.includes(t))!.dir;
+    release();
+    p.hold = null;
+    await b.drained(10_000);
+    assert.equal(p.received.length, 3);
+    assert.equal(p.maxInFlight, 1);
+    // The second send started before the third lane had read anything: it waited for its
+    // turn, holding no batch, while the permit was taken.
+    const [second, third] = [p.received[1].topic, p.received[2].topic];
+    assert.deepEqual(readAtSend[1], [laneOf("t0"), laneOf(second)].sort());
+    assert.ok(!readAtSend[1].includes(laneOf(third)), `lane of ${third} read before its turn`);
   });
 
   it("refuses a cap too small for two segments per lane, naming the options", async () => {

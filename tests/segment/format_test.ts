@@ -245,6 +245,24 @@ describe("frame codec", () => {
       [10, 50],
     ]);
   });
+
+  it("grows its memory as records need it, to its usual size and not past it, unless a record needs more", () => {
+    // A writer's frames start small (a lane that gets few records never needs a frame's
+    // worth), and stop at the frame target plus slack rather than doubling to twice it.
+    const usual = 1000;
+    const b = new FrameBuilder(64, 1 << 20, new Map(), usual);
+    assert.equal(b.capacity, 64);
+    const value = "v".repeat(40);
+    while (b.size < 300) b.append("t", value, null, null, 1);
+    assert.equal(b.capacity, 512, "doubled as it filled");
+    while (b.size < 600) b.append("t", value, null, null, 1);
+    assert.equal(b.capacity, usual, "grew to the usual size, not past it (1024)");
+    b.append("t", "w".repeat(3000), null, null, 1);
+    assert.ok(b.capacity >= b.size && b.size > usual);
+    const records = decodeAll(b.finish());
+    assert.equal(records.at(-1)!.value.length, 3000);
+    assert.ok(records.slice(0, -1).every((r) => new TextDecoder().decode(r.value) === value));
+  });
 });
 
 /** A segment file with `frames` frames of `per` records each, in a memory fs. */
