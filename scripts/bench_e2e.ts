@@ -18,7 +18,7 @@
 //   deno run -A scripts/bench_e2e.ts [--records N] [--partitions 1,6] [--runs 3]
 //       [--agent dist/messagebuffer] [--brokers HOST:PORT] [--value-bytes 100]
 //       [--agent-args="--kafka-client kafkajs"] [--restart-gb 10 [--drain-rss]] [--settle 20]
-//       [--warm [--broker-pid PID]]
+//       [--warm [--broker-pid PID]] [--topics T]
 //
 // --restart-gb G also stores a backlog of G GB through the agent (Kafka unreachable), then
 // times, once per run, a start of the agent on it until its first record is delivered
@@ -27,6 +27,10 @@
 // --runs > 1, each figure is the median of the runs, and the range is printed beside it.
 // --settle S: each end-to-end agent is left idle S seconds once all is delivered, and its
 // resident memory then is printed for every run (what it keeps after a burst), beside its peak.
+// --topics T spreads the agent's records (end to end and drain) evenly over T topics of the
+// given partitions each, for runs with lanes (--agent-args="--lanes T"); kcat keeps one topic.
+// The first of them is polled until it holds its share, then all (the first record delivered
+// is then the first in that topic).
 //
 // --warm also measures the end-to-end agent once it has run a while, as an agent on a host
 // does: the figures above count its whole life, JIT compilation and start-up included (a
@@ -66,6 +70,7 @@ const { values } = parseArgs({
     settle: { type: "string", default: "0" },
     warm: { type: "boolean", default: false },
     "broker-pid": { type: "string" },
+    topics: { type: "string", default: "1" },
   },
   strict: true,
 });
@@ -74,6 +79,26 @@ const RUNS = Number(values.runs);
 const PARTITIONS = values.partitions.split(",").map(Number).filter((p) => p > 0);
 const BROKERS = values.brokers;
 const SETTLE_S = Number(values.settle);
+const TOPICS = Number(values.topics);
+if (!Number.isInteger(TOPICS) || TOPICS < 1) {
+  console.error(`bench_e2e: --topics must be a whole number of at least 1, not "${values.topics}"`);
+  process.exit(2);
+}
+if (TOPICS > 1 && (values.warm || Number(values["restart-gb"]) > 0)) {
+  console.error(
+    "bench_e2e: --topics is for the end-to-end and drain runs, not --warm or --restart-gb",
+  );
+  process.exit(2);
+}
+/** The topics a name stands for, when its records are spread over several (--topics). */
+const families = new Map<string, string[]>();
+/** `base`'s records spread over TOPICS topics: their names (just `base` with one). */
+function spread(base: string): string[] {
+  if (TOPICS === 1) return [base];
+  const names = Array.from({ length: TOPICS }, (_, j) => `${base}-${j}`);
+  families.set(base, names);
+  return names;
+}
 
 const EXTRA = values["agent-args"].split(" ").filter((a) => a !== "");
 const agentCmd = values.agent.split(" ");
@@ -276,10 +301,14 @@ async function startAgent(
   };
 }
 
-/** Records in `topic`, from the broker's end offsets. */
+/** Records in `topic` (or in the topics it stands for: --topics), from the broker's end offsets. */
 async function inKafka(topic: string): Promise<number> {
-  const offsets = await admin.fetchTopicOffsets(topic);
-  return offsets.reduce((n, o) => n + Number(o.high), 0);
+  let n = 0;
+  for (const t of families.get(topic) ?? [topic]) {
+    const offsets = await admin.fetchTopicOffsets(t);
+    n += offsets.reduce((sum, o) => sum + Number(o.high), 0);
+  }
+  return n;
 }
 
 /**
@@ -288,7 +317,17 @@ async function inKafka(topic: string): Promise<number> {
  * a quarter of its CPU while it started).
  */
 async function untilInKafka(topic: string, n: number, everyMs: number): Promise<void> {
-  while ((await inKafka(topic)) < n) await new Promise((r) => setTimeout(r, everyMs));
+  const sleep = () => new Promise((r) => setTimeout(r, everyMs));
+  const family = families.get(topic);
+  if (family) {
+    // Records spread over several topics (--topics): the first alone is asked about until it
+    // holds its share (its first record, for n = 1), then all of them, so that each poll
+    // costs the broker one request while the records arrive, not one per topic.
+    const share = n === 1 ? 1 : Math.ceil(n / family.length);
+    while ((await inKafka(family[0])) < share) await sleep();
+    if (n === 1) return;
+  }
+  while ((await inKafka(topic)) < n) await sleep();
 }
 
 interface Figure {
@@ -554,7 +593,10 @@ try {
     for (let r = 0; r < RUNS; r++) {
       const t = (k: string) => `bench-e2e-${stamp}-p${p}-r${r}-${k}`;
       await admin.createTopics({
-        topics: ["kcat", ...kinds].map((k) => ({ topic: t(k), numPartitions: p })),
+        topics: [t("kcat"), ...kinds.flatMap((k) => spread(t(k)))].map((topic) => ({
+          topic,
+          numPartitions: p,
+        })),
         waitForLeaders: true,
       });
       const lines: string[] = [];
@@ -563,7 +605,10 @@ try {
       await writeFile(join(work, "kcat.txt"), kc.join(""));
       for (const k of kinds) {
         lines.length = 0;
-        for (let i = 0; i < N; i++) lines.push(`${t(k)}\tk${i % 1000}\t${value}\n`);
+        const names = spread(t(k));
+        for (let i = 0; i < N; i++) {
+          lines.push(`${names[i % names.length]}\tk${i % 1000}\t${value}\n`);
+        }
         await writeFile(join(work, `${k}.txt`), lines.join(""));
       }
       if (!values["no-kcat"]) figs.kcat.push(await kcat(t("kcat"), join(work, "kcat.txt")));
@@ -589,7 +634,7 @@ try {
         const sum = await inKafka(t(k));
         if (sum !== N) throw new Error(`topic ${t(k)} holds ${sum} records, not ${N}`);
       }
-      await admin.deleteTopics({ topics: ["kcat", ...kinds].map(t) });
+      await admin.deleteTopics({ topics: [t("kcat"), ...kinds.flatMap((k) => spread(t(k)))] });
     }
     const ref = values["no-kcat"] ? undefined : figs.kcat;
     console.log(`\n${p} partition(s), median of ${RUNS}:\n`);

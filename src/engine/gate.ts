@@ -7,9 +7,11 @@
  * - Sends take permits from a first-come, first-served semaphore of `maxInFlight`: a lane's
  *   send takes one; an exclusive send (the direct path's) takes them all, so it never runs
  *   beside another send and none that came after it overtakes it.
- * - A lane's sender waits for its turn (`turn()`: a permit free) before it reads a batch, so
- *   that lanes waiting to send hold no batch in memory; one that then sends nothing hands
- *   its turn on (`passTurn()`).
+ * - A lane's sender takes a turn (`turn()`) before it reads a batch: a permit kept for it,
+ *   not yet taken. Turns are given while permits are free beyond those already kept, so
+ *   that the lanes waiting to send hold no batch in memory and no more batches are read
+ *   than can be sent. A turn ends when its send takes the permit (`turnUsed()`), or is
+ *   handed on (`passTurn()`) when the sender sends nothing after all.
  * - `close()` does nothing: the buffer closes the provider itself, once, after every sender
  *   has stopped.
  *
@@ -24,14 +26,29 @@ interface Waiter {
   fail: (e: Error) => void;
 }
 
+interface TurnWaiter {
+  go: () => void;
+  given: boolean;
+}
+
+/** A wait for a turn ({@link ProviderGate.turn}). */
+export interface TurnWait {
+  /** Resolves once the turn is given (or the gate closed). */
+  given: Promise<void>;
+  /** Leaves the wait; a turn given meanwhile is handed on. */
+  cancel: () => void;
+}
+
 /** See the module doc. */
 export class ProviderGate {
   readonly #inner: Provider;
   readonly #max: number;
   #free: number;
   #queue: Waiter[] = [];
-  /** Senders waiting for a permit to be free before they read their next batch. */
-  #turns: Array<() => void> = [];
+  /** Senders waiting for a turn, in arrival order. */
+  #turns: TurnWaiter[] = [];
+  /** Turns given and not yet used or handed on: permits kept for their senders. */
+  #kept = 0;
   #opening: Promise<void> | null = null;
   #opened = false;
   #closed = false;
@@ -42,28 +59,49 @@ export class ProviderGate {
     this.#free = maxInFlight;
   }
 
-  /** Sends waiting for permits. */
-  get waiting(): number {
-    return this.#queue.length;
+  /** True while sends wait for a permit or senders for a turn. */
+  get contended(): boolean {
+    return this.#queue.length > 0 || this.#turns.length > 0;
   }
 
   /**
-   * Null when a permit is free and no send waits for one (or the gate is closed); else a
-   * promise that resolves once that is so. It takes no permit: a lane's sender waits here
-   * before it reads its next batch, so that lanes waiting for their turn hold no batch in
-   * memory. As permits come free, as many waiters go as there are permits free.
+   * A turn to send: null when one is given at once (a permit is free beyond those kept for
+   * other turns, and no send waits for one), or once the gate is closed; else a wait for
+   * one, in arrival order, which `cancel()` leaves (or, given meanwhile, hands on). The
+   * holder of a turn then either sends (calling `turnUsed()` just before, see the module
+   * doc) or hands it on with `passTurn()`.
    */
-  turn(): Promise<void> | null {
-    if (this.#closed || (this.#free > 0 && this.#queue.length === 0)) return null;
-    return new Promise((go) => this.#turns.push(go));
+  turn(): TurnWait | null {
+    if (this.#closed) return null;
+    if (this.#turns.length === 0 && this.#spare() > 0) {
+      this.#kept++;
+      return null;
+    }
+    const w: TurnWaiter = { go: () => {}, given: false };
+    const given = new Promise<void>((go) => (w.go = go));
+    this.#turns.push(w);
+    return {
+      given,
+      cancel: () => {
+        const i = this.#turns.indexOf(w);
+        if (i >= 0) this.#turns.splice(i, 1);
+        else if (w.given) this.passTurn();
+      },
+    };
+  }
+
+  /** The holder of a turn is about to send: the send takes the permit kept for it. */
+  turnUsed(): void {
+    if (this.#kept > 0) this.#kept--;
   }
 
   /**
-   * A sender let go for its turn that sends nothing after all (its batch was empty, it
-   * stopped) hands the turn on, so that a free permit does not sit unused while others wait.
+   * The holder of a turn sends nothing after all (its batch was empty or gone, it stopped):
+   * the turn goes to the next sender waiting, so that a free permit does not sit unused.
    */
   passTurn(): void {
-    if (this.#free > 0 && this.#queue.length === 0) this.#turns.shift()?.();
+    if (this.#kept > 0) this.#kept--;
+    this.#giveTurns();
   }
 
   /** The provider every lane sends through (sends take one permit). */
@@ -84,7 +122,8 @@ export class ProviderGate {
     this.#closed = true;
     this.#opened = false;
     for (const w of this.#queue.splice(0)) w.fail(closedError());
-    for (const go of this.#turns.splice(0)) go();
+    this.#kept = 0;
+    for (const w of this.#turns.splice(0)) this.#give(w);
     return this.#inner.close();
   }
 
@@ -150,9 +189,25 @@ export class ProviderGate {
       this.#free -= w.permits;
       w.go();
     }
-    if (this.#queue.length === 0) {
-      for (const go of this.#turns.splice(0, this.#free)) go();
+    this.#giveTurns();
+  }
+
+  /** Permits free beyond those kept for turns (none while a send waits for one). */
+  #spare(): number {
+    return this.#queue.length > 0 ? 0 : this.#free - this.#kept;
+  }
+
+  /** Gives turns, in arrival order, while permits are spare. */
+  #giveTurns(): void {
+    while (this.#turns.length > 0 && this.#spare() > 0) {
+      this.#kept++;
+      this.#give(this.#turns.shift()!);
     }
+  }
+
+  #give(w: TurnWaiter): void {
+    w.given = true;
+    w.go();
   }
 }
 

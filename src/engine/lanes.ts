@@ -182,13 +182,14 @@ export class Lanes {
     const provider = gate.shared();
     const shared: SendersShared = {
       latency: new LatencyWindow(),
-      // Free blocks kept: as one sender keeps, and one more for each send in flight (each
-      // lets go of a batch's blocks at once when it is delivered).
+      // Free blocks kept: as one sender keeps, and with lanes one more for each send in
+      // flight (each lets go of a batch's blocks at once when it is delivered).
       blocks: provider.releasesRecords === true
-        ? new ReadBlocks(undefined, ReadBlocks.KEEP + o.maxSendsInFlight)
+        ? new ReadBlocks(undefined, ReadBlocks.KEEP + (count > 1 ? o.maxSendsInFlight : 0))
         : null,
-      contended: () => gate.waiting > 0,
+      contended: () => gate.contended,
       turn: () => gate.turn(),
+      turnUsed: () => gate.turnUsed(),
       passTurn: () => gate.passTurn(),
     };
     const opened = await Promise.allSettled(

@@ -23,6 +23,7 @@ import {
   type StoredRecord,
 } from "../segment/format.ts";
 import { type ReadBlock, ReadBlocks, SegmentCursor } from "../segment/reader.ts";
+import type { TurnWait } from "./gate.ts";
 import { SegmentFile } from "../segment/writer.ts";
 import { validRejections } from "../provider/outcome.ts";
 import { type LatencyStats, LatencyWindow } from "./latency.ts";
@@ -74,18 +75,20 @@ export interface SendersShared {
    */
   blocks: ReadBlocks | null;
   /**
-   * True while sends wait for a permit (`maxSendsInFlight`): a sender then reads no batch
-   * ahead, since it could not send it before the others anyway, and each lane would hold
-   * one more batch in memory while it waits.
+   * True while sends wait for a permit (`maxSendsInFlight`) or lanes for a turn: a sender
+   * then reads no batch ahead, since it could not send it before the others anyway, and it
+   * would take the permit the next lane's turn is for.
    */
   contended: () => boolean;
   /**
-   * Null when a send permit is free now; else resolves once one is. A sender waits for it
-   * before it reads a batch, so that with more lanes than sends in flight, the lanes waiting
-   * for their turn hold no batch in memory.
+   * A turn to send (see ProviderGate): null when given at once, else a wait for one. A
+   * sender takes one before it reads a batch, so that with more lanes than sends in flight,
+   * the lanes waiting for their turn hold no batch in memory.
    */
-  turn: () => Promise<void> | null;
-  /** Hands on a turn the sender was let go for and sends nothing with. */
+  turn: () => TurnWait | null;
+  /** The holder of a turn sends: its permit is taken. */
+  turnUsed: () => void;
+  /** The holder of a turn sends nothing after all: the turn goes to the next lane. */
   passTurn: () => void;
 }
 
@@ -303,11 +306,18 @@ export class Sender {
    * delivered, so the last frame decoded and the read window are let go of (with lanes, an
    * idle lane's would otherwise stay, a block each).
    */
-  #idle(): Promise<void> {
+  async #idle(): Promise<void> {
     this.#passTurn();
+    // A batch read ahead from a segment gone since is of no use; its read finishes first (it
+    // shares the cursor and the frame cache), and its blocks go to the garbage collector.
+    const ahead = this.#prefetched;
+    if (ahead) {
+      this.#prefetched = null;
+      await ahead.read;
+    }
     this.#dropFrameCache();
     this.#cursor?.cursor.letGo();
-    return this.#idleWait();
+    await this.#idleWait();
   }
 
   /** Hands on the turn this sender was let go for, if it has not sent with it. */
@@ -407,8 +417,11 @@ export class Sender {
             }
           }
           attempts++;
-          // The send takes its permit at once (see ProviderGate): the turn is used.
-          this.#turnHeld = false;
+          // The send takes the permit its turn kept at once (see ProviderGate).
+          if (this.#turnHeld) {
+            this.#turnHeld = false;
+            this.#o.shared!.turnUsed();
+          }
           return await provider.send(batch.records, context);
         },
         batch.records.length,
@@ -537,18 +550,24 @@ export class Sender {
   }
 
   /**
-   * Reads the batch at `seg`'s checkpoint; with lanes, once a send permit is free (see
+   * Reads the batch at `seg`'s checkpoint; with lanes, once it has a turn to send (see
    * SendersShared.turn), holding no read memory while it waits. Null when the sender stops
    * meanwhile.
    */
   async #readNext(seg: Segment): Promise<Batch | null> {
-    const turn = seg.checkpoint.offset < seg.size ? this.#o.shared?.turn() : null;
-    if (turn) {
-      this.#dropFrameCache();
-      this.#cursor?.cursor.letGo();
-      await Promise.race([turn, this.#stopSignal]);
+    const shared = this.#o.shared;
+    if (shared && seg.checkpoint.offset < seg.size) {
+      const wait = shared.turn();
+      if (wait) {
+        this.#dropFrameCache();
+        this.#cursor?.cursor.letGo();
+        await Promise.race([wait.given, this.#stopSignal]);
+        if (this.#stopping) {
+          wait.cancel();
+          return null;
+        }
+      }
       this.#turnHeld = true;
-      if (this.#stopping) return null;
     }
     return await this.#readBatch(seg, seg.checkpoint);
   }

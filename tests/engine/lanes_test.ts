@@ -292,7 +292,8 @@ describe("lanes", () => {
     assert.equal(p.received.length, 3);
     assert.equal(p.maxInFlight, 1);
     // The second send started before the third lane had read anything: it waited for its
-    // turn, holding no batch, while the permit was taken.
+    // turn, holding no batch. (Whichever of the two lanes asked first, once the first send's
+    // permit came free, got the one turn there was: the other waited for it either way.)
     const [second, third] = [p.received[1].topic, p.received[2].topic];
     assert.deepEqual(readAtSend[1], [laneOf("t0"), laneOf(second)].sort());
     assert.ok(!readAtSend[1].includes(laneOf(third)), `lane of ${third} read before its turn`);
