@@ -434,7 +434,7 @@ export class Sender {
       // the request between that write and the network.
       // (A send that stores nothing, failing first, leaves the next batch to be read afresh;
       // a restored batch keeps the identity it has, and reads ahead at once.)
-      // (Not while other lanes wait for a send permit: see SendersShared.contended.)
+      // (Not while other lanes wait for a send permit or a turn: see SendersShared.contended.)
       if (batch.restored) this.#prefetch(seg, batch.next);
       else context.onStored = () => this.#prefetch(seg, batch.next);
       const outcome = await sent;
