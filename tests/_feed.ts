@@ -226,10 +226,7 @@ export class Feed {
     const topic = this.#o.topic;
     const keys = this.#o.keysPerClient ?? 1;
     const kafka = new Kafka({ brokers, clientId: "mb-feed-check", logLevel: logLevel.NOTHING });
-    const admin = kafka.admin();
-    await admin.connect();
-    const offsets = await admin.fetchTopicOffsets(topic);
-    await admin.disconnect();
+    const offsets = await topicOffsets(kafka, topic);
     const total = offsets.reduce((n, o) => n + Number(o.high) - Number(o.low), 0);
     const seen = new Map<string, number>();
     let corrupt = 0, reordered = 0, ghosts = 0, consumed = 0;
@@ -317,5 +314,26 @@ export class Feed {
       delivered: seen.size,
       unknownDelivered,
     };
+  }
+}
+
+/**
+ * The topic's offsets, asked of a fresh admin client (fresh metadata) until the cluster
+ * answers: just after leaders moved, a broker may still answer that it is not the leader
+ * (a retriable error), for up to a minute.
+ */
+async function topicOffsets(kafka: Kafka, topic: string) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      return await admin.fetchTopicOffsets(topic);
+    } catch (e) {
+      if (!(e as { retriable?: boolean }).retriable || Date.now() > deadline) throw e;
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, 500));
   }
 }
