@@ -5,7 +5,10 @@
 //   scripts/kafka.sh start
 //   npx deno run -A scripts/bench_ingest.ts [--brokers HOST:PORT] [--lines N] [--agent-bin PATH]
 //       [--latency-only] [--latency-seconds N] [--mode buffer|direct-until-error] [--fsync POLICY]
-//       [--ingest-only] [--http]
+//       [--ingest-only] [--http] [--topics T] [--lanes L]
+//
+// --topics T: the lines' topics go round T topics (line i to topic i % T), as from an app
+// that writes to several; --lanes L runs the agent with that many delivery lanes.
 //
 // The latency run is repeated with librdkafka in the agent's place when kcat is installed:
 // the same feeder writes the same lines into `kcat -P` (idempotent, acks=all, linger.ms=0),
@@ -45,10 +48,17 @@ const { values } = parseArgs({
     // The HTTP input (POST /records, NDJSON bodies of 10,000 records) instead of the socket:
     // 1, 16 and 64 clients posting at once.
     http: { type: "boolean", default: false },
+    topics: { type: "string", default: "1" },
+    lanes: { type: "string", default: "1" },
   },
   strict: true,
 });
 const LINES = Number(values.lines);
+const TOPICS = Number(values.topics);
+if (!Number.isInteger(TOPICS) || TOPICS < 1) {
+  console.error(`bench_ingest: --topics is a whole number of 1 or more, not "${values.topics}"`);
+  process.exit(2);
+}
 const METRICS = "127.0.0.1:19465";
 const HTTP = "127.0.0.1:19466";
 
@@ -116,6 +126,8 @@ async function withAgent<T>(
     values.mode,
     "--fsync",
     values.fsync,
+    "--lanes",
+    values.lanes,
     ...(values.http ? ["--http", HTTP] : []),
   ]);
   const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
@@ -155,7 +167,10 @@ async function throughput(
   const before = await written();
   const chunkLines = 2000;
   let chunk = "";
-  for (let i = 0; i < chunkLines; i++) chunk += `${topic}\tk${i % 10}\t${"x".repeat(100)}\n`;
+  for (let i = 0; i < chunkLines; i++) {
+    const t = TOPICS === 1 ? topic : `${topic}-${i % TOPICS}`;
+    chunk += `${t}\tk${i % 10}\t${"x".repeat(100)}\n`;
+  }
   const t0 = performance.now();
   await Promise.all(Array.from({ length: clients }, async () => {
     const s = await connect(sock);
@@ -418,7 +433,9 @@ console.log(`# command: ${process.argv.join(" ")}`);
 console.log(
   (values.http
     ? `# records: NDJSON lines {"topic", "key", "value"} with 100-byte values, 10,000 a body, about ${LINES} per run`
-    : `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run`) +
+    : `# lines: TOPIC<TAB>KEY<TAB>VALUE with 100-byte values, ${LINES} per run` +
+      (TOPICS > 1 ? `, going round ${TOPICS} topics` : "")) +
+    `; lanes=${values.lanes}` +
     `; mode=${values.mode}, fsync=${values.fsync}; ` +
     (values["ingest-only"]
       ? "no broker (the sender idles): ingest alone"

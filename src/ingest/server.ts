@@ -108,6 +108,44 @@ interface AckEntry {
   /** The write's promise has settled; `failure` is its error message, if it failed. */
   settled?: boolean;
   failure?: string | null;
+  /** Set once the entry's lines went into more than one frame (see {@link Mixed}). */
+  mixed?: Mixed;
+}
+
+/**
+ * The promises of an entry whose lines went into the frames of several writers at once
+ * (lines of topics in different lanes, interleaved): one entry for the run of lines, not one
+ * per line. `ps[0]` is the entry's `p`; each line notes which of them stores it.
+ */
+interface Mixed {
+  ps: Promise<void>[];
+  /** Per promise after the first: undefined until it settles, then its error message or null. */
+  outcomes: Array<string | null | undefined>;
+  /** Per line of the entry, the index in `ps` of the promise that stores it. */
+  which: Uint8Array;
+  /** Promises after the first not yet settled. */
+  unsettled: number;
+}
+
+/**
+ * Distinct promises one entry takes before a new one is started: enough for interleaved
+ * lanes (each lane's writer fills one frame at a time), few enough to search.
+ */
+const MAX_MIXED = 16;
+
+/** Topics a connection keeps as text to look its lines' topics up in (see `#topicOf`). */
+const RECENT_TOPICS = 8;
+
+/** A promise of `m` after the first not yet settled, or null when all have. */
+function unsettledOf(m: Mixed | undefined): Promise<void> | null {
+  if (m === undefined || m.unsettled === 0) return null;
+  for (let k = 1; k < m.ps.length; k++) if (m.outcomes[k] === undefined) return m.ps[k];
+  return null;
+}
+
+/** The error message a failed write answers with (one line). */
+function failureText(err: unknown): string {
+  return String((err as Error)?.message ?? err).replace(/\n/g, " ");
 }
 
 const NL = 10;
@@ -470,20 +508,28 @@ class Connection {
     return true;
   }
 
-  /** The last topic read as bytes, and as a string (consecutive lines mostly share it). */
-  #topicBytes: Buffer | null = null;
-  #topic = "";
+  /**
+   * The topics of the last lines, as bytes and as strings, the newest first: consecutive
+   * lines mostly share a topic, and a client that interleaves a few topics (lines for
+   * several lanes) finds each here too, without a copy and a decoding per line.
+   */
+  #topics: Array<{ bytes: Buffer; text: string }> = [];
 
   #topicOf(buf: Buffer, from: number, end: number): string {
-    const t = this.#topicBytes;
-    if (t !== null && t.length === end - from) {
+    const topics = this.#topics;
+    const len = end - from;
+    for (let k = 0; k < topics.length; k++) {
+      const t = topics[k].bytes;
+      if (t.length !== len) continue;
       // (A loop: topics are short, and a native compare costs more in the call than the bytes.)
       let i = 0;
-      while (i < t.length && t[i] === buf[from + i]) i++;
-      if (i === t.length) return this.#topic;
+      while (i < len && t[i] === buf[from + i]) i++;
+      if (i === len) return topics[k].text;
     }
-    this.#topicBytes = Buffer.from(buf.subarray(from, end));
-    return this.#topic = buf.toString("utf8", from, end);
+    const text = buf.toString("utf8", from, end);
+    topics.unshift({ bytes: Buffer.from(buf.subarray(from, end)), text });
+    if (topics.length > RECENT_TOPICS) topics.pop();
+    return text;
   }
 
   /** Handles the lines of `buf[start, last)` (`last` is a newline's index) as text. */
@@ -566,10 +612,13 @@ class Connection {
     // (Only an entry not answered yet can take more lines.)
     const last = this.#queue.length > this.#head ? this.#queue.at(-1) : undefined;
     this.#unansweredLines++;
-    if (last && last.p === p && last.answer === this.#ack) {
-      last.n++;
-      last.to = this.#read;
-      return;
+    if (last && last.p !== null && last.answer === this.#ack) {
+      if (last.p === p && last.mixed === undefined) {
+        last.n++;
+        last.to = this.#read;
+        return;
+      }
+      if (this.#join(last, p)) return;
     }
     // One entry and one handler per distinct promise (lines in one frame share it); the
     // handler notes the outcome, the answer loop reads it.
@@ -587,11 +636,57 @@ class Connection {
       () => (entry.settled = true),
       (err) => {
         entry.settled = true;
-        entry.failure = String((err as Error)?.message ?? err).replace(/\n/g, " ");
+        entry.failure = failureText(err);
       },
     );
     this.#queue.push(entry);
     if (!this.#draining) void this.#drain();
+  }
+
+  /**
+   * Adds the line just read, which `p` stores, to `entry` (unanswered, with a promise), when
+   * the entry has `p` among its promises, or room for one more and none of them has settled
+   * (from then on, later lines would only hold back answers that could go); false when not.
+   */
+  #join(entry: AckEntry, p: Promise<void>): boolean {
+    let m = entry.mixed;
+    let k = m === undefined ? -1 : m.ps.indexOf(p);
+    if (k < 0) {
+      if (
+        entry.settled ||
+        (m !== undefined && (m.ps.length >= MAX_MIXED || m.unsettled < m.ps.length - 1))
+      ) {
+        return false;
+      }
+      if (m === undefined) {
+        const which = new Uint8Array(Math.max(64, entry.n * 2));
+        m = entry.mixed = { ps: [entry.p!], outcomes: [undefined], which, unsettled: 0 };
+      }
+      k = m.ps.length;
+      m.ps.push(p);
+      m.outcomes.push(undefined);
+      m.unsettled++;
+      const mixed = m;
+      p.then(
+        () => {
+          mixed.outcomes[k] = null;
+          mixed.unsettled--;
+        },
+        (err) => {
+          mixed.outcomes[k] = failureText(err);
+          mixed.unsettled--;
+        },
+      );
+    }
+    const mm = m!;
+    if (entry.n === mm.which.length) {
+      const grown = new Uint8Array(mm.which.length * 2);
+      grown.set(mm.which);
+      mm.which = grown;
+    }
+    mm.which[entry.n++] = k;
+    entry.to = this.#read;
+    return true;
   }
 
   /**
@@ -606,19 +701,22 @@ class Connection {
     let out = "";
     while (this.#head < this.#queue.length) {
       const e = this.#queue[this.#head];
-      if (e.p !== null && !e.settled) {
+      const waitFor = e.p === null ? null : !e.settled ? e.p : unsettledOf(e.mixed);
+      if (waitFor !== null) {
         if (out) this.#send(out);
         out = "";
         this.#account();
         this.#wake?.(); // (the lines answered may end a pause)
-        await e.p.then(() => {}, () => {}); // its own handler (registered first) has run
+        await waitFor.then(() => {}, () => {}); // its own handler (registered first) has run
         continue;
       }
       this.#head++;
       this.#unansweredLines -= e.n;
       this.#answeredTo = e.to;
       const reason = e.p !== null ? e.failure ?? null : e.error;
-      if (e.reply) {
+      if (e.mixed !== undefined) {
+        out += this.#mixedAnswers(e);
+      } else if (e.reply) {
         out += e.reply();
       } else if (reason === null) {
         if (e.answer) out += e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
@@ -626,7 +724,7 @@ class Connection {
         this.#server.stats.linesRejected += e.n;
         if (e.answer) {
           for (let i = 0; i < e.n; i++) out += `error line ${e.first + i}: ${reason}\n`;
-        } else this.#server.rejected(reason, e.first);
+        } else this.#server.rejected(reason, e.first, e.n);
       }
       if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
         // Drop the answered entries (the loop may not empty the queue under steady load).
@@ -648,6 +746,27 @@ class Connection {
     this.#wake?.();
     this.#draining = false;
     this.#idle?.();
+  }
+
+  /** The answers of a settled entry whose lines went into several frames, in order. */
+  #mixedAnswers(e: AckEntry): string {
+    const m = e.mixed!;
+    const reasonOf = (k: number) => k === 0 ? e.failure ?? null : m.outcomes[k] ?? null;
+    let failed = false;
+    for (let k = 0; k < m.ps.length; k++) if (reasonOf(k) !== null) failed = true;
+    if (!failed) return e.answer ? "ok\n".repeat(e.n) : "";
+    let out = "";
+    for (let i = 0; i < e.n; i++) {
+      const reason = reasonOf(m.which[i]);
+      if (reason === null) {
+        if (e.answer) out += "ok\n";
+        continue;
+      }
+      this.#server.stats.linesRejected++;
+      if (e.answer) out += `error line ${e.first + i}: ${reason}\n`;
+      else this.#server.rejected(reason, e.first + i);
+    }
+    return out;
   }
 
   #send(text: string): void {
@@ -910,8 +1029,8 @@ export class IngestServer {
   }
 
   /** @internal Logs refused lines of connections not in ack mode, at most once a second. */
-  rejected(reason: string, line: number): void {
-    this.#rejectsSinceLog++;
+  rejected(reason: string, line: number, lines = 1): void {
+    this.#rejectsSinceLog += lines;
     const now = Date.now();
     if (now - this.#lastRejectLog < 1000) return;
     this.logger.warn("refused ingest line(s) on a connection without #ack", {

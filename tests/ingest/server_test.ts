@@ -17,6 +17,8 @@ import { sendLines } from "../../src/ingest/client.ts";
 import { Readable } from "node:stream";
 import { mkdir } from "node:fs/promises";
 import { RawClient } from "../_agent.ts";
+import { MemoryFileSystem } from "../../src/fs/memory.ts";
+import { laneDir, TOPICS_FILE } from "../../src/layout.ts";
 import {
   fullGc,
   heldSegmentWrites,
@@ -397,6 +399,54 @@ describe("ingest server: careless and hostile clients", () => {
       values(r.provider, "t").map((v) => Number(v.split(".")[0])),
       Array.from({ length: lines }, (_, i) => i),
     );
+    c.end();
+    await r.close();
+  });
+});
+
+describe("ingest server: acknowledged lines over several lanes", () => {
+  it("answers interleaved lines of topics in different lanes in order, each by its own lane's outcome", async () => {
+    const fs = new MemoryFileSystem();
+    await mkdir(`${root.dir}/b${n}`, { recursive: true }); // (the socket's; the buffer is in `fs`)
+    const r = await rig({}, { fs, lanes: 3 });
+    // Nothing is delivered until the end, so that no lane writes an S file meanwhile.
+    r.provider.down = true;
+    const c = await ackClient(r.path);
+    // A line of each topic first: each topic gets a lane of its own, and each lane a segment.
+    c.write("a\t\ta0\nb\t\tb0\nc\t\tc0\n");
+    assert.deepEqual((await c.waitAnswers(4)).slice(1), ["ok", "ok", "ok"]);
+    const dir = `${root.dir}/b${n - 1}`;
+    const assigned = new TextDecoder().decode((await fs.readFile(`${dir}/${TOPICS_FILE}`))!)
+      .trim().split("\n").map((l) => JSON.parse(l) as { topic: string; lane: number });
+    const laneOf = new Map(assigned.map((a) => [a.topic, a.lane]));
+    assert.equal(new Set(laneOf.values()).size, 3, "three lanes");
+    // The next segment write of b's lane fails: the lines in that frame are not stored.
+    fs.failNext("append", "EIO", `${laneDir(dir, laneOf.get("b")!)}/0`);
+    const per = 300;
+    let text = "";
+    for (let i = 1; i <= per; i++) text += `a\t\ta${i}\nb\t\tb${i}\nc\t\tc${i}\n`;
+    c.write(text);
+    const answers = (await c.waitAnswers(4 + 3 * per)).slice(4);
+    const okB: string[] = [];
+    let failedB = 0;
+    answers.forEach((a, j) => {
+      const topic = "abc"[j % 3], lineNo = 4 + j, value = `${topic}${1 + Math.floor(j / 3)}`;
+      if (a === "ok") {
+        if (topic === "b") okB.push(value);
+        return;
+      }
+      assert.equal(topic, "b", `line ${lineNo} (${value}) answered ${a}`);
+      assert.match(a, new RegExp(`^error line ${lineNo}: .*EIO`));
+      failedB++;
+    });
+    assert.ok(failedB > 0, "the failed write's lines were answered with errors");
+    // Every line answered ok is delivered, in order; none answered with an error is.
+    r.provider.down = false;
+    await r.buffer.drained(30_000);
+    const all = (t: string) => Array.from({ length: per + 1 }, (_, i) => `${t}${i}`);
+    assert.deepEqual(values(r.provider, "a"), all("a"));
+    assert.deepEqual(values(r.provider, "c"), all("c"));
+    assert.deepEqual(values(r.provider, "b"), ["b0", ...okB]);
     c.end();
     await r.close();
   });
