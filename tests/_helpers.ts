@@ -329,8 +329,15 @@ export function prng(seed: number): () => number {
  * A memory file system whose writes to segment files wait while `holding` (a disk that has
  * fallen behind): `held` counts the writes waiting, `release()` lets them go and stops holding.
  */
-export function heldSegmentWrites(): { fs: FileSystem; held: () => number; release: () => void } {
-  let holding = true;
+export function heldSegmentWrites(
+  { only = () => true, holding: holdAtFirst = true }: {
+    /** Which segment files' writes are held (by path); all of them by default. */
+    only?: (path: string) => boolean;
+    /** Held from the start; else from `hold()`. */
+    holding?: boolean;
+  } = {},
+): { fs: FileSystem; held: () => number; hold: () => void; release: () => void } {
+  let holding = holdAtFirst;
   const waiting: Array<() => void> = [];
   const bound = <T extends object>(t: T, k: string | symbol) => {
     const v = Reflect.get(t, k, t);
@@ -351,13 +358,16 @@ export function heldSegmentWrites(): { fs: FileSystem; held: () => number; relea
       k === "open"
         ? async (path: string, mode: "create" | "append" | "read") => {
           const h = await t.open(path, mode);
-          return path.endsWith(".seg") ? holds(h) : h;
+          return path.endsWith(".seg") && only(path) ? holds(h) : h;
         }
         : bound(t, k),
   });
   return {
     fs,
     held: () => waiting.length,
+    hold: () => {
+      holding = true;
+    },
     release: () => {
       holding = false;
       for (const go of waiting.splice(0)) go();

@@ -258,9 +258,11 @@ export class MessageBuffer {
    * time of the call. For a caller that holds records in a larger buffer (the socket input
    * reads lines out of chunks), it saves making a view of each key and value. Returns null,
    * storing nothing, when the record cannot be taken this way (a mode without disk or going
-   * direct, the cap reached, closing, a topic never given to `write`): then `write` it.
+   * direct, the cap reached, closing, with one lane a topic never given to `write`): then
+   * `write` it. With lanes, the records of a topic whose lane is still being chosen are taken
+   * too, gathered until it is.
    *
-   * @throws {TypeError} `src` is not a Uint8Array
+   * @throws {TypeError} `src` is not a Uint8Array, or (with lanes) the topic is not valid
    * @throws {RangeError} a range is not inside `src`, or the record is over `maxRecordBytes`;
    *   nothing was stored
    */

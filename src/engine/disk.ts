@@ -34,17 +34,27 @@ import { Retention } from "./retention.ts";
 import type { LatencyStats } from "./latency.ts";
 import { ProgressSignal } from "./progress.ts";
 import { type ProviderState, Sender, type SendersShared } from "./sender.ts";
-import { SegmentWriter, type StorageHealth, timestampOf, type WriteOptions } from "./writer.ts";
+import {
+  type PendingFrame,
+  SegmentWriter,
+  type StorageHealth,
+  timestampOf,
+  type WriteOptions,
+} from "./writer.ts";
 import { DEAD_DIR, INFLIGHT_FILE, QUARANTINE_DIR } from "../layout.ts";
 import { type InflightEntry, loadInflight } from "../checkpoint/inflight.ts";
 
-interface BlockedWrite {
-  topic: string;
-  value: Bytes;
-  options: WriteOptions;
-  resolve: () => void;
-  reject: (e: unknown) => void;
-}
+/** A write that waits for room: one record, or a frame gathered elsewhere (see `adopt`). */
+type BlockedWrite =
+  | {
+    topic: string;
+    value: Bytes;
+    options: WriteOptions;
+    resolve: () => void;
+    reject: (e: unknown) => void;
+    frame?: undefined;
+  }
+  | { frame: PendingFrame; reject: (e: unknown) => void };
 
 /** What the disk path reports for {@link MessageBuffer.stats}. */
 export interface DiskStats {
@@ -68,6 +78,8 @@ export class DiskPath {
   readonly #sender: Sender;
   readonly #room = new ProgressSignal();
   #blocked: BlockedWrite[] = [];
+  /** Records in `#blocked` (a frame holds many). */
+  #blockedRecords = 0;
   #closing = false;
   #timers: Array<ReturnType<typeof setInterval>> = [];
   /** Sequence number of the first record written by this process (recovered ones are below). */
@@ -241,9 +253,10 @@ export class DiskPath {
       // The sender may be idle on a fully delivered active segment: wake it so that it
       // seals that segment and deletes it to make room.
       if (this.#blocked.length === 0) this.#sender.wake();
-      return new Promise((resolve, reject) =>
-        this.#blocked.push({ topic, value, options: stamped, resolve, reject })
-      );
+      return new Promise((resolve, reject) => {
+        this.#blocked.push({ topic, value, options: stamped, resolve, reject });
+        this.#blockedRecords++;
+      });
     } catch (e) {
       return Promise.reject(e);
     }
@@ -266,6 +279,35 @@ export class DiskPath {
     return this.#writer.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength);
   }
 
+  /** A frame to gather records in elsewhere, as this path's writer sizes them (see `adopt`). */
+  gatheringFrame(): PendingFrame {
+    return this.#writer.gatheringFrame();
+  }
+
+  /** The size at which a gathering frame is to be handed over. */
+  get frameTarget(): number {
+    return this.#writer.frameTarget;
+  }
+
+  /**
+   * Stores a frame gathered elsewhere ({@link gatheringFrame}) as {@link write} stores a
+   * record: its records go to the writer when there is room, after the writes that wait for
+   * room; at the cap they wait too (`"block"`) or are refused, all of them (`"reject"`). Its
+   * promise settles with the outcome.
+   */
+  adopt(frame: PendingFrame): void {
+    if (this.#closing) return frame.reject(new BufferClosedError(this.#o.dir));
+    if (!this.full) return this.#writer.adopt(frame);
+    if (this.#o.whenFull === "reject") {
+      return frame.reject(
+        new BufferFullError(this.#o.dir, this.#usedBytes(), this.#o.maxBufferBytes),
+      );
+    }
+    if (this.#blocked.length === 0) this.#sender.wake();
+    this.#blocked.push({ frame, reject: frame.reject });
+    this.#blockedRecords += frame.builder.count;
+  }
+
   /** Checks a record as `write` would, storing nothing; throws TypeError/RangeError. */
   validate(topic: string, value: Bytes, options?: WriteOptions): void {
     this.#writer.validate(topic, value, options);
@@ -275,6 +317,12 @@ export class DiskPath {
   #admitBlocked(): void {
     while (this.#blocked.length > 0 && this.#usedBytes() < this.#o.maxBufferBytes) {
       const w = this.#blocked.shift()!;
+      if (w.frame !== undefined) {
+        this.#blockedRecords -= w.frame.builder.count;
+        this.#writer.adopt(w.frame);
+        continue;
+      }
+      this.#blockedRecords--;
       try {
         this.#writer.append(w.topic, w.value, w.options).then(w.resolve, w.reject);
       } catch (e) {
@@ -300,7 +348,7 @@ export class DiskPath {
 
   /** Records stored or waiting to be stored, not yet acknowledged (or dropped). */
   backlogRecords(): number {
-    return this.#writer.pendingRecords + this.#blocked.length + this.#ledger.backlogRecords();
+    return this.#writer.pendingRecords + this.#blockedRecords + this.#ledger.backlogRecords();
   }
 
   /** Backlog, room, provider and storage state. */
@@ -314,7 +362,7 @@ export class DiskPath {
       },
       oldestTimestamp,
       usedBytes: this.#usedBytes(),
-      blockedWrites: this.#blocked.length,
+      blockedWrites: this.#blockedRecords,
       provider: this.#sender.provider,
       storage: this.#writer.health,
       deliveryLatencyMs: this.#sender.latency(),
@@ -332,6 +380,7 @@ export class DiskPath {
   async close(): Promise<void> {
     this.#closing = true;
     for (const w of this.#blocked.splice(0)) w.reject(new BufferClosedError(this.#o.dir));
+    this.#blockedRecords = 0;
     for (const t of this.#timers) clearInterval(t);
     // A failed fsync of the last seal is reported once everything else is closed.
     const sealed = await this.#writer.close().then(() => null, (e: unknown) => e);

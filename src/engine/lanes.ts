@@ -26,7 +26,7 @@
  */
 
 import { StorageError } from "../errors.ts";
-import type { Bytes } from "../segment/format.ts";
+import type { Bytes, FrameBuilder } from "../segment/format.ts";
 import { DiskPath, type DiskStats } from "./disk.ts";
 import type { ProviderGate } from "./gate.ts";
 import { type Counters, newCounters } from "./ledger.ts";
@@ -34,7 +34,7 @@ import type { ResolvedOptions } from "./options.ts";
 import { LatencyWindow } from "./latency.ts";
 import type { ProviderState, SendersShared } from "./sender.ts";
 import { ReadBlocks } from "../segment/reader.ts";
-import { timestampOf, type WriteOptions } from "./writer.ts";
+import { type PendingFrame, timestampOf, type WriteOptions } from "./writer.ts";
 import { laneDir, LANES_DIR, TOPICS_FILE } from "../layout.ts";
 
 /**
@@ -114,11 +114,14 @@ export async function laneNumbers(fs: ResolvedOptions["fs"], dir: string): Promi
   return names.filter((n) => /^[1-9][0-9]{0,3}$/.test(n)).map(Number).sort((a, b) => a - b);
 }
 
-interface WaitingWrite {
-  value: Bytes;
-  options: WriteOptions;
-  resolve: () => void;
-  reject: (e: unknown) => void;
+/**
+ * The records of a topic whose lane is being chosen, gathered into frames as they come (a
+ * copy of each record, no object per record): a flood of lines for a new topic would else
+ * wait as a write each until the choice is durable.
+ */
+interface Gathering {
+  frames: PendingFrame[];
+  records: number;
 }
 
 /** See the module doc. */
@@ -130,11 +133,11 @@ export class Lanes {
   /** Topics per lane, to pick the least used. */
   readonly #load: number[];
   /**
-   * Topics whose assignment is being made durable, with their writes in order: all of them
+   * Topics whose assignment is being made durable, with their records in order: all of them
    * go to the lane at once when it is durable (so that no later write overtakes them).
    */
-  readonly #assigning = new Map<string, WaitingWrite[]>();
-  /** Writes waiting for their topic's assignment (part of the backlog). */
+  readonly #assigning = new Map<string, Gathering>();
+  /** Records waiting for their topic's assignment (part of the backlog). */
   #waiting = 0;
   /** Appends to the topics file, one at a time. */
   #appending: Promise<void> = Promise.resolve();
@@ -254,8 +257,9 @@ export class Lanes {
   }
 
   /**
-   * `DiskPath.writeRange` in the topic's lane, if the topic has one already; null, storing
-   * nothing, when not.
+   * `DiskPath.writeRange` in the topic's lane (null, storing nothing, when that lane cannot
+   * store it at once); for a topic whose lane is not chosen yet, the record is gathered with
+   * the topic's others until it is (see `#gather`).
    */
   writeRange(
     topic: string,
@@ -269,7 +273,13 @@ export class Lanes {
     let lane = 0;
     if (topics !== null) {
       const l = topics.get(topic);
-      if (l === undefined || this.#assigning.has(topic)) return null;
+      if (l === undefined || this.#assigning.has(topic)) {
+        return this.#gather(topic, (b, now) => {
+          if (b.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, now)) return;
+          const key = keyAt < 0 ? null : src.subarray(keyAt, keyAt + keyLength);
+          b.append(topic, src.subarray(valueAt, valueAt + valueLength), key, null, now);
+        });
+      }
       lane = l;
     }
     return this.#lanes[lane].writeRange(topic, src, keyAt, keyLength, valueAt, valueLength);
@@ -280,30 +290,45 @@ export class Lanes {
     const topics = this.#topics;
     if (topics === null) return this.#lanes[0].write(topic, value, options);
     const lane = topics.get(topic);
-    const waiting = this.#assigning.get(topic);
-    if (lane !== undefined && waiting === undefined) {
+    if (lane !== undefined && !this.#assigning.has(topic)) {
       return this.#lanes[lane].write(topic, value, options);
     }
     try {
       // Bad input fails now, not after the assignment; the time is taken now.
-      this.#lanes[0].validate(topic, value, options);
-      const stamped = { ...options, timestamp: timestampOf(options) };
-      return new Promise<void>((resolve, reject) => {
-        const w = { value, options: stamped, resolve, reject };
-        if (waiting) waiting.push(w);
-        else this.#assign(topic, [w]);
-        this.#waiting++;
-      });
+      return this.#gather(
+        topic,
+        (b) => b.append(topic, value, options?.key, options?.headers, timestampOf(options)),
+      );
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
   /**
+   * Adds a record (`add` appends it to a frame, or throws for bad input, adding nothing) to
+   * what waits for `topic`'s lane, and starts choosing one if the topic has none; returns the
+   * promise of the frame it went into.
+   */
+  #gather(topic: string, add: (b: FrameBuilder, now: number) => void): Promise<void> {
+    const g = this.#assigning.get(topic);
+    let frame = g?.frames.at(-1);
+    const fresh = frame === undefined || frame.builder.size >= this.#lanes[0].frameTarget;
+    if (fresh) frame = this.#lanes[0].gatheringFrame();
+    add(frame!.builder, Date.now());
+    if (g === undefined) this.#assign(topic, { frames: [frame!], records: 1 });
+    else {
+      if (fresh) g.frames.push(frame!);
+      g.records++;
+    }
+    this.#waiting++;
+    return frame!.promise;
+  }
+
+  /**
    * Picks a lane for a new topic and makes the choice durable; then hands the topic's
    * waiting writes to the lane, all at once and in order, or fails them.
    */
-  #assign(topic: string, waiting: WaitingWrite[]): void {
+  #assign(topic: string, waiting: Gathering): void {
     const pinned = this.#legacyBelow !== null &&
       (this.#lanes[0].oldestSegmentSeq ?? Infinity) < this.#legacyBelow;
     let lane = 0;
@@ -324,25 +349,23 @@ export class Lanes {
         this.#legacyUnwritten = false;
         this.#topics!.set(topic, lane);
         this.#assigning.delete(topic);
-        this.#waiting -= waiting.length;
-        for (const w of waiting) {
-          this.#lanes[lane].write(topic, w.value, w.options).then(w.resolve, w.reject);
-        }
+        this.#waiting -= waiting.records;
+        for (const f of waiting.frames) this.#lanes[lane].adopt(f);
       },
       (e) => {
         // Not durable: nothing of the topic was stored; its next write tries again.
         this.#assigning.delete(topic);
         this.#load[lane]--;
-        this.#waiting -= waiting.length;
+        this.#waiting -= waiting.records;
         this.#own.storageErrors++;
-        this.#own.writeErrors += waiting.length;
+        this.#own.writeErrors += waiting.records;
         const err = new StorageError("append to", `${this.#o.dir}/${TOPICS_FILE}`, e);
         this.#o.logger.error("cannot record a new topic's lane; its records were not stored", {
           topic,
-          records: waiting.length,
+          records: waiting.records,
           error: err.message,
         });
-        for (const w of waiting) w.reject(err);
+        for (const f of waiting.frames) f.reject(err);
       },
     );
   }

@@ -87,11 +87,25 @@ export interface WriterOptions {
 }
 
 /** The open frame's shared outcome: every write in a frame resolves or fails together. */
-interface PendingFrame {
+export interface PendingFrame {
   builder: FrameBuilder;
   promise: Promise<void>;
   resolve: () => void;
   reject: (e: unknown) => void;
+  /** Filled elsewhere and handed over ({@link SegmentWriter.adopt}): not kept as a spare. */
+  adopted?: boolean;
+}
+
+/** A frame to fill, and the promise its writes share (settled once it is written, or fails). */
+export function pendingFrame(builder: FrameBuilder): PendingFrame {
+  let resolve!: () => void, reject!: (e: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Writers that await get the rejection; nobody awaiting is not an error here.
+  promise.catch(() => {});
+  return { builder, promise, resolve, reject };
 }
 
 /** A frame is handed to the file once it reaches this size, even while a write is in flight. */
@@ -289,14 +303,37 @@ export class SegmentWriter {
   }
 
   #newFrame(builder: FrameBuilder): PendingFrame {
-    let resolve!: () => void, reject!: (e: unknown) => void;
-    const promise = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    // Writers that await get the rejection; nobody awaiting is not an error here.
-    promise.catch(() => {});
-    return { builder, promise, resolve, reject };
+    return pendingFrame(builder);
+  }
+
+  /**
+   * A frame to fill elsewhere and hand over with {@link adopt}, as this writer's own are
+   * sized; it takes topics as it meets them (validating them), apart from this writer's.
+   */
+  gatheringFrame(): PendingFrame {
+    const full = this.#frameTarget + FRAME_SLACK_BYTES;
+    const frame = pendingFrame(
+      new FrameBuilder(Math.min(full, FRAME_START_BYTES), this.#o.maxRecordBytes, new Map(), full),
+    );
+    frame.adopted = true;
+    return frame;
+  }
+
+  /** The size at which a frame is cut: a gathering frame is handed over no larger. */
+  get frameTarget(): number {
+    return this.#frameTarget;
+  }
+
+  /**
+   * Queues a frame filled elsewhere ({@link gatheringFrame}): it is written after the frames
+   * queued now and before the open one, and its promise settles as the writer's own do.
+   */
+  adopt(frame: PendingFrame): void {
+    if (frame.builder.count === 0) return frame.resolve();
+    this.#queue.push(frame);
+    this.#pendingBytes += frame.builder.size;
+    this.#pendingRecords += frame.builder.count;
+    this.#kick();
   }
 
   /** Moves the open frame to the write queue and opens a new one. */
@@ -336,8 +373,10 @@ export class SegmentWriter {
         const next = this.#queue.shift();
         if (next) {
           await this.#writeFrame(next);
-          this.#spare.push(next.builder);
-          this.#spareTrim.gave();
+          if (!next.adopted) {
+            this.#spare.push(next.builder);
+            this.#spareTrim.gave();
+          }
           continue;
         }
         if (this.#syncRequested && this.#syncing === null && this.#file) {

@@ -115,7 +115,9 @@ interface AckEntry {
 /**
  * The promises of an entry whose lines went into the frames of several writers at once
  * (lines of topics in different lanes, interleaved): one entry for the run of lines, not one
- * per line. `ps[0]` is the entry's `p`; each line notes which of them stores it.
+ * per line. `ps[0]` is the entry's `p`; each line notes which of them stores it. Its lines
+ * are answered in order, each once it and those before it have settled, as separate entries'
+ * would be.
  */
 interface Mixed {
   ps: Promise<void>[];
@@ -125,6 +127,8 @@ interface Mixed {
   which: Uint8Array;
   /** Promises after the first not yet settled. */
   unsettled: number;
+  /** Lines of the entry answered so far (its first ones). */
+  answered: number;
 }
 
 /**
@@ -133,15 +137,15 @@ interface Mixed {
  */
 const MAX_MIXED = 16;
 
+/**
+ * An entry of more lines than this takes no line of another frame: lines that go round a few
+ * lanes make entries of a line or a few each, while one writer's frames make entries of many
+ * (those stay as they are, one per frame).
+ */
+const MIX_BELOW_LINES = 16;
+
 /** Topics a connection keeps as text to look its lines' topics up in (see `#topicOf`). */
 const RECENT_TOPICS = 8;
-
-/** A promise of `m` after the first not yet settled, or null when all have. */
-function unsettledOf(m: Mixed | undefined): Promise<void> | null {
-  if (m === undefined || m.unsettled === 0) return null;
-  for (let k = 1; k < m.ps.length; k++) if (m.outcomes[k] === undefined) return m.ps[k];
-  return null;
-}
 
 /** The error message a failed write answers with (one line). */
 function failureText(err: unknown): string {
@@ -653,14 +657,20 @@ class Connection {
     let k = m === undefined ? -1 : m.ps.indexOf(p);
     if (k < 0) {
       if (
-        entry.settled ||
+        entry.settled || (m === undefined && entry.n >= MIX_BELOW_LINES) ||
         (m !== undefined && (m.ps.length >= MAX_MIXED || m.unsettled < m.ps.length - 1))
       ) {
         return false;
       }
       if (m === undefined) {
         const which = new Uint8Array(Math.max(64, entry.n * 2));
-        m = entry.mixed = { ps: [entry.p!], outcomes: [undefined], which, unsettled: 0 };
+        m = entry.mixed = {
+          ps: [entry.p!],
+          outcomes: [undefined],
+          which,
+          unsettled: 0,
+          answered: 0,
+        };
       }
       k = m.ps.length;
       m.ps.push(p);
@@ -701,7 +711,26 @@ class Connection {
     let out = "";
     while (this.#head < this.#queue.length) {
       const e = this.#queue[this.#head];
-      const waitFor = e.p === null ? null : !e.settled ? e.p : unsettledOf(e.mixed);
+      const m = e.mixed;
+      let waitFor = e.p !== null && !e.settled ? e.p : null;
+      if (m !== undefined) {
+        // Its lines in order, as far as they have settled.
+        waitFor = null;
+        while (m.answered < e.n) {
+          const k = m.which[m.answered];
+          if (k === 0 ? !e.settled : m.outcomes[k] === undefined) {
+            waitFor = m.ps[k];
+            break;
+          }
+          out += this.#lineAnswer(
+            e,
+            e.first + m.answered,
+            k === 0 ? e.failure ?? null : m.outcomes[k]!,
+          );
+          m.answered++;
+          this.#unansweredLines--;
+        }
+      }
       if (waitFor !== null) {
         if (out) this.#send(out);
         out = "";
@@ -711,20 +740,20 @@ class Connection {
         continue;
       }
       this.#head++;
-      this.#unansweredLines -= e.n;
       this.#answeredTo = e.to;
-      const reason = e.p !== null ? e.failure ?? null : e.error;
-      if (e.mixed !== undefined) {
-        out += this.#mixedAnswers(e);
-      } else if (e.reply) {
-        out += e.reply();
-      } else if (reason === null) {
-        if (e.answer) out += e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
-      } else {
-        this.#server.stats.linesRejected += e.n;
-        if (e.answer) {
-          for (let i = 0; i < e.n; i++) out += `error line ${e.first + i}: ${reason}\n`;
-        } else this.#server.rejected(reason, e.first, e.n);
+      if (m === undefined) {
+        this.#unansweredLines -= e.n;
+        const reason = e.p !== null ? e.failure ?? null : e.error;
+        if (e.reply) {
+          out += e.reply();
+        } else if (reason === null) {
+          if (e.answer) out += e.first === 0 ? "ok\n" : "ok\n".repeat(e.n);
+        } else {
+          this.#server.stats.linesRejected += e.n;
+          if (e.answer) {
+            for (let i = 0; i < e.n; i++) out += `error line ${e.first + i}: ${reason}\n`;
+          } else this.#server.rejected(reason, e.first, e.n);
+        }
       }
       if (this.#head >= 4096 && this.#head * 2 >= this.#queue.length) {
         // Drop the answered entries (the loop may not empty the queue under steady load).
@@ -748,25 +777,13 @@ class Connection {
     this.#idle?.();
   }
 
-  /** The answers of a settled entry whose lines went into several frames, in order. */
-  #mixedAnswers(e: AckEntry): string {
-    const m = e.mixed!;
-    const reasonOf = (k: number) => k === 0 ? e.failure ?? null : m.outcomes[k] ?? null;
-    let failed = false;
-    for (let k = 0; k < m.ps.length; k++) if (reasonOf(k) !== null) failed = true;
-    if (!failed) return e.answer ? "ok\n".repeat(e.n) : "";
-    let out = "";
-    for (let i = 0; i < e.n; i++) {
-      const reason = reasonOf(m.which[i]);
-      if (reason === null) {
-        if (e.answer) out += "ok\n";
-        continue;
-      }
-      this.#server.stats.linesRejected++;
-      if (e.answer) out += `error line ${e.first + i}: ${reason}\n`;
-      else this.#server.rejected(reason, e.first + i);
-    }
-    return out;
+  /** The answer to line `lineNo` of `e` (a mixed entry's), whose write ended with `reason`. */
+  #lineAnswer(e: AckEntry, lineNo: number, reason: string | null): string {
+    if (reason === null) return e.answer ? "ok\n" : "";
+    this.#server.stats.linesRejected++;
+    if (e.answer) return `error line ${lineNo}: ${reason}\n`;
+    this.#server.rejected(reason, lineNo);
+    return "";
   }
 
   #send(text: string): void {

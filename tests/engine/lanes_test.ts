@@ -176,6 +176,114 @@ describe("lanes", () => {
     assert.deepEqual(p.valuesOf("t"), values("t", 50));
   });
 
+  it("gathers a flood of a new topic's records while its lane is recorded: stored in order, byte for byte; a bad one refused alone", async () => {
+    const fs = new MemoryFileSystem();
+    fs.latencyMs = { sync: 20 };
+    const p = new TopicFailingProvider();
+    const b = await open(p, { lanes: 2, segmentMaxBytes: 64 << 10, batchMaxRecords: 500 }, fs);
+    const enc = new TextEncoder();
+    const n = 2000;
+    const value = (i: number) => `new-${i}-${"v".repeat(i % 50 === 0 ? 3000 : 100)}`;
+    const ws: Promise<void>[] = [];
+    let bad: Promise<void> | null = null;
+    // All written before the topic's lane is durable (the fsync takes 20 ms): through `write`,
+    // with a key, headers and a time, and through `writeRange`, from one buffer.
+    for (let i = 0; i < n; i++) {
+      if (i === n / 2) bad = b.write("new", 42 as unknown as string);
+      if (i % 2 === 0) {
+        ws.push(
+          b.write("new", value(i), { key: `k${i}`, headers: { h: `${i}` }, timestamp: 1e12 + i }),
+        );
+      } else {
+        const key = `k${i}`, line = enc.encode(`${key}|${value(i)}`);
+        const w = b.writeRange(
+          "new",
+          line,
+          0,
+          key.length,
+          key.length + 1,
+          line.length - key.length - 1,
+        );
+        assert.ok(w !== null, "a new topic's record is taken while its lane is chosen");
+        ws.push(w);
+      }
+    }
+    assert.equal(
+      b.stats().lanes.flatMap((l) => l.topics).includes("new"),
+      false,
+      "not assigned yet",
+    );
+    await assert.rejects(bad!, TypeError);
+    await Promise.all(ws);
+    await b.drained(10_000);
+    const got = p.received.filter((r) => r.topic === "new");
+    assert.equal(got.length, n);
+    got.forEach((r, i) => {
+      assert.equal(new TextDecoder().decode(r.value), value(i), `record ${i}`);
+      assert.equal(r.key, `k${i}`);
+      if (i % 2 === 0) {
+        assert.deepEqual(r.headers.map(([k, v]) => [k, new TextDecoder().decode(v)]), [[
+          "h",
+          `${i}`,
+        ]]);
+        assert.equal(r.timestamp, 1e12 + i);
+      } else assert.deepEqual(r.headers, []);
+    });
+  });
+
+  it("refuses a new topic's gathered records, all of them, when its lane is at the cap under whenFull reject", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new TopicFailingProvider();
+    p.failing = new Set(["a", "b", "c"]); // nothing is delivered: the lanes fill
+    const b = await open(p, { lanes: 2, whenFull: "reject", maxBufferBytes: 8192 }, fs);
+    for (const t of ["a", "b"]) {
+      let refused = false;
+      for (let i = 0; !refused && i < 1000; i++) {
+        await b.write(t, `${t}-${i}-${"x".repeat(200)}`).catch((e) => {
+          assert.equal((e as Error).name, "BufferFullError");
+          refused = true;
+        });
+      }
+      assert.ok(refused, `lane of ${t} filled`);
+    }
+    const before = b.stats().backlog.records;
+    const cs = Array.from({ length: 20 }, (_, i) => b.write("c", `c-${i}`));
+    const outcomes = await Promise.allSettled(cs);
+    assert.ok(
+      outcomes.every((o) => o.status === "rejected" && o.reason.name === "BufferFullError"),
+    );
+    assert.equal(b.stats().backlog.records, before, "none of them is held");
+    p.failing.clear();
+    await b.drained(10_000);
+    assert.deepEqual(p.valuesOf("c"), []);
+    await b.write("c", "c-later");
+    await b.drained(10_000);
+    assert.deepEqual(p.valuesOf("c"), ["c-later"]);
+  });
+
+  it("holds a new topic's gathered records, in order, while its lane is at the cap under whenFull block", async () => {
+    const fs = new MemoryFileSystem();
+    const p = new TopicFailingProvider();
+    p.failing = new Set(["a", "b", "c"]);
+    const b = await open(p, { lanes: 2, whenFull: "block", maxBufferBytes: 8192 }, fs);
+    // a fills lane 0; b takes lane 1; c then goes to lane 0 (as few topics, the first).
+    for (let i = 0; !b.full && i < 1000; i++) {
+      void b.write("a", `a-${i}-${"x".repeat(200)}`);
+      await b.flush();
+    }
+    await b.write("b", "b-0");
+    assert.ok(b.full, "lane 0 is at the cap");
+    let stored = 0;
+    const cs = Array.from({ length: 20 }, (_, i) => b.write("c", `c-${i}`).then(() => stored++));
+    await b.flush();
+    assert.equal(stored, 0, "they wait for room");
+    assert.ok(b.stats().blockedWrites >= 20, "and are counted as waiting");
+    p.failing.clear();
+    await Promise.all(cs);
+    await b.drained(10_000);
+    assert.deepEqual(p.valuesOf("c"), values("c", 20));
+  });
+
   it("a torn line in lanes/topics (a crash, a full disk) neither loses nor splits a topic", async () => {
     const fs = new MemoryFileSystem();
     const p = new TopicFailingProvider();

@@ -452,6 +452,44 @@ describe("ingest server: acknowledged lines over several lanes", () => {
   });
 });
 
+describe("ingest server: a lane whose disk is behind", () => {
+  it("answers the lines stored in one lane up to the first that waits for another lane's disk, then the rest in order", async () => {
+    const dir = `${root.dir}/b${n}`;
+    await mkdir(dir, { recursive: true }); // (the socket's; the buffer is in `fs`)
+    const { fs, held, hold, release } = heldSegmentWrites({
+      only: (path) => path.startsWith(`${laneDir(dir, 1)}/`),
+      holding: false,
+    });
+    const r = await rig({}, { fs, lanes: 2 });
+    const c = await ackClient(r.path);
+    // a gets lane 0 and b lane 1 (the fewest topics, the first of them on a tie).
+    c.write("a\t\ta0\n");
+    await c.waitAnswers(2);
+    c.write("b\t\tb0\n");
+    await c.waitAnswers(3);
+    assert.deepEqual(c.answers, ["ok", "ok", "ok"]);
+    hold();
+    // a1, b1, a2, b2, ... a100, b100, then a101..a200.
+    let text = "";
+    for (let i = 1; i <= 100; i++) text += `a\t\ta${i}\nb\t\tb${i}\n`;
+    for (let i = 101; i <= 200; i++) text += `a\t\ta${i}\n`;
+    c.write(text);
+    await waitFor(() => held() > 0, 5000, "lane 1's segment write to be held");
+    await c.waitAnswers(3 + 1);
+    // Lane 0 has stored (and delivered) a101..a200 too; a round trip on another connection
+    // lets any answer written meanwhile arrive. None may: they come after b1..b100.
+    await waitFor(() => values(r.provider, "a").length === 201, 10_000, "lane 0's lines delivered");
+    const other = await ackClient(r.path);
+    other.end();
+    assert.equal(c.answers.length, 3 + 1, "a1 answered; b1 and every line after it wait");
+    release();
+    await c.waitAnswers(3 + 300);
+    assert.ok(c.answers.every((a) => a === "ok"));
+    c.end();
+    await r.close();
+  });
+});
+
 describe("ingest server: memory a flood takes", () => {
   it("reads no more than about 4 MiB of a connection's input past its last answered line while the disk holds its writes", async () => {
     const { fs, held, release } = heldSegmentWrites();
