@@ -124,6 +124,12 @@ const FRAME_SLACK_BYTES = 64 << 10;
  */
 const FRAME_START_BYTES = 64 << 10;
 
+/**
+ * A gathering frame's memory starts at this (and grows as records fill it): a flood of lines
+ * that each name a new topic makes a frame per topic.
+ */
+const GATHERING_START_BYTES = 512;
+
 /** See the module doc. */
 export class SegmentWriter {
   readonly #o: WriterOptions;
@@ -313,7 +319,7 @@ export class SegmentWriter {
   gatheringFrame(): PendingFrame {
     const full = this.#frameTarget + FRAME_SLACK_BYTES;
     const frame = pendingFrame(
-      new FrameBuilder(Math.min(full, FRAME_START_BYTES), this.#o.maxRecordBytes, new Map(), full),
+      new FrameBuilder(GATHERING_START_BYTES, this.#o.maxRecordBytes, new Map(), full),
     );
     frame.adopted = true;
     return frame;

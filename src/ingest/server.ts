@@ -144,6 +144,12 @@ const MAX_MIXED = 16;
  */
 const MIX_BELOW_LINES = 16;
 
+/**
+ * Lines a mixed entry takes at most: what it has read counts against the read-ahead bound
+ * until its last line is answered.
+ */
+const MAX_MIXED_LINES = 4096;
+
 /** Topics a connection keeps as text to look its lines' topics up in (see `#topicOf`). */
 const RECENT_TOPICS = 8;
 
@@ -654,6 +660,7 @@ class Connection {
    */
   #join(entry: AckEntry, p: Promise<void>): boolean {
     let m = entry.mixed;
+    if (entry.n >= MAX_MIXED_LINES && m !== undefined) return false;
     let k = m === undefined ? -1 : m.ps.indexOf(p);
     if (k < 0) {
       if (

@@ -404,51 +404,69 @@ describe("ingest server: careless and hostile clients", () => {
   });
 });
 
+/**
+ * Lines that go round `topics` (one lane each), in acknowledged mode, while the next segment
+ * write of `failing`'s lane fails: each line is answered in order by its own lane's outcome,
+ * and exactly the lines answered ok are delivered.
+ */
+async function interleaved(topics: string[], failing: string): Promise<void> {
+  const fs = new MemoryFileSystem();
+  await mkdir(`${root.dir}/b${n}`, { recursive: true }); // (the socket's; the buffer is in `fs`)
+  const r = await rig({}, { fs, lanes: topics.length });
+  // Nothing is delivered until the end, so that no lane writes an S file meanwhile.
+  r.provider.down = true;
+  const c = await ackClient(r.path);
+  // A line of each topic first: each topic gets a lane of its own, and each lane a segment.
+  c.write(topics.map((t) => `${t}\t\t${t}-0\n`).join(""));
+  const first = await c.waitAnswers(1 + topics.length);
+  assert.ok(first.every((a) => a === "ok"));
+  const dir = `${root.dir}/b${n - 1}`;
+  const assigned = new TextDecoder().decode((await fs.readFile(`${dir}/${TOPICS_FILE}`))!)
+    .trim().split("\n").map((l) => JSON.parse(l) as { topic: string; lane: number });
+  const laneOf = new Map(assigned.map((a) => [a.topic, a.lane]));
+  assert.equal(new Set(laneOf.values()).size, topics.length, "a lane each");
+  // The next segment write of that lane fails: the lines in that frame are not stored.
+  fs.failNext("append", "EIO", `${laneDir(dir, laneOf.get(failing)!)}/0`);
+  const per = 300, base = 2 + topics.length; // (line numbers: #ack is not counted)
+  let text = "";
+  for (let i = 1; i <= per; i++) for (const t of topics) text += `${t}\t\t${t}-${i}\n`;
+  c.write(text);
+  const answers = (await c.waitAnswers(1 + topics.length + topics.length * per))
+    .slice(1 + topics.length);
+  const ok = new Map(topics.map((t) => [t, [`${t}-0`]]));
+  let failed = 0;
+  answers.forEach((a, j) => {
+    const t = topics[j % topics.length], lineNo = base - 1 + j;
+    const value = `${t}-${1 + Math.floor(j / topics.length)}`;
+    if (a === "ok") return void ok.get(t)!.push(value);
+    assert.equal(t, failing, `line ${lineNo} (${value}) answered ${a}`);
+    assert.match(a, new RegExp(`^error line ${lineNo}: .*EIO`));
+    failed++;
+  });
+  assert.ok(failed > 0, "the failed write's lines were answered with errors");
+  // Every line answered ok is delivered, in order; none answered with an error is.
+  r.provider.down = false;
+  await r.buffer.drained(30_000);
+  for (const t of topics) {
+    assert.deepEqual(values(r.provider, t), ok.get(t), `topic ${t}`);
+    if (t !== failing) assert.equal(ok.get(t)!.length, per + 1);
+  }
+  c.end();
+  await r.close();
+}
+
 describe("ingest server: acknowledged lines over several lanes", () => {
   it("answers interleaved lines of topics in different lanes in order, each by its own lane's outcome", async () => {
-    const fs = new MemoryFileSystem();
-    await mkdir(`${root.dir}/b${n}`, { recursive: true }); // (the socket's; the buffer is in `fs`)
-    const r = await rig({}, { fs, lanes: 3 });
-    // Nothing is delivered until the end, so that no lane writes an S file meanwhile.
-    r.provider.down = true;
-    const c = await ackClient(r.path);
-    // A line of each topic first: each topic gets a lane of its own, and each lane a segment.
-    c.write("a\t\ta0\nb\t\tb0\nc\t\tc0\n");
-    assert.deepEqual((await c.waitAnswers(4)).slice(1), ["ok", "ok", "ok"]);
-    const dir = `${root.dir}/b${n - 1}`;
-    const assigned = new TextDecoder().decode((await fs.readFile(`${dir}/${TOPICS_FILE}`))!)
-      .trim().split("\n").map((l) => JSON.parse(l) as { topic: string; lane: number });
-    const laneOf = new Map(assigned.map((a) => [a.topic, a.lane]));
-    assert.equal(new Set(laneOf.values()).size, 3, "three lanes");
-    // The next segment write of b's lane fails: the lines in that frame are not stored.
-    fs.failNext("append", "EIO", `${laneDir(dir, laneOf.get("b")!)}/0`);
-    const per = 300;
-    let text = "";
-    for (let i = 1; i <= per; i++) text += `a\t\ta${i}\nb\t\tb${i}\nc\t\tc${i}\n`;
-    c.write(text);
-    const answers = (await c.waitAnswers(4 + 3 * per)).slice(4);
-    const okB: string[] = [];
-    let failedB = 0;
-    answers.forEach((a, j) => {
-      const topic = "abc"[j % 3], lineNo = 4 + j, value = `${topic}${1 + Math.floor(j / 3)}`;
-      if (a === "ok") {
-        if (topic === "b") okB.push(value);
-        return;
-      }
-      assert.equal(topic, "b", `line ${lineNo} (${value}) answered ${a}`);
-      assert.match(a, new RegExp(`^error line ${lineNo}: .*EIO`));
-      failedB++;
-    });
-    assert.ok(failedB > 0, "the failed write's lines were answered with errors");
-    // Every line answered ok is delivered, in order; none answered with an error is.
-    r.provider.down = false;
-    await r.buffer.drained(30_000);
-    const all = (t: string) => Array.from({ length: per + 1 }, (_, i) => `${t}${i}`);
-    assert.deepEqual(values(r.provider, "a"), all("a"));
-    assert.deepEqual(values(r.provider, "c"), all("c"));
-    assert.deepEqual(values(r.provider, "b"), ["b0", ...okB]);
-    c.end();
-    await r.close();
+    await interleaved(["a", "b", "c"], "b");
+  });
+
+  it("the same when the failing lane is the one the run of lines started in", async () => {
+    await interleaved(["a", "b", "c"], "a");
+  });
+
+  it("the same over more lanes than one answer entry takes frames (20)", async () => {
+    const topics = Array.from({ length: 20 }, (_, i) => `t${i}`);
+    await interleaved(topics, "t17");
   });
 });
 
