@@ -138,7 +138,7 @@ interface Mixed {
 const MAX_MIXED = 16;
 
 /**
- * An entry of more lines than this takes no line of another frame: lines that go round a few
+ * An entry of this many lines or more takes no line of another frame: lines that go round a few
  * lanes make entries of a line or a few each, while one writer's frames make entries of many
  * (those stay as they are, one per frame).
  */
