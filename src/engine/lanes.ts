@@ -311,17 +311,18 @@ export class Lanes {
    */
   #gather(topic: string, add: (b: FrameBuilder, now: number) => void): Promise<void> {
     const g = this.#assigning.get(topic);
-    let frame = g?.frames.at(-1);
-    const fresh = frame === undefined || frame.builder.size >= this.#lanes[0].frameTarget;
-    if (fresh) frame = this.#lanes[0].gatheringFrame();
-    add(frame!.builder, Date.now());
-    if (g === undefined) this.#assign(topic, { frames: [frame!], records: 1 });
+    const last = g?.frames.at(-1);
+    const frame = last !== undefined && last.builder.size < this.#lanes[0].frameTarget
+      ? last
+      : this.#lanes[0].gatheringFrame();
+    add(frame.builder, Date.now());
+    if (g === undefined) this.#assign(topic, { frames: [frame], records: 1 });
     else {
-      if (fresh) g.frames.push(frame!);
+      if (frame !== last) g.frames.push(frame);
       g.records++;
     }
     this.#waiting++;
-    return frame!.promise;
+    return frame.promise;
   }
 
   /**

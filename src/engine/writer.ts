@@ -178,7 +178,7 @@ export class SegmentWriter {
       FRAME_TARGET_BYTES,
       Math.max(256, Math.floor(o.segmentMaxBytes / 4)),
     );
-    this.#open = this.#newFrame(this.#newBuilder());
+    this.#open = pendingFrame(this.#newBuilder());
   }
 
   /** Bytes accepted but not yet in a segment file (queued frames and the open one). */
@@ -285,14 +285,13 @@ export class SegmentWriter {
     }
   }
 
-  #newBuilder(): FrameBuilder {
+  /**
+   * A frame builder as this writer sizes them: from `startBytes`, growing to the frame target
+   * and its slack; `topics` its encoded topics (this writer's, shared by its builders).
+   */
+  #newBuilder(startBytes = FRAME_START_BYTES, topics = this.#topics): FrameBuilder {
     const full = this.#frameTarget + FRAME_SLACK_BYTES;
-    return new FrameBuilder(
-      Math.min(full, FRAME_START_BYTES),
-      this.#o.maxRecordBytes,
-      this.#topics,
-      full,
-    );
+    return new FrameBuilder(Math.min(full, startBytes), this.#o.maxRecordBytes, topics, full);
   }
 
   /**
@@ -308,19 +307,12 @@ export class SegmentWriter {
     }
   }
 
-  #newFrame(builder: FrameBuilder): PendingFrame {
-    return pendingFrame(builder);
-  }
-
   /**
    * A frame to fill elsewhere and hand over with {@link adopt}, as this writer's own are
    * sized; it takes topics as it meets them (validating them), apart from this writer's.
    */
   gatheringFrame(): PendingFrame {
-    const full = this.#frameTarget + FRAME_SLACK_BYTES;
-    const frame = pendingFrame(
-      new FrameBuilder(GATHERING_START_BYTES, this.#o.maxRecordBytes, new Map(), full),
-    );
+    const frame = pendingFrame(this.#newBuilder(GATHERING_START_BYTES, new Map()));
     frame.adopted = true;
     return frame;
   }
@@ -352,7 +344,7 @@ export class SegmentWriter {
     const builder = this.#spare.pop() ?? this.#newBuilder();
     this.#spareTrim.took();
     builder.reset();
-    this.#open = this.#newFrame(builder);
+    this.#open = pendingFrame(builder);
   }
 
   /** Starts the flush loop if it is not running. */

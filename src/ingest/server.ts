@@ -121,14 +121,20 @@ interface AckEntry {
  */
 interface Mixed {
   ps: Promise<void>[];
-  /** Per promise after the first: undefined until it settles, then its error message or null. */
+  /** Per promise: undefined until it settles, then its error message or null. */
   outcomes: Array<string | null | undefined>;
   /** Per line of the entry, the index in `ps` of the promise that stores it. */
   which: Uint8Array;
-  /** Promises after the first not yet settled. */
-  unsettled: number;
   /** Lines of the entry answered so far (its first ones). */
   answered: number;
+}
+
+/** Adds `p` to `m`, noting its outcome once it settles; returns its index. */
+function track(m: Mixed, p: Promise<void>): number {
+  const k = m.ps.push(p) - 1;
+  m.outcomes.push(undefined);
+  p.then(() => void (m.outcomes[k] = null), (err) => void (m.outcomes[k] = failureText(err)));
+  return k;
 }
 
 /**
@@ -665,35 +671,16 @@ class Connection {
     if (k < 0) {
       if (
         entry.settled || (m === undefined && entry.n >= MIX_BELOW_LINES) ||
-        (m !== undefined && (m.ps.length >= MAX_MIXED || m.unsettled < m.ps.length - 1))
+        (m !== undefined && (m.ps.length >= MAX_MIXED || m.outcomes.some((o) => o !== undefined)))
       ) {
         return false;
       }
       if (m === undefined) {
         const which = new Uint8Array(Math.max(64, entry.n * 2));
-        m = entry.mixed = {
-          ps: [entry.p!],
-          outcomes: [undefined],
-          which,
-          unsettled: 0,
-          answered: 0,
-        };
+        m = entry.mixed = { ps: [], outcomes: [], which, answered: 0 };
+        track(m, entry.p!);
       }
-      k = m.ps.length;
-      m.ps.push(p);
-      m.outcomes.push(undefined);
-      m.unsettled++;
-      const mixed = m;
-      p.then(
-        () => {
-          mixed.outcomes[k] = null;
-          mixed.unsettled--;
-        },
-        (err) => {
-          mixed.outcomes[k] = failureText(err);
-          mixed.unsettled--;
-        },
-      );
+      k = track(m, p);
     }
     const mm = m!;
     if (entry.n === mm.which.length) {
@@ -719,21 +706,19 @@ class Connection {
     while (this.#head < this.#queue.length) {
       const e = this.#queue[this.#head];
       const m = e.mixed;
-      let waitFor = e.p !== null && !e.settled ? e.p : null;
-      if (m !== undefined) {
+      let waitFor: Promise<void> | null = null;
+      if (m === undefined) {
+        if (e.p !== null && !e.settled) waitFor = e.p;
+      } else {
         // Its lines in order, as far as they have settled.
-        waitFor = null;
         while (m.answered < e.n) {
           const k = m.which[m.answered];
-          if (k === 0 ? !e.settled : m.outcomes[k] === undefined) {
+          const outcome = m.outcomes[k];
+          if (outcome === undefined) {
             waitFor = m.ps[k];
             break;
           }
-          out += this.#lineAnswer(
-            e,
-            e.first + m.answered,
-            k === 0 ? e.failure ?? null : m.outcomes[k]!,
-          );
+          out += this.#lineAnswer(e, e.first + m.answered, outcome);
           m.answered++;
           this.#unansweredLines--;
         }
