@@ -23,6 +23,7 @@ import {
   type StoredRecord,
 } from "../segment/format.ts";
 import { type ReadBlock, ReadBlocks, SegmentCursor } from "../segment/reader.ts";
+import { RecordPool } from "../binary/ranges.ts";
 import type { TurnWait } from "./gate.ts";
 import { SegmentFile } from "../segment/writer.ts";
 import { validRejections } from "../provider/outcome.ts";
@@ -208,6 +209,11 @@ export class Sender {
    * delivered. Null: every read gets new memory.
    */
   readonly #blocks: ReadBlocks | null;
+  /**
+   * The records of delivered batches, decoded into again (see RecordPool); null, like
+   * #blocks, when the provider may keep records after a send.
+   */
+  readonly #records: RecordPool | null;
   #dead: SegmentFile | null = null;
   /** The next batch, read while the current one is with the provider. */
   #prefetched: {
@@ -234,6 +240,7 @@ export class Sender {
       : o.shared
       ? o.shared.blocks
       : new ReadBlocks();
+    this.#records = this.#blocks === null ? null : new RecordPool();
     this.#resetWake();
   }
 
@@ -460,6 +467,7 @@ export class Sender {
     // Delivered: nothing reads these records again. (On the other ways out above, the batch
     // keeps its blocks, and they go to the garbage collector.)
     for (const b of batch.blocks) this.#blocks!.release(b);
+    this.#records?.give(batch.records);
     this.#notifyProgress();
   }
 
@@ -715,7 +723,7 @@ export class Sender {
     if (typeof view === "string") return view;
     const records: StoredRecord[] = [];
     try {
-      decodeFrame(view.buf, view.at, view.header, records, true);
+      decodeFrame(view.buf, view.at, view.header, records, true, this.#records ?? undefined);
     } catch (e) {
       if (!(e instanceof PayloadError)) throw e;
       return `undecodable frame: ${e.message}`;

@@ -209,11 +209,12 @@ export interface Provider {
    */
   readonly keepsIdentity?: boolean;
   /**
-   * True when `send` reads its records' keys, values and headers only until it settles, and
-   * keeps no reference to their bytes after that (it copies what it needs, or sends before
-   * it settles). The engine then reads the next records into the same memory instead of new
-   * memory per read. A provider that keeps records, or views of them, past its `send` must
-   * leave this unset: their bytes would change under it. @default false
+   * True when `send` reads its records (their topics, keys, values, headers and timestamps)
+   * only until it settles, and keeps no reference to them or their bytes after that (it
+   * copies what it needs, or sends before it settles). The engine then reads the next records
+   * into the same memory, and the same record objects, instead of new ones per read. A
+   * provider that keeps records, or views of them, past its `send` must leave this unset:
+   * they would change under it. @default false
    */
   readonly releasesRecords?: boolean;
   /**

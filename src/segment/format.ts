@@ -51,6 +51,7 @@ import {
   keyLength,
   type KeyValue,
   RangedRecord,
+  type RecordPool,
   valueLength,
 } from "../binary/ranges.ts";
 import { readU64, writeU64 } from "../binary/u64.ts";
@@ -591,7 +592,7 @@ export class PayloadError extends Error {}
  * Decodes the records of a frame whose CRC has been checked. Values and keys are views into
  * `b`; callers that keep them past the buffer's reuse must copy. `ranged`: each record is a
  * {@link RangedRecord}, whose key and value stay offsets into `b` until asked for (the
- * sender's form: no view per field).
+ * sender's form: no view per field), taken from `pool` when given.
  */
 export function decodeFrame(
   b: Uint8Array,
@@ -599,6 +600,7 @@ export function decodeFrame(
   h: FrameHeader,
   out: StoredRecord[],
   ranged = false,
+  pool?: RecordPool,
 ): void {
   let p = at + FRAME_HEADER_SIZE;
   const end = p + h.payloadLength;
@@ -650,8 +652,11 @@ export function decodeFrame(
       const headers = decodeHeaders();
       const vlen = varint();
       if (p + vlen > end) throw new PayloadError("record runs past the end of its frame");
+      const klen1 = klen === 0 ? 0 : klen - 1;
       out.push(
-        new RangedRecord(topic, timestamp, headers, b, keyAt, klen === 0 ? 0 : klen - 1, p, vlen),
+        pool
+          ? pool.take(topic, timestamp, headers, b, keyAt, klen1, p, vlen)
+          : new RangedRecord(topic, timestamp, headers, b, keyAt, klen1, p, vlen),
       );
       p += vlen;
       continue;

@@ -1,6 +1,7 @@
-// Read memory used again while draining (ReadBlocks, Provider.releasesRecords): a block must
-// not serve a later read while a record decoded from it can still be read, and a provider
-// that does not say it lets go of its records never sees their bytes change.
+// Read memory used again while draining (ReadBlocks, RecordPool, Provider.releasesRecords): a
+// block or a record object must not serve a later read while a record decoded into it can
+// still be read, and a provider that does not say it lets go of its records never sees them
+// change.
 import { afterEach, beforeEach, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type Provider, type ProviderRecord, type SendResult, silentLogger } from "../../mod.ts";
@@ -92,6 +93,9 @@ class LateReader implements Provider {
   readonly releasesRecords: boolean;
   readonly #keepViews: boolean;
   values: Uint8Array[] = [];
+  keys: Array<string | null> = [];
+  /** Every record object handed to `send`, in order. */
+  seen: ProviderRecord[] = [];
   down = true;
 
   constructor(o: { releasesRecords: boolean; keepViews: boolean }) {
@@ -104,7 +108,11 @@ class LateReader implements Provider {
   async send(records: readonly ProviderRecord[]): Promise<SendResult | void> {
     if (this.down) throw new Error("down");
     await new Promise((r) => setTimeout(r, 20));
-    for (const r of records) this.values.push(this.#keepViews ? r.value : r.value.slice());
+    for (const r of records) {
+      this.values.push(this.#keepViews ? r.value : r.value.slice());
+      this.keys.push(r.key === null ? null : new TextDecoder().decode(r.key));
+      this.seen.push(r);
+    }
   }
   close(): Promise<void> {
     return Promise.resolve();
@@ -132,6 +140,9 @@ describe("a drain that uses its read memory again", () => {
 
   /** `whole`: every write at once, so that the writer fills its frames (over 1 MiB each). */
   async function drain(provider: LateReader, whole = false): Promise<Uint8Array[]> {
+    provider.values = [];
+    provider.keys = [];
+    provider.seen = [];
     const b = await buffers.open({
       dir,
       provider,
@@ -157,9 +168,16 @@ describe("a drain that uses its read memory again", () => {
   }
 
   it("delivers every record's bytes as written when the provider copies them late", async () => {
-    const got = await drain(new LateReader({ releasesRecords: true, keepViews: false }));
+    const provider = new LateReader({ releasesRecords: true, keepViews: false });
+    const got = await drain(provider);
     assert.equal(got.length, N);
-    for (let i = 0; i < N; i++) assert.deepEqual(got[i], valueOf(i), `record ${i}`);
+    for (let i = 0; i < N; i++) {
+      assert.deepEqual(got[i], valueOf(i), `record ${i}`);
+      assert.equal(provider.keys[i], `k${i % 1000}`, `record ${i}'s key`);
+    }
+    // The record objects were used again too (RecordPool): each batch's, once delivered.
+    const objects = new Set(provider.seen).size;
+    assert.ok(objects < N / 2, `${objects} record objects for ${N} records: none used again`);
   });
 
   it("does use the memory again: views kept past the send see later records' bytes", async () => {
@@ -180,8 +198,10 @@ describe("a drain that uses its read memory again", () => {
   });
 
   it("never changes a record under a provider that does not say it lets go of them", async () => {
-    const got = await drain(new LateReader({ releasesRecords: false, keepViews: true }));
+    const provider = new LateReader({ releasesRecords: false, keepViews: true });
+    const got = await drain(provider);
     for (let i = 0; i < N; i++) assert.deepEqual(got[i], valueOf(i), `record ${i}`);
+    assert.equal(new Set(provider.seen).size, N, "a record object was handed out twice");
   });
 });
 
