@@ -8,12 +8,14 @@ import {
   encodeSegmentHeader,
   FrameBuilder,
   parseSegmentFileName,
+  PayloadError,
   readFrameHeader,
   SEGMENT_HEADER_SIZE,
   segmentFileName,
   type StoredRecord,
 } from "../../src/segment/format.ts";
 import { scanSegment } from "../../src/segment/reader.ts";
+import { RangedRecord, RecordPool } from "../../src/binary/ranges.ts";
 import { MemoryFileSystem } from "../../src/fs/memory.ts";
 
 const enc = new TextEncoder();
@@ -187,6 +189,91 @@ describe("frame codec", () => {
       { numRuns: 300 },
     );
   });
+  it("decodes the same records into ranged records, pooled or not, from a frame anywhere in a buffer (property)", () => {
+    // The sender's decoder (ranged, one-byte varints read in line) against the plain one:
+    // topics, keys and values of every length class (0, 1 byte, 127, 128, over 16 KiB),
+    // headers, and timestamps that go back and forward by up to 2^40 ms.
+    const pool = new RecordPool();
+    const bytesOf = fc.oneof(
+      fc.uint8Array({ maxLength: 3 }),
+      fc.uint8Array({ minLength: 126, maxLength: 130 }),
+      fc.constantFrom(new Uint8Array(16_400).fill(7)),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            topic: fc.oneof(
+              fc.constantFrom("t", "u", "t".repeat(128)),
+              fc.stringMatching(/^[a-z]{1,5}$/),
+            ),
+            value: bytesOf,
+            key: fc.option(bytesOf),
+            headers: fc.option(
+              fc.array(fc.tuple(fc.string({ maxLength: 130 }), bytesOf), { maxLength: 2 }),
+            ),
+            ts: fc.integer({ min: 2 ** 40, max: 2 ** 41 }),
+          }),
+          { minLength: 1, maxLength: 20 },
+        ),
+        fc.nat(9),
+        (recs, at) => {
+          const b = new FrameBuilder(16);
+          for (const r of recs) b.append(r.topic, r.value, r.key, r.headers, r.ts);
+          const frame = b.finish();
+          const buf = new Uint8Array(at + frame.length + 5);
+          buf.set(frame, at);
+          const h = readFrameHeader(buf, at);
+          const plain: StoredRecord[] = [],
+            ranged: StoredRecord[] = [],
+            pooled: StoredRecord[] = [];
+          decodeFrame(buf, at, h, plain);
+          decodeFrame(buf, at, h, ranged, true);
+          decodeFrame(buf, at, h, pooled, true, pool);
+          const fields = (r: StoredRecord) => [r.topic, r.key, r.value, r.headers, r.timestamp];
+          assert.equal(plain.length, recs.length);
+          recs.forEach((r, i) => {
+            assert.deepEqual(fields(plain[i]), [
+              r.topic,
+              r.key,
+              r.value,
+              r.headers?.length ? r.headers : null,
+              r.ts,
+            ]);
+            assert.ok(ranged[i] instanceof RangedRecord && pooled[i] instanceof RangedRecord);
+            assert.deepEqual(fields(ranged[i]), fields(plain[i]));
+            assert.deepEqual(fields(pooled[i]), fields(plain[i]));
+          });
+          pool.give(pooled);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    assert.ok(
+      pool.size > 0 && pool.size <= 20,
+      "the pooled records were taken back and used again",
+    );
+  });
+
+  it("refuses a frame whose records run past its end, ranged or not", () => {
+    const b = new FrameBuilder(64);
+    b.append("t", "value", "key", null, 1000);
+    const frame = b.finish();
+    const h = readFrameHeader(frame, 0);
+    for (const ranged of [false, true]) {
+      // A count that promises one record more than the payload holds.
+      assert.throws(
+        () => decodeFrame(frame, 0, { ...h, count: 2 }, [], ranged),
+        PayloadError,
+      );
+      // A payload cut short by a byte.
+      assert.throws(
+        () => decodeFrame(frame, 0, { ...h, payloadLength: h.payloadLength - 1 }, [], ranged),
+        PayloadError,
+      );
+    }
+  });
+
   it("appendRange writes the same bytes as append with views of the same ranges", () => {
     fc.assert(
       fc.property(
