@@ -13,6 +13,7 @@ import {
   SegmentCursor,
 } from "../../src/segment/reader.ts";
 import { NodeFileSystem } from "../../src/fs/node.ts";
+import { RecordPool } from "../../src/binary/ranges.ts";
 import { OpenBuffers, tempDir, waitFor } from "../_helpers.ts";
 
 describe("ReadBlocks", () => {
@@ -59,6 +60,32 @@ describe("ReadBlocks", () => {
     blocks.release(a);
     assert.throws(() => blocks.release(a), /let go of more often than held/);
     assert.throws(() => blocks.hold(a), /held after it was let go of/);
+  });
+});
+
+describe("RecordPool", () => {
+  it("hands back the records given to it, set anew, and keeps no more than it was told", () => {
+    const pool = new RecordPool(2);
+    const bytes = new Uint8Array(8);
+    const a = pool.take("t", 1, null, bytes, -1, 0, 0, 8);
+    const b = pool.take("t", 2, null, bytes, 0, 2, 2, 6);
+    const c = pool.take("t", 3, null, bytes, 0, 2, 2, 6);
+    pool.give([a, b, c, { topic: "not ranged" }]);
+    assert.equal(pool.size, 2, "a third record was kept");
+    const again = pool.take("u", 9, null, bytes, 1, 3, 4, 4);
+    assert.ok(again === a || again === b, "a new record while the pool held two");
+    assert.deepEqual(
+      [
+        again.topic,
+        again.timestamp,
+        again.keyAt,
+        again.keyLength,
+        again.valueAt,
+        again.valueLength,
+      ],
+      ["u", 9, 1, 3, 4, 4],
+    );
+    assert.deepEqual([...again.key!], [...bytes.subarray(1, 4)]);
   });
 });
 
