@@ -11,7 +11,8 @@
 // The topic's records are counted from the broker's end offsets (every 20 ms; every 1 ms
 // for the first), not from the agent's metrics, which would cost the agent CPU.
 // It reports records/s, the agent's CPU per delivered record (user + system, from /proc, for
-// the whole life of the agent process) and its peak RSS (VmHWM), and kcat's (getrusage).
+// the whole life of the agent process; in brackets, the part its JIT compiler threads took) and
+// its peak RSS (VmHWM), and kcat's (getrusage).
 //
 //   scripts/kafka.sh start
 //   npm run compile
@@ -169,12 +170,28 @@ async function pauseBroker(): Promise<void> {
 }
 
 const CLK_TCK = 100;
-/** CPU seconds (user + system) and peak RSS of a live process, from /proc. */
-function procUsage(pid: number): { cpu: number; rss: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+/** CPU seconds (user + system) of a /proc stat line. */
+function statCpu(stat: string): number {
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const cpu = (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  return { cpu, rss: peakRss(pid) };
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+/**
+ * CPU seconds (user + system) and peak RSS of a live process, from /proc; `jit`: the CPU of
+ * its threads named JITWorker (JavaScriptCore compiling hot code), part of `cpu`.
+ */
+function procUsage(pid: number): { cpu: number; jit: number; rss: number } {
+  const cpu = statCpu(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  let jit = 0;
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8");
+      if (stat.includes("(JITWorker")) jit += statCpu(stat);
+    }
+  } catch {
+    // A thread that ended between the listing and its read: counted in `cpu` already.
+  }
+  return { cpu, jit, rss: peakRss(pid) };
 }
 
 function run(cmd: string, args: string[], input?: string): Promise<string> {
@@ -250,7 +267,7 @@ interface Agent {
   /** When it was spawned, and ms from then until its socket was there. */
   started: number;
   readyMs: number;
-  stop(): Promise<{ cpu: number; rss: number }>;
+  stop(): Promise<{ cpu: number; jit: number; rss: number }>;
 }
 
 async function startAgent(
@@ -333,6 +350,8 @@ async function untilInKafka(topic: string, n: number, everyMs: number): Promise<
 interface Figure {
   rate: number;
   cpuUs: number;
+  /** Agents: of cpuUs, what the JIT compiler's threads took. */
+  jitUs?: number;
   rss: number;
   /** Agents: ms from start to socket ready; drain: also to the first record delivered. */
   readyMs?: number;
@@ -360,11 +379,12 @@ function resetPeakRss(pid: number): void {
  */
 async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain: Figure }> {
   /** The figure of N records delivered since `t0`, for the CPU the agent spent since `u0`. */
-  const since = (t0: number, u0: { cpu: number }): Figure => {
+  const since = (t0: number, u0: { cpu: number; jit: number }): Figure => {
     const u = procUsage(a.pid);
     return {
       rate: N / ((performance.now() - t0) / 1000),
       cpuUs: ((u.cpu - u0.cpu) / N) * 1e6,
+      jitUs: ((u.jit - u0.jit) / N) * 1e6,
       rss: u.rss,
     };
   };
@@ -411,6 +431,7 @@ async function endToEnd(
     return {
       rate: N / s,
       cpuUs: ((busy ?? u).cpu / N) * 1e6,
+      jitUs: ((busy ?? u).jit / N) * 1e6,
       rss: (busy ?? u).rss,
       readyMs: a.readyMs,
       settledRss,
@@ -433,7 +454,14 @@ async function drain(topicFile: string, topic: string): Promise<Figure> {
     await untilInKafka(topic, N, 20);
     const s = (performance.now() - a.started) / 1000;
     const u = await a.stop();
-    return { rate: N / s, cpuUs: (u.cpu / N) * 1e6, rss: u.rss, readyMs: a.readyMs, firstMs };
+    return {
+      rate: N / s,
+      cpuUs: (u.cpu / N) * 1e6,
+      jitUs: (u.jit / N) * 1e6,
+      rss: u.rss,
+      readyMs: a.readyMs,
+      firstMs,
+    };
   } finally {
     await removeTemp(dir);
   }
@@ -554,9 +582,11 @@ function show(name: string, figs: Figure[], ref?: Figure[]): string {
       (c / median(ref.map((f) => f.cpuUs))).toFixed(2)
     }x`
     : " | | ";
+  const jits = figs.flatMap((f) => f.jitUs === undefined ? [] : [f.jitUs]);
+  const jit = jits.length > 0 ? ` (JIT ${median(jits).toFixed(2)})` : "";
   return `| ${name} | ${fmtRate(r)}/s${range(figs.map((f) => f.rate), fmtRate)} | ${
     c.toFixed(2)
-  } us | ${(m / MiB).toFixed(0)} MiB${
+  } us${jit} | ${(m / MiB).toFixed(0)} MiB${
     range(figs.map((f) => f.rss), (x) => (x / MiB).toFixed(0))
   }${ratio} |`;
 }
