@@ -178,18 +178,20 @@ function statCpu(stat: string): number {
 
 /**
  * CPU seconds (user + system) and peak RSS of a live process, from /proc; `jit`: the CPU of
- * its threads named JITWorker (JavaScriptCore compiling hot code), part of `cpu`.
+ * its threads named JITWorker (JavaScriptCore compiling hot code; the executable and Bun keep
+ * them for the life of the process), part of `cpu`; 0 under Deno, whose V8 names them otherwise.
  */
 function procUsage(pid: number): { cpu: number; jit: number; rss: number } {
   const cpu = statCpu(readFileSync(`/proc/${pid}/stat`, "utf8"));
   let jit = 0;
-  try {
-    for (const t of readdirSync(`/proc/${pid}/task`)) {
-      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8");
-      if (stat.includes("(JITWorker")) jit += statCpu(stat);
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8");
+    } catch {
+      continue; // a thread that ended between the listing and its read
     }
-  } catch {
-    // A thread that ended between the listing and its read: counted in `cpu` already.
+    if (stat.includes("(JITWorker")) jit += statCpu(stat);
   }
   return { cpu, jit, rss: peakRss(pid) };
 }
@@ -583,7 +585,7 @@ function show(name: string, figs: Figure[], ref?: Figure[]): string {
     }x`
     : " | | ";
   const jits = figs.flatMap((f) => f.jitUs === undefined ? [] : [f.jitUs]);
-  const jit = jits.length > 0 ? ` (JIT ${median(jits).toFixed(2)})` : "";
+  const jit = jits.some((j) => j > 0) ? ` (JIT ${median(jits).toFixed(2)})` : "";
   return `| ${name} | ${fmtRate(r)}/s${range(figs.map((f) => f.rate), fmtRate)} | ${
     c.toFixed(2)
   } us${jit} | ${(m / MiB).toFixed(0)} MiB${

@@ -1,8 +1,8 @@
 /**
  * Memory kept for reuse is let go of once it goes unused. The agent's pools (builders of the
- * frames being written, read blocks, encoded batches) grow to what a burst needs; that memory
- * used to stay for as long as the process ran: after one burst of a million records the agent
- * stayed at 92-107 MiB, where it now settles at 82-85.
+ * frames being written, read blocks, encoded batches, decoded record objects) grow to what a
+ * burst needs; that memory used to stay for as long as the process ran: after one burst of a
+ * million records the agent stayed at 92-107 MiB, where it now settles at 82-85.
  *
  * A pool tells its {@link IdleTrim} when it takes from its free list and when it gives back to
  * it. Every period, the fewest items the free list held during that period (its low-water

@@ -13,6 +13,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import { IdleTrim } from "./idle.ts";
 
 /** What the helpers below read: a record with `key` and `value` bytes. */
 export interface KeyValue {
@@ -50,6 +51,8 @@ export class RangedRecord<H = unknown> implements KeyValue {
   }
 }
 
+const NO_BYTES = new Uint8Array(0);
+
 /**
  * Ranged records used again. A drain decodes every record into one, and they were most of the
  * collector's work and of the heap's growth while delivering (a million objects of about 80
@@ -58,9 +61,16 @@ export class RangedRecord<H = unknown> implements KeyValue {
  */
 export class RecordPool {
   readonly #free: RangedRecord[] = [];
+  /** Records that stayed unused for a period are let go of (as the read blocks are). */
+  readonly #trim: IdleTrim;
 
-  /** @param keep records kept at most; more given back are left to the collector */
-  constructor(readonly keep: number = 1 << 16) {}
+  /**
+   * @param keep records kept at most; more given back are left to the collector
+   * @param trimMs the period over which records not taken are counted, then let go of
+   */
+  constructor(readonly keep: number = 1 << 16, trimMs?: number) {
+    this.#trim = new IdleTrim(() => this.#free.length, (n) => this.#free.splice(0, n), trimMs);
+  }
 
   /** A record with these fields: a free one set again, or a new one. */
   take<H>(
@@ -97,15 +107,31 @@ export class RecordPool {
     return r;
   }
 
-  /** Takes back the ranged records of `records`, which nothing may read afterwards. */
+  /**
+   * Takes back the ranged records of `records`, which nothing may read afterwards. They keep
+   * no reference to their bytes or headers meanwhile: the read memory they pointed into may be
+   * let go of (see ReadBlocks).
+   */
   give(records: readonly unknown[]): void {
     const free = this.#free;
+    // (Only takes lower the count, so its lowest in a period is seen here, before a give.)
+    this.#trim.took();
     const room = this.keep - free.length;
     const n = records.length < room ? records.length : room;
     for (let i = 0; i < n; i++) {
       const r = records[i];
-      if (r instanceof RangedRecord) free.push(r);
+      if (r instanceof RangedRecord) {
+        r.bytes = NO_BYTES;
+        r.headers = null;
+        free.push(r);
+      }
     }
+    if (n > 0) this.#trim.gave();
+  }
+
+  /** Stops letting go of unused records over time (the pool's owner is done with it). */
+  close(): void {
+    this.#trim.stop();
   }
 
   /** Records held for use again. */

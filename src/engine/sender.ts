@@ -295,6 +295,7 @@ export class Sender {
     this.#dropFrameCache();
     // A pool the lanes share is closed by their owner, once every sender has closed.
     if (!this.#o.shared) this.#blocks?.close();
+    this.#records?.close();
     await closeWithin(this.#o.provider, timeoutMs, this.#log);
     this.#state = "closed";
   }

@@ -646,11 +646,16 @@ export function decodeFrame(
  */
 let varintEnd = 0;
 
-/** The unsigned varint at `b[p]`, ending before `end`; sets {@link varintEnd}. */
+/**
+ * The unsigned varint at `b[p]`, ending before `end`; sets {@link varintEnd}. At most 8 bytes
+ * (56 bits, past any safe integer): a longer one would make the value inexact, then NaN.
+ */
 function varintAt(b: Uint8Array, p: number, end: number): number {
   let n = 0, mul = 1, byte: number;
+  const last = p + 8;
   do {
     if (p >= end) throw new PayloadError("record runs past the end of its frame");
+    if (p >= last) throw new PayloadError("varint longer than 8 bytes");
     byte = b[p++];
     n += (byte & 0x7f) * mul;
     mul *= 0x80;

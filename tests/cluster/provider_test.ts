@@ -84,7 +84,11 @@ describe(`Kafka provider (${KAFKA_CLIENT}) on a 3-broker cluster`, () => {
       if (KAFKA_CLIENT === "kafkajs") {
         assert.ok(c.unacknowledgedPartitions >= 1, `the defect was caught: ${JSON.stringify(c)}`);
       } else {
-        assert.ok(c.leaderMoves >= 1 && c.retriesInSend >= 1, JSON.stringify(c));
+        // The move was seen. Most runs see it by a refusal and a retry in the send; when the
+        // client's metadata was looked up again after the move and before the send (CI, once),
+        // the records go to the new leader at once and nothing is retried: delivered either
+        // way, as checked above.
+        assert.ok(c.leaderMoves >= 1, JSON.stringify(c));
       }
     },
   );

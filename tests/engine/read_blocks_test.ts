@@ -89,6 +89,21 @@ describe("RecordPool", () => {
   });
 });
 
+describe("RecordPool, over time", () => {
+  it("holds on to no read memory, and lets go of records unused for a period", async () => {
+    const pool = new RecordPool(100, 20);
+    const block = new Uint8Array(1 << 20);
+    const records = Array.from({ length: 10 }, (_, i) => pool.take("t", i, [], block, 0, 1, 1, 9));
+    pool.give(records);
+    assert.equal(pool.size, 10);
+    // Given back, a record keeps nothing of the block it was read from (that block may be
+    // let go of, or be larger than any kept), nor of its headers.
+    assert.ok(records.every((r) => r.bytes !== block && r.headers === null));
+    await waitFor(() => pool.size === 0, 5000, "the unused records let go of");
+    pool.close();
+  });
+});
+
 describe("a cursor reading into ReadBlocks", () => {
   it("does not give back a block that a read still runs into when it is closed", async () => {
     const { dir, cleanup } = await tempDir();
@@ -125,9 +140,15 @@ class LateReader implements Provider {
   seen: ProviderRecord[] = [];
   down = true;
 
-  constructor(o: { releasesRecords: boolean; keepViews: boolean }) {
+  /** Refused for good (the reason given back), read as late as the others. */
+  readonly #refuse: ((value: Uint8Array) => boolean) | undefined;
+
+  constructor(
+    o: { releasesRecords: boolean; keepViews: boolean; refuse?: (value: Uint8Array) => boolean },
+  ) {
     this.releasesRecords = o.releasesRecords;
     this.#keepViews = o.keepViews;
+    this.#refuse = o.refuse;
   }
   open(): Promise<void> {
     return Promise.resolve();
@@ -135,11 +156,14 @@ class LateReader implements Provider {
   async send(records: readonly ProviderRecord[]): Promise<SendResult | void> {
     if (this.down) throw new Error("down");
     await new Promise((r) => setTimeout(r, 20));
-    for (const r of records) {
+    const rejected: { index: number; reason: string }[] = [];
+    records.forEach((r, index) => {
       this.values.push(this.#keepViews ? r.value : r.value.slice());
       this.keys.push(r.key === null ? null : new TextDecoder().decode(r.key));
       this.seen.push(r);
-    }
+      if (this.#refuse?.(r.value)) rejected.push({ index, reason: "INVALID_RECORD: refused" });
+    });
+    return { rejected };
   }
   close(): Promise<void> {
     return Promise.resolve();
@@ -222,6 +246,33 @@ describe("a drain that uses its read memory again", () => {
     let changed = 0;
     for (let i = 0; i < N; i++) if (!sameBytes(got[i], valueOf(i))) changed++;
     assert.ok(changed > 0, "no record's bytes changed: frames over 1 MiB got fresh memory");
+  });
+
+  it("stores the records the provider refuses in dead/ as written, while their objects are used again", async () => {
+    // Dead letters are written from the batch's records after the send: they must still be
+    // the batch's own then, not objects handed out again to the batch read ahead.
+    const refused = (i: number) => i % 13 === 0;
+    const indexOf = (v: Uint8Array) =>
+      Number(new TextDecoder().decode(v.subarray(7, 13)).split(" ")[0]);
+    const provider = new LateReader({
+      releasesRecords: true,
+      keepViews: false,
+      refuse: (v) => refused(indexOf(v)),
+    });
+    await drain(provider);
+    const dead: Array<[string | null, Uint8Array]> = [];
+    for (const name of (await readdir(`${dir}/dead`)).filter((n) => n.endsWith(".seg")).sort()) {
+      const stop = await readSegmentRecords(new NodeFileSystem(), `${dir}/dead/${name}`, (r) => {
+        dead.push([r.key === null ? null : new TextDecoder().decode(r.key), r.value.slice()]);
+      });
+      assert.equal(stop, null, `dead/${name} reads whole`);
+    }
+    const expected = Array.from({ length: N }, (_, i) => i).filter(refused);
+    assert.equal(dead.length, expected.length, "dead letters");
+    expected.forEach((i, k) => {
+      assert.deepEqual(dead[k], [`k${i % 1000}`, valueOf(i)], `dead letter of record ${i}`);
+    });
+    assert.ok(new Set(provider.seen).size < N / 2, "the record objects were not used again");
   });
 
   it("never changes a record under a provider that does not say it lets go of them", async () => {
