@@ -1,8 +1,8 @@
 // Builds the agent as one self-contained executable with Bun (offline): see compile.sh. It is
-// `bun build --compile cli.ts` plus the build information `--version` prints, and the client
-// library's ajv and WebAssembly made lazy (below); a plain `bun build --compile cli.ts` works as
-// well (vendor/wasm-utils says why), but loads the library about 230 ms of CPU slower at each
-// start, and holds 2.5 MiB more.
+// `bun build --compile cli.ts` plus the build information `--version` prints, the client
+// library's ajv and WebAssembly made lazy and its schema registries left out (below); a plain
+// `bun build --compile cli.ts` works as well (vendor/wasm-utils says why), but loads the library
+// about 230 ms of CPU slower at each start, and holds about 4 MiB more.
 //   bun scripts/compile.ts OUTFILE
 
 const outfile = process.argv[2] ?? "dist/messagebuffer";
@@ -63,6 +63,16 @@ const lazyWasm = redirect(
   `${import.meta.dir}/_lazy_wasm_utils.ts`,
 );
 
+// The library index's re-export of its schema registries (only that import) goes to a module
+// that exports nothing: the Confluent client and avsc, which messagebuffer never uses, are
+// then not loaded (see the file).
+const noRegistries = redirect(
+  "no-registries",
+  /^\.\/registries\/index\.js$/,
+  /[\\/]@platformatic[\\/]kafka[\\/]dist[\\/]index\.js$/,
+  `${import.meta.dir}/_no_registries.ts`,
+);
+
 const result = await Bun.build({
   entrypoints: ["cli.ts"],
   compile: { outfile },
@@ -72,7 +82,7 @@ const result = await Bun.build({
   // 254-283 ms instead of 318-354 (2 x EPYC, 2026-12-05); the file grows by 7 MB.
   bytecode: true,
   define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
-  plugins: [lazyAjv.plugin, lazyWasm.plugin],
+  plugins: [lazyAjv.plugin, lazyWasm.plugin, noRegistries.plugin],
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);
@@ -81,6 +91,12 @@ if (!result.success) {
 if (!lazyWasm.used()) {
   console.error(
     "compile: @platformatic/kafka no longer imports @platformatic/wasm-utils: see scripts/_lazy_wasm_utils.ts",
+  );
+  process.exit(1);
+}
+if (!noRegistries.used()) {
+  console.error(
+    "compile: @platformatic/kafka/dist/index.js no longer imports ./registries/index.js: see scripts/_no_registries.ts",
   );
   process.exit(1);
 }
