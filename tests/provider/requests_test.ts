@@ -76,20 +76,30 @@ describe("Produce requests freed at their answer", () => {
   });
 
   it("frees nothing more on a socket once anything unexpected was seen", () => {
-    const cases: Array<[string, (s: { write(c: Uint8Array): boolean }, w: Watch) => void]> = [
+    // What is heard of each: a failed request is expected in an outage, so it is not reported.
+    const cases: Array<
+      [string, (s: { write(c: Uint8Array): boolean }, w: Watch) => void, string[]]
+    > = [
       [
         "a write that is not one whole request",
         (s) => s.write(request(0, 1, BIG).subarray(0, 9000)),
+        ["a write that is not one whole request"],
       ],
-      ["a request that failed without an answer", (_s, w) => w.stop()],
-      ["an answer with no request noted", (_s, w) => w.answered()],
+      ["a request that failed without an answer", (_s, w) => w.stop(), []],
+      [
+        "an answer with no request noted",
+        (_s, w) => w.answered(),
+        ["an answer to a request never noted"],
+      ],
     ];
-    for (const [what, surprise] of cases) {
-      const requests = new AnsweredRequests();
+    for (const [what, surprise, reported] of cases) {
+      const heard: string[] = [];
+      const requests = new AnsweredRequests((why) => heard.push(why));
       const { socket } = socketAndWrites();
       const watched = requests.watch({ socket })!;
       surprise(socket, watched);
       assert.equal(watched.off, true, `freeing stops after ${what}`);
+      assert.deepEqual(heard, reported, `what is heard of ${what}`);
       const later = request(0, 5, BIG);
       socket.write(later);
       watched.answered();
@@ -99,7 +109,8 @@ describe("Produce requests freed at their answer", () => {
   });
 
   it("stops freeing on a socket with more Produce requests unanswered than expected", () => {
-    const requests = new AnsweredRequests();
+    const heard: string[] = [];
+    const requests = new AnsweredRequests((why) => heard.push(why));
     const { socket } = socketAndWrites();
     const watched = requests.watch({ socket })!;
     const all = Array.from({ length: 65 }, (_, i) => request(0, i + 1, BIG));
@@ -107,6 +118,7 @@ describe("Produce requests freed at their answer", () => {
     assert.equal(watched.off, false, "64 unanswered are still followed");
     socket.write(all[64]);
     assert.equal(watched.off, true);
+    assert.deepEqual(heard, ["over 64 Produce requests unanswered"]);
     watched.answered();
     assert.ok(all.every((r) => r.length === BIG), "none is freed after");
   });

@@ -361,7 +361,16 @@ export class PlatformaticClient implements KafkaClient {
   /** Memory of the encoded batches, reused from send to send. */
   readonly #memory = new BatchMemory();
   /** Each Produce request's memory, freed at its answer (`requests.ts`). */
-  readonly #requests = new AnsweredRequests();
+  /** See requests.ts; what stops it unexpectedly is logged, once per client. */
+  readonly #requests = new AnsweredRequests((why) => {
+    if (this.#requestsWarned) return;
+    this.#requestsWarned = true;
+    this.#log.warn(
+      "kafka: Produce requests are no longer freed at their answer on a connection; their memory is left to the collector (the agent's memory may peak higher)",
+      { reason: why },
+    );
+  });
+  #requestsWarned = false;
   /** Topics the library has metadata for. */
   readonly #producible = new Set<string>();
   readonly counters: ProviderCounters = {

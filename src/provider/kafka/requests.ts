@@ -53,11 +53,17 @@ export class SocketRequests {
   /** Notes what the library writes: see the module doc. */
   note(chunk: unknown): void {
     if (this.off) return;
-    if (!(chunk instanceof Uint8Array) || chunk.length < 8) return this.stop();
+    if (!(chunk instanceof Uint8Array) || chunk.length < 8) {
+      return this.#unexpected("a write that is not one whole request");
+    }
     const v = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (v.getInt32(0) !== chunk.length - 4) return this.stop(); // not one whole request
+    if (v.getInt32(0) !== chunk.length - 4) {
+      return this.#unexpected("a write that is not one whole request");
+    }
     if (v.getInt16(4) !== 0) return; // not Produce (metadata, ApiVersions, ...)
-    if (this.written.length >= MAX_UNANSWERED) return this.stop();
+    if (this.written.length >= MAX_UNANSWERED) {
+      return this.#unexpected(`over ${MAX_UNANSWERED} Produce requests unanswered`);
+    }
     this.written.push(chunk.length >= MIN_BYTES && ownsBuffer(chunk) ? chunk : null);
   }
 
@@ -65,14 +71,26 @@ export class SocketRequests {
   answered(): void {
     if (this.off) return;
     const oldest = this.written.shift();
-    if (oldest === undefined) return this.stop(); // an answer to a request never noted
+    if (oldest === undefined) return this.#unexpected("an answer to a request never noted");
     if (oldest !== null && freeBuffer(oldest)) this.owner.freed++;
   }
 
-  /** A request on this socket failed without an answer: nothing more is freed here. */
+  /**
+   * A request on this socket failed without an answer (a lost connection, a timeout): nothing
+   * more is freed here. Expected in an outage, so not reported.
+   */
   stop(): void {
     this.off = true;
     this.written.length = 0;
+  }
+
+  /**
+   * Something the library is not known to do was seen: nothing more is freed here, and the
+   * owner's `onUnexpected` hears why (the library may have changed; see the module doc).
+   */
+  #unexpected(why: string): void {
+    this.stop();
+    this.owner.onUnexpected?.(why);
   }
 }
 
@@ -81,6 +99,12 @@ export class AnsweredRequests {
   readonly #sockets = new WeakMap<object, SocketRequests>();
   /** Requests freed at their answer, since the start. */
   freed = 0;
+
+  /**
+   * @param onUnexpected hears why freeing stopped on a socket, when it stopped for something the
+   *   library is not known to do (not for a failed request)
+   */
+  constructor(readonly onUnexpected?: (why: string) => void) {}
 
   /**
    * Watches `connection`'s socket (once per socket); returns its requests, for the answer (or
