@@ -54,17 +54,7 @@ export interface ScanResult {
    * `footer` when the last bytes are a footer that does not check out (or a torn one): they
    * hold no records, so they are cut off too.
    */
-  stop: null | {
-    kind: "torn" | "corrupt" | "footer";
-    offset: number;
-    reason: string;
-    /**
-     * `torn`: where the frame that was being written would have ended at least (its declared
-     * end when its header is sane, else the end of its header). Recovery compares it with the
-     * last fsync: a frame that lay wholly inside it was not torn by a crash but lost by the disk.
-     */
-    reach?: number;
-  };
+  stop: null | { kind: "torn" | "corrupt" | "footer"; offset: number; reason: string };
   /** When `mark` was given: records before that offset, or -1 if it is not a frame start. */
   recordsBeforeMark: number;
 }
@@ -149,12 +139,7 @@ export async function scanSegment(
       }
     }
     if (left < FRAME_HEADER_SIZE) {
-      result.stop = {
-        kind: "torn",
-        offset,
-        reason: `${left} bytes after the last frame`,
-        reach: offset + FRAME_HEADER_SIZE,
-      };
+      result.stop = { kind: "torn", offset, reason: `${left} bytes after the last frame` };
       break;
     }
     let at = await win.ensure(offset, FRAME_HEADER_SIZE, fileSize, headerRead);
@@ -169,12 +154,7 @@ export async function scanSegment(
       // mismatch instead (below).
       const tail = await isTail(fh, offset, fileSize, h);
       result.stop = tail
-        ? {
-          kind: "torn",
-          offset,
-          reason: describeBad(h, end, fileSize),
-          reach: frameHeaderIsSane(h) ? end : offset + FRAME_HEADER_SIZE,
-        }
+        ? { kind: "torn", offset, reason: describeBad(h, end, fileSize) }
         : { kind: "corrupt", offset, reason: describeBad(h, end, fileSize) };
       break;
     }
@@ -182,7 +162,7 @@ export async function scanSegment(
       at = await win.ensure(offset, FRAME_HEADER_SIZE + h.payloadLength, fileSize);
       if (!frameCrcMatches(win.buf, at, h)) {
         result.stop = end === fileSize
-          ? { kind: "torn", offset, reason: "checksum mismatch in the last frame", reach: end }
+          ? { kind: "torn", offset, reason: "checksum mismatch in the last frame" }
           : { kind: "corrupt", offset, reason: "checksum mismatch" };
         break;
       }

@@ -304,11 +304,8 @@ async function inspectSegment(
  * (quarantined). What lies past the last fsync the engine knew of (`synced`, from the sync
  * mark) was never promised to survive a power cut, so damage there is a torn tail whatever
  * it looks like: zeros, or a hole followed by a later piece of the write, as pages reach
- * the disk out of order. A last frame that looks torn but lay wholly before that fsync (its
- * declared end, `reach`, at or below `synced`) was not cut short by a crash: the disk lost
- * what it had fsynced, which is corruption. Without a mark, damage in the newest segment is
- * torn when nothing that could be a later frame follows it (the scan decides), and corrupt
- * otherwise.
+ * the disk out of order. Without a mark, damage in the newest segment is torn when nothing
+ * that could be a later frame follows it (the scan decides), and corrupt otherwise.
  */
 function tailOf(
   scan: ScanResult,
@@ -316,20 +313,15 @@ function tailOf(
   synced: number | undefined,
 ): SegmentReport["tail"] {
   if (!scan.stop) return null;
-  const { kind, offset, reason, reach } = scan.stop;
+  const { kind, offset, reason } = scan.stop;
   const unsynced = synced !== undefined && offset >= synced;
-  // A frame the last fsync covered whole cannot have been torn by a crash: the disk lost it.
-  const lost = !unsynced && kind === "torn" && synced !== undefined && reach !== undefined &&
-    reach <= synced;
-  const torn = unsynced || kind === "footer" || (kind === "torn" && newest && !lost);
+  const torn = unsynced || kind === "footer" || (kind === "torn" && newest);
   return {
     action: torn ? "cut" : "quarantine",
     offset,
     bytes: scan.fileSize - offset,
     reason: unsynced && kind === "corrupt"
       ? `${reason}, past the last fsync (at ${synced} bytes)`
-      : lost
-      ? `${reason}, inside what was fsynced (${synced} bytes): the disk lost written data`
       : reason,
   };
 }
@@ -679,6 +671,13 @@ async function syncFound(
   }
 }
 
+/**
+ * Appends a footer to a segment recovery walked (what remains of it after a cut or a
+ * quarantine: its good frames), so that the next open need not walk it again. The writer
+ * never appends to a segment found at open. Its newest timestamp is written as unknown (a
+ * walk reads frame base times only). A failure only costs the next open a walk: it is
+ * logged, and what was appended is cut off again.
+ */
 /** Cuts a torn tail off a segment, or moves corrupt data to quarantine; logged and counted. */
 async function repairTail(
   fs: FileSystem,
@@ -705,13 +704,6 @@ async function repairTail(
   out.tornBytes += tail.bytes;
 }
 
-/**
- * Appends a footer to a segment recovery walked (what remains of it after a cut or a
- * quarantine: its good frames), so that the next open need not walk it again. The writer
- * never appends to a segment found at open. Its newest timestamp is written as unknown (a
- * walk reads frame base times only). A failure only costs the next open a walk: it is
- * logged, and what was appended is cut off again.
- */
 async function addFooter(
   fs: FileSystem,
   path: string,

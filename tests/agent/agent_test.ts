@@ -9,9 +9,7 @@ import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { escapeField } from "../../src/ingest/protocol.ts";
-import { parseSegmentFileName, SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
-import { NodeFileSystem } from "../../src/fs/node.ts";
-import { SyncMarkFile, syncMarkOf } from "../../src/checkpoint/sync_mark.ts";
+import { SEGMENT_FOOTER_SIZE } from "../../src/segment/format.ts";
 import { nativeCrc32c } from "../../src/binary/crc32c.ts";
 import {
   type Agent,
@@ -1162,15 +1160,10 @@ describe("agent CLI", () => {
     const past = new Uint8Array(64);
     past.set([0x4d, 0x42, 0x43, 0x4b, 0, 0, 0, 1]); // "MBCK", then garbage: two unusable slots
     await writeFile(`${t.dir}/${segs[2].replace(/\.seg$/, ".s")}`, past);
-    // The newest as a power loss leaves it while being written: no footer, a zero-filled tail,
-    // and the sync mark at its last fsync, the end of its last whole frame.
+    // The newest as a power loss leaves it while being written: no footer, a zero-filled tail.
     const newest = `${t.dir}/${segs.at(-1)}`;
     const unsealed = (await readFile(newest)).subarray(0, -SEGMENT_FOOTER_SIZE);
     await writeFile(newest, Buffer.concat([unsealed, new Uint8Array(4096)]));
-    const { file: mark } = await SyncMarkFile.open(new NodeFileSystem(), `${t.dir}/SYNCED`);
-    const name = segs.at(-1)!;
-    await mark.write(syncMarkOf(name, parseSegmentFileName(name)!.firstSeq, unsealed.length));
-    await mark.close();
     // And a file that is not ours.
     await writeFile(`${t.dir}/notes.txt`, "an operator's notes");
 

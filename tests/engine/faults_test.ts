@@ -535,32 +535,6 @@ describe("what a power cut leaves", () => {
     assert.match(logged(first, "ERROR", seg.name)[0] ?? "", /corrupt data in segment/);
   });
 
-  it('fsync "always": a last frame the fsync covered whole, cut short by the disk, is lost data, not a torn tail: quarantined, ERROR', async () => {
-    const live = new MemoryFileSystem();
-    const p = new RecordingProvider();
-    p.down = true;
-    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
-    for (const v of ALL) await b.write("t", v);
-    const [seg] = await layout(live);
-    await markReaches(live, seg.name, seg.size);
-    const fs = live.processCrash();
-    await b.close();
-    // The last frame, fsynced and acknowledged, reads back cut short: its header is whole and
-    // nothing follows it, as an interrupted write would leave it; but no write was interrupted.
-    const last = seg.frames[N - 1];
-    await rewrite(fs, seg.path, fs.peek(seg.path)!.slice(0, last.offset + 20));
-
-    const first = await openAndDeliver(fs);
-    assert.deepEqual(first.got, range(0, N - 1));
-    assert.equal(first.counters.tornBytes, 0);
-    assert.equal(first.counters.quarantinedBytes, 20);
-    assert.match(
-      logged(first, "ERROR", seg.name)[0] ?? "",
-      /corrupt data in segment.*inside what was fsynced/,
-    );
-    assert.deepEqual(logged(first, "WARN", "torn tail"), []);
-  });
-
   it('fsync "interval": a hole in what was written after the last fsync is a torn tail; only those records are lost', async () => {
     const fs0 = new MemoryFileSystem();
     const p = new RecordingProvider();
