@@ -6,7 +6,7 @@
  * The index re-exports the Confluent schema registry client, and loading that loads avsc, the
  * Avro library, with all of its code. messagebuffer uses neither. The library's clients import
  * what they need of the registries (`registries/abstract.js`) themselves, and keep it. Without
- * the client and avsc, the idle executable holds about 1.6 MiB less (docs/benchmarks.md). If
+ * the client and avsc, the idle executable holds about 1.5 MiB less (docs/benchmarks.md). If
  * messagebuffer ever imports a registry's name from the library, the build fails: this module
  * exports none.
  *

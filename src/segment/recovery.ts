@@ -671,13 +671,6 @@ async function syncFound(
   }
 }
 
-/**
- * Appends a footer to a segment recovery walked (what remains of it after a cut or a
- * quarantine: its good frames), so that the next open need not walk it again. The writer
- * never appends to a segment found at open. Its newest timestamp is written as unknown (a
- * walk reads frame base times only). A failure only costs the next open a walk: it is
- * logged, and what was appended is cut off again.
- */
 /** Cuts a torn tail off a segment, or moves corrupt data to quarantine; logged and counted. */
 async function repairTail(
   fs: FileSystem,
@@ -704,6 +697,13 @@ async function repairTail(
   out.tornBytes += tail.bytes;
 }
 
+/**
+ * Appends a footer to a segment recovery walked (what remains of it after a cut or a
+ * quarantine: its good frames), so that the next open need not walk it again. The writer
+ * never appends to a segment found at open. Its newest timestamp is written as unknown (a
+ * walk reads frame base times only). A failure only costs the next open a walk: it is
+ * logged, and what was appended is cut off again.
+ */
 async function addFooter(
   fs: FileSystem,
   path: string,
