@@ -631,10 +631,12 @@ async function recoverSegment(
     await fs.remove(ckptPath);
     return true;
   }
-  if (s.footer === "used" || s.footer === "checked") {
-    // (Found whole. Any other segment kept is given a footer, fsynced with it.)
-    if (sync && s.unsynced) await syncFound(fs, dir, s.name, logger, out);
-  } else await addFooter(fs, path, s, logger);
+  // A segment found whole is fsynced if the mark did not know it fsynced; any other is given a
+  // footer, fsynced with it, or fsynced alone when no footer goes on (the disk full, say).
+  const whole = s.footer === "used" || s.footer === "checked";
+  if ((whole || !(await addFooter(fs, path, s, logger))) && sync && s.unsynced) {
+    await syncFound(fs, dir, s.name, logger, out);
+  }
   out.segments.push(s);
   return false;
 }
@@ -702,15 +704,16 @@ async function repairTail(
  * quarantine: its good frames), so that the next open need not walk it again. The writer
  * never appends to a segment found at open. Its newest timestamp is written as unknown (a
  * walk reads frame base times only). A failure only costs the next open a walk: it is
- * logged, and what was appended is cut off again.
+ * logged, and what was appended is cut off again. True when the footer was added and fsynced
+ * (with the segment); false when none was (the caller then fsyncs the segment if it must).
  */
 async function addFooter(
   fs: FileSystem,
   path: string,
   s: SegmentReport,
   logger: Logger,
-): Promise<void> {
-  if (!footerFits(s)) return;
+): Promise<boolean> {
+  if (!footerFits(s)) return false;
   const footer = encodeSegmentFooter({
     frames: s.frames,
     records: s.records,
@@ -725,15 +728,17 @@ async function addFooter(
     const size = await fh.size();
     // A valid footer that the walk accepted but the file name contradicts: replace it.
     if (size === s.validSize + SEGMENT_FOOTER_SIZE) await fh.truncate(s.validSize);
-    else if (size !== s.validSize) return;
+    else if (size !== s.validSize) return false;
     await fh.append(footer);
     await fh.sync();
+    return true;
   } catch (e) {
     logger.warn("could not add a footer to a segment; the next open walks it again", {
       segment: s.name,
       error: e,
     });
     await fh?.truncate(s.validSize).catch(() => {});
+    return false;
   } finally {
     await fh?.close().catch(() => {});
   }

@@ -625,6 +625,29 @@ describe("what a power cut leaves", () => {
     );
   });
 
+  it('fsync "interval": a segment the next open walks but cannot give a footer (the disk full) is fsynced all the same, so a later power cut keeps it', async () => {
+    const { fs, newest, sealed } = await unsyncedSeal();
+    // The process was killed while writing (no seal): the page cache holds the frames, the
+    // disk only the header.
+    const fh = await fs.open(newest.path, "append");
+    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE));
+    await fh.close();
+    // The next process walks it, fails to append its footer, delivers nothing (Kafka is
+    // down), and the power goes.
+    fs.failNext("append", "ENOSPC", newest.name);
+    const p = new RecordingProvider();
+    p.down = true;
+    const log = recordingLogger();
+    const b = await MessageBuffer.open(opts(fs, p, { logger: log.logger, ...INTERVAL }));
+    await b.close();
+    assert.match(log.lines.join("\n"), /could not add a footer to a segment/);
+    const after = fs.crash();
+
+    const run = await openAndDeliver(after, INTERVAL);
+    assert.deepEqual(run.got, ALL);
+    assert.deepEqual(trouble(run.counters), NO_TROUBLE);
+  });
+
   it('fsync "interval": such a seal whose footer miscounts the frames walked is given a new one', async () => {
     const { fs, newest, sealed } = await unsyncedSeal();
     const footer = decodeSegmentFooter(sealed.subarray(-SEGMENT_FOOTER_SIZE));
