@@ -634,7 +634,7 @@ async function recoverSegment(
   // A segment found whole is fsynced if the mark did not know it fsynced; any other is given a
   // footer, fsynced with it, or fsynced alone when no footer goes on (the disk full, say).
   const whole = s.footer === "used" || s.footer === "checked";
-  if ((whole || !(await addFooter(fs, path, s, logger))) && sync && s.unsynced) {
+  if ((whole || !(await addFooter(fs, path, s, logger, out))) && sync && s.unsynced) {
     await syncFound(fs, dir, s.name, logger, out);
   }
   out.segments.push(s);
@@ -705,13 +705,16 @@ async function repairTail(
  * never appends to a segment found at open. Its newest timestamp is written as unknown (a
  * walk reads frame base times only). A failure only costs the next open a walk: it is
  * logged, and what was appended is cut off again. True when the footer was added and fsynced
- * (with the segment); false when none was (the caller then fsyncs the segment if it must).
+ * (with the segment), or when that fsync failed (logged at `error` and counted, as
+ * {@link syncFound} does: a second fsync would report success for pages the kernel may have
+ * dropped); false when no footer went on (the caller then fsyncs the segment if it must).
  */
 async function addFooter(
   fs: FileSystem,
   path: string,
   s: SegmentReport,
   logger: Logger,
+  out: RecoveryOutcome,
 ): Promise<boolean> {
   if (!footerFits(s)) return false;
   const footer = encodeSegmentFooter({
@@ -728,20 +731,33 @@ async function addFooter(
     const size = await fh.size();
     // A valid footer that the walk accepted but the file name contradicts: replace it.
     if (size === s.validSize + SEGMENT_FOOTER_SIZE) await fh.truncate(s.validSize);
-    else if (size !== s.validSize) return false;
+    else if (size !== s.validSize) {
+      await fh.close().catch(() => {});
+      return false;
+    }
     await fh.append(footer);
-    await fh.sync();
-    return true;
   } catch (e) {
     logger.warn("could not add a footer to a segment; the next open walks it again", {
       segment: s.name,
       error: e,
     });
     await fh?.truncate(s.validSize).catch(() => {});
-    return false;
-  } finally {
     await fh?.close().catch(() => {});
+    return false;
   }
+  try {
+    await fh.sync();
+  } catch (e) {
+    out.storageErrors++;
+    logger.error("fsync of a segment found at open failed; delivering it anyway", {
+      segment: s.name,
+      error: e,
+    });
+    await fh.truncate(s.validSize).catch(() => {}); // (the next open walks it again)
+  } finally {
+    await fh.close().catch(() => {});
+  }
+  return true;
 }
 
 /**

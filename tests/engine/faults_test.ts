@@ -648,6 +648,21 @@ describe("what a power cut leaves", () => {
     assert.deepEqual(trouble(run.counters), NO_TROUBLE);
   });
 
+  it('fsync "interval": when the fsync of the footer the next open gives a walked segment fails, its records are delivered all the same; logged at ERROR and counted, not trusted to a second fsync', async () => {
+    const { fs, newest, sealed } = await unsyncedSeal();
+    const fh = await fs.open(newest.path, "append");
+    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE));
+    await fh.close();
+    fs.failNext("sync", "EIO", newest.name);
+    const run = await openAndDeliver(fs, INTERVAL);
+    assert.deepEqual(run.got, ALL);
+    assert.equal(run.counters.storageErrors, 1);
+    assert.match(
+      logged(run, "ERROR", newest.name)[0] ?? "",
+      /fsync of a segment found at open failed/,
+    );
+  });
+
   it('fsync "interval": such a seal whose footer miscounts the frames walked is given a new one', async () => {
     const { fs, newest, sealed } = await unsyncedSeal();
     const footer = decodeSegmentFooter(sealed.subarray(-SEGMENT_FOOTER_SIZE));

@@ -360,8 +360,10 @@ export class PlatformaticClient implements KafkaClient {
   #produce: ReturnType<typeof produceApi> | null = null;
   /** Memory of the encoded batches, reused from send to send. */
   readonly #memory = new BatchMemory();
-  /** Each Produce request's memory, freed at its answer (`requests.ts`). */
-  /** See requests.ts; what stops it unexpectedly is logged, once per client. */
+  /**
+   * Each Produce request's memory, freed at its answer (`requests.ts`); what stops that
+   * unexpectedly is logged, once per client.
+   */
   readonly #requests = new AnsweredRequests((why) => {
     if (this.#requestsWarned) return;
     this.#requestsWarned = true;

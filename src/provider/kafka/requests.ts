@@ -90,7 +90,12 @@ export class SocketRequests {
    */
   #unexpected(why: string): void {
     this.stop();
-    this.owner.onUnexpected?.(why);
+    // (Called inside the library's write: whatever the listener does must not break it.)
+    try {
+      this.owner.onUnexpected?.(why);
+    } catch {
+      // a logger that throws: nothing to do
+    }
   }
 }
 
