@@ -665,12 +665,17 @@ async function syncFound(
       await fh.close();
     }
   } catch (e) {
-    out.storageErrors++;
-    logger.error("fsync of a segment found at open failed; delivering it anyway", {
-      segment: name,
-      error: e,
-    });
+    foundSyncFailed(name, e, logger, out);
   }
+}
+
+/** An fsync of segment `name`, found at open, failed: counted and logged; it is delivered. */
+function foundSyncFailed(name: string, e: unknown, logger: Logger, out: RecoveryOutcome): void {
+  out.storageErrors++;
+  logger.error("fsync of a segment found at open failed; delivering it anyway", {
+    segment: name,
+    error: e,
+  });
 }
 
 /** Cuts a torn tail off a segment, or moves corrupt data to quarantine; logged and counted. */
@@ -727,37 +732,31 @@ async function addFooter(
   });
   let fh: FileHandle | null = null;
   try {
-    fh = await fs.open(path, "append");
-    const size = await fh.size();
-    // A valid footer that the walk accepted but the file name contradicts: replace it.
-    if (size === s.validSize + SEGMENT_FOOTER_SIZE) await fh.truncate(s.validSize);
-    else if (size !== s.validSize) {
-      await fh.close().catch(() => {});
+    try {
+      fh = await fs.open(path, "append");
+      const size = await fh.size();
+      // A valid footer that the walk accepted but the file name contradicts: replace it.
+      if (size === s.validSize + SEGMENT_FOOTER_SIZE) await fh.truncate(s.validSize);
+      else if (size !== s.validSize) return false;
+      await fh.append(footer);
+    } catch (e) {
+      logger.warn("could not add a footer to a segment; the next open walks it again", {
+        segment: s.name,
+        error: e,
+      });
+      await fh?.truncate(s.validSize).catch(() => {});
       return false;
     }
-    await fh.append(footer);
-  } catch (e) {
-    logger.warn("could not add a footer to a segment; the next open walks it again", {
-      segment: s.name,
-      error: e,
-    });
-    await fh?.truncate(s.validSize).catch(() => {});
-    await fh?.close().catch(() => {});
-    return false;
-  }
-  try {
-    await fh.sync();
-  } catch (e) {
-    out.storageErrors++;
-    logger.error("fsync of a segment found at open failed; delivering it anyway", {
-      segment: s.name,
-      error: e,
-    });
-    await fh.truncate(s.validSize).catch(() => {}); // (the next open walks it again)
+    try {
+      await fh.sync();
+    } catch (e) {
+      foundSyncFailed(s.name, e, logger, out);
+      await fh.truncate(s.validSize).catch(() => {}); // (the next open walks it again)
+    }
+    return true;
   } finally {
-    await fh.close().catch(() => {});
+    await fh?.close().catch(() => {});
   }
-  return true;
 }
 
 /**

@@ -108,6 +108,13 @@ async function cut(fs: FileSystem, path: string, size: number): Promise<void> {
   await fh.close();
 }
 
+/** Appends `bytes` to `path` without an fsync: what a killed process leaves in the page cache. */
+async function unsynced(fs: FileSystem, path: string, bytes: Uint8Array): Promise<void> {
+  const fh = await fs.open(path, "append");
+  await fh.append(bytes);
+  await fh.close();
+}
+
 /** Creates a file holding `bytes`, durably. */
 async function put(fs: FileSystem, path: string, bytes: Uint8Array): Promise<void> {
   await fs.remove(path);
@@ -593,9 +600,7 @@ describe("what a power cut leaves", () => {
     const { fs, newest, sealed } = await unsyncedSeal();
     // The process was killed after writing the footer, before its fsync: the page cache
     // holds the sealed segment, the disk only its header.
-    const fh = await fs.open(newest.path, "append");
-    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE));
-    await fh.close();
+    await unsynced(fs, newest.path, sealed.subarray(SEGMENT_HEADER_SIZE));
     assert.equal((await dirStatus(fs, DIR, () => false)).segments.at(-1)!.footer, "checked");
     // The next process opens it (and says every segment it found is on stable storage),
     // delivers nothing (Kafka is down), and the power goes.
@@ -612,9 +617,7 @@ describe("what a power cut leaves", () => {
 
   it('fsync "interval": when the fsync of such a seal fails at the next open, its records are delivered all the same; logged and counted', async () => {
     const { fs, newest, sealed } = await unsyncedSeal();
-    const fh = await fs.open(newest.path, "append");
-    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE));
-    await fh.close();
+    await unsynced(fs, newest.path, sealed.subarray(SEGMENT_HEADER_SIZE));
     fs.failNext("sync", "EIO", newest.name);
     const run = await openAndDeliver(fs, INTERVAL);
     assert.deepEqual(run.got, ALL);
@@ -629,9 +632,7 @@ describe("what a power cut leaves", () => {
     const { fs, newest, sealed } = await unsyncedSeal();
     // The process was killed while writing (no seal): the page cache holds the frames, the
     // disk only the header.
-    const fh = await fs.open(newest.path, "append");
-    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE));
-    await fh.close();
+    await unsynced(fs, newest.path, sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE));
     // The next process walks it, fails to append its footer, delivers nothing (Kafka is
     // down), and the power goes.
     fs.failNext("append", "ENOSPC", newest.name);
@@ -650,9 +651,7 @@ describe("what a power cut leaves", () => {
 
   it('fsync "interval": when the fsync of the footer the next open gives a walked segment fails, its records are delivered all the same; logged at ERROR and counted, not trusted to a second fsync', async () => {
     const { fs, newest, sealed } = await unsyncedSeal();
-    const fh = await fs.open(newest.path, "append");
-    await fh.append(sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE));
-    await fh.close();
+    await unsynced(fs, newest.path, sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE));
     fs.failNext("sync", "EIO", newest.name);
     const run = await openAndDeliver(fs, INTERVAL);
     assert.deepEqual(run.got, ALL);
@@ -671,9 +670,7 @@ describe("what a power cut leaves", () => {
       sealed.subarray(SEGMENT_HEADER_SIZE, -SEGMENT_FOOTER_SIZE),
       encodeSegmentFooter({ ...footer, records: footer.records - 1 }),
     );
-    const fh = await fs.open(newest.path, "append");
-    await fh.append(bad);
-    await fh.close();
+    await unsynced(fs, newest.path, bad);
     const found = (await dirStatus(fs, DIR, () => false)).segments.at(-1)!;
     assert.equal(found.footer, "invalid");
     assert.match(found.problem ?? "", /footer counts 29 records in 30 frames, the walk 30 in 30/);

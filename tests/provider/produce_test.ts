@@ -22,6 +22,16 @@ import {
 
 const enc = new TextEncoder();
 
+/** A frame's records decoded both ways: left in its bytes (ranged), and as arrays. */
+function decodedBoth(frame: Uint8Array): [StoredRecord[], StoredRecord[]] {
+  const header = readFrameHeader(frame, 0);
+  const ranged: StoredRecord[] = [];
+  const plain: StoredRecord[] = [];
+  decodeFrame(frame, 0, header, ranged, true);
+  decodeFrame(frame, 0, header, plain);
+  return [ranged, plain];
+}
+
 describe("Kafka record batches", () => {
   it("are the same bytes in reused memory as in fresh memory, and memory is reused", () => {
     const id = { producerId: 7n, producerEpoch: 0, baseSequence: 0 };
@@ -133,12 +143,7 @@ describe("Kafka record batches", () => {
     b.append("t", "", null, null, 1001);
     b.append("t", long, "a-key-of-some-length", [["h", "x"]], 999);
     b.append("u", "é", new Uint8Array([0, 255]), null, 1002);
-    const frame = b.finish();
-    const header = readFrameHeader(frame, 0);
-    const ranged: StoredRecord[] = [];
-    const plain: StoredRecord[] = [];
-    decodeFrame(frame, 0, header, ranged, true);
-    decodeFrame(frame, 0, header, plain);
+    const [ranged, plain] = decodedBoth(b.finish());
     assert.ok(ranged.every((r) => r instanceof RangedRecord));
     assert.ok(!plain.some((r) => r instanceof RangedRecord));
     assert.deepEqual(
@@ -166,12 +171,7 @@ describe("Kafka record batches", () => {
       const t = i === 299 ? base + 2 ** 40 : base + rand(200_000) - 100_000;
       b.append(i % 2 ? "t" : "topic-two", value, key, null, t);
     }
-    const frame = b.finish();
-    const header = readFrameHeader(frame, 0);
-    const ranged: StoredRecord[] = [];
-    const plain: StoredRecord[] = [];
-    decodeFrame(frame, 0, header, ranged, true);
-    decodeFrame(frame, 0, header, plain);
+    const [ranged, plain] = decodedBoth(b.finish());
     assert.ok(ranged.every((r) => r instanceof RangedRecord && r.headers === null));
     const all = ranged.map((_, i) => i);
     const some = all.filter((i) => i % 4 === 1);
