@@ -407,7 +407,7 @@ export const AGENT = {
   memory_limit: {
     type: "integer",
     min: 0,
-    default: 128 * MiB,
+    default: 96 * MiB,
     unit: "bytes",
     help:
       "Soft limit on the agent's resident memory: above it, garbage is collected at once, in at most a tenth of the time (like Go's GOMEMLIMIT; 0 = off). The executable and Bun only",
