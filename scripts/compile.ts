@@ -3,27 +3,32 @@
 // library's ajv and WebAssembly made lazy and its schema registries left out (below); a plain
 // `bun build --compile cli.ts` works as well (vendor/wasm-utils says why), but loads the library
 // about 230 ms of CPU slower at each start, and holds about 4 MiB more.
-//   bun scripts/compile.ts [OUTFILE] [--bytecode-order FILE|none]
+//   bun scripts/compile.ts [OUTFILE] [--bytecode-order none]
 //
-// The bytecode is laid out in the order a run of the agent first called it
-// (`scripts/bytecode.order`, written by scripts/bytecode_order.ts): the code a running agent
-// uses then shares fewer pages with code it never calls, and it holds 3-3.5 MiB fewer pages of
-// the file. Functions changed since that run are laid out after the others, as without it.
+// The build runs twice. The first executable is run once as an agent (a training run,
+// scripts/_bytecode_order.ts: it starts, stores 300,000 lines from its socket and stops), and
+// the second lays its bytecode out in the order that run first called it (Bun's
+// `bytecodeOrder`): the code an agent runs then shares fewer pages of the file with code it never
+// calls, and it holds fewer of them. With MB_ORDER_BROKERS=HOST:PORT (a broker to deliver the
+// lines to) the run delivers too: 3-3.5 MiB fewer pages, against 2-2.5 when it only stores
+// (docs/benchmarks.md). A training run that fails leaves the build without an order, with a
+// warning; `--bytecode-order none` skips it.
+
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { trainBytecodeOrder } from "./_bytecode_order.ts";
 
 const args = process.argv.slice(2);
 const orderAt = args.indexOf("--bytecode-order");
-const orderArg = orderAt >= 0 ? args.splice(orderAt, 2)[1] : undefined;
-if (orderAt >= 0 && !orderArg) {
-  console.error("compile: --bytecode-order takes a file written by scripts/bytecode_order.ts, or none");
+const orderArg = orderAt >= 0 ? args.splice(orderAt, 2)[1] : "auto";
+if (orderArg !== "auto" && orderArg !== "none") {
+  console.error(`compile: --bytecode-order is auto or none, not "${orderArg ?? ""}"`);
   process.exit(2);
 }
 const outfile = args[0] ?? "dist/messagebuffer";
-const defaultOrder = `${import.meta.dir}/bytecode.order`;
-const bytecodeOrder = orderArg === "none"
-  ? undefined
-  : orderArg ?? ((await Bun.file(defaultOrder).exists()) ? defaultOrder : undefined);
-if (bytecodeOrder !== undefined && !(await Bun.file(bytecodeOrder).exists())) {
-  console.error(`compile: --bytecode-order: no such file: ${bytecodeOrder}`);
+const orderBrokers = process.env.MB_ORDER_BROKERS || undefined;
+if (orderBrokers !== undefined && !/^[^\s:]+:\d+$/.test(orderBrokers)) {
+  console.error(`compile: MB_ORDER_BROKERS is one HOST:PORT, not "${orderBrokers}"`);
   process.exit(2);
 }
 // What `--version` names: scripts/release.sh passes the version, commit, runtime and date
@@ -93,21 +98,26 @@ const noRegistries = redirect(
   `${import.meta.dir}/_no_registries.ts`,
 );
 
-const result = await Bun.build({
-  entrypoints: ["cli.ts"],
-  compile: { outfile, ...(bytecodeOrder ? { bytecodeOrder } : {}) },
-  minify: { syntax: true },
-  // The code compiled to JavaScriptCore bytecode at build time, not parsed at each start:
-  // start to socket ready 25 ms instead of 78-84, and to the first stored record delivered
-  // 254-283 ms instead of 318-354 (2 x EPYC, 2026-12-05); the file grows by 7 MB.
-  bytecode: true,
-  define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
-  plugins: [lazyAjv.plugin, lazyWasm.plugin, noRegistries.plugin],
-});
-if (!result.success) {
-  for (const log of result.logs) console.error(log);
-  process.exit(1);
+/** Builds the executable at `out`, its bytecode laid out by the order file `order` if given. */
+async function build(out: string, order?: string): Promise<void> {
+  const result = await Bun.build({
+    entrypoints: ["cli.ts"],
+    compile: { outfile: out, ...(order ? { bytecodeOrder: order } : {}) },
+    minify: { syntax: true },
+    // The code compiled to JavaScriptCore bytecode at build time, not parsed at each start:
+    // start to socket ready 25 ms instead of 78-84, and to the first stored record delivered
+    // 254-283 ms instead of 318-354 (2 x EPYC, 2026-12-05); the file grows by 7 MB.
+    bytecode: true,
+    define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
+    plugins: [lazyAjv.plugin, lazyWasm.plugin, noRegistries.plugin],
+  });
+  if (!result.success) {
+    for (const log of result.logs) console.error(log);
+    process.exit(1);
+  }
 }
+
+await build(outfile);
 if (!lazyWasm.used()) {
   console.error(
     "compile: @platformatic/kafka no longer imports @platformatic/wasm-utils: see scripts/_lazy_wasm_utils.ts",
@@ -125,4 +135,23 @@ if (!lazyAjv.used()) {
     "compile: @platformatic/kafka/dist/utils.js no longer imports ajv/dist/2020.js: see scripts/_lazy_ajv.ts",
   );
   process.exit(1);
+}
+
+if (orderArg === "auto") {
+  let dir: string | null = null;
+  try {
+    dir = await mkdtemp(`${tmpdir()}/mb-compile-`);
+    const order = `${dir}/bytecode.order`;
+    await writeFile(order, await trainBytecodeOrder(outfile, { brokers: orderBrokers }));
+    await build(outfile, order);
+  } catch (e) {
+    // (The executable built first, without an order, stays.)
+    console.error(
+      `compile: warning: the training run failed, so the bytecode is not laid out in the order it runs (about 2-3.5 MiB more resident): ${
+        e instanceof Error ? e.message : e
+      }`,
+    );
+  } finally {
+    if (dir !== null) await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -10,6 +10,10 @@
 # and the build date.
 #
 #   scripts/release.sh [OUTDIR]
+#
+# With MB_ORDER_BROKERS=HOST:PORT (a broker, such as scripts/kafka.sh runs), the build's
+# training run delivers as well as stores, and the executable holds 3-3.5 MiB fewer pages of
+# its file, against 2-2.5 without (scripts/compile.ts).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-dist/release}
