@@ -53,13 +53,13 @@ export class SocketRequests {
   /** Notes what the library writes: see the module doc. */
   note(chunk: unknown): void {
     if (this.off) return;
-    if (!(chunk instanceof Uint8Array) || chunk.length < 8) {
+    if (
+      !(chunk instanceof Uint8Array) || chunk.length < 8 ||
+      new DataView(chunk.buffer, chunk.byteOffset, 4).getInt32(0) !== chunk.length - 4
+    ) {
       return this.#unexpected("a write that is not one whole request");
     }
     const v = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (v.getInt32(0) !== chunk.length - 4) {
-      return this.#unexpected("a write that is not one whole request");
-    }
     if (v.getInt16(4) !== 0) return; // not Produce (metadata, ApiVersions, ...)
     if (this.written.length >= MAX_UNANSWERED) {
       return this.#unexpected(`over ${MAX_UNANSWERED} Produce requests unanswered`);
