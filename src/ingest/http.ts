@@ -32,7 +32,7 @@ import type { MessageBuffer } from "../engine/buffer.ts";
 import type { Logger } from "../log.ts";
 import { validateTopic } from "../segment/format.ts";
 import { parseLine } from "./protocol.ts";
-import { MAX_WAITING_BYTES } from "./bounds.ts";
+import { MAX_PARSING_BODY_BYTES } from "./bounds.ts";
 import { type HttpListener, serveHttp } from "./http_serve.ts";
 import { splitHostPort } from "./address.ts";
 
@@ -241,7 +241,7 @@ export class HttpIngest {
   readonly #receiving = new Set<() => void>();
   /** The bodies in progress, bounded together (see {@link BodyRoom}). */
   readonly bodyRoom: BodyRoom = new BodyRoom(
-    MAX_WAITING_BYTES,
+    MAX_PARSING_BODY_BYTES,
     (used) => (this.stats.bodyBytes = used),
   );
 

@@ -8,7 +8,7 @@
  * Syslog has no answers: a message is as safe as its record once stored (under the fsync
  * policy), and a message refused by the buffer (full under `whenFull: "reject"`, a storage
  * error) is counted and logged, not answered. Both inputs stop reading while the messages
- * read and not yet stored pass about 4 MiB or 50,000 (the disk behind a flood; in the direct
+ * read and not yet stored pass about 2 MiB or 50,000 (the disk behind a flood; in the direct
  * modes, Kafka behind, since a write settles once Kafka has it), and, under
  * `whenFull: "block"`, while the buffer is full (TCP senders then wait on their socket;
  * datagram senders on the kernel's queue, or drop there); they read on as those are stored,
