@@ -22,7 +22,7 @@ export const MAX_WAITING_LINES = 50_000;
 export const MAX_WAITING_BYTES = 2 << 20;
 /**
  * Bytes of HTTP request bodies being parsed and stored at once; more wait (see `BodyRoom` in
- * `http.ts`). A body is parsed whole, so this is about as many bodies of the default largest
- * size (`--http-max-body`, 4 MiB) as fit.
+ * `http.ts`): one body of the default largest size (`--http-max-body`, 4 MiB), or several
+ * smaller ones.
  */
 export const MAX_PARSING_BODY_BYTES = 4 << 20;
