@@ -9,11 +9,11 @@
  * @module
  */
 
-import { spawn, spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import process from "node:process";
 
 /** What the training run does. */
@@ -22,7 +22,7 @@ export interface TrainingOptions {
   brokers?: string;
   /** Lines sent. @default 300000 */
   lines?: number;
-  /** Give up after this long. @default 120000 */
+  /** Give up after this long (ms). @default 120000 */
   timeoutMs?: number;
 }
 
@@ -32,9 +32,20 @@ export interface TrainingOptions {
  * Throws an Error that says what failed.
  */
 export async function trainBytecodeOrder(exe: string, o: TrainingOptions = {}): Promise<string> {
+  // A path, never a name looked up in PATH (which could run another messagebuffer).
+  exe = resolve(exe);
   const lines = o.lines ?? 300_000;
-  const timeoutMs = o.timeoutMs ?? 120_000;
+  const deadline = Date.now() + (o.timeoutMs ?? 120_000);
   const dir = await mkdtemp(join(tmpdir(), "mb-order-"));
+  let agent: ChildProcess | null = null;
+  // Interrupted (Ctrl-C, a CI timeout): the agent and the temporary files go too.
+  const interrupted = (signal: NodeJS.Signals) => {
+    agent?.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   try {
     const value = "x".repeat(100);
     const text: string[] = [];
@@ -52,8 +63,9 @@ export async function trainBytecodeOrder(exe: string, o: TrainingOptions = {}): 
     const socket = join(dir, "agent.sock");
     const order = join(dir, "order.out");
     let log = "";
+    let gone: string | null = null; // why the agent is no longer running
     // No broker listens on port 1: the agent stores, and its sender waits.
-    const agent = spawn(exe, [
+    const a = agent = spawn(exe, [
       "run",
       "--brokers",
       o.brokers ?? "127.0.0.1:1",
@@ -66,35 +78,64 @@ export async function trainBytecodeOrder(exe: string, o: TrainingOptions = {}): 
       // (Without a failpoint the tests may have left set.)
       env: { ...process.env, MB_FAILPOINT: undefined, BUN_BYTECODE_ORDER_OUT: order },
     });
-    agent.stderr!.on("data", (b) => (log = (log + b).slice(-4000)));
-    const exited = new Promise<number | null>((resolve) => agent.on("close", resolve));
-    const failed = (what: string) => new Error(`${what}; the agent's log ends:\n${log}`);
+    a.stderr!.on("data", (b) => (log = (log + b).slice(-4000)));
+    const exited = new Promise<void>((done) => {
+      a.once("error", (e) => {
+        gone = `${exe} could not be run (${e.message})`;
+        done();
+      });
+      a.once("exit", (code, signal) => {
+        gone ??= `the agent exited (${signal ?? code})`;
+        done();
+      });
+    });
+    const failed = (what: string) =>
+      new Error(`${what}${log ? `; the agent's log ends:\n${log}` : ""}`);
+    const left = () => Math.max(1, deadline - Date.now());
     try {
-      const deadline = Date.now() + timeoutMs;
       while (!existsSync(socket)) {
-        if (agent.exitCode !== null) throw failed(`the agent exited (${agent.exitCode}) at start`);
-        if (Date.now() > deadline) throw failed("the agent's socket was not ready");
+        if (gone) throw failed(`${gone} before its socket was ready`);
+        if (Date.now() > deadline) throw failed("the agent's socket was not ready in time");
         await new Promise((r) => setTimeout(r, 10));
       }
       const send = spawnSync(exe, ["send", "--quiet", "--socket", socket, input], {
         encoding: "utf8",
+        timeout: left(),
       });
-      if (send.status !== 0) throw failed(`send exited ${send.status}: ${send.stderr}`);
+      if (send.status !== 0) {
+        throw failed(
+          `send ${
+            send.signal ? `was stopped (${send.signal})` : `exited ${send.status}`
+          }: ${send.stderr}`,
+        );
+      }
       // Stored lines are answered, so `send` returning is enough without a broker.
       const counter = o.brokers ? "delivered" : "written";
       for (let n = 0; n < lines;) {
+        if (gone) throw failed(`${gone} with ${n} of ${lines} lines ${counter}`);
         if (Date.now() > deadline) {
           throw failed(`${n} of ${lines} lines ${counter} to ${o.brokers ?? "the buffer"} in time`);
         }
-        const top = spawnSync(exe, ["top", "--socket", socket, "--once", "--json"], {
-          encoding: "utf8",
-        });
-        n = top.status === 0 ? JSON.parse(top.stdout).buffer?.counters?.[counter] ?? 0 : 0;
+        const top = spawnSync(
+          exe,
+          ["top", "--socket", socket, "--json", "--interval", "0.1"],
+          { encoding: "utf8", timeout: left() },
+        );
+        try {
+          n = top.status === 0 ? JSON.parse(top.stdout).buffer?.counters?.[counter] ?? 0 : 0;
+        } catch {
+          throw failed(`top --json printed what is not JSON: ${top.stdout.slice(0, 200)}`);
+        }
         if (n < lines) await new Promise((r) => setTimeout(r, 100));
       }
     } finally {
-      agent.kill("SIGTERM");
-      await exited;
+      if (!gone) {
+        a.kill("SIGTERM");
+        // An agent that does not stop within 10 s is killed (its order is then not written).
+        const kill = setTimeout(() => a.kill("SIGKILL"), 10_000);
+        await exited;
+        clearTimeout(kill);
+      }
     }
     const written = existsSync(order) ? (await readFile(order, "utf8")).split("\n") : [];
     if (written[0] !== "v2") throw failed("the agent wrote no order this Bun reads");
@@ -102,6 +143,8 @@ export async function trainBytecodeOrder(exe: string, o: TrainingOptions = {}): 
     if (functions.length === 0) throw failed("the order the agent wrote names no function");
     return ["v2", ...functions, ""].join("\n");
   } finally {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -11,21 +11,40 @@
 // `bytecodeOrder`): the code an agent runs then shares fewer pages of the file with code it never
 // calls, and it holds fewer of them. With MB_ORDER_BROKERS=HOST:PORT (a broker to deliver the
 // lines to) the run delivers too: 3-3.5 MiB fewer pages, against 2-2.5 when it only stores
-// (docs/benchmarks.md). A training run that fails leaves the build without an order, with a
-// warning; `--bytecode-order none` skips it.
+// (docs/benchmarks.md); when that run fails, one that only stores is tried. A build whose
+// training runs all failed keeps no order and says so, or with MB_ORDER_REQUIRED=1 (release
+// builds) fails; `--bytecode-order none` skips the training run.
 
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { resolve } from "node:path";
 import { trainBytecodeOrder } from "./_bytecode_order.ts";
 
 const args = process.argv.slice(2);
-const orderAt = args.indexOf("--bytecode-order");
-const orderArg = orderAt >= 0 ? args.splice(orderAt, 2)[1] : "auto";
-if (orderArg !== "auto" && orderArg !== "none") {
-  console.error(`compile: --bytecode-order is auto or none, not "${orderArg ?? ""}"`);
+let orderArg = "auto";
+for (let i = 0; i < args.length; i++) {
+  const m = /^--bytecode-order(?:=(.*))?$/.exec(args[i]);
+  if (!m) continue;
+  const value = m[1] ?? args[i + 1];
+  args.splice(i, m[1] === undefined ? 2 : 1);
+  if (value !== "auto" && value !== "none") {
+    console.error(
+      value === undefined
+        ? "compile: --bytecode-order needs a value: auto or none"
+        : `compile: --bytecode-order is auto or none, not "${value}"`,
+    );
+    process.exit(2);
+  }
+  orderArg = value;
+  i--;
+}
+if (args.length > 1 || args[0]?.startsWith("-")) {
+  console.error(`compile: one OUTFILE and --bytecode-order auto|none, not ${args.join(" ")}`);
   process.exit(2);
 }
-const outfile = args[0] ?? "dist/messagebuffer";
+// (A path: the training run runs it, and a bare name would be looked up in PATH.)
+const outfile = resolve(args[0] ?? "dist/messagebuffer");
+const orderRequired = process.env.MB_ORDER_REQUIRED === "1";
 const orderBrokers = process.env.MB_ORDER_BROKERS || undefined;
 if (orderBrokers !== undefined && !/^[^\s:]+:\d+$/.test(orderBrokers)) {
   console.error(`compile: MB_ORDER_BROKERS is one HOST:PORT, not "${orderBrokers}"`);
@@ -98,8 +117,11 @@ const noRegistries = redirect(
   `${import.meta.dir}/_no_registries.ts`,
 );
 
-/** Builds the executable at `out`, its bytecode laid out by the order file `order` if given. */
-async function build(out: string, order?: string): Promise<void> {
+/**
+ * Builds the executable at `out`, its bytecode laid out by the order file `order` if given;
+ * false (the errors printed) when the build failed.
+ */
+async function build(out: string, order?: string): Promise<boolean> {
   const result = await Bun.build({
     entrypoints: ["cli.ts"],
     compile: { outfile: out, ...(order ? { bytecodeOrder: order } : {}) },
@@ -111,13 +133,11 @@ async function build(out: string, order?: string): Promise<void> {
     define: { MB_BUILD_INFO: JSON.stringify(buildInfo) },
     plugins: [lazyAjv.plugin, lazyWasm.plugin, noRegistries.plugin],
   });
-  if (!result.success) {
-    for (const log of result.logs) console.error(log);
-    process.exit(1);
-  }
+  if (!result.success) for (const log of result.logs) console.error(log);
+  return result.success;
 }
 
-await build(outfile);
+if (!(await build(outfile))) process.exit(1);
 if (!lazyWasm.used()) {
   console.error(
     "compile: @platformatic/kafka no longer imports @platformatic/wasm-utils: see scripts/_lazy_wasm_utils.ts",
@@ -139,19 +159,38 @@ if (!lazyAjv.used()) {
 
 if (orderArg === "auto") {
   let dir: string | null = null;
+  let built = true;
   try {
     dir = await mkdtemp(`${tmpdir()}/mb-compile-`);
     const order = `${dir}/bytecode.order`;
-    await writeFile(order, await trainBytecodeOrder(outfile, { brokers: orderBrokers }));
-    await build(outfile, order);
+    let trained: string;
+    try {
+      trained = await trainBytecodeOrder(outfile, { brokers: orderBrokers });
+    } catch (e) {
+      if (orderBrokers === undefined) throw e;
+      console.error(
+        `compile: warning: the training run could not deliver to ${orderBrokers}, so it only stores (the executable holds about 1 MiB more): ${message(e)}`,
+      );
+      trained = await trainBytecodeOrder(outfile);
+    }
+    await writeFile(order, trained);
+    built = await build(outfile, order);
   } catch (e) {
     // (The executable built first, without an order, stays.)
     console.error(
-      `compile: warning: the training run failed, so the bytecode is not laid out in the order it runs (about 2-3.5 MiB more resident): ${
-        e instanceof Error ? e.message : e
+      `compile: ${
+        orderRequired ? "error" : "warning"
+      }: the training run failed, so the bytecode is not laid out in the order it runs (about 2-3.5 MiB more resident): ${
+        message(e)
       }`,
     );
+    if (orderRequired) built = false;
   } finally {
     if (dir !== null) await rm(dir, { recursive: true, force: true });
   }
+  if (!built) process.exit(1);
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }

@@ -53,18 +53,18 @@ export class SocketRequests {
   /** Notes what the library writes: see the module doc. */
   note(chunk: unknown): void {
     if (this.off) return;
-    if (
-      !(chunk instanceof Uint8Array) || chunk.length < 8 ||
-      new DataView(chunk.buffer, chunk.byteOffset, 4).getInt32(0) !== chunk.length - 4
-    ) {
+    const v = chunk instanceof Uint8Array && chunk.length >= 8
+      ? new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+      : null;
+    if (v === null || v.getInt32(0) !== v.byteLength - 4) {
       return this.#unexpected("a write that is not one whole request");
     }
-    const v = new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (v.getInt16(4) !== 0) return; // not Produce (metadata, ApiVersions, ...)
     if (this.written.length >= MAX_UNANSWERED) {
       return this.#unexpected(`over ${MAX_UNANSWERED} Produce requests unanswered`);
     }
-    this.written.push(chunk.length >= MIN_BYTES && ownsBuffer(chunk) ? chunk : null);
+    const bytes = chunk as Uint8Array;
+    this.written.push(bytes.length >= MIN_BYTES && ownsBuffer(bytes) ? bytes : null);
   }
 
   /** One Produce request on this socket was answered: frees the oldest one noted. */
