@@ -109,7 +109,7 @@ export async function trainBytecodeOrder(exe: string, o: TrainingOptions = {}): 
           }: ${send.stderr}`,
         );
       }
-      // Stored lines are answered, so `send` returning is enough without a broker.
+      // Lines are answered once stored, so without a broker the first poll finds them written.
       const counter = o.brokers ? "delivered" : "written";
       for (let n = 0; n < lines;) {
         if (gone) throw failed(`${gone} with ${n} of ${lines} lines ${counter}`);
