@@ -33,6 +33,7 @@ import { dirStatus, formatStatus, lockHolder } from "./src/agent/inspect.ts";
 import { readSegmentRecords } from "./src/segment/reader.ts";
 import { serveMetrics } from "./src/agent/metrics.ts";
 import { MemoryLimit, memoryStats, runtimeCollector } from "./src/agent/memory.ts";
+import { codePageTrimmer } from "./src/agent/code_pages.ts";
 import { formatTop, ratesOf, StatsClient } from "./src/agent/top.ts";
 import { formatSources, replay, replaySources } from "./src/agent/replay.ts";
 import {
@@ -386,7 +387,10 @@ async function run(args: string[]): Promise<number> {
   // SIGTERM then must find them.)
   const code = await untilStopped(agent, logger, signals, () => {
     started(true);
-    return provider.prepare().then(() => null, (e: unknown) => e);
+    return provider.prepare().then(() => {
+      memory?.settled();
+      return null;
+    }, (e: unknown) => e);
   });
   clearInterval(reminder);
   memory?.stop();
@@ -410,7 +414,8 @@ function memoryLimit(limitBytes: number, asked: boolean, logger: Logger): Memory
     else logger.debug(message, fields);
     return null;
   }
-  return new MemoryLimit({ limitBytes, collect });
+  const trim = codePageTrimmer();
+  return new MemoryLimit({ limitBytes, collect, trim: trim ?? undefined });
 }
 
 /** The agent's running parts. */

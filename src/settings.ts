@@ -407,10 +407,10 @@ export const AGENT = {
   memory_limit: {
     type: "integer",
     min: 0,
-    default: 96 * MiB,
+    default: 88 * MiB,
     unit: "bytes",
     help:
-      "Soft limit on the agent's resident memory: above it, garbage is collected at once, in at most a tenth of the time (like Go's GOMEMLIMIT; 0 = off). The executable and Bun only",
+      "Soft limit on the agent's resident memory: above it, garbage is collected at once and the pages of the executable's file not in use are given back, in at most a tenth of the time (like Go's GOMEMLIMIT; 0 = off). The executable and Bun only",
   },
   kafka_client: {
     kafka: "client",

@@ -18,6 +18,11 @@ import process from "node:process";
 
 /** Settings and hooks of {@link MemoryLimit}. */
 export interface MemoryLimitOptions {
+  /**
+   * Drops the resident pages of the executable's file that are not in use (see
+   * src/agent/code_pages.ts), after each collection and once the agent has started.
+   */
+  trim?: () => void;
   /** Resident bytes above which garbage is collected at once. */
   limitBytes: number;
   /** Collects all garbage now, synchronously (see {@link runtimeCollector}). */
@@ -51,7 +56,7 @@ export interface MemoryStats {
 
 /** The soft limit (see the module doc); `start` begins checking, `stop` ends it. */
 export class MemoryLimit {
-  readonly #o: Required<MemoryLimitOptions>;
+  readonly #o: Required<Omit<MemoryLimitOptions, "trim">> & Pick<MemoryLimitOptions, "trim">;
   #timer: ReturnType<typeof setTimeout> | null = null;
   /** No collection before this time (see `maxShare`). */
   #notBefore = -Infinity;
@@ -91,6 +96,7 @@ export class MemoryLimit {
     const t = o.now();
     if (t >= this.#notBefore) {
       o.collect();
+      o.trim?.();
       const took = o.now() - t;
       this.#collections++;
       this.#collectMs += took;
@@ -123,6 +129,11 @@ export class MemoryLimit {
       (this.#timer as { unref?: () => void }).unref?.();
     };
     tick();
+  }
+
+  /** The agent has started: what only starting used may go (see `trim`). */
+  settled(): void {
+    this.#o.trim?.();
   }
 
   /** Stops checking. */
