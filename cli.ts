@@ -415,6 +415,11 @@ function memoryLimit(limitBytes: number, asked: boolean, logger: Logger): Memory
     return null;
   }
   const trim = codePageTrimmer();
+  if (trim === null) {
+    logger.debug("memory_limit collects, but cannot give back the executable's unused pages", {
+      why: "that takes Linux, Bun, libc.so.6 and bun:ffi",
+    });
+  }
   return new MemoryLimit({ limitBytes, collect, trim: trim ?? undefined });
 }
 

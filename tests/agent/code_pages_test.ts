@@ -8,30 +8,44 @@ import { readFileSync } from "node:fs";
 import process from "node:process";
 import { codePageTrimmer, droppableMappings } from "../../src/agent/code_pages.ts";
 
-/** A mapping's head line and the two fields read from its body, as `/proc/PID/smaps` has them. */
-function mapping(range: string, perms: string, file: string, anonymousKb: number): string {
+/** One mapping as `/proc/PID/smaps` shows it (the fields read, and some that are not). */
+function mapping(
+  range: string,
+  perms: string,
+  o: { dev?: string; inode?: number; anonymousKb?: number; swapKb?: number; flags?: string },
+): string {
+  const flags = o.flags ?? (perms.includes("x") ? "rd ex mr mw me" : "rd mr mw me");
   return [
-    `${range} ${perms} 00000000 00:2a 1234                      ${file}`,
+    `${range} ${perms} 01838000 ${o.dev ?? "fe:00"} ${
+      o.inode ?? 5308934
+    }                   /opt/mb/messagebuffer`,
     "Size:              78888 kB",
     "Rss:               17164 kB",
-    `Anonymous:         ${anonymousKb} kB`,
-    "VmFlags: rd ex mr mw me",
+    `Anonymous:         ${o.anonymousKb ?? 0} kB`,
+    "KSM:                   0 kB",
+    `Swap:              ${o.swapKb ?? 0} kB`,
+    "Locked:                0 kB",
+    `VmFlags: ${flags}`,
   ].join("\n");
 }
 
-describe("droppableMappings", () => {
-  const exe = "/opt/mb/messagebuffer";
+const exe = { major: 0xfe, minor: 0, inode: 5308934 };
 
-  it("takes the executable's read-only private mappings without private pages, and nothing else", () => {
+describe("droppableMappings", () => {
+  it("takes the executable's read-only private mappings whose pages are all the file's, and nothing else", () => {
     const smaps = [
-      mapping("00200000-01a39000", "r--p", exe, 0), // read-only data: taken
-      mapping("01a40000-0684a000", "r-xp", exe, 0), // code: taken
-      mapping("0684a000-0685f000", "rw-p", exe, 44), // writable data: never
-      mapping("0685f000-06867000", "r--p", exe, 12), // relocated at load (RELRO): never
-      mapping("06870000-06871000", "r--s", exe, 0), // shared: not the executable's pages alone
-      mapping("7f0000000000-7f0000100000", "r-xp", "/usr/lib/libc.so.6", 0), // another file
-      mapping("7f1000000000-7f1040000000", "rw-p", "", 11956), // the heap
-      mapping("7f2000000000-7f2000001000", "r-xp", `${exe} (deleted)`, 0), // not this path
+      mapping("00200000-01a39000", "r--p", {}), // read-only data: taken
+      mapping("01a40000-0684a000", "r-xp", {}), // code: taken
+      mapping("0684a000-0685f000", "rw-p", { anonymousKb: 44, flags: "rd wr mr mw me ac" }),
+      // JavaScriptCore's configuration, written at start, then made read-only: never.
+      mapping("0685f000-06867000", "r--p", { anonymousKb: 12, flags: "rd mr mw me ac" }),
+      // The same, its pages swapped out: Anonymous reads 0, but Swap and the flag do not.
+      mapping("06870000-06878000", "r--p", { swapKb: 12, flags: "rd mr mw me ac" }),
+      mapping("06880000-06888000", "r--p", { swapKb: 12 }), // a page of its own, swapped out
+      mapping("06890000-06898000", "r--p", { flags: "rd mr mw me ac" }), // was writable once
+      mapping("068a0000-068a8000", "r--s", {}), // shared: not the process's pages alone
+      mapping("7f0000000000-7f0000100000", "r-xp", { inode: 4242 }), // another file
+      mapping("7f0100000000-7f0100100000", "r-xp", { dev: "fe:01" }), // another device
     ].join("\n");
     assert.deepEqual(droppableMappings(smaps, exe), [
       { start: 0x00200000n, length: 0x01a39000n - 0x00200000n },
@@ -39,11 +53,23 @@ describe("droppableMappings", () => {
     ]);
   });
 
+  it('finds the file by device and inode, whatever the path says (replaced on disk: "(deleted)")', () => {
+    const smaps = mapping("01a40000-0684a000", "r-xp", {}).replace(
+      "/opt/mb/messagebuffer",
+      "/opt/mb/messagebuffer (deleted)",
+    );
+    assert.equal(droppableMappings(smaps, exe).length, 1);
+  });
+
   it("takes nothing from text that is not smaps, or from a mapping whose body is cut off", () => {
     assert.deepEqual(droppableMappings("", exe), []);
     assert.deepEqual(droppableMappings("not smaps\nAnonymous: 0 kB", exe), []);
-    const cut = mapping("00200000-01a39000", "r-xp", exe, 0).split("\n").slice(0, 2).join("\n");
-    assert.deepEqual(droppableMappings(cut, exe), []);
+    const whole = mapping("00200000-01a39000", "r-xp", {}).split("\n");
+    for (const keep of [2, 5, 7]) {
+      const cut = whole.slice(0, keep).join("\n"); // (without VmFlags, Swap or Anonymous)
+      assert.deepEqual(droppableMappings(cut, exe), [], `first ${keep} lines`);
+    }
+    assert.equal(droppableMappings(whole.join("\n"), exe).length, 1);
   });
 });
 

@@ -128,6 +128,24 @@ describe("MemoryLimit", () => {
     assert.ok(Number.isNaN(limit.stats.rssBytes), "reported as unknown, not thrown");
   });
 
+  it("gives back the executable's unused pages after each collection, and once the agent has started", () => {
+    const s = { rss: 50 * MiB, now: 0, order: [] as string[] };
+    const limit = new MemoryLimit({
+      limitBytes: 100 * MiB,
+      rss: () => s.rss,
+      now: () => s.now,
+      collect: () => s.order.push("collect"),
+      trim: () => s.order.push("trim"),
+    });
+    limit.check();
+    assert.deepEqual(s.order, [], "below the limit: neither");
+    limit.settled();
+    assert.deepEqual(s.order, ["trim"]);
+    s.rss = 120 * MiB;
+    limit.check();
+    assert.deepEqual(s.order, ["trim", "collect", "trim"]);
+  });
+
   it("refuses a limit that is not above 0", () => {
     for (const bad of [0, -1, Number.NaN]) {
       assert.throws(
