@@ -133,7 +133,11 @@ export class MemoryLimit {
 
   /** The agent has started: what only starting used may go (see `trim`). */
   settled(): void {
-    this.#o.trim?.();
+    try {
+      this.#o.trim?.();
+    } catch {
+      // (Only memory is at stake, as for a collection that throws.)
+    }
   }
 
   /** Stops checking. */

@@ -144,6 +144,15 @@ describe("MemoryLimit", () => {
     s.rss = 120 * MiB;
     limit.check();
     assert.deepEqual(s.order, ["trim", "collect", "trim"]);
+    // A trim that throws costs only memory: the start does not fail with it.
+    const failing = new MemoryLimit({
+      limitBytes: 1,
+      collect: () => {},
+      trim: () => {
+        throw new Error("madvise went away");
+      },
+    });
+    assert.doesNotThrow(() => failing.settled());
   });
 
   it("refuses a limit that is not above 0", () => {
