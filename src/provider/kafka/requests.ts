@@ -53,18 +53,18 @@ export class SocketRequests {
   /** Notes what the library writes: see the module doc. */
   note(chunk: unknown): void {
     if (this.off) return;
-    const v = chunk instanceof Uint8Array && chunk.length >= 8
-      ? new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-      : null;
-    if (v === null || v.getInt32(0) !== v.byteLength - 4) {
+    // The size prefix (int32, big-endian) counts the bytes after it; then the API key (int16).
+    if (
+      !(chunk instanceof Uint8Array) || chunk.length < 8 ||
+      ((chunk[0] << 24) | (chunk[1] << 16) | (chunk[2] << 8) | chunk[3]) !== chunk.length - 4
+    ) {
       return this.#unexpected("a write that is not one whole request");
     }
-    if (v.getInt16(4) !== 0) return; // not Produce (metadata, ApiVersions, ...)
+    if (chunk[4] !== 0 || chunk[5] !== 0) return; // not Produce (metadata, ApiVersions, ...)
     if (this.written.length >= MAX_UNANSWERED) {
       return this.#unexpected(`over ${MAX_UNANSWERED} Produce requests unanswered`);
     }
-    const bytes = chunk as Uint8Array;
-    this.written.push(bytes.length >= MIN_BYTES && ownsBuffer(bytes) ? bytes : null);
+    this.written.push(chunk.length >= MIN_BYTES && ownsBuffer(chunk) ? chunk : null);
   }
 
   /** One Produce request on this socket was answered: frees the oldest one noted. */
