@@ -4,7 +4,7 @@
  * The executable is about 110 MB of code and read-only data (JavaScriptCore, Bun's runtime,
  * the agent's bytecode). Start-up, recovery, the first connections and the compilers' first
  * work touch about 44 MiB of it, and those pages stay mapped, and counted in the resident set,
- * long after the agent has stopped running that code: a third of its memory at the peak of a
+ * long after the agent has stopped running that code: nearly half its memory at the peak of a
  * delivery. Asking the kernel to drop them from the process (`madvise(MADV_DONTNEED)` on the
  * file's read-only mappings) leaves in the resident set only what the agent touches again;
  * those pages come back at the next touch from the page cache (a minor fault, no disk read:
