@@ -18,11 +18,6 @@ import process from "node:process";
 
 /** Settings and hooks of {@link MemoryLimit}. */
 export interface MemoryLimitOptions {
-  /**
-   * Drops the resident pages of the executable's file that are not in use (see
-   * src/agent/code_pages.ts), after each collection and once the agent has started.
-   */
-  trim?: () => void;
   /** Resident bytes above which garbage is collected at once. */
   limitBytes: number;
   /** Collects all garbage now, synchronously (see {@link runtimeCollector}). */
@@ -33,6 +28,11 @@ export interface MemoryLimitOptions {
   now?: () => number;
   /** The most of the passing time collections may take. @default 0.1 */
   maxShare?: number;
+  /**
+   * Drops the resident pages of the executable's file that are not in use (see
+   * src/agent/code_pages.ts), after each collection and once the agent has started.
+   */
+  trim?: () => void;
 }
 
 /** How often the resident set is read near the limit (from 3/4 of it), and further below. */
@@ -56,7 +56,7 @@ export interface MemoryStats {
 
 /** The soft limit (see the module doc); `start` begins checking, `stop` ends it. */
 export class MemoryLimit {
-  readonly #o: Required<Omit<MemoryLimitOptions, "trim">> & Pick<MemoryLimitOptions, "trim">;
+  readonly #o: Required<MemoryLimitOptions>;
   #timer: ReturnType<typeof setTimeout> | null = null;
   /** No collection before this time (see `maxShare`). */
   #notBefore = -Infinity;
@@ -75,6 +75,7 @@ export class MemoryLimit {
       now: () => performance.now(),
       maxShare: 0.1,
       ...o,
+      trim: o.trim ?? (() => {}),
     };
   }
 
@@ -96,7 +97,7 @@ export class MemoryLimit {
     const t = o.now();
     if (t >= this.#notBefore) {
       o.collect();
-      o.trim?.();
+      o.trim();
       const took = o.now() - t;
       this.#collections++;
       this.#collectMs += took;
@@ -134,7 +135,7 @@ export class MemoryLimit {
   /** The agent has started: what only starting used may go (see `trim`). */
   settled(): void {
     try {
-      this.#o.trim?.();
+      this.#o.trim();
     } catch {
       // (Only memory is at stake, as for a collection that throws.)
     }
