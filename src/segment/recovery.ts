@@ -304,8 +304,11 @@ async function inspectSegment(
  * (quarantined). What lies past the last fsync the engine knew of (`synced`, from the sync
  * mark) was never promised to survive a power cut, so damage there is a torn tail whatever
  * it looks like: zeros, or a hole followed by a later piece of the write, as pages reach
- * the disk out of order. Without a mark, damage in the newest segment is torn when nothing
- * that could be a later frame follows it (the scan decides), and corrupt otherwise.
+ * the disk out of order. In the newest segment, damage that looks torn (nothing that could
+ * be a later frame follows it: the scan decides) is a torn tail when the frame was still
+ * being written at the last fsync the mark knows (it ends past it) or no mark knows the
+ * segment; a frame wholly before that fsync was on stable storage, so losing it is
+ * corruption (a disk that lost fsynced writes). Everything else is corrupt.
  */
 function tailOf(
   scan: ScanResult,
@@ -313,15 +316,19 @@ function tailOf(
   synced: number | undefined,
 ): SegmentReport["tail"] {
   if (!scan.stop) return null;
-  const { kind, offset, reason } = scan.stop;
+  const { kind, offset, end, reason } = scan.stop;
   const unsynced = synced !== undefined && offset >= synced;
-  const torn = unsynced || kind === "footer" || (kind === "torn" && newest);
+  const beingWritten = synced === undefined || end > synced;
+  const lostSynced = kind === "torn" && newest && !beingWritten;
+  const torn = unsynced || kind === "footer" || (kind === "torn" && newest && beingWritten);
   return {
     action: torn ? "cut" : "quarantine",
     offset,
     bytes: scan.fileSize - offset,
     reason: unsynced && kind === "corrupt"
       ? `${reason}, past the last fsync (at ${synced} bytes)`
+      : lostSynced
+      ? `${reason}, in a frame fsynced whole (the sync mark has ${synced} bytes)`
       : reason,
   };
 }

@@ -542,6 +542,47 @@ describe("what a power cut leaves", () => {
     assert.match(logged(first, "ERROR", seg.name)[0] ?? "", /corrupt data in segment/);
   });
 
+  // Damage that looks like an interrupted write (the file ends inside the last frame, or the
+  // last frame's checksum fails) is a torn tail only when that frame was still being written
+  // at the last fsync. A frame the sync mark has fsynced whole was acknowledged under
+  // "always": a disk that lost it is corruption, reported as such.
+  for (
+    const [what, damage] of [
+      ["the file cut short inside frame 44", (b: Uint8Array, at: number) => b.subarray(0, at + 20)],
+      ["a bit flipped in the last frame", (b: Uint8Array) => {
+        b[b.length - 3] ^= 0x10;
+        return b;
+      }],
+    ] as const
+  ) {
+    it(`fsync "always": ${what}, fsynced whole before, is corruption: quarantined, ERROR, counted`, async () => {
+      const live = new MemoryFileSystem();
+      const p = new RecordingProvider();
+      p.down = true;
+      const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
+      for (const v of ALL.slice(0, 45)) await b.write("t", v);
+      const [seg] = await layout(live);
+      assert.equal(seg.frames.length, 45);
+      await markReaches(live, seg.name, seg.size);
+      const fs = live.processCrash();
+      await b.close();
+      const at = seg.frames[44].offset;
+      await rewrite(fs, seg.path, damage(fs.peek(seg.path)!.slice(), at));
+      const size = fs.peek(seg.path)!.length;
+
+      const first = await openAndDeliver(fs);
+      assert.deepEqual(first.got, range(0, 44));
+      assert.equal(first.counters.quarantinedBytes, size - at);
+      assert.equal(first.counters.tornBytes, 0);
+      assert.match(
+        logged(first, "ERROR", seg.name)[0] ?? "",
+        /corrupt data in segment.*fsynced whole/,
+      );
+      const next = await openAndDeliver(fs);
+      assert.deepEqual(next.got, []);
+    });
+  }
+
   it('fsync "interval": a hole in what was written after the last fsync is a torn tail; only those records are lost', async () => {
     const fs0 = new MemoryFileSystem();
     const p = new RecordingProvider();
