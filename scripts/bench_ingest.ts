@@ -166,11 +166,15 @@ async function throughput(
   const per = Math.floor(LINES / clients);
   const before = await written();
   const chunkLines = 2000;
-  let chunk = "";
+  const lines: string[] = [];
   for (let i = 0; i < chunkLines; i++) {
     const t = TOPICS === 1 ? topic : `${topic}-${i % TOPICS}`;
-    chunk += `${t}\tk${i % 10}\t${"x".repeat(100)}\n`;
+    lines.push(`${t}\tk${i % 10}\t${"x".repeat(100)}\n`);
   }
+  const chunk = lines.join("");
+  // Each client sends exactly its share, so that the agent has read everything sent once it
+  // has stored the target (nothing is still in flight when it stops).
+  const last = lines.slice(0, per % chunkLines).join("");
   const t0 = performance.now();
   await Promise.all(Array.from({ length: clients }, async () => {
     const s = await connect(sock);
@@ -184,12 +188,13 @@ async function throughput(
     });
     if (ack) s.write("#ack\n");
     for (let sent = 0; sent < per; sent += chunkLines) {
-      if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+      const part = per - sent >= chunkLines ? chunk : last;
+      if (!s.write(part)) await new Promise((r) => s.once("drain", r));
     }
     await done;
     s.end();
   }));
-  const target = before + Math.floor(per / chunkLines) * chunkLines * clients;
+  const target = before + per * clients;
   while ((await written()) < target) await new Promise((r) => setTimeout(r, 5));
   return (target - before) / ((performance.now() - t0) / 1000);
 }

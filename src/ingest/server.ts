@@ -876,10 +876,25 @@ class Connection {
     });
   }
 
-  /** Stops reading from the client (lines already read are still answered). */
+  /**
+   * Stops reading from the client (lines already read are still answered). An unfinished line
+   * read so far is let go of here: the stop cut it, not the client, so it is neither counted
+   * nor logged as a client's disconnect; like the bytes the client sends after, it was never
+   * stored or acknowledged (logged at debug).
+   */
   stopReading(): void {
+    if (this.#ended) return;
     this.#ended = true;
     this.#socket.pause();
+    if (this.#partBytes > 0 || this.#skipping) {
+      this.#server.logger.debug("stopped reading in the middle of a line; it was not stored", {
+        line: this.#lineNo + 1,
+        bytes: this.#partBytes,
+      });
+      this.#part = null;
+      this.#partBytes = 0;
+      this.#skipping = false;
+    }
   }
 
   /** Stops reading; answers what was read; then closes. */

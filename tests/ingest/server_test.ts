@@ -23,6 +23,7 @@ import {
   fullGc,
   heldSegmentWrites,
   prng,
+  recordingLogger,
   RecordingProvider,
   tempDir,
   waitFor,
@@ -122,6 +123,30 @@ describe("ingest server: careless and hostile clients", () => {
     );
     for (const c of [...clients.slice(1), next]) c.end();
     await r.close();
+  });
+
+  it("a stop in the middle of a client's line: the line is not stored, and not counted or warned of as the client's disconnect", async () => {
+    const log = recordingLogger();
+    const r = await rig({ logger: log.logger });
+    const c = await ackClient(r.path);
+    c.write("t\t\tdone\nt\t\tunfinis"); // one write: read together
+    assert.deepEqual(await c.waitAnswers(2), ["ok", "ok"]);
+    // The agent stops (SIGTERM) while the client is still sending; then the client closes.
+    const closing = r.server.close();
+    c.write("hed\nt\t\tafter\n");
+    c.end();
+    await closing;
+    await c.closed;
+    await r.buffer.drained(10_000);
+    assert.deepEqual(values(r.provider, "t"), ["done"]);
+    assert.deepEqual(c.answers, ["ok", "ok"]);
+    assert.equal(r.server.stats.partialLinesDropped, 0);
+    assert.deepEqual(log.lines.filter((l) => l.startsWith("WARN")), []);
+    assert.equal(
+      log.lines.filter((l) => l.startsWith("DEBUG stopped reading in the middle of a line")).length,
+      1,
+    );
+    await r.buffer.close();
   });
 
   it("closes a connection idle past idleTimeoutMs, dropping and counting an unfinished line, but not one waiting for an answer", async () => {
