@@ -5,7 +5,7 @@
 //   scripts/kafka.sh start
 //   npx deno run -A scripts/bench_ingest.ts [--brokers HOST:PORT] [--lines N] [--agent-bin PATH]
 //       [--latency-only] [--latency-seconds N] [--mode buffer|direct-until-error] [--fsync POLICY]
-//       [--ingest-only] [--http] [--topics T] [--lanes L]
+//       [--ingest-only] [--http] [--topics T] [--lanes L] [--agent-args="--kafka-client kafkajs"]
 //
 // --topics T: the lines' topics go round T topics (line i to topic i % T), as from an app
 // that writes to several; --lanes L runs the agent with that many delivery lanes.
@@ -33,6 +33,8 @@ const { values } = parseArgs({
     brokers: { type: "string", default: "127.0.0.1:9092" },
     lines: { type: "string", default: "1000000" },
     "agent-bin": { type: "string" },
+    // More options for the agent, space-separated (e.g. "--kafka-client kafkajs").
+    "agent-args": { type: "string", default: "" },
     "latency-seconds": { type: "string", default: "10" },
     // Only the latency run; and the delivery mode and fsync policy it runs under.
     "latency-only": { type: "boolean", default: false },
@@ -129,6 +131,7 @@ async function withAgent<T>(
     "--lanes",
     values.lanes,
     ...(values.http ? ["--http", HTTP] : []),
+    ...values["agent-args"].split(" ").filter((a) => a !== ""),
   ]);
   const p = spawn(cmd, args, { stdio: ["ignore", "inherit", "inherit"] });
   const sock = `${dir}/messagebuffer.sock`;
