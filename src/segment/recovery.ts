@@ -306,9 +306,9 @@ async function inspectSegment(
  * it looks like: zeros, or a hole followed by a later piece of the write, as pages reach
  * the disk out of order. In the newest segment, damage that looks torn (nothing that could
  * be a later frame follows it: the scan decides) is a torn tail when the frame was still
- * being written at the last fsync the mark knows (it ends past it) or no mark knows the
- * segment; a frame wholly before that fsync was on stable storage, so losing it is
- * corruption (a disk that lost fsynced writes). Everything else is corrupt.
+ * being written at the last fsync the mark knows (it ends past it) or the mark does not name
+ * the segment; a frame wholly before the fsync the mark names was on stable storage, so
+ * losing it is corruption (a disk that lost fsynced writes). Everything else is corrupt.
  */
 function tailOf(
   scan: ScanResult,
@@ -318,7 +318,10 @@ function tailOf(
   if (!scan.stop) return null;
   const { kind, offset, end, reason } = scan.stop;
   const unsynced = synced !== undefined && offset >= synced;
-  const beingWritten = synced === undefined || end > synced;
+  // Only the writer's own report, a mark that names this segment, says which frames it fsynced
+  // whole. A segment before the mark's was declared fsynced by an open (Infinity), which also
+  // covers a torn tail that open could not cut: that stays a torn tail.
+  const beingWritten = synced === undefined || synced === Infinity || end > synced;
   const lostSynced = kind === "torn" && newest && !beingWritten;
   const torn = unsynced || kind === "footer" || (kind === "torn" && newest && beingWritten);
   return {

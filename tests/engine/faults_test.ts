@@ -583,6 +583,35 @@ describe("what a power cut leaves", () => {
     });
   }
 
+  it('fsync "always": a torn tail an open could not cut (EIO) is a torn tail at the next open too, though that open counted the segment fsynced', async () => {
+    const live = new MemoryFileSystem();
+    const p = new RecordingProvider();
+    p.down = true;
+    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
+    for (const v of ALL.slice(0, 10)) await b.write("t", v);
+    const [seg] = await layout(live);
+    await markReaches(live, seg.name, seg.size);
+    const fs = live.processCrash();
+    await b.close();
+    const piece = fs.peek(seg.path)!.slice(seg.frames[3].offset, seg.frames[3].offset + 14);
+    await rewrite(fs, seg.path, concat(fs.peek(seg.path)!, piece));
+    // The first open cannot cut the tail; Kafka is down, so it writes and deletes nothing.
+    fs.failNext("truncate", "EIO", seg.name);
+    const log = recordingLogger();
+    const down = new RecordingProvider();
+    down.down = true;
+    const a = await MessageBuffer.open(opts(fs, down, { logger: log.logger }));
+    await a.close();
+    assert.equal(fs.peek(seg.path)!.length, seg.size + 14, "the tail is still there");
+
+    const next = await openAndDeliver(fs);
+    assert.deepEqual(next.got, ALL.slice(0, 10));
+    assert.equal(next.counters.tornBytes, 14);
+    assert.equal(next.counters.quarantinedBytes, 0);
+    assert.match(logged(next, "WARN", seg.name)[0] ?? "", /cut a torn tail/);
+    assert.deepEqual(logged(next, "ERROR", ""), []);
+  });
+
   it('fsync "interval": a hole in what was written after the last fsync is a torn tail; only those records are lost', async () => {
     const fs0 = new MemoryFileSystem();
     const p = new RecordingProvider();
