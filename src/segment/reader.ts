@@ -52,17 +52,9 @@ export interface ScanResult {
    * last good frame cannot be a complete frame (the tail of an interrupted write): cut it
    * off. `corrupt` when a complete-looking frame failed its checks with data after it.
    * `footer` when the last bytes are a footer that does not check out (or a torn one): they
-   * hold no records, so they are cut off too. `end`: where the bad frame ends, as far as is
-   * known (its header's length when the header is sane, else the header alone; the file's
-   * size for a footer), so that recovery can tell a frame still being written at the last
-   * fsync from one wholly fsynced before it.
+   * hold no records, so they are cut off too.
    */
-  stop: null | {
-    kind: "torn" | "corrupt" | "footer";
-    offset: number;
-    end: number;
-    reason: string;
-  };
+  stop: null | { kind: "torn" | "corrupt" | "footer"; offset: number; reason: string };
   /** When `mark` was given: records before that offset, or -1 if it is not a frame start. */
   recordsBeforeMark: number;
 }
@@ -126,12 +118,7 @@ export async function scanSegment(
       if (!options.verify && isZero(win.buf, at, left)) {
         // What a power loss leaves of a sealed segment's footer whose write did not reach
         // the disk. (In the newest segment, walked with `verify`, zeros are a torn write.)
-        result.stop = {
-          kind: "footer",
-          offset,
-          end: fileSize,
-          reason: `${left} zero bytes where a footer goes`,
-        };
+        result.stop = { kind: "footer", offset, reason: `${left} zero bytes where a footer goes` };
         break;
       }
       if (looksLikeFooter(win.buf, at, left)) {
@@ -145,7 +132,6 @@ export async function scanSegment(
           result.stop = {
             kind: "footer",
             offset,
-            end: fileSize,
             reason: typeof footer === "string" ? footer : "footer does not match the segment",
           };
         }
@@ -153,12 +139,7 @@ export async function scanSegment(
       }
     }
     if (left < FRAME_HEADER_SIZE) {
-      result.stop = {
-        kind: "torn",
-        offset,
-        end: offset + FRAME_HEADER_SIZE,
-        reason: `${left} bytes after the last frame`,
-      };
+      result.stop = { kind: "torn", offset, reason: `${left} bytes after the last frame` };
       break;
     }
     let at = await win.ensure(offset, FRAME_HEADER_SIZE, fileSize, headerRead);
@@ -172,20 +153,17 @@ export async function scanSegment(
       // interrupted append leaves; corruption inside data that was complete shows as a CRC
       // mismatch instead (below).
       const tail = await isTail(fh, offset, fileSize, h);
-      result.stop = {
-        kind: tail ? "torn" : "corrupt",
-        offset,
-        end: frameHeaderIsSane(h) ? end : offset + FRAME_HEADER_SIZE,
-        reason: describeBad(h, end, fileSize),
-      };
+      result.stop = tail
+        ? { kind: "torn", offset, reason: describeBad(h, end, fileSize) }
+        : { kind: "corrupt", offset, reason: describeBad(h, end, fileSize) };
       break;
     }
     if (options.verify) {
       at = await win.ensure(offset, FRAME_HEADER_SIZE + h.payloadLength, fileSize);
       if (!frameCrcMatches(win.buf, at, h)) {
         result.stop = end === fileSize
-          ? { kind: "torn", offset, end, reason: "checksum mismatch in the last frame" }
-          : { kind: "corrupt", offset, end, reason: "checksum mismatch" };
+          ? { kind: "torn", offset, reason: "checksum mismatch in the last frame" }
+          : { kind: "corrupt", offset, reason: "checksum mismatch" };
         break;
       }
     }

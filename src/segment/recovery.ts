@@ -304,11 +304,13 @@ async function inspectSegment(
  * (quarantined). What lies past the last fsync the engine knew of (`synced`, from the sync
  * mark) was never promised to survive a power cut, so damage there is a torn tail whatever
  * it looks like: zeros, or a hole followed by a later piece of the write, as pages reach
- * the disk out of order. In the newest segment, damage that looks torn (nothing that could
- * be a later frame follows it: the scan decides) is a torn tail when the frame was still
- * being written at the last fsync the mark knows (it ends past it) or the mark does not name
- * the segment; a frame wholly before the fsync the mark names was on stable storage, so
- * losing it is corruption (a disk that lost fsynced writes). Everything else is corrupt.
+ * the disk out of order. The writer records in the mark only sizes it reached by whole
+ * appends, so a frame still being written at the last fsync starts at or past the mark's
+ * size. A frame that starts before it was fsynced whole: damage there is corruption (a disk
+ * that lost fsynced writes, or a bit flipped in a frame's length so that it seems to run past
+ * the file's end), whatever it looks like. Without a mark that names the segment, damage in
+ * the newest segment that looks torn (nothing that could be a later frame follows it: the
+ * scan decides) is a torn tail. Everything else is corrupt.
  */
 function tailOf(
   scan: ScanResult,
@@ -316,14 +318,14 @@ function tailOf(
   synced: number | undefined,
 ): SegmentReport["tail"] {
   if (!scan.stop) return null;
-  const { kind, offset, end, reason } = scan.stop;
+  const { kind, offset, reason } = scan.stop;
   const unsynced = synced !== undefined && offset >= synced;
   // Only the writer's own report, a mark that names this segment, says which frames it fsynced
   // whole. A segment before the mark's was declared fsynced by an open (Infinity), which also
   // covers a torn tail that open could not cut: that stays a torn tail.
-  const beingWritten = synced === undefined || synced === Infinity || end > synced;
-  const lostSynced = kind === "torn" && newest && !beingWritten;
-  const torn = unsynced || kind === "footer" || (kind === "torn" && newest && beingWritten);
+  const named = synced !== undefined && synced !== Infinity;
+  const lostSynced = kind === "torn" && newest && named && !unsynced;
+  const torn = unsynced || kind === "footer" || (kind === "torn" && newest && !named);
   return {
     action: torn ? "cut" : "quarantine",
     offset,

@@ -543,14 +543,25 @@ describe("what a power cut leaves", () => {
   });
 
   // Damage that looks like an interrupted write (the file ends inside the last frame, or the
-  // last frame's checksum fails) is a torn tail only when that frame was still being written
-  // at the last fsync. A frame the sync mark has fsynced whole was acknowledged under
-  // "always": a disk that lost it is corruption, reported as such.
+  // last frame's checksum fails, or a frame seems to run past the file's end) is a torn tail
+  // only when that frame was still being written at the last fsync. A frame the sync mark has
+  // fsynced whole was acknowledged under "always": a disk that lost it is corruption, reported
+  // as such.
   for (
-    const [what, damage] of [
-      ["the file cut short inside frame 44", (b: Uint8Array, at: number) => b.subarray(0, at + 20)],
-      ["a bit flipped in the last frame", (b: Uint8Array) => {
+    const [what, frame, damage] of [
+      [
+        "the file cut short inside frame 44",
+        44,
+        (b: Uint8Array, at: number) => b.subarray(0, at + 20),
+      ],
+      ["a bit flipped in the last frame", 44, (b: Uint8Array) => {
         b[b.length - 3] ^= 0x10;
+        return b;
+      }],
+      // 512 KiB more in its length (a big-endian u32 first in the header): a sane header
+      // whose frame seems to run past the end of the 64 KiB segment, as a torn one would.
+      ["a bit flipped in the length of frame 10 of 45", 10, (b: Uint8Array, at: number) => {
+        b[at + 1] ^= 0x08;
         return b;
       }],
     ] as const
@@ -566,12 +577,12 @@ describe("what a power cut leaves", () => {
       await markReaches(live, seg.name, seg.size);
       const fs = live.processCrash();
       await b.close();
-      const at = seg.frames[44].offset;
+      const at = seg.frames[frame].offset;
       await rewrite(fs, seg.path, damage(fs.peek(seg.path)!.slice(), at));
       const size = fs.peek(seg.path)!.length;
 
       const first = await openAndDeliver(fs);
-      assert.deepEqual(first.got, range(0, 44));
+      assert.deepEqual(first.got, range(0, frame));
       assert.equal(first.counters.quarantinedBytes, size - at);
       assert.equal(first.counters.tornBytes, 0);
       assert.match(
