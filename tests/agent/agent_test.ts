@@ -1134,9 +1134,10 @@ describe("agent CLI", () => {
     cleanup = t.cleanup;
     const topic = uniqueTopic("agent-damage");
     await createTopics([topic]);
-    // Four 1 MB segments of numbered 2 KB lines, stored offline; the agent is then killed, so
-    // that the newest is left unsealed, as a power loss leaves the segment being written.
-    const a = await offlineAgent(t.dir, ["--file-max-size", "1"]);
+    // Four 1 MB segments of numbered 2 KB lines, stored offline under `--fsync never` and
+    // sealed by a clean stop: no sync mark says what reached the disk, so a power loss may
+    // have kept any part of the files.
+    const a = await offlineAgent(t.dir, ["--file-max-size", "1", "--fsync", "never"]);
     const total = 2000;
     let lines = "";
     for (let i = 0; i < total; i++) lines += `${topic}\t\t${i}:${"d".repeat(2000)}\n`;
@@ -1144,7 +1145,7 @@ describe("agent CLI", () => {
       (await runCli(["send", "--socket", `${t.dir}/messagebuffer.sock`], lines)).code,
       0,
     );
-    await a.stop("SIGKILL");
+    assert.equal(await a.stop("SIGTERM"), 0);
     const segs = (await readdir(t.dir)).filter((n) => n.endsWith(".seg")).sort();
     assert.ok(segs.length >= 4, `${segs.length} segments`);
     const before = JSON.parse((await runCli(["status", "--buffer-dir", t.dir, "--json"])).stdout);
@@ -1161,10 +1162,10 @@ describe("agent CLI", () => {
     const past = new Uint8Array(64);
     past.set([0x4d, 0x42, 0x43, 0x4b, 0, 0, 0, 1]); // "MBCK", then garbage: two unusable slots
     await writeFile(`${t.dir}/${segs[2].replace(/\.seg$/, ".s")}`, past);
-    // The newest ends in zeros, as a power loss leaves a write that had not reached the disk
-    // (past the last fsync, so a torn tail, not corruption).
+    // The newest as such a power loss leaves it: its footer gone, a zero-filled tail.
     const newest = `${t.dir}/${segs.at(-1)}`;
-    await writeFile(newest, Buffer.concat([await readFile(newest), new Uint8Array(4096)]));
+    const unsealed = (await readFile(newest)).subarray(0, -SEGMENT_FOOTER_SIZE);
+    await writeFile(newest, Buffer.concat([unsealed, new Uint8Array(4096)]));
     // And a file that is not ours.
     await writeFile(`${t.dir}/notes.txt`, "an operator's notes");
 
