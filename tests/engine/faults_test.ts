@@ -473,6 +473,24 @@ async function unsyncedSeal(): Promise<
   return { fs, newest, sealed: concat(written, footer) };
 }
 
+/**
+ * Writes `values` with the provider down (the default fsync policy, `always`), waits until the
+ * sync mark covers the one segment of 64 KiB they fill, and crashes the process: the file
+ * system as the crash left it, and that segment's layout.
+ */
+async function crashedWhenFsynced(values: readonly string[]) {
+  const live = new MemoryFileSystem();
+  const p = new RecordingProvider();
+  p.down = true;
+  const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
+  for (const v of values) await b.write("t", v);
+  const [seg] = await layout(live);
+  await markReaches(live, seg.name, seg.size);
+  const fs = live.processCrash();
+  await b.close();
+  return { fs, seg };
+}
+
 /** Resolves once the sync mark in `fs` says segment `name` is fsynced up to `size` bytes. */
 async function markReaches(fs: MemoryFileSystem, name: string, size: number): Promise<void> {
   const deadline = Date.now() + 5000;
@@ -490,17 +508,9 @@ async function markReaches(fs: MemoryFileSystem, name: string, size: number): Pr
 // the sync mark records it, not from what the bytes look like.
 describe("what a power cut leaves", () => {
   it('fsync "always": a zero run then a piece of a frame past the last fsync is a torn tail: cut, WARN, every acknowledged record delivered', async () => {
-    const live = new MemoryFileSystem();
-    const p = new RecordingProvider();
-    p.down = true;
-    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
-    for (const v of ALL) await b.write("t", v);
-    const [seg] = await layout(live);
-    await markReaches(live, seg.name, seg.size);
     // The power goes out while the next frame is written: 3000 bytes of it reached the disk
     // as zeros, then a piece of it (here, bytes of a frame from the middle of the segment).
-    const fs = live.processCrash();
-    await b.close();
+    const { fs, seg } = await crashedWhenFsynced(ALL);
     const frame = fs.peek(seg.path)!.subarray(seg.frames[3].offset, seg.frames[5].end);
     await rewrite(
       fs,
@@ -521,15 +531,7 @@ describe("what a power cut leaves", () => {
   });
 
   it('fsync "always": the same bytes before the last fsync are corruption: quarantined, ERROR', async () => {
-    const live = new MemoryFileSystem();
-    const p = new RecordingProvider();
-    p.down = true;
-    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
-    for (const v of ALL) await b.write("t", v);
-    const [seg] = await layout(live);
-    await markReaches(live, seg.name, seg.size);
-    const fs = live.processCrash();
-    await b.close();
+    const { fs, seg } = await crashedWhenFsynced(ALL);
     // Frames 40 to 44, fsynced and acknowledged, read back as zeros then a piece of a frame.
     const bytes = fs.peek(seg.path)!;
     const at = seg.frames[40].offset, end = seg.frames[44].end;
@@ -567,16 +569,8 @@ describe("what a power cut leaves", () => {
     ] as const
   ) {
     it(`fsync "always": ${what}, fsynced whole before, is corruption: quarantined, ERROR, counted`, async () => {
-      const live = new MemoryFileSystem();
-      const p = new RecordingProvider();
-      p.down = true;
-      const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
-      for (const v of ALL.slice(0, 45)) await b.write("t", v);
-      const [seg] = await layout(live);
+      const { fs, seg } = await crashedWhenFsynced(ALL.slice(0, 45));
       assert.equal(seg.frames.length, 45);
-      await markReaches(live, seg.name, seg.size);
-      const fs = live.processCrash();
-      await b.close();
       const at = seg.frames[frame].offset;
       await rewrite(fs, seg.path, damage(fs.peek(seg.path)!.slice(), at));
       const size = fs.peek(seg.path)!.length;
@@ -595,15 +589,7 @@ describe("what a power cut leaves", () => {
   }
 
   it('fsync "always": a torn tail an open could not cut (EIO) is a torn tail at the next open too, though that open counted the segment fsynced', async () => {
-    const live = new MemoryFileSystem();
-    const p = new RecordingProvider();
-    p.down = true;
-    const b = await MessageBuffer.open(opts(live, p, { segmentMaxBytes: 64 * 1024 }));
-    for (const v of ALL.slice(0, 10)) await b.write("t", v);
-    const [seg] = await layout(live);
-    await markReaches(live, seg.name, seg.size);
-    const fs = live.processCrash();
-    await b.close();
+    const { fs, seg } = await crashedWhenFsynced(ALL.slice(0, 10));
     const piece = fs.peek(seg.path)!.slice(seg.frames[3].offset, seg.frames[3].offset + 14);
     await rewrite(fs, seg.path, concat(fs.peek(seg.path)!, piece));
     // The first open cannot cut the tail; Kafka is down, so it writes and deletes nothing.
