@@ -34,7 +34,7 @@ import {
 import type { LatencyStats } from "./latency.ts";
 import { closeWithin } from "./retry.ts";
 import type { ProviderState } from "./sender.ts";
-import type { StorageHealth, WriteOptions } from "./writer.ts";
+import { checkedTimestamp, type StorageHealth, type WriteOptions } from "./writer.ts";
 
 export type { LaneStats, ProviderState, StorageHealth, WriteOptions };
 
@@ -254,15 +254,16 @@ export class MessageBuffer {
   /**
    * {@link write} of a record without headers or a given time, whose key (`keyAt` -1: none)
    * and value are the bytes `src[keyAt, keyAt + keyLength)` and
-   * `src[valueAt, valueAt + valueLength)`, copied before this returns; the record gets the
-   * time of the call. For a caller that holds records in a larger buffer (the socket input
+   * `src[valueAt, valueAt + valueLength)`, copied before this returns; the record gets
+   * `timestamp` (ms since the epoch), by default the time of the call. For a caller that holds records in a larger buffer (the socket input
    * reads lines out of chunks), it saves making a view of each key and value. Returns null,
    * storing nothing, when the record cannot be taken this way (a mode without disk or going
    * direct, the cap reached, closing, with one lane a topic never given to `write`): then
    * `write` it. With lanes, the records of a topic whose lane is still being chosen are taken
    * too, gathered until it is.
    *
-   * @throws {TypeError} `src` is not a Uint8Array, or (with lanes) the topic is not valid
+   * @throws {TypeError} `src` is not a Uint8Array, the timestamp is not a non-negative integer,
+   *   or (with lanes) the topic is not valid
    * @throws {RangeError} a range is not inside `src`, or the record is over `maxRecordBytes`;
    *   nothing was stored
    */
@@ -273,14 +274,16 @@ export class MessageBuffer {
     keyLength: number,
     valueAt: number,
     valueLength: number,
+    timestamp?: number,
   ): Promise<void> | null {
     if (!(src instanceof Uint8Array)) {
       throw new TypeError(`src must be a Uint8Array, got ${src === null ? "null" : typeof src}`);
     }
     if (keyAt !== -1) checkRange("key", keyAt, keyLength, src.length);
     checkRange("value", valueAt, valueLength, src.length);
+    const time = timestamp === undefined ? Date.now() : checkedTimestamp(timestamp);
     if (this.#closing || this.#direct !== null) return null;
-    return this.#disk!.writeRange(topic, src, keyAt, keyLength, valueAt, valueLength);
+    return this.#disk!.writeRange(topic, src, keyAt, keyLength, valueAt, valueLength, time);
   }
 
   /**

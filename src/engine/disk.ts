@@ -274,9 +274,10 @@ export class DiskPath {
     keyLength: number,
     valueAt: number,
     valueLength: number,
+    timestamp: number,
   ): Promise<void> | null {
     if (this.#closing || this.full) return null;
-    return this.#writer.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength);
+    return this.#writer.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, timestamp);
   }
 
   /** A frame to gather records in elsewhere, as this path's writer sizes them (see `adopt`). */

@@ -268,21 +268,30 @@ export class Lanes {
     keyLength: number,
     valueAt: number,
     valueLength: number,
+    timestamp: number,
   ): Promise<void> | null {
     const topics = this.#topics;
     let lane = 0;
     if (topics !== null) {
       const l = topics.get(topic);
       if (l === undefined || this.#assigning.has(topic)) {
-        return this.#gather(topic, (b, now) => {
-          if (b.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, now)) return;
+        return this.#gather(topic, (b) => {
+          if (b.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, timestamp)) return;
           const key = keyAt < 0 ? null : src.subarray(keyAt, keyAt + keyLength);
-          b.append(topic, src.subarray(valueAt, valueAt + valueLength), key, null, now);
+          b.append(topic, src.subarray(valueAt, valueAt + valueLength), key, null, timestamp);
         });
       }
       lane = l;
     }
-    return this.#lanes[lane].writeRange(topic, src, keyAt, keyLength, valueAt, valueLength);
+    return this.#lanes[lane].writeRange(
+      topic,
+      src,
+      keyAt,
+      keyLength,
+      valueAt,
+      valueLength,
+      timestamp,
+    );
   }
 
   /** Stores one record in its topic's lane (see {@link MessageBuffer.write}). */
@@ -309,13 +318,13 @@ export class Lanes {
    * what waits for `topic`'s lane, and starts choosing one if the topic has none; returns the
    * promise of the frame it went into.
    */
-  #gather(topic: string, add: (b: FrameBuilder, now: number) => void): Promise<void> {
+  #gather(topic: string, add: (b: FrameBuilder) => void): Promise<void> {
     const g = this.#assigning.get(topic);
     const last = g?.frames.at(-1);
     const frame = last !== undefined && last.builder.size < this.#lanes[0].frameTarget
       ? last
       : this.#lanes[0].gatheringFrame();
-    add(frame.builder, Date.now());
+    add(frame.builder);
     if (g === undefined) this.#assign(topic, { frames: [frame], records: 1 });
     else {
       if (frame !== last) g.frames.push(frame);

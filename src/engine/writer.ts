@@ -210,9 +210,10 @@ export class SegmentWriter {
   }
 
   /**
-   * {@link append} of a record without headers or a given time, whose key (`keyAt` -1: none)
-   * and value are ranges of `src` (see `FrameBuilder.appendRange`); null when this writer has
-   * not stored the topic before, having stored nothing (then {@link append} it).
+   * {@link append} of a record without headers, with time `timestamp` (checked by the caller),
+   * whose key (`keyAt` -1: none) and value are ranges of `src` (see `FrameBuilder.appendRange`);
+   * null when this writer has not stored the topic before, having stored nothing (then
+   * {@link append} it).
    */
   appendRange(
     topic: string,
@@ -221,9 +222,10 @@ export class SegmentWriter {
     keyLength: number,
     valueAt: number,
     valueLength: number,
+    timestamp: number,
   ): Promise<void> | null {
     const open = this.#open;
-    if (!open.builder.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, Date.now())) {
+    if (!open.builder.appendRange(topic, src, keyAt, keyLength, valueAt, valueLength, timestamp)) {
       return null;
     }
     if (open.builder.size >= this.#frameTarget) this.#seal();
@@ -560,7 +562,11 @@ export class SegmentWriter {
 /** The write's timestamp: the one given, or now. Throws TypeError for a bad one. */
 export function timestampOf(options: WriteOptions | undefined): number {
   const t = options?.timestamp;
-  if (t === undefined) return Date.now();
+  return t === undefined ? Date.now() : checkedTimestamp(t);
+}
+
+/** `t`, when it is a timestamp (ms since the epoch, a non-negative integer); else TypeError. */
+export function checkedTimestamp(t: unknown): number {
   if (typeof t !== "number" || !Number.isSafeInteger(t) || t < 0) {
     throw new TypeError(
       `timestamp must be a non-negative integer of ms since the epoch, got ${String(t)}`,

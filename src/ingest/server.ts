@@ -330,6 +330,9 @@ class Connection {
   }
 
   #onData(chunk: Buffer): void {
+    // The time the lines of this read were read: each record's timestamp, unless its line
+    // gives one (a clock read per read, not per line: a read holds thousands of lines).
+    this.#readAt = Date.now();
     this.#read += chunk.length;
     this.#chunk = chunk;
     this.#viewsKept = false;
@@ -368,6 +371,8 @@ class Connection {
    */
   #viewsKept = false;
   #chunk: Buffer | null = null;
+  /** When the chunk being handled was read (ms since the epoch). */
+  #readAt = 0;
 
   /** Takes in a chunk: its whole lines, and the start of an unfinished one (copied). */
   #take(chunk: Buffer): void {
@@ -511,6 +516,7 @@ class Connection {
         t2 - t1 - 1,
         t2 + 1,
         nl - t2 - 1,
+        this.#readAt,
       );
     } catch (e) {
       p = Promise.reject(e);
@@ -519,7 +525,7 @@ class Connection {
     else {
       if (buf === this.#chunk) this.#viewsKept = true; // (not for a line joined from pieces)
       const key = t2 === t1 + 1 ? null : buf.subarray(t1 + 1, t2);
-      this.#record(topic, buf.subarray(t2 + 1, nl), key, null, undefined);
+      this.#record(topic, buf.subarray(t2 + 1, nl), key, null, this.#readAt);
     }
     return true;
   }
@@ -593,7 +599,13 @@ class Connection {
       }
       this.#lineNo++;
       if (parsed.kind === "record") {
-        this.#record(parsed.topic, parsed.value, parsed.key, parsed.headers, parsed.timestamp);
+        this.#record(
+          parsed.topic,
+          parsed.value,
+          parsed.key,
+          parsed.headers,
+          parsed.timestamp ?? this.#readAt,
+        );
         return;
       }
       error = parsed.reason;

@@ -100,6 +100,14 @@ describe("MessageBuffer", () => {
     const stored = b.writeRange("t", src, 2, 3, 7, 5);
     assert.ok(stored instanceof Promise);
     assert.ok(b.writeRange("t", src, -1, 0, 0, 0) instanceof Promise, "no key, an empty value");
+    const stamped = b.writeRange("t", src, -1, 0, 7, 5, 1_700_000_000_000);
+    assert.ok(stamped instanceof Promise, "a given time");
+    for (const bad of [-1, 1.5, Number.NaN, "1" as unknown as number]) {
+      assert.throws(() => b.writeRange("t", src, 2, 3, 7, 5, bad), {
+        name: "TypeError",
+        message: new RegExp(`^timestamp must be a non-negative integer .*, got ${String(bad)}$`),
+      });
+    }
     for (
       const [args, what] of [
         [[2, 3, 7, 8], "value"], // past the end
@@ -120,8 +128,9 @@ describe("MessageBuffer", () => {
     });
     await stored;
     await b.drained(5000);
-    assert.deepEqual(p.values(), ["first", "value", ""]);
-    assert.deepEqual(p.received.map((r) => r.key), [null, "key", null]);
+    assert.deepEqual(p.values(), ["first", "value", "", "value"], "nothing stored by a bad call");
+    assert.deepEqual(p.received.map((r) => r.key), [null, "key", null, null]);
+    assert.equal(p.received[3].timestamp, 1_700_000_000_000);
   });
 
   it("validates options and names the bad one", async () => {

@@ -269,6 +269,33 @@ describe("ingest server: careless and hostile clients", () => {
     await r.close();
   });
 
+  it("gives each record the time its line was read, or the timestamp its JSON line gives", async () => {
+    const r = await rig();
+    const c = await ackClient(r.path);
+    const before = Date.now();
+    // A new topic's first line goes through write(), the later plain ones are copied out of
+    // the read; a JSON line without a timestamp gets the read's time too.
+    c.write(
+      "ts\tk\tfirst\nts\tk\tplain\n" +
+        '{"topic":"ts","value":"json"}\n{"topic":"ts","value":"given","timestamp":1700000000000}\n',
+    );
+    await c.waitAnswers(5);
+    const after = Date.now();
+    assert.deepEqual(c.answers.slice(1), ["ok", "ok", "ok", "ok"]);
+    await r.buffer.flush();
+    await waitFor(() => values(r.provider, "ts").length === 4);
+    const times = new Map(
+      r.provider.received.map((rec) => [new TextDecoder().decode(rec.value), rec.timestamp]),
+    );
+    for (const v of ["first", "plain", "json"]) {
+      const t = times.get(v)!;
+      assert.ok(t >= before && t <= after, `${v}: ${t} not within [${before}, ${after}]`);
+    }
+    assert.equal(times.get("given"), 1700000000000);
+    c.end();
+    await r.close();
+  });
+
   it("refuses a plain line whose record is over maxRecordBytes, naming it, whether its topic is new or known; the lines around it are stored", async () => {
     const r = await rig({}, { maxRecordBytes: 200 });
     // Counts the records copied straight from the read (writeRange), not through write().

@@ -742,7 +742,13 @@ export class PlatformaticClient implements KafkaClient {
     session: ProducerSession,
   ): Promise<Plan> {
     const topics = new Set<string>();
-    for (const q of requests) for (const i of q) topics.add(records[i].topic);
+    let lastTopic: string | undefined;
+    for (const q of requests) {
+      for (const i of q) {
+        const t = records[i].topic;
+        if (t !== lastTopic) topics.add(lastTopic = t); // (a send's records mostly share one)
+      }
+    }
     const metadata = await this.#producer!.metadata({
       topics: [...topics],
       autocreateTopics: this.#autoCreate,
