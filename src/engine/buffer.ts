@@ -252,15 +252,15 @@ export class MessageBuffer {
   }
 
   /**
-   * {@link write} of a record without headers or a given time, whose key (`keyAt` -1: none)
-   * and value are the bytes `src[keyAt, keyAt + keyLength)` and
-   * `src[valueAt, valueAt + valueLength)`, copied before this returns; the record gets
-   * `timestamp` (ms since the epoch), by default the time of the call. For a caller that holds records in a larger buffer (the socket input
-   * reads lines out of chunks), it saves making a view of each key and value. Returns null,
-   * storing nothing, when the record cannot be taken this way (a mode without disk or going
-   * direct, the cap reached, closing, with one lane a topic never given to `write`): then
-   * `write` it. With lanes, the records of a topic whose lane is still being chosen are taken
-   * too, gathered until it is.
+   * {@link write} of a record without headers, whose key (`keyAt` -1: none) and value are the
+   * bytes `src[keyAt, keyAt + keyLength)` and `src[valueAt, valueAt + valueLength)`, copied
+   * before this returns; the record gets `timestamp` (ms since the epoch), by default the time
+   * of the call. For a caller that holds records in a larger buffer (the socket input reads
+   * lines out of chunks, and gives each line the time of its read), it saves making a view of
+   * each key and value. Returns null, storing nothing, when the record cannot be taken this way
+   * (a mode without disk or going direct, the cap reached, closing, with one lane a topic never
+   * given to `write`): then `write` it. With lanes, the records of a topic whose lane is still
+   * being chosen are taken too, gathered until it is.
    *
    * @throws {TypeError} `src` is not a Uint8Array, the timestamp is not a non-negative integer,
    *   or (with lanes) the topic is not valid
