@@ -34,7 +34,7 @@ import {
 import type { LatencyStats } from "./latency.ts";
 import { closeWithin } from "./retry.ts";
 import type { ProviderState } from "./sender.ts";
-import { checkedTimestamp, type StorageHealth, type WriteOptions } from "./writer.ts";
+import { type StorageHealth, timestampOrNow, type WriteOptions } from "./writer.ts";
 
 export type { LaneStats, ProviderState, StorageHealth, WriteOptions };
 
@@ -281,7 +281,7 @@ export class MessageBuffer {
     }
     if (keyAt !== -1) checkRange("key", keyAt, keyLength, src.length);
     checkRange("value", valueAt, valueLength, src.length);
-    const time = timestamp === undefined ? Date.now() : checkedTimestamp(timestamp);
+    const time = timestampOrNow(timestamp);
     if (this.#closing || this.#direct !== null) return null;
     return this.#disk!.writeRange(topic, src, keyAt, keyLength, valueAt, valueLength, time);
   }

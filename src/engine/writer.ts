@@ -561,12 +561,15 @@ export class SegmentWriter {
 
 /** The write's timestamp: the one given, or now. Throws TypeError for a bad one. */
 export function timestampOf(options: WriteOptions | undefined): number {
-  const t = options?.timestamp;
-  return t === undefined ? Date.now() : checkedTimestamp(t);
+  return timestampOrNow(options?.timestamp);
 }
 
-/** `t`, when it is a timestamp (ms since the epoch, a non-negative integer); else TypeError. */
-export function checkedTimestamp(t: unknown): number {
+/**
+ * `t` when it is a timestamp (ms since the epoch, a non-negative integer), now when it is
+ * undefined; TypeError for anything else.
+ */
+export function timestampOrNow(t: unknown): number {
+  if (t === undefined) return Date.now();
   if (typeof t !== "number" || !Number.isSafeInteger(t) || t < 0) {
     throw new TypeError(
       `timestamp must be a non-negative integer of ms since the epoch, got ${String(t)}`,

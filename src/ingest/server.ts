@@ -630,7 +630,7 @@ class Connection {
     value: string | Uint8Array,
     key: string | Uint8Array | null,
     headers: Array<[string, string | Uint8Array]> | null,
-    timestamp: number | undefined,
+    timestamp: number,
   ): void {
     this.#answer(this.#server.buffer.write(topic, value, { key, headers, timestamp }));
   }
