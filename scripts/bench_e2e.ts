@@ -212,12 +212,14 @@ function run(cmd: string, args: string[], input?: string): Promise<string> {
 }
 
 // Feeds FILE through the socket in acknowledged mode, reading the answers as they come;
-// exits 0 once every line is answered "ok".
+// prints the wall-clock time of its first byte (ms since the epoch), and exits 0 once every
+// line is answered "ok".
 const FEEDER = `
-import socket, sys, threading
+import socket, sys, threading, time
 path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 s = socket.socket(socket.AF_UNIX)
 s.connect(path)
+print(time.time() * 1000, flush=True)
 s.sendall(b"#ack\\n")
 res = {"ok": 0, "bad": b""}
 def read():
@@ -237,8 +239,14 @@ if res["bad"] or res["ok"] != n + 1:
     sys.exit(f"feeder: {res['ok']} answers, {res['bad']!r}")
 `;
 
-async function feed(sock: string, file: string): Promise<void> {
-  await run("python3", ["-c", FEEDER, sock, file, String(N)]);
+/**
+ * Feeds `file` to the agent at `sock`; resolves, once every line is answered, with when its
+ * first byte was sent, in `Date.now()` terms (the interpreter's start is not the agent's time).
+ */
+async function feed(sock: string, file: string): Promise<number> {
+  const first = Number((await run("python3", ["-c", FEEDER, sock, file, String(N)])).trim());
+  if (!Number.isFinite(first)) throw new Error("feeder: no start time printed");
+  return first;
 }
 
 /** Agents started and not yet exited: stopped if the script ends early (an error, a signal). */
@@ -380,19 +388,22 @@ function resetPeakRss(pid: number): void {
  * then N stored while the broker is paused and drained once it goes on.
  */
 async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain: Figure }> {
-  /** The figure of N records delivered since `t0`, for the CPU the agent spent since `u0`. */
+  /**
+   * The figure of N records delivered since `t0` (`Date.now()` terms), for the CPU the agent
+   * spent since `u0`.
+   */
   const since = (t0: number, u0: { cpu: number; jit: number }): Figure => {
     const u = procUsage(a.pid);
     return {
-      rate: N / ((performance.now() - t0) / 1000),
+      rate: N / ((Date.now() - t0) / 1000),
       cpuUs: ((u.cpu - u0.cpu) / N) * 1e6,
       jitUs: ((u.jit - u0.jit) / N) * 1e6,
       rss: u.rss,
     };
   };
   resetPeakRss(a.pid);
-  let [t0, u0] = [performance.now(), procUsage(a.pid)];
-  await feed(a.sock, w.e2eFile);
+  let u0 = procUsage(a.pid);
+  let t0 = await feed(a.sock, w.e2eFile);
   await untilInKafka(w.e2eTopic, N, 20);
   const e2e = since(t0, u0);
   await pauseBroker();
@@ -403,7 +414,7 @@ async function warmFigures(a: Agent, w: WarmFiles): Promise<{ e2e: Figure; drain
   } finally {
     resumeBroker();
   }
-  t0 = performance.now();
+  t0 = Date.now();
   await untilInKafka(w.drainTopic, N, 20);
   return { e2e, drain: since(t0, u0) };
 }
@@ -416,10 +427,9 @@ async function endToEnd(
   const dir = await makeTemp("mb-e2e-");
   try {
     const a = await startAgent(join(dir, "buf"), BROKERS, true);
-    const t0 = performance.now();
-    await feed(a.sock, topicFile);
+    const t0 = await feed(a.sock, topicFile);
     await untilInKafka(topic, N, 20);
-    const s = (performance.now() - t0) / 1000;
+    const s = (Date.now() - t0) / 1000;
     // With --settle, CPU up to the last record delivered (the idle wait is not counted).
     const busy = SETTLE_S > 0 || warm ? procUsage(a.pid) : null;
     let settledRss: number | undefined;
