@@ -10,9 +10,10 @@
 //     until all N are.
 // The topic's records are counted from the broker's end offsets (every 20 ms; every 1 ms
 // for the first), not from the agent's metrics, which would cost the agent CPU.
-// It reports records/s, the agent's CPU per delivered record (user + system, from /proc, for
-// the whole life of the agent process; in brackets, the part its JIT compiler threads took) and
-// its peak RSS (VmHWM), and kcat's (getrusage).
+// It reports records/s, the agent's CPU per delivered record (user + system, from /proc, from
+// the agent's start: end to end, to the last record delivered with --settle or --warm, else to
+// its exit, as for the drain; in brackets, the part its JIT compiler threads took) and its peak
+// RSS (VmHWM), and kcat's (getrusage).
 //
 //   scripts/kafka.sh start
 //   npm run compile
@@ -35,7 +36,7 @@
 //
 // --warm also measures the end-to-end agent once it has run a while, as an agent on a host
 // does: the figures above count its whole life, JIT compilation and start-up included (a
-// cold 1M run pays 0.3-0.4 s of CPU on JavaScriptCore's compiler threads). Once its first N
+// cold 1M run pays 0.2-0.3 s of CPU on JavaScriptCore's compiler threads). Once its first N
 // are delivered, the same agent takes N more lines end to end (a second topic), then drains
 // a backlog: the broker is paused (SIGSTOP) while N lines are stored, and the drain is timed
 // from its resumption (SIGCONT) until the topic holds N. CPU for these is the agent's over
@@ -202,8 +203,9 @@ function run(cmd: string, args: string[], input?: string): Promise<string> {
     let out = "";
     p.stdout.on("data", (d) => (out += d));
     p.on("error", reject);
+    // "close", not "exit": the process's output is then read to its end.
     p.on(
-      "exit",
+      "close",
       (code) =>
         code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args[0] ?? ""}: exit ${code}`)),
     );
@@ -244,9 +246,9 @@ if res["bad"] or res["ok"] != n + 1:
  * first byte was sent, in `Date.now()` terms (the interpreter's start is not the agent's time).
  */
 async function feed(sock: string, file: string): Promise<number> {
-  const first = Number((await run("python3", ["-c", FEEDER, sock, file, String(N)])).trim());
-  if (!Number.isFinite(first)) throw new Error("feeder: no start time printed");
-  return first;
+  const out = (await run("python3", ["-c", FEEDER, sock, file, String(N)])).trim();
+  if (!/^\d+(\.\d+)?$/.test(out)) throw new Error(`feeder: no start time printed (${out})`);
+  return Number(out);
 }
 
 /** Agents started and not yet exited: stopped if the script ends early (an error, a signal). */
