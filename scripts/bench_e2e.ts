@@ -34,6 +34,10 @@
 // The first of them is polled until it holds its share, then all (the first record delivered
 // is then the first in that topic).
 //
+// --records beyond about 7M (of 100 bytes) need a larger cap than the agent's default 1 GiB,
+// which a drain's stored backlog would pass (pruned at the cap, it would never count N): the
+// script says so and stops, unless --agent-args gives --total-size.
+//
 // --warm also measures the end-to-end agent once it has run a while, as an agent on a host
 // does: the figures above count its whole life, JIT compilation and start-up included (a
 // cold 1M run pays 0.2-0.3 s of CPU on JavaScriptCore's compiler threads). Once its first N
@@ -46,7 +50,17 @@
 // they are stored (`--mode buffer`, the default): the paused broker would hold the others.
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -78,6 +92,14 @@ const { values } = parseArgs({
 });
 const N = Number(values.records);
 const RUNS = Number(values.runs);
+for (const [name, n] of [["records", N], ["runs", RUNS]] as const) {
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(
+      `bench_e2e: --${name} must be a whole number of at least 1, not "${values[name]}"`,
+    );
+    process.exit(2);
+  }
+}
 const PARTITIONS = values.partitions.split(",").map(Number).filter((p) => p > 0);
 const BROKERS = values.brokers;
 const SETTLE_S = Number(values.settle);
@@ -106,6 +128,21 @@ const EXTRA = values["agent-args"].split(" ").filter((a) => a !== "");
 const agentCmd = values.agent.split(" ");
 if (!existsSync(agentCmd[0])) {
   console.error(`bench_e2e: ${agentCmd[0]} not found (npm run compile, or --agent "PATH ARGS")`);
+  process.exit(2);
+}
+
+// The drain's agent stores all N lines before it delivers, and at its cap (`--total-size`,
+// 1 GiB by default) it prunes the oldest: the topic would then never count N. About 140
+// bytes a record are stored for values of 100 (a 1 GiB cap held 7.7M of them).
+const storedBytes = N * (Number(values["value-bytes"]) + 40);
+if (storedBytes > 0.9 * 2 ** 30 && !/(^|\s)--total-size\b/.test(values["agent-args"])) {
+  console.error(
+    `bench_e2e: ${N} records need about ${
+      (storedBytes / 2 ** 30).toFixed(1)
+    } GiB of segments, over the agent's default cap (--total-size 1GiB), where it prunes the oldest: pass --agent-args="--total-size ${
+      Math.ceil(storedBytes * 1.5 / 2 ** 30)
+    }GiB"`,
+  );
   process.exit(2);
 }
 
@@ -272,6 +309,23 @@ async function removeTemp(d: string): Promise<void> {
   temps.delete(d);
 }
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
+
+/**
+ * Writes lines `line(0)` to `line(n - 1)` to `path`, a million at a time (one string of 10M
+ * lines would be longer than a string may be).
+ */
+function writeLines(path: string, n: number, line: (i: number) => string): void {
+  const fd = openSync(path, "w");
+  try {
+    for (let from = 0; from < n; from += 1_000_000) {
+      const part: string[] = [];
+      for (let i = from; i < Math.min(n, from + 1_000_000); i++) part.push(line(i));
+      writeSync(fd, part.join(""));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
 
 interface Agent {
   pid: number;
@@ -643,17 +697,14 @@ try {
         })),
         waitForLeaders: true,
       });
-      const lines: string[] = [];
-      const kc: string[] = [];
-      for (let i = 0; i < N; i++) kc.push(`k${i % 1000}\t${value}\n`);
-      await writeFile(join(work, "kcat.txt"), kc.join(""));
+      writeLines(join(work, "kcat.txt"), N, (i) => `k${i % 1000}\t${value}\n`);
       for (const k of kinds) {
-        lines.length = 0;
         const names = spread(t(k));
-        for (let i = 0; i < N; i++) {
-          lines.push(`${names[i % names.length]}\tk${i % 1000}\t${value}\n`);
-        }
-        await writeFile(join(work, `${k}.txt`), lines.join(""));
+        writeLines(
+          join(work, `${k}.txt`),
+          N,
+          (i) => `${names[i % names.length]}\tk${i % 1000}\t${value}\n`,
+        );
       }
       if (!values["no-kcat"]) figs.kcat.push(await kcat(t("kcat"), join(work, "kcat.txt")));
       const e2e = await endToEnd(
