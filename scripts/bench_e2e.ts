@@ -92,10 +92,17 @@ const { values } = parseArgs({
 });
 const N = Number(values.records);
 const RUNS = Number(values.runs);
-for (const [name, n] of [["records", N], ["runs", RUNS]] as const) {
-  if (!Number.isInteger(n) || n < 1) {
+const VALUE_BYTES = Number(values["value-bytes"]);
+for (
+  const [name, n, least] of [["records", N, 1], ["runs", RUNS, 1], [
+    "value-bytes",
+    VALUE_BYTES,
+    0,
+  ]] as const
+) {
+  if (!Number.isInteger(n) || n < least) {
     console.error(
-      `bench_e2e: --${name} must be a whole number of at least 1, not "${values[name]}"`,
+      `bench_e2e: --${name} must be a whole number of at least ${least}, not "${values[name]}"`,
     );
     process.exit(2);
   }
@@ -133,13 +140,17 @@ if (!existsSync(agentCmd[0])) {
 
 // The drain's agent stores all N lines before it delivers, and at its cap (`--total-size`,
 // 1 GiB by default) it prunes the oldest: the topic would then never count N. About 140
-// bytes a record are stored for values of 100 (a 1 GiB cap held 7.7M of them).
-const storedBytes = N * (Number(values["value-bytes"]) + 40);
-if (storedBytes > 0.9 * 2 ** 30 && !/(^|\s)--total-size\b/.test(values["agent-args"])) {
+// bytes a record are stored for values of 100 and topic names of about 30 characters (so a
+// 1 GiB cap holds about 7.7M).
+const storedBytes = N * (VALUE_BYTES + 40);
+if (
+  PARTITIONS.length > 0 && storedBytes > 0.9 * 2 ** 30 &&
+  !/(^|\s)--total-size\b/.test(values["agent-args"])
+) {
   console.error(
     `bench_e2e: ${N} records need about ${
       (storedBytes / 2 ** 30).toFixed(1)
-    } GiB of segments, over the agent's default cap (--total-size 1GiB), where it prunes the oldest: pass --agent-args="--total-size ${
+    } GiB of segments, close to or over the agent's default cap (--total-size 1GiB), where it prunes the oldest: pass --agent-args="--total-size ${
       Math.ceil(storedBytes * 1.5 / 2 ** 30)
     }GiB"`,
   );
@@ -311,8 +322,8 @@ async function removeTemp(d: string): Promise<void> {
 for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => process.exit(130));
 
 /**
- * Writes lines `line(0)` to `line(n - 1)` to `path`, a million at a time (one string of 10M
- * lines would be longer than a string may be).
+ * Writes lines `line(0)` to `line(n - 1)` to `path`, a million at a time: a string holds at
+ * most 2^29 - 24 characters, about 4M of these lines.
  */
 function writeLines(path: string, n: number, line: (i: number) => string): void {
   const fd = openSync(path, "w");
@@ -672,7 +683,7 @@ console.log(
   }-byte values, keys k0..k999`,
 );
 try {
-  const value = "x".repeat(Number(values["value-bytes"]));
+  const value = "x".repeat(VALUE_BYTES);
   // A first idempotent producer waits for the broker's coordinator to load: not measured.
   const warm = `bench-e2e-${stamp}-warm-up`;
   await admin.createTopics({ topics: [{ topic: warm }], waitForLeaders: true });
@@ -765,9 +776,7 @@ try {
   if (gb > 0) {
     const topic = `bench-e2e-${stamp}-restart`;
     await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
-    const lines: string[] = [];
-    for (let i = 0; i < N; i++) lines.push(`${topic}\tk${i % 1000}\t${value}\n`);
-    await writeFile(join(work, "restart.txt"), lines.join(""));
+    writeLines(join(work, "restart.txt"), N, (i) => `${topic}\tk${i % 1000}\t${value}\n`);
     const firsts = await restartOnBacklog(join(work, "restart.txt"), topic, gb);
     console.log(
       `\nagent start to the first stored record delivered, on a ${gb} GB backlog: median ${
