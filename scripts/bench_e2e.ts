@@ -93,13 +93,8 @@ const { values } = parseArgs({
 const N = Number(values.records);
 const RUNS = Number(values.runs);
 const VALUE_BYTES = Number(values["value-bytes"]);
-for (
-  const [name, n, least] of [["records", N, 1], ["runs", RUNS, 1], [
-    "value-bytes",
-    VALUE_BYTES,
-    0,
-  ]] as const
-) {
+const counts = [["records", N, 1], ["runs", RUNS, 1], ["value-bytes", VALUE_BYTES, 0]] as const;
+for (const [name, n, least] of counts) {
   if (!Number.isInteger(n) || n < least) {
     console.error(
       `bench_e2e: --${name} must be a whole number of at least ${least}, not "${values[name]}"`,
