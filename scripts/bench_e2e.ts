@@ -93,7 +93,13 @@ const { values } = parseArgs({
 const N = Number(values.records);
 const RUNS = Number(values.runs);
 const VALUE_BYTES = Number(values["value-bytes"]);
-const counts = [["records", N, 1], ["runs", RUNS, 1], ["value-bytes", VALUE_BYTES, 0]] as const;
+const TOPICS = Number(values.topics);
+const counts = [
+  ["records", N, 1],
+  ["runs", RUNS, 1],
+  ["value-bytes", VALUE_BYTES, 0],
+  ["topics", TOPICS, 1],
+] as const;
 for (const [name, n, least] of counts) {
   if (!Number.isInteger(n) || n < least) {
     console.error(
@@ -105,11 +111,6 @@ for (const [name, n, least] of counts) {
 const PARTITIONS = values.partitions.split(",").map(Number).filter((p) => p > 0);
 const BROKERS = values.brokers;
 const SETTLE_S = Number(values.settle);
-const TOPICS = Number(values.topics);
-if (!Number.isInteger(TOPICS) || TOPICS < 1) {
-  console.error(`bench_e2e: --topics must be a whole number of at least 1, not "${values.topics}"`);
-  process.exit(2);
-}
 if (TOPICS > 1 && (values.warm || Number(values["restart-gb"]) > 0)) {
   console.error(
     "bench_e2e: --topics is for the end-to-end and drain runs, not --warm or --restart-gb",
